@@ -1,0 +1,48 @@
+# The two commands of the README:
+#   make pipeline   set up, then run the pipeline on the built-in avdigits dataset
+#   make test       set up, then run the test suite (what .ci/run calls)
+# Set-up is a venv in .venv, rebuilt only when pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+# Nothing here may phone home: this tool runs offline.
+export MLFLOW_DISABLE_TELEMETRY := true
+# MLflow's own default when unset, made explicit so that a stray ./mlruns cannot flip it.
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: setup pipeline test lint ui constraints clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
+	touch $@
+
+pipeline: $(STAMP)
+	PATH="$(BIN):$$PATH" mlflow run . -e pipeline --env-manager local --experiment-name avdigits $(ARGS)
+
+test: $(STAMP)
+	PATH="$(BIN):$$PATH" python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check tsp_mlflow analysis tests
+	$(BIN)/ruff format --check tsp_mlflow analysis tests
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --workers 1
+
+# Re-pin after editing pyproject.toml: resolve into a scratch venv and freeze it.
+constraints:
+	rm -rf /tmp/tsp-pin && $(PYTHON) -m venv /tmp/tsp-pin
+	/tmp/tsp-pin/bin/pip install --quiet torch==2.13.0 -e ".[dev,postgres]"
+	{ sed -n '1,/^# torch stays/p' constraints.txt; /tmp/tsp-pin/bin/pip freeze --exclude-editable \
+	  | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean-venv:
+	rm -rf $(VENV)

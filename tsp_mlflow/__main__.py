@@ -1,0 +1,3 @@
+from tsp_mlflow.cli import main
+
+main()

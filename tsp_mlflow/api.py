@@ -1,0 +1,37 @@
+"""The public Python API for reusing registered encoders in new models."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from tsp_mlflow.models.serialization import load_encoder_folder
+from tsp_mlflow.tracking.resolve import EncoderLocation, download_encoder, resolve_encoder
+from tsp_mlflow.tracking.session import configure_tracking
+
+
+def load_encoder(uri: str) -> nn.Module:
+    """Load a trainable encoder from the tracking server, without unpickling anything.
+
+    Args:
+        uri: ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``run:<run_id>`` or
+            ``runs:/<run_id>[/encoder]``.
+
+    Returns:
+        The encoder module (e.g. ``SmallCNN``), weights loaded, in train mode, with
+        ``out_dim`` set and ``tsp_source`` / ``tsp_run_id`` attributes for lineage.
+    """
+    configure_tracking()
+    encoder, _ = load_encoder_with_location(resolve_encoder(uri))
+    return encoder
+
+
+def load_encoder_with_location(location: EncoderLocation) -> tuple[nn.Module, dict]:
+    with tempfile.TemporaryDirectory(prefix="tsp-encoder-") as tmp:
+        folder = download_encoder(location, Path(tmp))
+        encoder, spec = load_encoder_folder(folder)
+    encoder.tsp_source = location.uri  # type: ignore[assignment]
+    encoder.tsp_run_id = location.run_id  # type: ignore[assignment]
+    return encoder.train(), spec

@@ -1,0 +1,118 @@
+"""Compose, validate and serialise the Hydra configs in ``conf/``.
+
+The typed constructor signatures are the schema: every ``_target_`` in a composed config
+is bound against its constructor before any run starts, so a typo fails in seconds.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shlex
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from tsp_mlflow.errors import UserInputError
+
+
+def config_dir() -> Path:
+    """``$TSP_CONFIG_DIR`` or the repository's ``conf/`` (the package is installed editable)."""
+    env = os.environ.get("TSP_CONFIG_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+    if not path.is_dir():
+        raise UserInputError(
+            f"config folder {path} not found; install the project with `pip install -e .` "
+            "from its checkout, or set TSP_CONFIG_DIR"
+        )
+    return path
+
+
+def group_options(group: str) -> list[str]:
+    """The choices of a config group, e.g. ``group_options("data") == ["avdigits"]``."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def split_overrides(text: str) -> list[str]:
+    """Split an ``overrides`` parameter (shell-quoted by ``mlflow run``) into Hydra overrides."""
+    try:
+        return shlex.split(text or "")
+    except ValueError as err:
+        raise UserInputError(f"cannot parse overrides={text!r}: {err}") from None
+
+
+def quote(value: str) -> str:
+    """Quote a string value for a Hydra override (values may hold ``=`` ``,`` ``:`` ``/``)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def compose_config(name: str, overrides: Sequence[str] = ()) -> tuple[DictConfig, dict[str, str]]:
+    """Compose ``conf/<name>.yaml`` with overrides, resolve it and check every ``_target_``.
+
+    Returns:
+        The resolved config, and the chosen option per config group (e.g.
+        ``{"model/fusion": "concat"}``), which runs record as tags.
+    """
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name=name, overrides=list(overrides), return_hydra_config=True)
+        choices = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
+        with open_dict(cfg):
+            del cfg["hydra"]
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UserInputError(_explain(err, name)) from None
+    check_targets(cfg)
+    return cfg, choices
+
+
+def check_targets(cfg: Any, path: str = "") -> None:
+    """Bind each ``_target_`` node's keys to its constructor's signature."""
+    for key, node, where in _target_nodes(cfg, path):
+        target = node["_target_"]
+        try:
+            obj = get_object(target)
+        except Exception:  # hydra raises several types for an unimportable path
+            raise UserInputError(f"{where}._target_={target!r} cannot be imported") from None
+        kwargs = {k: v for k, v in node.items() if not str(k).startswith("_")}
+        try:
+            inspect.signature(obj).bind_partial(**kwargs)
+        except TypeError:
+            params = [p for p in inspect.signature(obj).parameters if p not in ("self",)]
+            unknown = sorted(set(kwargs) - set(params))
+            raise UserInputError(
+                f"{where}: {target} does not accept {', '.join(unknown) or kwargs}; "
+                f"valid keys: {', '.join(params)}"
+            ) from None
+        del key
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(config: dict[str, Any]) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(config))
+
+
+def _target_nodes(node: Any, path: str) -> Iterator[tuple[str, Any, str]]:
+    if isinstance(node, (DictConfig, dict)):
+        if "_target_" in node:
+            yield path, node, path or "<root>"
+        for key in node:
+            yield from _target_nodes(node[key], f"{path}.{key}" if path else str(key))
+
+
+def _explain(err: Exception, name: str) -> str:
+    cause = err if str(err).strip() else (err.__cause__ or err)
+    message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    for group in ("data", "model/fusion", "model/encoder", "model/head", "optim", "debug"):
+        if f"'{group}/" in message or f"'{group}'" in message or f"group {group}" in message:
+            return f"{message}. Valid {group} choices: {', '.join(group_options(group))}"
+    return f"invalid configuration for {name}: {message}"

@@ -1,0 +1,37 @@
+"""The late-fusion classifier: named encoders -> mask-aware fusion -> head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LateFusionModel(nn.Module):
+    """Encode each present modality, fuse, classify.
+
+    A unimodal pretraining model is the same class with one encoder and a linear head,
+    so pretraining and fusion training share one loop and one evaluator.
+
+    Args:
+        encoders: modality -> encoder, in the dataset's modality order.
+        fusion: module with ``forward(feats, present)`` and ``out_dim``.
+        head: maps the fused embedding to logits.
+    """
+
+    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.modalities = tuple(encoders)
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion
+        self.head = head
+
+    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """modality -> (B, D_m) for every modality given in ``inputs``."""
+        return {m: self.encoders[m](inputs[m]) for m in self.modalities if m in inputs}
+
+    def classify(self, feats: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) from embeddings; ``present`` (B, M) decides which ones count."""
+        return self.head(self.fusion(feats, present))
+
+    def forward(self, inputs: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.encode(inputs), present)

@@ -1,0 +1,116 @@
+"""Encoder files: weights as safetensors plus the architecture as JSON. No pickle anywhere.
+
+A saved encoder is a folder::
+
+    model.safetensors   the state dict
+    encoder.json        {"format": 1, "_target_": "<allow-listed class>", "kwargs": {...}}
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tsp_mlflow.models.encoders import ENCODER_CLASSES
+
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "encoder.json"
+FORMAT_VERSION = 1
+
+
+class EncoderWeightsMismatch(ValueError):
+    """The stored weights do not fit the stored architecture."""
+
+
+def encoder_spec(encoder: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able architecture of ``encoder``, built with constructor ``kwargs``."""
+    target = f"{type(encoder).__module__}.{type(encoder).__qualname__}"
+    if target not in ENCODER_CLASSES:
+        raise TypeError(
+            f"{target} is not a registered encoder class; add it to "
+            "tsp_mlflow.models.encoders.ENCODER_CLASSES to save and load it"
+        )
+    return {"format": FORMAT_VERSION, "_target_": target, "kwargs": dict(kwargs)}
+
+
+def save_encoder(encoder: nn.Module, spec: dict[str, Any], folder: str | os.PathLike[str]) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    return folder
+
+
+def read_encoder_spec(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(folder) / SPEC_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: this artifact is not a tsp-mlflow encoder "
+            f"(expected {SPEC_FILE} and {WEIGHTS_FILE})"
+        )
+    spec = json.loads(path.read_text())
+    if spec.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported encoder format {spec.get('format')!r}")
+    return spec
+
+
+def build_encoder(spec: dict[str, Any]) -> nn.Module:
+    """Construct an encoder from a spec, refusing any class outside the allow-list."""
+    target = spec.get("_target_")
+    cls = ENCODER_CLASSES.get(str(target))
+    if cls is None:
+        raise ValueError(
+            f"refusing to build encoder class {target!r}: only {', '.join(ENCODER_CLASSES)} "
+            "may be loaded from a tracking server"
+        )
+    kwargs = spec.get("kwargs", {})
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"encoder spec for {target} has invalid arguments {kwargs}: {err}") from None
+    return cls(**kwargs)
+
+
+def load_encoder_folder(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the encoder saved in ``folder`` and load its weights (strictly)."""
+    folder = Path(folder)
+    spec = read_encoder_spec(folder)
+    encoder = build_encoder(spec)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing")
+    load_weights_strict(encoder, load_file(str(weights)), source=str(weights))
+    return encoder, spec
+
+
+def load_weights_strict(module: nn.Module, state: dict[str, Any], source: str) -> None:
+    """Load ``state`` into ``module``; on any mismatch, name every offending key."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k} (weights {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys: {', '.join(unexpected)}")
+        if shapes:
+            problems.append(f"shape mismatches: {', '.join(shapes)}")
+        raise EncoderWeightsMismatch(
+            f"encoder weights in {source} do not fit the architecture "
+            f"{type(module).__name__}: {'; '.join(problems)}. Load weights saved for this "
+            "architecture, or match the encoder config to the one that produced them"
+        )
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,73 @@
+"""Small setup steps that every training recipe performs identically."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from tsp_mlflow.config import to_plain, to_yaml
+from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.models.serialization import encoder_spec, save_encoder
+from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.params import code_version, config_hash, log_config
+
+
+def check_epochs(cfg: DictConfig) -> None:
+    epochs = cfg.trainer.epochs
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
+        raise UserInputError(f"epochs must be a positive integer, got {epochs!r}; e.g. -P epochs=10")
+
+
+def make_loaders(
+    cfg: DictConfig, modalities: Sequence[str], generator: torch.Generator, device: torch.device
+) -> dict[str, DataLoader]:
+    """train/val/test loaders over ``modalities``; only train shuffles."""
+    build = instantiate(cfg.data.dataset)  # partial: (split, modalities) -> Dataset
+    pin = device.type == "cuda"
+    return {
+        split: DataLoader(
+            build(split=split, modalities=list(modalities)),
+            batch_size=cfg.trainer.batch_size,
+            shuffle=split == "train",
+            generator=generator if split == "train" else None,
+            num_workers=cfg.trainer.num_workers,
+            pin_memory=pin,
+        )
+        for split in ("train", "val", "test")
+    }
+
+
+def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[Any, Any]:
+    optimizer = instantiate(cfg.optim)(model.parameters())
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    return optimizer, scheduler
+
+
+def provenance_tags(config: dict[str, Any]) -> dict[str, str]:
+    return {schema.CONFIG_HASH: config_hash(config), schema.CODE_VERSION: code_version()}
+
+
+def log_resolved_config(config: dict[str, Any]) -> None:
+    log_config(config, to_yaml(config))
+
+
+def log_encoder_artifact(encoder: torch.nn.Module, config_node: dict[str, Any]) -> str:
+    """Save the encoder as safetensors + JSON spec under the run's ``encoder/`` artifact."""
+    kwargs = {k: v for k, v in config_node.items() if not k.startswith("_")}
+    spec = encoder_spec(encoder, kwargs)
+    with tempfile.TemporaryDirectory(prefix="tsp-encoder-") as tmp:
+        save_encoder(encoder, spec, Path(tmp))
+        mlflow.log_artifacts(tmp, schema.ENCODER_ARTIFACT_DIR)
+    return f"{mlflow.get_artifact_uri().rstrip('/')}/{schema.ENCODER_ARTIFACT_DIR}"
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    return to_plain(cfg)

@@ -1,0 +1,62 @@
+"""Parse the ``encoders`` parameter and name the resulting condition."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.resolve import URI_FORMS, is_encoder_uri
+
+SCRATCH = "scratch"
+PRETRAINED = "pretrained"
+
+
+def parse_encoder_sources(text: str, modalities: Sequence[str], dataset: str) -> dict[str, str]:
+    """Map every modality to ``scratch`` or an encoder URI.
+
+    Accepted: ``scratch``; ``pretrained`` (each modality's ``@champion``); or a comma list
+    ``<modality>=<scratch|pretrained|URI>``, where unlisted modalities train from scratch.
+    """
+    text = (text or "").strip()
+    usage = (
+        f"-P encoders=scratch | pretrained | e.g. {modalities[0]}=scratch,"
+        f"{modalities[-1]}=models:/{schema.registered_encoder_name(dataset, modalities[-1])}@champion "
+        f"(sources: scratch, pretrained, {URI_FORMS})"
+    )
+    if text in (SCRATCH, PRETRAINED):
+        return {m: _source(text, m, dataset) for m in modalities}
+    sources = dict.fromkeys(modalities, SCRATCH)
+    seen: set[str] = set()
+    for item in text.split(","):
+        modality, sep, source = (part.strip() for part in item.partition("="))
+        if not sep or not modality or not source:
+            raise UserInputError(f"malformed encoders={text!r}: item {item!r} is not <modality>=<source>; {usage}")
+        if modality not in modalities:
+            raise UserInputError(
+                f"encoders={text!r} names unknown modality {modality!r}; dataset {dataset!r} has "
+                f"{', '.join(modalities)}"
+            )
+        if modality in seen:
+            raise UserInputError(f"encoders={text!r} gives modality {modality!r} twice")
+        if source not in (SCRATCH, PRETRAINED) and not is_encoder_uri(source):
+            raise UserInputError(f"encoders={text!r}: {source!r} is not a valid source; {usage}")
+        seen.add(modality)
+        sources[modality] = _source(source, modality, dataset)
+    return sources
+
+
+def condition_name(sources: dict[str, str]) -> str:
+    """``scratch``, ``pretrained``, or ``<m>[_<m>...]_scratch`` for a mix."""
+    scratch = [m for m, s in sources.items() if s == SCRATCH]
+    if len(scratch) == len(sources):
+        return schema.CONDITION_SCRATCH
+    if not scratch:
+        return schema.CONDITION_PRETRAINED
+    return "_".join(scratch) + "_scratch"
+
+
+def _source(source: str, modality: str, dataset: str) -> str:
+    if source == PRETRAINED:
+        return f"models:/{schema.registered_encoder_name(dataset, modality)}@{schema.CHAMPION_ALIAS}"
+    return source

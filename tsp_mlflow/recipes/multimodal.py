@@ -1,0 +1,111 @@
+"""``multimodal``: train a late-fusion model; evaluate every modality pattern."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from tsp_mlflow.api import load_encoder_with_location
+from tsp_mlflow.data.batch import all_patterns, pattern_name
+from tsp_mlflow.models.late_fusion import LateFusionModel
+from tsp_mlflow.recipes.common import (
+    check_epochs,
+    log_resolved_config,
+    make_loaders,
+    make_optimizer,
+    plain,
+    provenance_tags,
+)
+from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
+from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.epoch_log import EpochLogger
+from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
+from tsp_mlflow.tracking.session import tracked_run
+from tsp_mlflow.training.loop import evaluate, fit
+from tsp_mlflow.training.runtime import resolve_device, seed_everything
+
+
+class MultimodalRecipe:
+    """Validate and resolve every encoder source up front, then ``run()``."""
+
+    def __init__(self, cfg: DictConfig, fusion_name: str, condition: str | None = None) -> None:
+        self.modalities: tuple[str, ...] = tuple(cfg.data.modalities)
+        self.sources = parse_encoder_sources(cfg.encoders, self.modalities, cfg.data.name)
+        check_epochs(cfg)
+        resolve_device(cfg.runtime.device)
+        # Resolving checks that every named run / model exists before any run is created.
+        self.locations: dict[str, EncoderLocation] = {
+            m: resolve_encoder(src) for m, src in self.sources.items() if src != SCRATCH
+        }
+        # Loading up front also checks that the weights fit, before any run exists.
+        self.pretrained = {m: load_encoder_with_location(loc) for m, loc in self.locations.items()}
+        for m, (_, spec) in self.pretrained.items():
+            with open_dict(cfg):  # log the architecture actually trained, not the default
+                cfg.model.encoders[m] = OmegaConf.create({"_target_": spec["_target_"], **spec["kwargs"]})
+        self.cfg = cfg
+        self.fusion_name = fusion_name
+        self.condition = condition or condition_name(self.sources)
+
+    def tags(self) -> dict[str, str]:
+        tags = {
+            schema.STAGE: schema.STAGE_MULTIMODAL,
+            schema.DATASET: self.cfg.data.name,
+            schema.MODALITIES: ",".join(self.modalities),
+            schema.CONDITION: self.condition,
+            schema.SEED: str(self.cfg.seed),
+            schema.FUSION: self.fusion_name,
+        }
+        for m, source in self.sources.items():
+            tags[schema.encoder_source_tag(m)] = source
+            if m in self.locations:
+                tags[schema.encoder_run_tag(m)] = self.locations[m].run_id
+        return tags
+
+    def run(self, nested: bool = False) -> str:
+        cfg = self.cfg
+        started = time.perf_counter()
+        generator = seed_everything(cfg.seed)
+        device = resolve_device(cfg.runtime.device)
+        encoders = {
+            m: self.pretrained[m][0] if m in self.pretrained else instantiate(cfg.model.encoders[m])
+            for m in self.modalities
+        }
+        config = plain(cfg)
+        fusion = instantiate(cfg.model.fusion)(in_dims={m: e.out_dim for m, e in encoders.items()})
+        head = instantiate(cfg.model.head)(in_features=fusion.out_dim)
+        model = LateFusionModel(encoders, fusion, head)
+        patterns = all_patterns(self.modalities)
+        full = pattern_name(self.modalities, self.modalities)
+
+        name = f"{self.condition}-seed{cfg.seed}"
+        with tracked_run(run_name=name, tags={**self.tags(), **provenance_tags(config)}, nested=nested) as run:
+            log_resolved_config(config)
+            loaders = make_loaders(cfg, self.modalities, generator, device)
+            optimizer, scheduler = make_optimizer(cfg, model)
+            logger = EpochLogger()
+            result = fit(
+                model,
+                loaders["train"],
+                loaders["val"],
+                optimizer=optimizer,
+                scheduler=scheduler,
+                epochs=cfg.trainer.epochs,
+                patterns=patterns,
+                monitor=(full, cfg.trainer.monitor),
+                device=device,
+                on_epoch_end=logger.log_epoch,
+            )
+            model.load_state_dict(result.best_state)
+            logger.log_test(evaluate(model, loaders["test"], patterns, device), result.best_epoch)
+            mlflow.log_metrics(
+                {
+                    schema.BEST_EPOCH: result.best_epoch,
+                    schema.BEST_VALUE: result.best_value,
+                    schema.TIME_TRAIN_TOTAL: result.train_seconds,
+                    schema.TIME_TOTAL: time.perf_counter() - started,
+                }
+            )
+        return run.info.run_id

@@ -1,0 +1,103 @@
+"""``pretrain``: train one modality's encoder with a linear head on that modality's labels."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.models.fusion import ConcatFusion
+from tsp_mlflow.models.late_fusion import LateFusionModel
+from tsp_mlflow.recipes.common import (
+    check_epochs,
+    log_encoder_artifact,
+    log_resolved_config,
+    make_loaders,
+    make_optimizer,
+    plain,
+    provenance_tags,
+)
+from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.epoch_log import EpochLogger
+from tsp_mlflow.tracking.registry import register_encoder
+from tsp_mlflow.tracking.session import tracked_run
+from tsp_mlflow.training.loop import evaluate, fit
+from tsp_mlflow.training.runtime import resolve_device, seed_everything
+
+
+class PretrainRecipe:
+    """Validate on construction (no run exists yet), then ``run()`` trains, logs, registers."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        modalities = list(cfg.data.modalities)
+        if cfg.modality not in modalities:
+            raise UserInputError(
+                f"unknown modality {cfg.modality!r} for dataset {cfg.data.name!r}; "
+                f"choose one of {', '.join(modalities)} (-P modality=...)"
+            )
+        check_epochs(cfg)
+        resolve_device(cfg.runtime.device)
+        with open_dict(cfg):  # only the pretrained modality's encoder belongs to this run
+            cfg.model.encoders = {cfg.modality: cfg.model.encoders[cfg.modality]}
+        self.cfg = cfg
+        self.config = plain(cfg)
+        self.modality: str = cfg.modality
+
+    def tags(self) -> dict[str, str]:
+        return {
+            schema.STAGE: schema.STAGE_PRETRAIN,
+            schema.DATASET: self.cfg.data.name,
+            schema.MODALITY: self.modality,
+            schema.SEED: str(self.cfg.seed),
+            **provenance_tags(self.config),
+        }
+
+    def run(self, nested: bool = False) -> str:
+        cfg, m = self.cfg, self.modality
+        started = time.perf_counter()
+        generator = seed_everything(cfg.seed)
+        device = resolve_device(cfg.runtime.device)
+        with tracked_run(run_name=f"pretrain-{m}", tags=self.tags(), nested=nested) as run:
+            log_resolved_config(self.config)
+            loaders = make_loaders(cfg, [m], generator, device)
+            encoder = instantiate(cfg.model.encoders[m])
+            head = instantiate(cfg.model.head)(in_features=encoder.out_dim)
+            model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
+            optimizer, scheduler = make_optimizer(cfg, model)
+
+            logger = EpochLogger()
+            result = fit(
+                model,
+                loaders["train"],
+                loaders["val"],
+                optimizer=optimizer,
+                scheduler=scheduler,
+                epochs=cfg.trainer.epochs,
+                patterns=[(m,)],
+                monitor=(m, cfg.trainer.monitor),
+                device=device,
+                on_epoch_end=logger.log_epoch,
+            )
+            model.load_state_dict(result.best_state)
+            logger.log_test(evaluate(model, loaders["test"], [(m,)], device), result.best_epoch)
+            artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
+            mlflow.log_metrics(
+                {
+                    schema.BEST_EPOCH: result.best_epoch,
+                    schema.BEST_VALUE: result.best_value,
+                    schema.TIME_TRAIN_TOTAL: result.train_seconds,
+                    schema.TIME_TOTAL: time.perf_counter() - started,
+                }
+            )
+            # Last step, so that a run that fails anywhere above registers nothing.
+            register_encoder(
+                name=schema.registered_encoder_name(cfg.data.name, m),
+                artifact_uri=artifact_uri,
+                run_id=run.info.run_id,
+                monitor=schema.metric_key("val", m, cfg.trainer.monitor),
+                value=result.best_value,
+            )
+        return run.info.run_id

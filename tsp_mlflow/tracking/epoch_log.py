@@ -1,0 +1,49 @@
+"""Per-epoch metrics to MLflow: one batched call per epoch, plus a ``metrics.json`` artifact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+
+from tsp_mlflow.tracking import schema
+
+# split -> pattern -> metric -> value; "train" has the single pseudo-pattern "all".
+SplitMetrics = dict[str, dict[str, dict[str, float]]]
+
+
+def flatten_metrics(metrics: SplitMetrics) -> dict[str, float]:
+    """``{"val": {"audio": {"accuracy": .9}}}`` -> ``{"val/audio/accuracy": .9}``.
+
+    Training metrics are not per pattern (training sees full data): ``train/<metric>``.
+    """
+    flat: dict[str, float] = {}
+    for split, patterns in metrics.items():
+        for pattern, values in patterns.items():
+            for metric, value in values.items():
+                key = f"train/{metric}" if split == "train" else schema.metric_key(split, pattern, metric)
+                flat[key] = value
+    return flat
+
+
+class EpochLogger:
+    """Collects the thesis's ``epoch_metrics.json`` shape and mirrors it to MLflow.
+
+    ``metrics.json`` is ``{"epochs": {"1": {split: {pattern: {metric: value}}}, ...},
+    "test": {pattern: {metric: value}}, "best_epoch": int}``, rewritten every epoch so a
+    crashed run still has every finished epoch.
+    """
+
+    def __init__(self) -> None:
+        self.document: dict[str, Any] = {"epochs": {}, "test": {}, "best_epoch": None}
+
+    def log_epoch(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
+        mlflow.log_metrics({**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}, step=epoch)
+        self.document["epochs"][str(epoch)] = metrics
+        mlflow.log_dict(self.document, schema.METRICS_ARTIFACT)
+
+    def log_test(self, test: dict[str, dict[str, float]], best_epoch: int) -> None:
+        mlflow.log_metrics(flatten_metrics({"test": test}), step=best_epoch)
+        self.document["test"] = test
+        self.document["best_epoch"] = best_epoch
+        mlflow.log_dict(self.document, schema.METRICS_ARTIFACT)

@@ -1,0 +1,60 @@
+"""Model Registry: encoder versions and the ``champion`` alias."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+from tsp_mlflow.tracking import schema
+
+
+def register_encoder(
+    *, name: str, artifact_uri: str, run_id: str, monitor: str, value: float
+) -> ModelVersion:
+    """Register a new encoder version and move ``champion`` to the best one by validation.
+
+    Args:
+        name: registered model name, ``<dataset>-<modality>-encoder``.
+        artifact_uri: where the encoder folder lives (the pretrain run's artifact).
+        run_id: the pretrain run.
+        monitor: validation metric key that ranks versions (higher is better).
+        value: that metric for this version.
+    """
+    client = MlflowClient()
+    try:
+        client.create_registered_model(
+            name, description="Task-specifically pretrained encoder (tsp-mlflow)."
+        )
+    except MlflowException as err:
+        if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    version = client.create_model_version(
+        name,
+        source=artifact_uri,
+        run_id=run_id,
+        tags={schema.MODEL_VERSION_MONITOR: monitor, schema.MODEL_VERSION_MONITOR_VALUE: repr(value)},
+    )
+    champion = best_version(client, name, monitor)
+    if champion is not None:
+        client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, champion)
+    return version
+
+
+def best_version(client: MlflowClient, name: str, monitor: str) -> str | None:
+    """The version with the highest ``monitor`` value; ties go to the oldest version."""
+    best: tuple[float, int] | None = None
+    token = None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", page_token=token)
+        for mv in page:
+            if mv.tags.get(schema.MODEL_VERSION_MONITOR) != monitor:
+                continue  # ranked by another metric: not comparable
+            key = (float(mv.tags[schema.MODEL_VERSION_MONITOR_VALUE]), -int(mv.version))
+            if best is None or key > best:
+                best = key
+        token = page.token
+        if not token:
+            break
+    return None if best is None else str(-best[1])

@@ -1,0 +1,77 @@
+"""Turn an encoder URI into a local folder, with errors that say what exists instead."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from tsp_mlflow.tracking import schema
+
+URI_FORMS = "run:<run_id>, runs:/<run_id>[/encoder], models:/<name>@<alias> or models:/<name>/<version>"
+_RUN = re.compile(r"^(?:run:|runs:/)(?P<run_id>[0-9a-zA-Z]+)(?:/(?P<path>.+))?$")
+_MODEL = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class EncoderNotFound(LookupError):
+    """An encoder URI names a run or model that does not exist."""
+
+
+@dataclass(frozen=True)
+class EncoderLocation:
+    uri: str
+    run_id: str
+    artifact_uri: str  # folder holding encoder.json and model.safetensors
+
+
+def is_encoder_uri(text: str) -> bool:
+    return bool(_RUN.match(text) or _MODEL.match(text))
+
+
+def resolve_encoder(uri: str) -> EncoderLocation:
+    """Resolve ``uri`` against the tracking server, checking that its target exists."""
+    client = MlflowClient()
+    if m := _RUN.match(uri):
+        run_id, path = m["run_id"], (m["path"] or schema.ENCODER_ARTIFACT_DIR).strip("/")
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise EncoderNotFound(
+                f"encoder run {run_id!r} (from {uri!r}) does not exist in tracking store "
+                f"{mlflow.get_tracking_uri()}; find pretrain runs with tags.`tsp.stage` = 'pretrain' "
+                "in the MLflow UI, or use a registered model URI"
+            ) from None
+        return EncoderLocation(uri, run_id, f"{run.info.artifact_uri.rstrip('/')}/{path}")
+    if m := _MODEL.match(uri):
+        name = m["name"]
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            known = sorted(rm.name for rm in client.search_registered_models(max_results=1000))
+            raise EncoderNotFound(
+                f"registered model {name!r} (from {uri!r}) does not exist; registered models: "
+                f"{', '.join(known) or 'none yet (run the pretrain entry point first)'}"
+            ) from None
+        try:
+            if m["alias"]:
+                mv = client.get_model_version_by_alias(name, m["alias"])
+            else:
+                mv = client.get_model_version(name, m["version"])
+        except MlflowException:
+            rm = client.get_registered_model(name)
+            raise EncoderNotFound(
+                f"{uri!r} does not exist: model {name!r} has aliases "
+                f"{sorted(rm.aliases) or 'none'} and versions "
+                f"{sorted(int(v.version) for v in client.search_model_versions(f'name = {name!r}'))}"
+            ) from None
+        return EncoderLocation(uri, mv.run_id, mv.source)
+    raise ValueError(f"cannot read encoder URI {uri!r}; expected {URI_FORMS}")
+
+
+def download_encoder(location: EncoderLocation, dst: Path) -> Path:
+    """Download the encoder folder; only JSON and safetensors are read from it afterwards."""
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location.artifact_uri, dst_path=str(dst)))

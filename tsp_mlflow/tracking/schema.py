@@ -1,0 +1,97 @@
+"""The tracking schema: every tag, metric, artifact and model name tsp-mlflow writes.
+
+This module is a public API (documented in the README) and imports nothing heavy, so
+``analysis/`` can parse runs back without torch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# --- tags -----------------------------------------------------------------------------
+STAGE = "tsp.stage"
+DATASET = "tsp.dataset"
+MODALITY = "tsp.modality"  # pretrain runs: the one modality
+MODALITIES = "tsp.modalities"  # fusion runs: comma-separated, dataset order
+CONDITION = "tsp.condition"  # scratch | pretrained | <m>_scratch ...
+SEED = "tsp.seed"
+FUSION = "tsp.fusion"
+CONFIG_HASH = "tsp.config_hash"
+CODE_VERSION = "tsp.code_version"
+ERROR = "tsp.error"  # why a run FAILED
+PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
+
+STAGE_PRETRAIN = "pretrain"
+STAGE_MULTIMODAL = "multimodal"
+STAGE_PIPELINE = "pipeline"
+STAGE_ANALYSIS = "analysis"
+STAGES = (STAGE_PRETRAIN, STAGE_MULTIMODAL, STAGE_PIPELINE, STAGE_ANALYSIS)
+
+CONDITION_SCRATCH = "scratch"
+CONDITION_PRETRAINED = "pretrained"
+
+
+def encoder_source_tag(modality: str) -> str:
+    """``scratch``, ``run:<id>`` or ``models:/...``: where a fusion run's encoder came from."""
+    return f"tsp.encoder.{modality}.source"
+
+
+def encoder_run_tag(modality: str) -> str:
+    """The pretrain run that produced a fusion run's encoder (absent for scratch)."""
+    return f"tsp.encoder.{modality}.run_id"
+
+
+def pipeline_pretrain_tag(modality: str) -> str:
+    """On a pipeline run: the pretrain run it used for ``modality``."""
+    return f"tsp.pipeline.pretrain.{modality}.run_id"
+
+
+def pipeline_reused_tag(modality: str) -> str:
+    """On a pipeline run: ``true`` when that pretrain run was reused, not trained anew."""
+    return f"tsp.pipeline.pretrain.{modality}.reused"
+
+
+# --- metrics --------------------------------------------------------------------------
+TRAIN_LOSS = "train/loss"
+TRAIN_ACCURACY = "train/accuracy"
+TRAIN_F1_MACRO = "train/f1_macro"
+TIME_EPOCH = "time/epoch_s"
+TIME_TRAIN_TOTAL = "time/train_total_s"
+TIME_TOTAL = "time/total_s"
+BEST_EPOCH = "best/epoch"
+BEST_VALUE = "best/value"  # the monitored validation metric at the best epoch
+
+
+class PatternMetric(NamedTuple):
+    split: str
+    pattern: str
+    metric: str
+
+
+def metric_key(split: str, pattern: str, metric: str) -> str:
+    """``{split}/{pattern}/{metric}``, e.g. ``val/audio-image/accuracy``."""
+    return f"{split}/{pattern}/{metric}"
+
+
+def parse_metric_key(key: str) -> PatternMetric | None:
+    """Inverse of :func:`metric_key`; ``None`` for keys that are not per-pattern metrics."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] not in ("train", "val", "test"):
+        return None
+    return PatternMetric(*parts)
+
+
+# --- artifacts and registry -------------------------------------------------------------
+ENCODER_ARTIFACT_DIR = "encoder"
+CONFIG_ARTIFACT = "config.yaml"
+METRICS_ARTIFACT = "metrics.json"
+ANALYSIS_TABLE_ARTIFACT = "analysis/table.md"
+ANALYSIS_CSV_ARTIFACT = "analysis/table.csv"
+ANALYSIS_FIGURE_ARTIFACT = "analysis/figure.png"
+CHAMPION_ALIAS = "champion"
+MODEL_VERSION_MONITOR = "tsp.monitor"  # model version tags: which metric, and its value
+MODEL_VERSION_MONITOR_VALUE = "tsp.monitor_value"
+
+
+def registered_encoder_name(dataset: str, modality: str) -> str:
+    return f"{dataset}-{modality}-encoder"

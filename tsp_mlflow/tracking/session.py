@@ -1,0 +1,87 @@
+"""Run lifecycle: where runs are stored, how they start, and how failures are recorded."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+
+from tsp_mlflow.tracking import schema
+
+MAX_TAG_LENGTH = 5000
+
+
+def configure_tracking() -> str:
+    """Point MLflow at ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``.
+
+    MLflow's own default is the same sqlite file, except that a leftover ``./mlruns``
+    silently switches it to the file store; naming the URI rules that out.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline tool: no phone-home
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    return mlflow.get_tracking_uri()
+
+
+def use_experiment(name: str) -> None:
+    """Select ``name`` unless ``mlflow run`` or the environment already chose an experiment."""
+    if os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return
+    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or name)
+
+
+@contextmanager
+def tracked_run(
+    *, run_name: str, tags: dict[str, str], nested: bool = False
+) -> Iterator[mlflow.ActiveRun]:
+    """Start a run (or attach to the one ``mlflow run`` created) and end it honestly.
+
+    On success the run ends FINISHED. On an exception it ends FAILED with the reason in
+    ``tsp.error``; on Ctrl-C or SIGTERM it ends KILLED. The exception is re-raised.
+    """
+    run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
+    previous = signal.getsignal(signal.SIGTERM)
+    if not nested:  # turn SIGTERM into an exception so the run is closed as KILLED
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _end(run.info.run_id, RunStatus.KILLED, "interrupted (SIGINT/SIGTERM)")
+        raise
+    except BaseException as err:
+        _end(run.info.run_id, RunStatus.FAILED, f"{type(err).__name__}: {err}")
+        raise
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    finally:
+        if not nested:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def fail_pending_project_run(reason: str, status: str = "FAILED") -> None:
+    """End the run that ``mlflow run`` created (FAILED or KILLED) when we fail before attaching."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    client = MlflowClient()
+    client.set_tag(run_id, schema.ERROR, reason[:MAX_TAG_LENGTH])
+    client.set_terminated(run_id, status)
+
+
+def _end(run_id: str, status: int, reason: str) -> None:
+    active = mlflow.active_run()
+    try:
+        MlflowClient().set_tag(run_id, schema.ERROR, reason[:MAX_TAG_LENGTH])
+    finally:
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run(RunStatus.to_string(status))
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

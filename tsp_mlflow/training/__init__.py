@@ -1,0 +1,1 @@
+"""The training loop, per-pattern evaluation, metrics, device and seeding."""
