@@ -52,7 +52,9 @@ def analyze(
         )
     frame = pattern_frame(runs, split=split, metric=metric)
     if frame.empty:
-        known = sorted({k.split("/")[-1] for r in runs for k in r.data.metrics if k.startswith(f"{split}/")})
+        known = sorted(
+            {k.split("/")[-1] for r in runs for k in r.data.metrics if k.startswith(f"{split}/")}
+        )
         raise UserInputError(
             f"metric={metric!r} not found for split {split!r} in {where}; available: {', '.join(known)}"
         )
@@ -106,5 +108,7 @@ def _experiment_id(client: MlflowClient, experiment: str | None, parent_run: str
             found = None
     if found is None:
         names = [e.name for e in client.search_experiments()]
-        raise UserInputError(f"experiment={experiment!r} not found; experiments: {', '.join(names)}")
+        raise UserInputError(
+            f"experiment={experiment!r} not found; experiments: {', '.join(names)}"
+        )
     return found.experiment_id

@@ -40,7 +40,8 @@ def paired_comparison(
         ci_low = ci_high = p_value = float("nan")
         if n >= 2:
             sem = stats.sem(diff)
-            if sem > 0:
+            # Differences equal up to float noise: a t-statistic would be noise / noise.
+            if np.ptp(diff) > 1e-12 * max(1.0, float(np.abs(diff).max())):
                 ci_low, ci_high = stats.t.interval(confidence, n - 1, loc=delta, scale=sem)
                 p_value = float(stats.ttest_rel(xa, xb).pvalue)
             else:  # every pair differs by the same amount: a point CI, and no t-test exists

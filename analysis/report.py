@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 
-def markdown_table(result: pd.DataFrame, *, metric: str, a: str = "pretrained", b: str = "scratch") -> str:
+def markdown_table(
+    result: pd.DataFrame, *, metric: str, a: str = "pretrained", b: str = "scratch"
+) -> str:
     """The pretrained-vs-scratch table, one row per modality pattern."""
     header = (
         f"| pattern | n | {a} mean ± sd | {b} mean ± sd | Δ ({a} − {b}) | 95% CI | paired-t p |\n"
@@ -29,7 +31,9 @@ def markdown_table(result: pd.DataFrame, *, metric: str, a: str = "pretrained", 
     return header + "\n".join(lines) + "\n" + "\n".join(notes) + "\n"
 
 
-def save_figure(result: pd.DataFrame, path: Path, *, metric: str, a: str = "pretrained", b: str = "scratch") -> Path:
+def save_figure(
+    result: pd.DataFrame, path: Path, *, metric: str, a: str = "pretrained", b: str = "scratch"
+) -> Path:
     """Left: each arm's mean ± sd per pattern. Right: paired Δ with its 95% CI."""
     import matplotlib
 
@@ -52,7 +56,9 @@ def save_figure(result: pd.DataFrame, path: Path, *, metric: str, a: str = "pret
     right.set_yticks(list(y), result["pattern"])
     right.invert_yaxis()
     right.set_xlabel(f"Δ {metric} ({a} − {b}), 95% CI")
-    fig.suptitle(f"Task-specific pretraining vs scratch (n = {int(result['n'].max()) if len(result) else 0} seeds)")
+    fig.suptitle(
+        f"Task-specific pretraining vs scratch (n = {int(result['n'].max()) if len(result) else 0} seeds)"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

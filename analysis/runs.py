@@ -11,7 +11,9 @@ from mlflow.entities import Run
 from tsp_mlflow.tracking import schema
 
 
-def search_all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Run]:
+def search_all_runs(
+    client: MlflowClient, experiment_ids: list[str], filter_string: str
+) -> list[Run]:
     """Every run matching the filter, following pages past MLflow's per-call limit."""
     runs: list[Run] = []
     token = None
@@ -27,7 +29,9 @@ def fusion_runs(
     client: MlflowClient, *, experiment_ids: list[str], parent_run_id: str | None = None
 ) -> list[Run]:
     """FINISHED multimodal runs of the experiments, optionally only one pipeline's children."""
-    query = f"tags.`{schema.STAGE}` = '{schema.STAGE_MULTIMODAL}' and attributes.status = 'FINISHED'"
+    query = (
+        f"tags.`{schema.STAGE}` = '{schema.STAGE_MULTIMODAL}' and attributes.status = 'FINISHED'"
+    )
     if parent_run_id:
         query += f" and tags.`{schema.PARENT_RUN_ID}` = '{parent_run_id}'"
     return search_all_runs(client, experiment_ids, query)

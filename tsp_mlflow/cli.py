@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+
 import click
 
 from tsp_mlflow.errors import UserInputError
@@ -40,7 +41,9 @@ def _check_dataset(dataset: str) -> None:
 
     options = group_options("data")
     if dataset not in options:
-        raise UserInputError(f"unknown dataset {dataset!r} (-P dataset); choose one of {', '.join(options)}")
+        raise UserInputError(
+            f"unknown dataset {dataset!r} (-P dataset); choose one of {', '.join(options)}"
+        )
 
 
 def _start() -> str:
@@ -68,12 +71,16 @@ def pretrain(dataset: str, modality: str, epochs: str, seed: int, overrides: str
 
     _check_dataset(dataset)
     stage = _stage_overrides(dataset, epochs, overrides)
-    cfg, _ = compose_config("pretrain", [stage[0], f"modality={quote(modality)}", f"seed={seed}", *stage[1:]])
+    cfg, _ = compose_config(
+        "pretrain", [stage[0], f"modality={quote(modality)}", f"seed={seed}", *stage[1:]]
+    )
     recipe = PretrainRecipe(cfg)
     _start()
     use_experiment(cfg.tracking.experiment)
     run_id = recipe.run()
-    click.echo(f"pretrain run {run_id} finished; encoder registered as {cfg.data.name}-{modality}-encoder")
+    click.echo(
+        f"pretrain run {run_id} finished; encoder registered as {cfg.data.name}-{modality}-encoder"
+    )
 
 
 @cli.command()
@@ -84,7 +91,9 @@ def pretrain(dataset: str, modality: str, epochs: str, seed: int, overrides: str
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
-def multimodal(dataset: str, encoders: str, fusion: str, epochs: str, seed: int, overrides: str) -> None:
+def multimodal(
+    dataset: str, encoders: str, fusion: str, epochs: str, seed: int, overrides: str
+) -> None:
     """Train a late-fusion model and evaluate every modality pattern."""
     from tsp_mlflow.config import compose_config, group_options, quote
     from tsp_mlflow.recipes.multimodal import MultimodalRecipe
@@ -99,7 +108,13 @@ def multimodal(dataset: str, encoders: str, fusion: str, epochs: str, seed: int,
     _start()  # encoder URIs are resolved against the tracking server while validating
     cfg, choices = compose_config(
         "multimodal",
-        [stage[0], f"model/fusion={fusion}", f"encoders={quote(encoders)}", f"seed={seed}", *stage[1:]],
+        [
+            stage[0],
+            f"model/fusion={fusion}",
+            f"encoders={quote(encoders)}",
+            f"seed={seed}",
+            *stage[1:],
+        ],
     )
     recipe = MultimodalRecipe(cfg, fusion_name=choices["model/fusion"])
     use_experiment(cfg.tracking.experiment)
@@ -120,7 +135,9 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str) -> None:
 
     _check_dataset(dataset)
     uri = _start()
-    recipe = PipelineRecipe(dataset, seeds, _optional_int("epochs", epochs), split_overrides(overrides))
+    recipe = PipelineRecipe(
+        dataset, seeds, _optional_int("epochs", epochs), split_overrides(overrides)
+    )
     use_experiment(recipe.cfg.tracking.experiment)
     result = recipe.run()
     click.echo("")
@@ -143,7 +160,9 @@ def analyze_command(experiment: str, parent_run: str, metric: str, split: str) -
     result_experiment = experiment or None
     if not parent_run:
         use_experiment(experiment)
-    result = analyze(experiment=result_experiment, parent_run=parent_run or None, metric=metric, split=split)
+    result = analyze(
+        experiment=result_experiment, parent_run=parent_run or None, metric=metric, split=split
+    )
     click.echo(result.markdown)
     click.echo(f"analysis run {result.run_id}")
     click.echo(where_to_look(uri))

@@ -169,9 +169,9 @@ def dtmf_spectrogram(digit: int, rng: np.random.Generator, spec: AVDigitsSpec) -
     low, high = DTMF_HZ[digit]
     low *= 1 + rng.uniform(-spec.freq_jitter, spec.freq_jitter)
     high *= 1 + rng.uniform(-spec.freq_jitter, spec.freq_jitter)
-    tone = np.sin(2 * np.pi * low * t + rng.uniform(0, 2 * np.pi)) + rng.uniform(
-        0.5, 1.0
-    ) * np.sin(2 * np.pi * high * t + rng.uniform(0, 2 * np.pi))
+    tone = np.sin(2 * np.pi * low * t + rng.uniform(0, 2 * np.pi)) + rng.uniform(0.5, 1.0) * np.sin(
+        2 * np.pi * high * t + rng.uniform(0, 2 * np.pi)
+    )
 
     length = int(n * rng.uniform(0.4, 0.8))
     onset = int(rng.integers(0, n - length + 1))

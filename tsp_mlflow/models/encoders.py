@@ -54,7 +54,9 @@ class ResNetEncoder(nn.Module):
         in_channels: input channels.
     """
 
-    def __init__(self, depth: Literal[18, 34] = 18, out_dim: int = 64, in_channels: int = 1) -> None:
+    def __init__(
+        self, depth: Literal[18, 34] = 18, out_dim: int = 64, in_channels: int = 1
+    ) -> None:
         super().__init__()
         ensure_torchvision()
         from torchvision.models import resnet18, resnet34

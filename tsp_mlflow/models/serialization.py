@@ -74,7 +74,9 @@ def build_encoder(spec: dict[str, Any]) -> nn.Module:
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as err:
-        raise ValueError(f"encoder spec for {target} has invalid arguments {kwargs}: {err}") from None
+        raise ValueError(
+            f"encoder spec for {target} has invalid arguments {kwargs}: {err}"
+        ) from None
     return cls(**kwargs)
 
 

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from tsp_mlflow.config import to_plain, to_yaml
+from tsp_mlflow.config import to_yaml
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.serialization import encoder_spec, save_encoder
 from tsp_mlflow.tracking import schema
@@ -23,7 +23,9 @@ from tsp_mlflow.tracking.params import code_version, config_hash, log_config
 def check_epochs(cfg: DictConfig) -> None:
     epochs = cfg.trainer.epochs
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
-        raise UserInputError(f"epochs must be a positive integer, got {epochs!r}; e.g. -P epochs=10")
+        raise UserInputError(
+            f"epochs must be a positive integer, got {epochs!r}; e.g. -P epochs=10"
+        )
 
 
 def make_loaders(
@@ -67,7 +69,3 @@ def log_encoder_artifact(encoder: torch.nn.Module, config_node: dict[str, Any]) 
         save_encoder(encoder, spec, Path(tmp))
         mlflow.log_artifacts(tmp, schema.ENCODER_ARTIFACT_DIR)
     return f"{mlflow.get_artifact_uri().rstrip('/')}/{schema.ENCODER_ARTIFACT_DIR}"
-
-
-def plain(cfg: DictConfig) -> dict[str, Any]:
-    return to_plain(cfg)

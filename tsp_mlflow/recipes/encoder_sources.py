@@ -31,7 +31,9 @@ def parse_encoder_sources(text: str, modalities: Sequence[str], dataset: str) ->
     for item in text.split(","):
         modality, sep, source = (part.strip() for part in item.partition("="))
         if not sep or not modality or not source:
-            raise UserInputError(f"malformed encoders={text!r}: item {item!r} is not <modality>=<source>; {usage}")
+            raise UserInputError(
+                f"malformed encoders={text!r}: item {item!r} is not <modality>=<source>; {usage}"
+            )
         if modality not in modalities:
             raise UserInputError(
                 f"encoders={text!r} names unknown modality {modality!r}; dataset {dataset!r} has "
@@ -58,5 +60,7 @@ def condition_name(sources: dict[str, str]) -> str:
 
 def _source(source: str, modality: str, dataset: str) -> str:
     if source == PRETRAINED:
-        return f"models:/{schema.registered_encoder_name(dataset, modality)}@{schema.CHAMPION_ALIAS}"
+        return (
+            f"models:/{schema.registered_encoder_name(dataset, modality)}@{schema.CHAMPION_ALIAS}"
+        )
     return source

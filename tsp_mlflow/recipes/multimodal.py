@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tsp_mlflow.api import load_encoder_with_location
+from tsp_mlflow.config import to_plain
 from tsp_mlflow.data.batch import all_patterns, pattern_name
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
@@ -16,7 +17,6 @@ from tsp_mlflow.recipes.common import (
     log_resolved_config,
     make_loaders,
     make_optimizer,
-    plain,
     provenance_tags,
 )
 from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
@@ -44,7 +44,9 @@ class MultimodalRecipe:
         self.pretrained = {m: load_encoder_with_location(loc) for m, loc in self.locations.items()}
         for m, (_, spec) in self.pretrained.items():
             with open_dict(cfg):  # log the architecture actually trained, not the default
-                cfg.model.encoders[m] = OmegaConf.create({"_target_": spec["_target_"], **spec["kwargs"]})
+                cfg.model.encoders[m] = OmegaConf.create(
+                    {"_target_": spec["_target_"], **spec["kwargs"]}
+                )
         self.cfg = cfg
         self.fusion_name = fusion_name
         self.condition = condition or condition_name(self.sources)
@@ -73,7 +75,7 @@ class MultimodalRecipe:
             m: self.pretrained[m][0] if m in self.pretrained else instantiate(cfg.model.encoders[m])
             for m in self.modalities
         }
-        config = plain(cfg)
+        config = to_plain(cfg)
         fusion = instantiate(cfg.model.fusion)(in_dims={m: e.out_dim for m, e in encoders.items()})
         head = instantiate(cfg.model.head)(in_features=fusion.out_dim)
         model = LateFusionModel(encoders, fusion, head)
@@ -81,7 +83,9 @@ class MultimodalRecipe:
         full = pattern_name(self.modalities, self.modalities)
 
         name = f"{self.condition}-seed{cfg.seed}"
-        with tracked_run(run_name=name, tags={**self.tags(), **provenance_tags(config)}, nested=nested) as run:
+        with tracked_run(
+            run_name=name, tags={**self.tags(), **provenance_tags(config)}, nested=nested
+        ) as run:
             log_resolved_config(config)
             loaders = make_loaders(cfg, self.modalities, generator, device)
             optimizer, scheduler = make_optimizer(cfg, model)

@@ -40,9 +40,13 @@ class PipelineRecipe:
         overrides: Hydra overrides; each goes to every stage config that has its key.
     """
 
-    def __init__(self, dataset: str, seeds: int, epochs: int | None, overrides: Sequence[str]) -> None:
+    def __init__(
+        self, dataset: str, seeds: int, epochs: int | None, overrides: Sequence[str]
+    ) -> None:
         if not isinstance(seeds, int) or seeds < 1:
-            raise UserInputError(f"seeds must be a positive integer, got {seeds!r}; e.g. -P seeds=5")
+            raise UserInputError(
+                f"seeds must be a positive integer, got {seeds!r}; e.g. -P seeds=5"
+            )
         common = [f"data={dataset}"] + ([f"trainer.epochs={epochs}"] if epochs is not None else [])
         routed = route_overrides([*common, *overrides], STAGE_CONFIGS)
         self.cfg, _ = compose_config("pipeline", [f"data={dataset}"])
@@ -54,7 +58,8 @@ class PipelineRecipe:
         self.pretrain = {
             m: PretrainRecipe(
                 compose_config(
-                    "pretrain", [*routed["pretrain"], f"modality={m}", f"seed={self.cfg.pretrain_seed}"]
+                    "pretrain",
+                    [*routed["pretrain"], f"modality={m}", f"seed={self.cfg.pretrain_seed}"],
                 )[0]
             )
             for m in self.modalities
@@ -63,9 +68,12 @@ class PipelineRecipe:
         self._multimodal_overrides = routed["multimodal"]
         self._fusion_recipe(seed=0, encoders="scratch")
 
-    def _fusion_recipe(self, seed: int, encoders: str, condition: str | None = None) -> MultimodalRecipe:
+    def _fusion_recipe(
+        self, seed: int, encoders: str, condition: str | None = None
+    ) -> MultimodalRecipe:
         cfg, choices = compose_config(
-            "multimodal", [*self._multimodal_overrides, f"seed={seed}", f"encoders={quote(encoders)}"]
+            "multimodal",
+            [*self._multimodal_overrides, f"seed={seed}", f"encoders={quote(encoders)}"],
         )
         return MultimodalRecipe(cfg, fusion_name=choices["model/fusion"], condition=condition)
 
@@ -73,13 +81,15 @@ class PipelineRecipe:
         tags = {schema.STAGE: schema.STAGE_PIPELINE, schema.DATASET: self.dataset,
                 schema.MODALITIES: ",".join(self.modalities)}  # fmt: skip
         with tracked_run(run_name=f"pipeline-{self.dataset}", tags=tags) as parent:
+            # Prefixed: `mlflow run` already logs the raw entry-point parameters unprefixed.
             mlflow.log_params(
                 {
-                    "dataset": self.dataset,
-                    "seeds": self.seeds,
-                    "epochs": "" if self.epochs is None else self.epochs,
-                    "overrides": " ".join(self.overrides),
-                    "pretrain_seed": self.cfg.pretrain_seed,
+                    "pipeline.dataset": self.dataset,
+                    "pipeline.seeds": self.seeds,
+                    "pipeline.epochs": "config" if self.epochs is None else self.epochs,
+                    "pipeline.overrides": " ".join(self.overrides) or "none",
+                    "pipeline.pretrain_seed": self.cfg.pretrain_seed,
+                    "pipeline.metric": self.cfg.metric,
                 }
             )
             experiment_id = parent.info.experiment_id
@@ -100,7 +110,10 @@ class PipelineRecipe:
                         schema.pipeline_reused_tag(m): str(reused[m]).lower(),
                     }
                 )
-                print(f"pretrain {m}: {'reused' if reused[m] else 'trained'} run {pretrain_runs[m]}", flush=True)
+                print(
+                    f"pretrain {m}: {'reused' if reused[m] else 'trained'} run {pretrain_runs[m]}",
+                    flush=True,
+                )
 
             pretrained = ",".join(f"{m}=run:{pretrain_runs[m]}" for m in self.modalities)
             fusion_runs = []

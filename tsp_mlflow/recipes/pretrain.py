@@ -8,6 +8,7 @@ import mlflow
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from tsp_mlflow.config import to_plain
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.fusion import ConcatFusion
 from tsp_mlflow.models.late_fusion import LateFusionModel
@@ -17,7 +18,6 @@ from tsp_mlflow.recipes.common import (
     log_resolved_config,
     make_loaders,
     make_optimizer,
-    plain,
     provenance_tags,
 )
 from tsp_mlflow.tracking import schema
@@ -43,7 +43,7 @@ class PretrainRecipe:
         with open_dict(cfg):  # only the pretrained modality's encoder belongs to this run
             cfg.model.encoders = {cfg.modality: cfg.model.encoders[cfg.modality]}
         self.cfg = cfg
-        self.config = plain(cfg)
+        self.config = to_plain(cfg)
         self.modality: str = cfg.modality
 
     def tags(self) -> dict[str, str]:

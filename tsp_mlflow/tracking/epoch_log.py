@@ -21,7 +21,11 @@ def flatten_metrics(metrics: SplitMetrics) -> dict[str, float]:
     for split, patterns in metrics.items():
         for pattern, values in patterns.items():
             for metric, value in values.items():
-                key = f"train/{metric}" if split == "train" else schema.metric_key(split, pattern, metric)
+                key = (
+                    f"train/{metric}"
+                    if split == "train"
+                    else schema.metric_key(split, pattern, metric)
+                )
                 flat[key] = value
     return flat
 

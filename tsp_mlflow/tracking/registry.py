@@ -34,7 +34,10 @@ def register_encoder(
         name,
         source=artifact_uri,
         run_id=run_id,
-        tags={schema.MODEL_VERSION_MONITOR: monitor, schema.MODEL_VERSION_MONITOR_VALUE: repr(value)},
+        tags={
+            schema.MODEL_VERSION_MONITOR: monitor,
+            schema.MODEL_VERSION_MONITOR_VALUE: repr(value),
+        },
     )
     champion = best_version(client, name, monitor)
     if champion is not None:

@@ -12,7 +12,9 @@ from mlflow.exceptions import MlflowException
 
 from tsp_mlflow.tracking import schema
 
-URI_FORMS = "run:<run_id>, runs:/<run_id>[/encoder], models:/<name>@<alias> or models:/<name>/<version>"
+URI_FORMS = (
+    "run:<run_id>, runs:/<run_id>[/encoder], models:/<name>@<alias> or models:/<name>/<version>"
+)
 _RUN = re.compile(r"^(?:run:|runs:/)(?P<run_id>[0-9a-zA-Z]+)(?:/(?P<path>.+))?$")
 _MODEL = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -74,4 +76,6 @@ def resolve_encoder(uri: str) -> EncoderLocation:
 
 def download_encoder(location: EncoderLocation, dst: Path) -> Path:
     """Download the encoder folder; only JSON and safetensors are read from it afterwards."""
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location.artifact_uri, dst_path=str(dst)))
+    return Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=location.artifact_uri, dst_path=str(dst))
+    )

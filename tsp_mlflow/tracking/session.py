@@ -24,9 +24,10 @@ def configure_tracking() -> str:
     silently switches it to the file store; naming the URI rules that out.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline tool: no phone-home
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    return mlflow.get_tracking_uri()
+    # Set explicitly either way: a URI set earlier in this process must not shadow the env.
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return uri
 
 
 def use_experiment(name: str) -> None:

@@ -50,7 +50,9 @@ def evaluate(
     exact for late fusion and avoids copying the data once per pattern.
     """
     model.eval()
-    logits: dict[str, list[torch.Tensor]] = {pattern_name(p, model.modalities): [] for p in patterns}
+    logits: dict[str, list[torch.Tensor]] = {
+        pattern_name(p, model.modalities): [] for p in patterns
+    }
     targets: list[torch.Tensor] = []
     for batch in loader:
         batch = to_device(batch, device)
@@ -62,7 +64,9 @@ def evaluate(
             logits[pattern_name(pattern, model.modalities)].append(out.float().cpu())
         targets.append(batch["target"].cpu())
     target = torch.cat(targets)
-    return {name: classification_metrics(torch.cat(chunks), target) for name, chunks in logits.items()}
+    return {
+        name: classification_metrics(torch.cat(chunks), target) for name, chunks in logits.items()
+    }
 
 
 def fit(
@@ -71,7 +75,9 @@ def fit(
     val_loader: DataLoader,
     *,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    | torch.optim.lr_scheduler.ReduceLROnPlateau
+    | None,
     epochs: int,
     patterns: Sequence[Sequence[str]],
     monitor: tuple[str, str],
@@ -87,7 +93,9 @@ def fit(
     if epochs <= 0:
         raise ValueError(f"epochs must be a positive integer, got {epochs}")
     model.to(device)
-    best = FitResult(best_epoch=0, best_value=float("-inf"), best_state={}, epochs_run=0, train_seconds=0.0)
+    best = FitResult(
+        best_epoch=0, best_value=float("-inf"), best_state={}, epochs_run=0, train_seconds=0.0
+    )
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         model.train()

@@ -21,7 +21,9 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device} was requested but CUDA is not available; use device=auto")
+        raise ValueError(
+            f"device={device} was requested but CUDA is not available; use device=auto"
+        )
     return torch.device(device)
 
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: a per-session data cache and a private sqlite tracking store per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # the suite runs offline
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One avdigits cache for the whole session (generated once, a few seconds)."""
+    path = Path(os.environ.get("TSP_TEST_DATA_DIR") or tmp_path_factory.mktemp("data"))
+    os.environ["TSP_DATA_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh sqlite store in a temp dir; artifacts land beside it, never in the repo."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.chdir(tmp_path)  # sqlite's default artifact root is ./mlruns
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def subprocess_env(tracking_uri: str) -> dict[str, str]:
+    """Environment for `mlflow run` / `python -m tsp_mlflow`: this venv first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env

@@ -1,0 +1,56 @@
+"""Encoder files are safetensors + JSON; loading refuses unknown classes and mismatched weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tsp_mlflow.models import SmallCNN
+from tsp_mlflow.models.serialization import (
+    EncoderWeightsMismatch,
+    encoder_spec,
+    load_encoder_folder,
+    save_encoder,
+)
+
+
+def test_round_trip_restores_an_identical_trainable_encoder(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    enc = SmallCNN(out_dim=12, width=4).eval()
+    save_encoder(enc, encoder_spec(enc, {"out_dim": 12, "width": 4, "in_channels": 1}), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.json", "model.safetensors"]
+    assert set(load_file(str(tmp_path / "model.safetensors"))) == set(enc.state_dict())
+    loaded, spec = load_encoder_folder(tmp_path)
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded.eval()(x), enc(x))
+    assert spec["_target_"] == "tsp_mlflow.models.encoders.SmallCNN" and loaded.out_dim == 12
+
+
+def test_weights_that_do_not_fit_list_every_mismatched_key(tmp_path: Path) -> None:
+    enc = SmallCNN(out_dim=12, width=4)
+    save_encoder(enc, encoder_spec(enc, {"out_dim": 12, "width": 8}), tmp_path)  # spec lies
+    with pytest.raises(EncoderWeightsMismatch) as err:
+        load_encoder_folder(tmp_path)
+    message = str(err.value)
+    assert "features.0.weight (weights (4, 1, 3, 3) vs model (8, 1, 3, 3))" in message
+    assert "project.weight" in message and "do not fit the architecture SmallCNN" in message
+
+
+def test_only_allow_listed_classes_are_ever_built(tmp_path: Path) -> None:
+    enc = SmallCNN(out_dim=4, width=2)
+    save_encoder(enc, encoder_spec(enc, {"out_dim": 4, "width": 2}), tmp_path)
+    spec = json.loads((tmp_path / "encoder.json").read_text())
+    spec["_target_"] = "os.system"
+    spec["kwargs"] = {"command": "echo pwned"}
+    (tmp_path / "encoder.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="refusing to build encoder class 'os.system'"):
+        load_encoder_folder(tmp_path)
+
+
+def test_a_folder_without_an_encoder_spec_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a tsp-mlflow encoder"):
+        load_encoder_folder(tmp_path)
