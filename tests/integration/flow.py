@@ -1,0 +1,92 @@
+"""Helpers shared by the integration tests: run entry points and check the run tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from tsp_mlflow.tracking import schema
+
+REPO = Path(__file__).resolve().parents[2]
+MODALITIES = ("audio", "image")
+PATTERNS = ("audio-image", "audio", "image")
+METRICS = ("accuracy", "f1_macro", "loss")
+
+
+def mlflow_run(entry: str, params: dict[str, object], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """`mlflow run <repo> -e <entry> --env-manager local -P k=v ...`, as a user types it."""
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
+           "--experiment-name", "avdigits"]  # fmt: skip
+    for key, value in params.items():
+        cmd += ["-P", f"{key}={value}"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def runs(client: MlflowClient, query: str) -> list[Run]:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, query, max_results=1000)
+
+
+def children(client: MlflowClient, parent_id: str) -> list[Run]:
+    return runs(client, f"tags.`{schema.PARENT_RUN_ID}` = '{parent_id}'")
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found: set[str] = set()
+    for info in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, info.path) if info.is_dir else {info.path}
+    return found
+
+
+def check_pipeline_tree(client: MlflowClient, parent: Run, *, seeds: int, epochs: int, trained: bool) -> None:
+    """Every acceptance point about one pipeline run and its children."""
+    assert parent.info.status == "FINISHED"
+    kids = children(client, parent.info.run_id)
+    stages = sorted(r.data.tags[schema.STAGE] for r in kids)
+    expected = ["analysis"] + ["multimodal"] * (2 * seeds) + (["pretrain"] * 2 if trained else [])
+    assert stages == sorted(expected)
+    assert all(r.info.status == "FINISHED" for r in kids)
+
+    encoder_runs = {m: parent.data.tags[schema.pipeline_pretrain_tag(m)] for m in MODALITIES}
+    for m, run_id in encoder_runs.items():
+        pre = client.get_run(run_id)
+        assert pre.info.status == "FINISHED" and pre.data.tags[schema.STAGE] == "pretrain"
+        assert pre.data.tags[schema.MODALITY] == m
+        files = artifact_paths(client, run_id)
+        assert {"encoder/model.safetensors", "encoder/encoder.json", "config.yaml", "metrics.json"} <= files
+        assert [x.step for x in client.get_metric_history(run_id, f"val/{m}/accuracy")] == list(range(1, epochs + 1))
+        assert client.get_run(run_id).data.params["optim.lr"]  # the resolved config as params
+
+    fusion = [r for r in kids if r.data.tags[schema.STAGE] == "multimodal"]
+    by_condition = {c: sorted(int(r.data.tags[schema.SEED]) for r in fusion if r.data.tags[schema.CONDITION] == c)
+                    for c in ("scratch", "pretrained")}  # fmt: skip
+    assert by_condition == {"scratch": list(range(seeds)), "pretrained": list(range(seeds))}
+    for run in fusion:
+        tags = run.data.tags
+        for m in MODALITIES:
+            if tags[schema.CONDITION] == "pretrained":
+                assert tags[schema.encoder_run_tag(m)] == encoder_runs[m]
+                assert tags[schema.encoder_source_tag(m)] == f"run:{encoder_runs[m]}"
+            else:
+                assert tags[schema.encoder_source_tag(m)] == "scratch"
+                assert schema.encoder_run_tag(m) not in tags
+        for pattern in PATTERNS:
+            for metric in METRICS:
+                history = client.get_metric_history(run.info.run_id, f"val/{pattern}/{metric}")
+                assert [x.step for x in history] == list(range(1, epochs + 1)), (pattern, metric)
+                assert f"test/{pattern}/{metric}" in run.data.metrics
+        assert {"config.yaml", "metrics.json"} <= artifact_paths(client, run.info.run_id)
+
+    (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
+    files = artifact_paths(client, analysis.info.run_id)
+    assert {"analysis/table.md", "analysis/table.csv", "analysis/figure.png"} <= files
+    table = client.download_artifacts(analysis.info.run_id, "analysis/table.md")
+    text = Path(table).read_text()
+    assert all(f"| {p} | {seeds} |" in text for p in PATTERNS)
+    png = Path(client.download_artifacts(analysis.info.run_id, "analysis/figure.png")).read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert f"delta/test/audio-image/accuracy" in analysis.data.metrics

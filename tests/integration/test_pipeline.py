@@ -1,0 +1,82 @@
+"""Acceptance: `mlflow run . -e pipeline` into a fresh sqlite store builds the linked tree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+import tsp_mlflow
+from tests.integration.flow import REPO, check_pipeline_tree, mlflow_run, runs
+from tsp_mlflow.tracking import schema
+
+pytestmark = pytest.mark.integration
+SEEDS, EPOCHS = 2, 2
+
+
+def readme_snippet() -> str:
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"<!-- snippet: load-encoders -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "README lost its load-encoders snippet"
+    return match.group(1)
+
+
+def test_pipeline_via_mlflow_run(subprocess_env: dict[str, str], tracking_uri: str) -> None:
+    params = {"seeds": SEEDS, "epochs": EPOCHS, "overrides": "debug=tiny"}
+    first = mlflow_run("pipeline", params, subprocess_env)
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert "| pattern | n | pretrained mean ± sd | scratch mean ± sd |" in first.stdout
+    assert "mlflow ui --backend-store-uri" in first.stdout
+
+    client = MlflowClient(tracking_uri)
+    (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
+    check_pipeline_tree(client, parent, seeds=SEEDS, epochs=EPOCHS, trained=True)
+
+    # The registry: champion resolves and loads as a trainable module, weights intact.
+    for m, side in (("audio", 112), ("image", 28)):
+        encoder = tsp_mlflow.load_encoder(f"models:/avdigits-{m}-encoder@champion")
+        same = tsp_mlflow.load_encoder(f"run:{parent.data.tags[schema.pipeline_pretrain_tag(m)]}")
+        for a, b in zip(encoder.state_dict().values(), same.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+        assert encoder.training and encoder(torch.rand(2, 1, side, side)).shape == (2, encoder.out_dim)
+
+    # The README's "new fusion model from two registered encoders" snippet runs as written.
+    namespace: dict[str, object] = {}
+    exec(compile(readme_snippet(), "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["logits"].shape == (4, 10)
+
+    # A second identical invocation trains no new encoder.
+    pretrain_before = {r.info.run_id for r in runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")}
+    second = mlflow_run("pipeline", params, subprocess_env)
+    assert second.returncode == 0, second.stderr[-4000:]
+    pretrain_after = {r.info.run_id for r in runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")}
+    assert pretrain_after == pretrain_before and len(pretrain_before) == 2
+    newest = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")[0]
+    assert newest.info.run_id != parent.info.run_id
+    assert newest.data.tags[schema.pipeline_reused_tag("audio")] == "true"
+    check_pipeline_tree(client, newest, seeds=SEEDS, epochs=EPOCHS, trained=False)
+    assert len(client.search_model_versions("name = 'avdigits-audio-encoder'")) == 1
+
+
+def test_pretrain_and_multimodal_entry_points_compose(subprocess_env: dict[str, str], tracking_uri: str) -> None:
+    pre = mlflow_run("pretrain", {"modality": "image", "epochs": 1}, subprocess_env)
+    assert pre.returncode == 0, pre.stderr[-4000:]
+    fused = mlflow_run(
+        "multimodal",
+        {"encoders": "image=pretrained", "epochs": 1, "seed": 3},
+        subprocess_env,
+    )
+    assert fused.returncode == 0, fused.stderr[-4000:]
+    client = MlflowClient(tracking_uri)
+    (run,) = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
+    (image_run,) = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")
+    assert run.data.tags[schema.CONDITION] == "audio_scratch"
+    assert run.data.tags[schema.encoder_source_tag("image")] == "models:/avdigits-image-encoder@champion"
+    assert run.data.tags[schema.encoder_run_tag("image")] == image_run.info.run_id
+    assert run.data.tags[schema.SEED] == "3" and run.data.tags[schema.FUSION] == "concat"
+    mv = client.get_model_version_by_alias("avdigits-image-encoder", "champion")
+    assert mv.run_id == image_run.info.run_id
+    assert Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text().count("SmallCNN") == 2
