@@ -6,6 +6,7 @@ recipe. Parameter names are a public contract shared with ``MLproject``.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -180,7 +181,8 @@ def where_to_look(uri: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run a command; user errors print one line and exit 2, and fail the project run."""
+    """Run a command. Errors print one line (exit 2 for bad input, 1 otherwise) and end the
+    `mlflow run` project run FAILED with the reason, if we had not attached to it yet."""
     from tsp_mlflow.models.serialization import EncoderWeightsMismatch
     from tsp_mlflow.tracking.resolve import EncoderNotFound
 
@@ -203,9 +205,14 @@ def main(argv: list[str] | None = None) -> None:
         _fail_project_run("interrupted", "KILLED")
         click.echo("tsp: interrupted", err=True)
         sys.exit(130)
-    except Exception as err:  # a bug, not bad input: keep the traceback
+    except Exception as err:  # not bad input: one line still, the traceback on request
         _fail_project_run(f"{type(err).__name__}: {err}")
-        traceback.print_exc()
+        if os.environ.get("TSP_TRACEBACK"):
+            traceback.print_exc()
+        click.echo(
+            f"tsp: error: {type(err).__name__}: {err} (set TSP_TRACEBACK=1 for the traceback)",
+            err=True,
+        )
         sys.exit(1)
 
 

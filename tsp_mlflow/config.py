@@ -97,10 +97,6 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def to_yaml(config: dict[str, Any]) -> str:
-    return OmegaConf.to_yaml(OmegaConf.create(config))
-
-
 def _target_nodes(node: Any, path: str) -> Iterator[tuple[str, Any, str]]:
     if isinstance(node, (DictConfig, dict)):
         if "_target_" in node:

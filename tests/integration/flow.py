@@ -17,7 +17,9 @@ PATTERNS = ("audio-image", "audio", "image")
 METRICS = ("accuracy", "f1_macro", "loss")
 
 
-def mlflow_run(entry: str, params: dict[str, object], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def mlflow_run(
+    entry: str, params: dict[str, object], env: dict[str, str], timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
     """`mlflow run <repo> -e <entry> --env-manager local -P k=v ...`, as a user types it."""
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
            "--experiment-name", "avdigits"]  # fmt: skip
@@ -42,7 +44,9 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str
     return found
 
 
-def check_pipeline_tree(client: MlflowClient, parent: Run, *, seeds: int, epochs: int, trained: bool) -> None:
+def check_pipeline_tree(
+    client: MlflowClient, parent: Run, *, seeds: int, epochs: int, trained: bool
+) -> None:
     """Every acceptance point about one pipeline run and its children."""
     assert parent.info.status == "FINISHED"
     kids = children(client, parent.info.run_id)
@@ -57,8 +61,15 @@ def check_pipeline_tree(client: MlflowClient, parent: Run, *, seeds: int, epochs
         assert pre.info.status == "FINISHED" and pre.data.tags[schema.STAGE] == "pretrain"
         assert pre.data.tags[schema.MODALITY] == m
         files = artifact_paths(client, run_id)
-        assert {"encoder/model.safetensors", "encoder/encoder.json", "config.yaml", "metrics.json"} <= files
-        assert [x.step for x in client.get_metric_history(run_id, f"val/{m}/accuracy")] == list(range(1, epochs + 1))
+        assert {
+            "encoder/model.safetensors",
+            "encoder/encoder.json",
+            "config.yaml",
+            "metrics.json",
+        } <= files
+        assert [x.step for x in client.get_metric_history(run_id, f"val/{m}/accuracy")] == list(
+            range(1, epochs + 1)
+        )
         assert client.get_run(run_id).data.params["optim.lr"]  # the resolved config as params
 
     fusion = [r for r in kids if r.data.tags[schema.STAGE] == "multimodal"]
@@ -89,4 +100,4 @@ def check_pipeline_tree(client: MlflowClient, parent: Run, *, seeds: int, epochs
     assert all(f"| {p} | {seeds} |" in text for p in PATTERNS)
     png = Path(client.download_artifacts(analysis.info.run_id, "analysis/figure.png")).read_bytes()
     assert png.startswith(b"\x89PNG")
-    assert f"delta/test/audio-image/accuracy" in analysis.data.metrics
+    assert "delta/test/audio-image/accuracy" in analysis.data.metrics

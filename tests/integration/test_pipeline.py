@@ -41,7 +41,10 @@ def test_pipeline_via_mlflow_run(subprocess_env: dict[str, str], tracking_uri: s
         same = tsp_mlflow.load_encoder(f"run:{parent.data.tags[schema.pipeline_pretrain_tag(m)]}")
         for a, b in zip(encoder.state_dict().values(), same.state_dict().values(), strict=True):
             assert torch.equal(a, b)
-        assert encoder.training and encoder(torch.rand(2, 1, side, side)).shape == (2, encoder.out_dim)
+        assert encoder.training and encoder(torch.rand(2, 1, side, side)).shape == (
+            2,
+            encoder.out_dim,
+        )
 
     # The README's "new fusion model from two registered encoders" snippet runs as written.
     namespace: dict[str, object] = {}
@@ -61,7 +64,9 @@ def test_pipeline_via_mlflow_run(subprocess_env: dict[str, str], tracking_uri: s
     assert len(client.search_model_versions("name = 'avdigits-audio-encoder'")) == 1
 
 
-def test_pretrain_and_multimodal_entry_points_compose(subprocess_env: dict[str, str], tracking_uri: str) -> None:
+def test_pretrain_and_multimodal_entry_points_compose(
+    subprocess_env: dict[str, str], tracking_uri: str
+) -> None:
     pre = mlflow_run("pretrain", {"modality": "image", "epochs": 1}, subprocess_env)
     assert pre.returncode == 0, pre.stderr[-4000:]
     fused = mlflow_run(
@@ -74,9 +79,17 @@ def test_pretrain_and_multimodal_entry_points_compose(subprocess_env: dict[str, 
     (run,) = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
     (image_run,) = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")
     assert run.data.tags[schema.CONDITION] == "audio_scratch"
-    assert run.data.tags[schema.encoder_source_tag("image")] == "models:/avdigits-image-encoder@champion"
+    assert (
+        run.data.tags[schema.encoder_source_tag("image")]
+        == "models:/avdigits-image-encoder@champion"
+    )
     assert run.data.tags[schema.encoder_run_tag("image")] == image_run.info.run_id
     assert run.data.tags[schema.SEED] == "3" and run.data.tags[schema.FUSION] == "concat"
     mv = client.get_model_version_by_alias("avdigits-image-encoder", "champion")
     assert mv.run_id == image_run.info.run_id
-    assert Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text().count("SmallCNN") == 2
+    assert (
+        Path(client.download_artifacts(run.info.run_id, "config.yaml"))
+        .read_text()
+        .count("SmallCNN")
+        == 2
+    )

@@ -90,7 +90,9 @@ def test_cache_is_written_once_and_read_by_the_avmnist_loader(tmp_path: Path) ->
     assert ds.modalities == ("audio", "image")  # canonical order, whatever was asked
     assert item["inputs"]["audio"].shape == (1, 112, 112)
     assert item["inputs"]["image"].shape == (1, 28, 28)
-    assert 0.0 <= float(item["inputs"]["image"].min()) and float(item["inputs"]["image"].max()) <= 1.0
+    assert (
+        float(item["inputs"]["image"].min()) >= 0.0 and float(item["inputs"]["image"].max()) <= 1.0
+    )
     assert item["present"].tolist() == [True, True]
     sizes = {s: len(AVDigitsDataset(tmp_path, s)) for s in ("train", "val", "test")}
     assert sum(sizes.values()) == 1797 and sizes["val"] == validation_count(1437, 0.2)
@@ -102,13 +104,21 @@ def write_avmnist(root: Path, n_train: int, n_test: int, image_dir: str = "image
     for split, n in (("train", n_train), ("test", n_test)):
         (root / image_dir).mkdir(parents=True, exist_ok=True)
         (root / "audio").mkdir(parents=True, exist_ok=True)
-        np.save(root / image_dir / f"{split}_data.npy", rng.integers(0, 256, (n, 784)).astype(np.float32))
-        np.save(root / "audio" / f"{split}_data.npy", rng.integers(0, 256, (n, 112, 112)).astype(np.uint8))
+        np.save(
+            root / image_dir / f"{split}_data.npy",
+            rng.integers(0, 256, (n, 784)).astype(np.float32),
+        )
+        np.save(
+            root / "audio" / f"{split}_data.npy",
+            rng.integers(0, 256, (n, 112, 112)).astype(np.uint8),
+        )
         np.save(root / f"{split}_labels.npy", rng.integers(0, 10, n))
 
 
 @pytest.mark.parametrize("image_dir", ["image", "images"])
-def test_avmnist_loader_handles_any_n_and_both_image_folder_names(tmp_path: Path, image_dir: str) -> None:
+def test_avmnist_loader_handles_any_n_and_both_image_folder_names(
+    tmp_path: Path, image_dir: str
+) -> None:
     write_avmnist(tmp_path, n_train=37, n_test=11, image_dir=image_dir)
     train = AVMNISTDataset(tmp_path, "train", val_fraction=0.25)
     val = AVMNISTDataset(tmp_path, "val", val_fraction=0.25)
@@ -123,7 +133,9 @@ def test_avmnist_loader_handles_any_n_and_both_image_folder_names(tmp_path: Path
 def test_avmnist_loader_names_the_file_and_shape_on_bad_input(tmp_path: Path) -> None:
     write_avmnist(tmp_path, n_train=20, n_test=5)
     np.save(tmp_path / "audio" / "train_data.npy", np.zeros((20, 784), dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"audio/train_data.npy with shape \(N,112,112\), found \(20, 784\)"):
+    with pytest.raises(
+        ValueError, match=r"audio/train_data.npy with shape \(N,112,112\), found \(20, 784\)"
+    ):
         AVMNISTDataset(tmp_path, "train")
     with pytest.raises(FileNotFoundError, match="MultiBench AVMNIST layout"):
         AVMNISTDataset(tmp_path / "nowhere", "train")

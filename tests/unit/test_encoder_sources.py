@@ -11,7 +11,10 @@ MODS = ("audio", "image")
 
 
 def test_shorthands_expand_to_every_modality() -> None:
-    assert parse_encoder_sources("scratch", MODS, "avdigits") == {"audio": "scratch", "image": "scratch"}
+    assert parse_encoder_sources("scratch", MODS, "avdigits") == {
+        "audio": "scratch",
+        "image": "scratch",
+    }
     assert parse_encoder_sources("pretrained", MODS, "avdigits") == {
         "audio": "models:/avdigits-audio-encoder@champion",
         "image": "models:/avdigits-image-encoder@champion",
@@ -19,7 +22,9 @@ def test_shorthands_expand_to_every_modality() -> None:
 
 
 def test_per_modality_lists_accept_every_uri_form() -> None:
-    sources = parse_encoder_sources("image=models:/avdigits-image-encoder/3, audio=run:abc123", MODS, "avdigits")
+    sources = parse_encoder_sources(
+        "image=models:/avdigits-image-encoder/3, audio=run:abc123", MODS, "avdigits"
+    )
     assert sources == {"audio": "run:abc123", "image": "models:/avdigits-image-encoder/3"}
     assert parse_encoder_sources("audio=runs:/abc/encoder", MODS, "avdigits")["image"] == "scratch"
 

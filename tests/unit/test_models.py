@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from tsp_mlflow.data.batch import all_patterns, pattern_name
 from tsp_mlflow.models import ConcatFusion, LateFusionModel, MLPHead, ResNetEncoder, SmallCNN
@@ -23,7 +23,9 @@ def test_thesis_resnet_presets_take_one_channel(depth: int, out_dim: int, side: 
     enc = ResNetEncoder(depth=depth, out_dim=out_dim)
     assert enc.net.conv1.in_channels == 1
     assert enc(torch.rand(2, 1, side, side)).shape == (2, out_dim)
-    n_blocks = sum(len(layer) for layer in (enc.net.layer1, enc.net.layer2, enc.net.layer3, enc.net.layer4))
+    n_blocks = sum(
+        len(layer) for layer in (enc.net.layer1, enc.net.layer2, enc.net.layer3, enc.net.layer4)
+    )
     assert n_blocks == {18: 8, 34: 16}[depth]
 
 
@@ -33,7 +35,10 @@ def test_concat_fusion_zero_fills_missing_modalities() -> None:
     present = torch.tensor([[True, False], [False, True]])
     out = fusion(feats, present)
     assert out.tolist() == [[1, 1, 1, 0, 0], [0, 0, 0, 5, 5]]
-    assert fusion({"image": feats["image"]}, torch.ones(2, 2, dtype=torch.bool))[:, :3].abs().sum() == 0
+    assert (
+        fusion({"image": feats["image"]}, torch.ones(2, 2, dtype=torch.bool))[:, :3].abs().sum()
+        == 0
+    )
     with pytest.raises(ValueError, match="present has 3 columns, expected 2"):
         fusion(feats, torch.ones(2, 3, dtype=torch.bool))
 
@@ -50,8 +55,12 @@ def test_masked_encoder_gets_zero_gradient() -> None:
     inputs = {"audio": torch.rand(4, 1, 16, 16), "image": torch.rand(4, 1, 12, 12)}
     present = torch.tensor([[True, False]] * 4)
     model(inputs, present).sum().backward()
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.encoders["image"].parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoders["audio"].parameters())
+    assert all(
+        p.grad is None or p.grad.abs().sum() == 0 for p in model.encoders["image"].parameters()
+    )
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoders["audio"].parameters()
+    )
 
 
 def test_pattern_evaluation_by_masking_equals_dropping_the_modality() -> None:
@@ -60,12 +69,22 @@ def test_pattern_evaluation_by_masking_equals_dropping_the_modality() -> None:
     audio, image = torch.rand(n, 1, 16, 16), torch.rand(n, 1, 12, 12)
     target = torch.randint(0, 5, (n,))
     loader = DataLoader(
-        [{"inputs": {"audio": audio[i], "image": image[i]}, "present": torch.ones(2, dtype=torch.bool),
-          "target": target[i]} for i in range(n)],  # fmt: skip
+        [
+            {
+                "inputs": {"audio": audio[i], "image": image[i]},
+                "present": torch.ones(2, dtype=torch.bool),
+                "target": target[i],
+            }
+            for i in range(n)
+        ],  # fmt: skip
         batch_size=4,
     )
     patterns = all_patterns(model.modalities)
-    assert [pattern_name(p, model.modalities) for p in patterns] == ["audio-image", "audio", "image"]
+    assert [pattern_name(p, model.modalities) for p in patterns] == [
+        "audio-image",
+        "audio",
+        "image",
+    ]
     metrics = evaluate(model, loader, patterns, torch.device("cpu"))
     with torch.no_grad():  # the audio-only model, computed without the image at all
         logits = model({"audio": audio}, torch.tensor([[True, False]] * n))
@@ -78,8 +97,13 @@ def test_fit_learns_a_separable_task_and_keeps_the_best_state() -> None:
     torch.manual_seed(0)
     x = torch.randn(256, 1, 4, 4)
     y = (x.mean(dim=(1, 2, 3)) > 0).long()
-    rows = [{"inputs": {"audio": x[i]}, "present": torch.ones(1, dtype=torch.bool), "target": y[i]} for i in range(256)]
-    loader = DataLoader(rows, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    rows = [
+        {"inputs": {"audio": x[i]}, "present": torch.ones(1, dtype=torch.bool), "target": y[i]}
+        for i in range(256)
+    ]
+    loader = DataLoader(
+        rows, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     encoder = SmallCNN(out_dim=4, width=4)
     model = LateFusionModel({"audio": encoder}, ConcatFusion({"audio": 4}), torch.nn.Linear(4, 2))
     seen: list[int] = []
@@ -99,7 +123,11 @@ def test_fit_learns_a_separable_task_and_keeps_the_best_state() -> None:
 
 
 def test_device_auto_resolves_and_bad_devices_fail_clearly() -> None:
-    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    expected = (
+        "cuda"
+        if torch.cuda.is_available()
+        else ("mps" if torch.backends.mps.is_available() else "cpu")
+    )
     assert resolve_device("auto").type == expected
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
         resolve_device("gpu")

@@ -15,7 +15,10 @@ from analysis.report import markdown_table
 
 def frame(values: dict[tuple[str, int], float], pattern: str = "audio-image") -> pd.DataFrame:
     return pd.DataFrame(
-        [{"condition": c, "seed": s, "pattern": pattern, "value": v} for (c, s), v in values.items()]
+        [
+            {"condition": c, "seed": s, "pattern": pattern, "value": v}
+            for (c, s), v in values.items()
+        ]
     )
 
 
@@ -23,7 +26,9 @@ def test_paired_delta_ci_and_p_match_scipy() -> None:
     rng = np.random.default_rng(1)
     scratch = rng.normal(0.7, 0.05, 6)
     pretrained = scratch + rng.normal(0.03, 0.01, 6)
-    data = {("scratch", s): v for s, v in enumerate(scratch)} | {("pretrained", s): v for s, v in enumerate(pretrained)}
+    data = {("scratch", s): v for s, v in enumerate(scratch)} | {
+        ("pretrained", s): v for s, v in enumerate(pretrained)
+    }
     row = paired_comparison(frame(data)).iloc[0]
     diff = pretrained - scratch
     low, high = stats.t.interval(0.95, 5, loc=diff.mean(), scale=stats.sem(diff))
@@ -58,19 +63,32 @@ def test_unmatched_seeds_are_dropped_and_counted() -> None:
 def test_small_and_degenerate_samples_report_nan_not_false_precision() -> None:
     one = paired_comparison(frame({("scratch", 0): 0.5, ("pretrained", 0): 0.6})).iloc[0]
     assert one["n"] == 1 and math.isnan(one["ci_low"]) and math.isnan(one["p_value"])
-    same = frame({("scratch", s): 0.5 + s / 10 for s in range(4)} | {("pretrained", s): 0.6 + s / 10 for s in range(4)})
+    same = frame(
+        {("scratch", s): 0.5 + s / 10 for s in range(4)}
+        | {("pretrained", s): 0.6 + s / 10 for s in range(4)}
+    )
     row = paired_comparison(same).iloc[0]
     assert row["ci_low"] == pytest.approx(0.1) and row["ci_high"] == pytest.approx(0.1)
     assert math.isnan(row["p_value"])
-    table = markdown_table(paired_comparison(frame({("scratch", 0): 0.5, ("pretrained", 0): 0.6})), metric="acc")
+    table = markdown_table(
+        paired_comparison(frame({("scratch", 0): 0.5, ("pretrained", 0): 0.6})), metric="acc"
+    )
     assert "Fewer than 2 paired seeds" in table
 
 
 def test_patterns_are_compared_separately() -> None:
     data = pd.concat(
         [
-            frame({("scratch", s): 0.5 for s in range(3)} | {("pretrained", s): 0.5 + 0.1 * (s + 1) for s in range(3)}, "audio"),
-            frame({("scratch", s): 0.8 - 0.1 * s for s in range(3)} | {("pretrained", s): 0.8 for s in range(3)}, "image"),
+            frame(
+                {("scratch", s): 0.5 for s in range(3)}
+                | {("pretrained", s): 0.5 + 0.1 * (s + 1) for s in range(3)},
+                "audio",
+            ),
+            frame(
+                {("scratch", s): 0.8 - 0.1 * s for s in range(3)}
+                | {("pretrained", s): 0.8 for s in range(3)},
+                "image",
+            ),
         ]
     )
     result = paired_comparison(data).set_index("pattern")

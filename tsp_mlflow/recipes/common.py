@@ -13,11 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from tsp_mlflow.config import to_yaml
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.serialization import encoder_spec, save_encoder
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.params import code_version, config_hash, log_config
+from tsp_mlflow.tracking.params import code_version, config_hash
 
 
 def check_epochs(cfg: DictConfig) -> None:
@@ -55,10 +54,6 @@ def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[Any, Any]:
 
 def provenance_tags(config: dict[str, Any]) -> dict[str, str]:
     return {schema.CONFIG_HASH: config_hash(config), schema.CODE_VERSION: code_version()}
-
-
-def log_resolved_config(config: dict[str, Any]) -> None:
-    log_config(config, to_yaml(config))
 
 
 def log_encoder_artifact(encoder: torch.nn.Module, config_node: dict[str, Any]) -> str:

@@ -14,7 +14,6 @@ from tsp_mlflow.data.batch import all_patterns, pattern_name
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
     check_epochs,
-    log_resolved_config,
     make_loaders,
     make_optimizer,
     provenance_tags,
@@ -22,6 +21,7 @@ from tsp_mlflow.recipes.common import (
 from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.epoch_log import EpochLogger
+from tsp_mlflow.tracking.params import log_config
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.loop import evaluate, fit
@@ -86,7 +86,7 @@ class MultimodalRecipe:
         with tracked_run(
             run_name=name, tags={**self.tags(), **provenance_tags(config)}, nested=nested
         ) as run:
-            log_resolved_config(config)
+            log_config(config)
             loaders = make_loaders(cfg, self.modalities, generator, device)
             optimizer, scheduler = make_optimizer(cfg, model)
             logger = EpochLogger()

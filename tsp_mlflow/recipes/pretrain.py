@@ -15,13 +15,13 @@ from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
     check_epochs,
     log_encoder_artifact,
-    log_resolved_config,
     make_loaders,
     make_optimizer,
     provenance_tags,
 )
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.epoch_log import EpochLogger
+from tsp_mlflow.tracking.params import log_config
 from tsp_mlflow.tracking.registry import register_encoder
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.loop import evaluate, fit
@@ -61,7 +61,7 @@ class PretrainRecipe:
         generator = seed_everything(cfg.seed)
         device = resolve_device(cfg.runtime.device)
         with tracked_run(run_name=f"pretrain-{m}", tags=self.tags(), nested=nested) as run:
-            log_resolved_config(self.config)
+            log_config(self.config)
             loaders = make_loaders(cfg, [m], generator, device)
             encoder = instantiate(cfg.model.encoders[m])
             head = instantiate(cfg.model.head)(in_features=encoder.out_dim)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import yaml
 
 from tsp_mlflow.tracking import schema
 
@@ -59,12 +60,13 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def log_config(config: Mapping[str, Any], yaml_text: str) -> None:
-    """Log the flattened config as params (in chunks) and the YAML as ``config.yaml``."""
+def log_config(config: Mapping[str, Any]) -> None:
+    """Log the flattened config as params (in chunks) and as ``config.yaml``, both redacted."""
     items = sorted(flatten(config).items())
     for i in range(0, len(items), MAX_PARAMS_PER_CALL):
         mlflow.log_params(dict(items[i : i + MAX_PARAMS_PER_CALL]))
-    mlflow.log_text(yaml_text, schema.CONFIG_ARTIFACT)
+    text = yaml.safe_dump(redact(dict(config)), sort_keys=False, default_flow_style=None)
+    mlflow.log_text(text, schema.CONFIG_ARTIFACT)
 
 
 @cache

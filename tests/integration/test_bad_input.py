@@ -1,0 +1,137 @@
+"""Bad input: one clear line naming the parameter and fix; no run left RUNNING; nothing registered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from tests.integration.flow import mlflow_run, runs
+from tsp_mlflow.cli import main
+from tsp_mlflow.models import SmallCNN
+from tsp_mlflow.models.serialization import encoder_spec, save_encoder
+from tsp_mlflow.tracking import schema
+
+
+def tsp(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    return int(exit_info.value.code), err.splitlines()[-1]  # MLflow may log INFO lines first
+
+
+def assert_nothing_left_behind(client: MlflowClient) -> None:
+    assert runs(client, "attributes.status = 'RUNNING'") == []
+    assert client.search_registered_models() == []
+
+
+def tampered_encoder_run(tmp_path: Path) -> str:
+    """A FINISHED pretrain-like run whose encoder.json does not match its weights."""
+    enc = SmallCNN(out_dim=64, width=16)
+    folder = save_encoder(enc, encoder_spec(enc, {"out_dim": 64, "width": 8}), tmp_path / "enc")
+    with mlflow.start_run(tags={schema.STAGE: schema.STAGE_PRETRAIN}) as run:
+        mlflow.log_artifacts(str(folder), schema.ENCODER_ARTIFACT_DIR)
+    return run.info.run_id
+
+
+CASES = [
+    (["pretrain", "--dataset", "imagenet", "--modality", "audio"], "unknown dataset 'imagenet' (-P dataset); choose one of avdigits"),
+    (["pretrain", "--modality", "text"], "unknown modality 'text' for dataset 'avdigits'; choose one of audio, image"),
+    (["multimodal", "--fusion", "blend"], "unknown fusion 'blend' (-P fusion); choose one of concat"),
+    (["multimodal", "--encoders", "audio:scratch"], "malformed encoders='audio:scratch'"),
+    (["multimodal", "--encoders", "audio=run:0123abcd"], "encoder run '0123abcd' (from 'run:0123abcd') does not exist"),
+    (["multimodal", "--encoders", "image=models:/nope-encoder@champion"], "registered model 'nope-encoder'"),
+    (["pretrain", "--modality", "audio", "--epochs", "0"], "epochs must be a positive integer, got 0"),
+    (["multimodal", "--epochs", "-3"], "epochs must be a positive integer, got -3"),
+    (["pipeline", "--epochs", "ten"], "epochs must be an integer, got 'ten'"),
+    (["pipeline", "--seeds", "0"], "seeds must be a positive integer, got 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_fails_with_one_clear_line(
+    args: list[str], message: str, tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = tsp(args, capsys)
+    assert code == 2
+    assert err.startswith("tsp: error: ") and message in err
+    client = MlflowClient(tracking_uri)
+    assert runs(client, "") == []  # validation happens before any run exists
+    assert_nothing_left_behind(client)
+
+
+def test_weights_that_do_not_fit_name_the_mismatched_keys(
+    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = tampered_encoder_run(tmp_path)
+    code, err = tsp(["multimodal", "--encoders", f"audio=run:{run_id}", "--epochs", "1"], capsys)
+    assert code == 2
+    assert "do not fit the architecture SmallCNN" in err
+    assert "features.0.weight (weights (16, 1, 3, 3) vs model (8, 1, 3, 3))" in err
+    client = MlflowClient(tracking_uri)
+    assert [r.data.tags.get(schema.STAGE) for r in runs(client, "")] == [
+        "pretrain"
+    ]  # no fusion run
+    assert_nothing_left_behind(client)
+
+
+def test_a_run_that_fails_midway_is_failed_with_its_reason_and_registers_nothing(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tsp_mlflow.recipes.pretrain as pretrain
+
+    def disk_full(*args: object, **kwargs: object) -> str:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pretrain, "log_encoder_artifact", disk_full)
+    code, err = tsp(["pretrain", "--modality", "audio", "--epochs", "1"], capsys)
+    assert code == 1 and "No space left on device" in err
+    client = MlflowClient(tracking_uri)
+    (run,) = runs(client, "")
+    assert run.info.status == "FAILED"
+    assert run.data.tags[schema.ERROR] == "OSError: No space left on device"
+    assert_nothing_left_behind(client)
+
+
+MLFLOW_RUN_CASES = [
+    ("pretrain", {"modality": "text"}, "unknown modality 'text'"),
+    ("multimodal", {"encoders": "audio=run:0123abcd", "epochs": 1}, "encoder run '0123abcd'"),
+    ("pipeline", {"epochs": 0}, "epochs must be a positive integer, got 0"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("entry", "params", "message"), MLFLOW_RUN_CASES, ids=[c[0] for c in MLFLOW_RUN_CASES]
+)
+def test_mlflow_run_marks_the_project_run_failed_with_the_reason(
+    entry: str,
+    params: dict[str, object],
+    message: str,
+    subprocess_env: dict[str, str],
+    tracking_uri: str,
+) -> None:
+    result = mlflow_run(entry, params, subprocess_env)
+    assert result.returncode != 0
+    assert f"tsp: error: {message}" in result.stderr
+    client = MlflowClient(tracking_uri)
+    (run,) = runs(client, "")
+    assert run.info.status == "FAILED"
+    assert message in run.data.tags[schema.ERROR]
+    assert_nothing_left_behind(client)
+
+
+def test_secrets_in_overrides_never_reach_params_or_artifacts(
+    tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["pretrain", "--modality", "image", "--epochs", "1",
+          "--overrides", "debug=tiny +tracking.api_token=s3cr3t-value"])  # fmt: skip
+    client = MlflowClient(tracking_uri)
+    (run,) = runs(client, "")
+    assert run.data.params["tracking.api_token"] == "***"
+    config = Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text()
+    assert "s3cr3t-value" not in config and "s3cr3t-value" not in json.dumps(run.data.tags)
