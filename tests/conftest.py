@@ -22,19 +22,29 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+MLFLOW_RUN_SCOPED_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
+@pytest.fixture(autouse=True)
+def clean_mlflow_env() -> Iterator[None]:
+    """mlflow.set_experiment() exports MLFLOW_EXPERIMENT_ID; never let it leak between tests."""
+    for name in MLFLOW_RUN_SCOPED_ENV:
+        os.environ.pop(name, None)
+    yield
+    for name in MLFLOW_RUN_SCOPED_ENV:
+        os.environ.pop(name, None)
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
 @pytest.fixture
-def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh sqlite store in a temp dir; artifacts land beside it, never in the repo."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.chdir(tmp_path)  # sqlite's default artifact root is ./mlruns
     mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
+    return uri
 
 
 @pytest.fixture

@@ -30,11 +30,21 @@ def configure_tracking() -> str:
     return uri
 
 
+_experiment_we_set: str | None = None
+
+
 def use_experiment(name: str) -> None:
-    """Select ``name`` unless ``mlflow run`` or the environment already chose an experiment."""
-    if os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    """Select ``name`` unless ``mlflow run`` or the user's environment already chose one.
+
+    ``mlflow.set_experiment`` itself exports ``MLFLOW_EXPERIMENT_ID``; a value we set
+    earlier in this process is ours to replace, not the user's choice.
+    """
+    global _experiment_we_set
+    env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if os.environ.get("MLFLOW_RUN_ID") or (env_id and env_id != _experiment_we_set):
         return
-    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or name)
+    experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or name)
+    _experiment_we_set = experiment.experiment_id
 
 
 @contextmanager
