@@ -64,7 +64,10 @@ def analyze(
     datasets = {r.data.tags.get(schema.DATASET) for r in runs} - {None}
     if len(datasets) == 1:
         tags[schema.DATASET] = datasets.pop()
-    with tracked_run(run_name="analysis", tags=tags, nested=nested) as run:
+    # A standalone analysis lands beside the runs it analyses.
+    with tracked_run(
+        run_name="analysis", tags=tags, nested=nested, experiment_id=experiment_ids[0]
+    ) as run:
         mlflow.log_params(
             {
                 "experiment_ids": ",".join(experiment_ids),

@@ -8,7 +8,7 @@ from scipy import stats
 
 COLUMNS = [
     "pattern", "n", "mean_a", "sd_a", "mean_b", "sd_b",
-    "delta", "ci_low", "ci_high", "p_value", "n_unmatched",
+    "delta", "ci_low", "ci_high", "p_value", "n_unmatched", "n_averaged",
 ]  # fmt: skip
 
 
@@ -24,7 +24,9 @@ def paired_comparison(
     Returns:
         One row per pattern: ``n`` matched seeds; mean and sd of each arm over those seeds;
         ``delta`` = mean(a - b) with a t-based ``confidence`` CI; the paired-t ``p_value``;
-        and ``n_unmatched``, runs dropped because the other arm lacks their seed. With
+        ``n_unmatched``, runs dropped because the other arm lacks their seed; and
+        ``n_averaged``, runs that repeated an (arm, seed) already present and were
+        averaged into it (e.g. two pipelines analysed together). With
         fewer than two pairs the CI and p-value are NaN rather than invented.
     """
     rows = []
@@ -34,6 +36,7 @@ def paired_comparison(
         wide = wide.reindex(columns=[a, b]).dropna()  # (n_pairs, 2): seeds present in both arms
         n = len(wide)
         unmatched = int((~group["seed"].isin(wide.index)).sum())
+        averaged = int(len(group) - len(group[["condition", "seed"]].drop_duplicates()))
         xa, xb = wide[a].to_numpy(), wide[b].to_numpy()
         diff = xa - xb
         delta = float(diff.mean()) if n else float("nan")
@@ -59,6 +62,7 @@ def paired_comparison(
                 "ci_high": float(ci_high),
                 "p_value": p_value,
                 "n_unmatched": unmatched,
+                "n_averaged": averaged,
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

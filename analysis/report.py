@@ -26,6 +26,9 @@ def markdown_table(
     unmatched = int(result["n_unmatched"].sum()) if len(result) else 0
     if unmatched:
         notes.append(f"{unmatched} run-pattern values had no partner seed and were dropped.")
+    averaged = int(result["n_averaged"].max()) if len(result) else 0
+    if averaged:
+        notes.append(f"{averaged} runs repeated an (arm, seed) pair and were averaged into it.")
     if len(result) and result["n"].min() < 2:
         notes.append("Fewer than 2 paired seeds: no CI or p-value can be given; run more seeds.")
     return header + "\n".join(lines) + "\n" + "\n".join(notes) + "\n"

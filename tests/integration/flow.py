@@ -90,6 +90,9 @@ def check_pipeline_tree(
                 history = client.get_metric_history(run.info.run_id, f"val/{pattern}/{metric}")
                 assert [x.step for x in history] == list(range(1, epochs + 1)), (pattern, metric)
                 assert f"test/{pattern}/{metric}" in run.data.metrics
+        for key in ("train/loss", "train/accuracy", "train/f1_macro", "time/epoch_s"):
+            steps = [x.step for x in client.get_metric_history(run.info.run_id, key)]
+            assert steps == list(range(1, epochs + 1)), key
         assert {"config.yaml", "metrics.json"} <= artifact_paths(client, run.info.run_id)
 
     (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 import tsp_mlflow
 from tests.integration.flow import REPO, check_pipeline_tree, mlflow_run, runs
+from tsp_mlflow.cli import main
 from tsp_mlflow.tracking import schema
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,9 @@ def readme_snippet() -> str:
     return match.group(1)
 
 
-def test_pipeline_via_mlflow_run(subprocess_env: dict[str, str], tracking_uri: str) -> None:
+def test_pipeline_via_mlflow_run(
+    subprocess_env: dict[str, str], tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     params = {"seeds": SEEDS, "epochs": EPOCHS, "overrides": "debug=tiny"}
     first = mlflow_run("pipeline", params, subprocess_env)
     assert first.returncode == 0, first.stderr[-4000:]
@@ -62,6 +65,26 @@ def test_pipeline_via_mlflow_run(subprocess_env: dict[str, str], tracking_uri: s
     assert newest.data.tags[schema.pipeline_reused_tag("audio")] == "true"
     check_pipeline_tree(client, newest, seeds=SEEDS, epochs=EPOCHS, trained=False)
     assert len(client.search_model_versions("name = 'avdigits-audio-encoder'")) == 1
+
+    # `analyze` on its own: one pipeline's children, or a whole experiment.
+    main(["analyze", "--parent-run", parent.info.run_id])
+    out = capsys.readouterr().out
+    assert f"| audio-image | {SEEDS} |" in out and "repeated an (arm, seed)" not in out
+    main(["analyze", "--experiment", "avdigits", "--metric", "f1_macro"])
+    out = capsys.readouterr().out
+    assert (
+        "Metric: test f1_macro" in out
+        and f"{3 * 2 * SEEDS} runs repeated an (arm, seed)" not in out
+    )
+    assert "runs repeated an (arm, seed) pair and were averaged" in out
+    standalone = [
+        r
+        for r in runs(client, f"tags.`{schema.STAGE}` = 'analysis'")
+        if schema.PARENT_RUN_ID not in r.data.tags
+    ]
+    assert len(standalone) == 2 and {r.info.experiment_id for r in standalone} == {
+        parent.info.experiment_id
+    }
 
 
 def test_pretrain_and_multimodal_entry_points_compose(

@@ -60,6 +60,21 @@ def test_unmatched_seeds_are_dropped_and_counted() -> None:
     assert row["delta"] == pytest.approx(((0.55 - 0.5) + (0.62 - 0.6)) / 2)
 
 
+def test_repeated_seeds_of_one_arm_are_averaged_and_reported() -> None:
+    rows = frame(
+        {("scratch", 0): 0.5, ("scratch", 1): 0.6, ("pretrained", 0): 0.7, ("pretrained", 1): 0.8}
+    )
+    extra = pd.DataFrame(
+        [{"condition": "scratch", "seed": 0, "pattern": "audio-image", "value": 0.7}]
+    )
+    row = paired_comparison(pd.concat([rows, extra])).iloc[0]
+    assert row["n"] == 2 and row["n_averaged"] == 1
+    assert row["mean_b"] == pytest.approx((0.6 + 0.6) / 2)  # seed 0 scratch = mean(0.5, 0.7)
+    assert "1 runs repeated an (arm, seed) pair" in markdown_table(
+        paired_comparison(pd.concat([rows, extra])), metric="acc"
+    )
+
+
 def test_small_and_degenerate_samples_report_nan_not_false_precision() -> None:
     one = paired_comparison(frame({("scratch", 0): 0.5, ("pretrained", 0): 0.6})).iloc[0]
     assert one["n"] == 1 and math.isnan(one["ci_low"]) and math.isnan(one["p_value"])

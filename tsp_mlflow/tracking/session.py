@@ -49,14 +49,19 @@ def use_experiment(name: str) -> None:
 
 @contextmanager
 def tracked_run(
-    *, run_name: str, tags: dict[str, str], nested: bool = False
+    *, run_name: str, tags: dict[str, str], nested: bool = False, experiment_id: str | None = None
 ) -> Iterator[mlflow.ActiveRun]:
     """Start a run (or attach to the one ``mlflow run`` created) and end it honestly.
+
+    ``experiment_id`` places a top-level run; it is ignored when attaching to the run that
+    ``mlflow run`` created, whose experiment is already fixed.
 
     On success the run ends FINISHED. On an exception it ends FAILED with the reason in
     ``tsp.error``; on Ctrl-C or SIGTERM it ends KILLED. The exception is re-raised.
     """
-    run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
+    if nested or os.environ.get("MLFLOW_RUN_ID"):
+        experiment_id = None
+    run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags, experiment_id=experiment_id)
     previous = signal.getsignal(signal.SIGTERM)
     if not nested:  # turn SIGTERM into an exception so the run is closed as KILLED
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

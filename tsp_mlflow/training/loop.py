@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from tsp_mlflow.data.batch import Batch, pattern_mask, pattern_name
 from tsp_mlflow.models.late_fusion import LateFusionModel
-from tsp_mlflow.training.metrics import classification_metrics
+from tsp_mlflow.training.metrics import classification_metrics, label_metrics
 
 # split -> pattern -> metric -> value ("train" holds one pseudo-pattern, "all").
 EpochMetrics = dict[str, dict[str, dict[str, float]]]
@@ -99,7 +99,9 @@ def fit(
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, seen = 0.0, 0
+        preds: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
         for batch in train_loader:
             batch = to_device(batch, device)
             logits = model(batch["inputs"], batch["present"])  # (B, C)
@@ -109,9 +111,10 @@ def fit(
             optimizer.step()
             n = len(batch["target"])
             loss_sum += loss.item() * n
-            correct += int((logits.argmax(dim=1) == batch["target"]).sum())
             seen += n
-        train = {"loss": loss_sum / seen, "accuracy": correct / seen}
+            preds.append(logits.detach().argmax(dim=1).cpu())
+            targets.append(batch["target"].cpu())
+        train = {"loss": loss_sum / seen, **label_metrics(torch.cat(preds), torch.cat(targets))}
         val = evaluate(model, val_loader, patterns, device)
         value = val[monitor[0]][monitor[1]]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
