@@ -30,11 +30,17 @@ def _optional_int(name: str, text: str | None) -> int | None:
     return value
 
 
-def _stage_overrides(dataset: str, epochs: str | None, overrides: str) -> list[str]:
+def _stage_overrides(dataset: str, epochs: str | None, overrides: str, *params: str) -> list[str]:
+    """Entry-point parameters as Hydra overrides; the user's ``overrides`` come last and win."""
     from tsp_mlflow.config import split_overrides
 
     n = _optional_int("epochs", epochs)
-    return [f"data={dataset}", *([f"trainer.epochs={n}"] if n else []), *split_overrides(overrides)]
+    return [
+        f"data={dataset}",
+        *params,
+        *([f"trainer.epochs={n}"] if n else []),
+        *split_overrides(overrides),
+    ]
 
 
 def _check_dataset(dataset: str) -> None:
@@ -71,10 +77,10 @@ def pretrain(dataset: str, modality: str, epochs: str, seed: int, overrides: str
     from tsp_mlflow.tracking.session import use_experiment
 
     _check_dataset(dataset)
-    stage = _stage_overrides(dataset, epochs, overrides)
-    cfg, _ = compose_config(
-        "pretrain", [stage[0], f"modality={quote(modality)}", f"seed={seed}", *stage[1:]]
+    stage = _stage_overrides(
+        dataset, epochs, overrides, f"modality={quote(modality)}", f"seed={seed}"
     )
+    cfg, _ = compose_config("pretrain", stage)
     recipe = PretrainRecipe(cfg)
     _start()
     use_experiment(cfg.tracking.experiment)
@@ -105,18 +111,10 @@ def multimodal(
         raise UserInputError(
             f"unknown fusion {fusion!r} (-P fusion); choose one of {', '.join(group_options('model/fusion'))}"
         )
-    stage = _stage_overrides(dataset, epochs, overrides)
+    params = (f"model/fusion={fusion}", f"encoders={quote(encoders)}", f"seed={seed}")
+    stage = _stage_overrides(dataset, epochs, overrides, *params)
     _start()  # encoder URIs are resolved against the tracking server while validating
-    cfg, choices = compose_config(
-        "multimodal",
-        [
-            stage[0],
-            f"model/fusion={fusion}",
-            f"encoders={quote(encoders)}",
-            f"seed={seed}",
-            *stage[1:],
-        ],
-    )
+    cfg, choices = compose_config("multimodal", stage)
     recipe = MultimodalRecipe(cfg, fusion_name=choices["model/fusion"])
     use_experiment(cfg.tracking.experiment)
     run_id = recipe.run()

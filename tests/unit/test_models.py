@@ -131,3 +131,17 @@ def test_device_auto_resolves_and_bad_devices_fail_clearly() -> None:
     assert resolve_device("auto").type == expected
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
         resolve_device("gpu")
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA; the CPU path is tested above"
+)
+def test_fit_and_evaluate_run_on_cuda() -> None:
+    model = make_model()
+    rows = [{"inputs": {"audio": torch.rand(1, 16, 16), "image": torch.rand(1, 12, 12)},
+             "present": torch.ones(2, dtype=torch.bool), "target": torch.tensor(i % 5)} for i in range(16)]  # fmt: skip
+    loader = DataLoader(rows, batch_size=8, pin_memory=True)
+    result = fit(model, loader, loader, optimizer=torch.optim.Adam(model.parameters()), scheduler=None,
+                 epochs=1, patterns=all_patterns(model.modalities), monitor=("audio-image", "accuracy"),
+                 device=resolve_device("auto"))  # fmt: skip
+    assert next(iter(result.best_state.values())).is_cuda
