@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from tsp_mlflow.data.batch import all_patterns, pattern_name
 from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.models.serialization import encoder_spec, save_encoder
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
+from tsp_mlflow.training.loop import FitResult, evaluate, fit
 
 
 def check_epochs(cfg: DictConfig) -> None:
@@ -50,6 +55,46 @@ def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[Any, Any]:
     optimizer = instantiate(cfg.optim)(model.parameters())
     scheduler = instantiate(cfg.scheduler)(optimizer)
     return optimizer, scheduler
+
+
+def train_and_test(
+    cfg: DictConfig,
+    model: LateFusionModel,
+    loaders: dict[str, DataLoader],
+    device: torch.device,
+    started: float,
+) -> FitResult:
+    """Fit with per-epoch logging, restore the best-by-validation weights, log test metrics.
+
+    Every modality pattern is evaluated; the full pattern's ``trainer.monitor`` metric on
+    val picks the best epoch.
+    """
+    patterns = all_patterns(model.modalities)
+    optimizer, scheduler = make_optimizer(cfg, model)
+    logger = EpochLogger()
+    result = fit(
+        model,
+        loaders["train"],
+        loaders["val"],
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=cfg.trainer.epochs,
+        patterns=patterns,
+        monitor=(pattern_name(model.modalities, model.modalities), cfg.trainer.monitor),
+        device=device,
+        on_epoch_end=logger.log_epoch,
+    )
+    model.load_state_dict(result.best_state)
+    logger.log_test(evaluate(model, loaders["test"], patterns, device), result.best_epoch)
+    mlflow.log_metrics(
+        {
+            schema.BEST_EPOCH: result.best_epoch,
+            schema.BEST_VALUE: result.best_value,
+            schema.TIME_TRAIN_TOTAL: result.train_seconds,
+            schema.TIME_TOTAL: time.perf_counter() - started,
+        }
+    )
+    return result
 
 
 def provenance_tags(config: dict[str, Any]) -> dict[str, str]:

@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import time
 
-import mlflow
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tsp_mlflow.api import load_encoder_with_location
 from tsp_mlflow.config import to_plain
-from tsp_mlflow.data.batch import all_patterns, pattern_name
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
     check_epochs,
     make_loaders,
-    make_optimizer,
     provenance_tags,
+    train_and_test,
 )
 from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import log_config
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
 from tsp_mlflow.tracking.session import tracked_run
-from tsp_mlflow.training.loop import evaluate, fit
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
@@ -79,8 +75,6 @@ class MultimodalRecipe:
         fusion = instantiate(cfg.model.fusion)(in_dims={m: e.out_dim for m, e in encoders.items()})
         head = instantiate(cfg.model.head)(in_features=fusion.out_dim)
         model = LateFusionModel(encoders, fusion, head)
-        patterns = all_patterns(self.modalities)
-        full = pattern_name(self.modalities, self.modalities)
 
         name = f"{self.condition}-seed{cfg.seed}"
         with tracked_run(
@@ -88,28 +82,5 @@ class MultimodalRecipe:
         ) as run:
             log_config(config)
             loaders = make_loaders(cfg, self.modalities, generator, device)
-            optimizer, scheduler = make_optimizer(cfg, model)
-            logger = EpochLogger()
-            result = fit(
-                model,
-                loaders["train"],
-                loaders["val"],
-                optimizer=optimizer,
-                scheduler=scheduler,
-                epochs=cfg.trainer.epochs,
-                patterns=patterns,
-                monitor=(full, cfg.trainer.monitor),
-                device=device,
-                on_epoch_end=logger.log_epoch,
-            )
-            model.load_state_dict(result.best_state)
-            logger.log_test(evaluate(model, loaders["test"], patterns, device), result.best_epoch)
-            mlflow.log_metrics(
-                {
-                    schema.BEST_EPOCH: result.best_epoch,
-                    schema.BEST_VALUE: result.best_value,
-                    schema.TIME_TRAIN_TOTAL: result.train_seconds,
-                    schema.TIME_TOTAL: time.perf_counter() - started,
-                }
-            )
+            train_and_test(cfg, model, loaders, device, started)
         return run.info.run_id

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import mlflow
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
@@ -16,15 +15,13 @@ from tsp_mlflow.recipes.common import (
     check_epochs,
     log_encoder_artifact,
     make_loaders,
-    make_optimizer,
     provenance_tags,
+    train_and_test,
 )
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import log_config
 from tsp_mlflow.tracking.registry import register_encoder
 from tsp_mlflow.tracking.session import tracked_run
-from tsp_mlflow.training.loop import evaluate, fit
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
@@ -66,32 +63,8 @@ class PretrainRecipe:
             encoder = instantiate(cfg.model.encoders[m])
             head = instantiate(cfg.model.head)(in_features=encoder.out_dim)
             model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
-            optimizer, scheduler = make_optimizer(cfg, model)
-
-            logger = EpochLogger()
-            result = fit(
-                model,
-                loaders["train"],
-                loaders["val"],
-                optimizer=optimizer,
-                scheduler=scheduler,
-                epochs=cfg.trainer.epochs,
-                patterns=[(m,)],
-                monitor=(m, cfg.trainer.monitor),
-                device=device,
-                on_epoch_end=logger.log_epoch,
-            )
-            model.load_state_dict(result.best_state)
-            logger.log_test(evaluate(model, loaders["test"], [(m,)], device), result.best_epoch)
+            result = train_and_test(cfg, model, loaders, device, started)
             artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
-            mlflow.log_metrics(
-                {
-                    schema.BEST_EPOCH: result.best_epoch,
-                    schema.BEST_VALUE: result.best_value,
-                    schema.TIME_TRAIN_TOTAL: result.train_seconds,
-                    schema.TIME_TOTAL: time.perf_counter() - started,
-                }
-            )
             # Last step, so that a run that fails anywhere above registers nothing.
             register_encoder(
                 name=schema.registered_encoder_name(cfg.data.name, m),
