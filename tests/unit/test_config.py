@@ -38,6 +38,7 @@ OPTIONS = [
         "optim",
         "scheduler",
         "trainer",
+        "experiment",
         "debug",
     )
     for option in group_options(group)
