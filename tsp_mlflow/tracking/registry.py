@@ -15,6 +15,9 @@ def register_encoder(
 ) -> ModelVersion:
     """Register a new encoder version and move ``champion`` to the best one by validation.
 
+    Versions are ranked by the validation metric they were selected with (``tsp.monitor``
+    tag, higher is better); ties keep the older version.
+
     Args:
         name: registered model name, ``<dataset>-<modality>-encoder``.
         artifact_uri: where the encoder folder lives (the pretrain run's artifact).
@@ -39,7 +42,14 @@ def register_encoder(
             schema.MODEL_VERSION_MONITOR_VALUE: repr(value),
         },
     )
-    champion = best_version(client, name, monitor)
+    # Rank by the metric the current champion was chosen by: a version monitored by another
+    # metric is not comparable and never displaces it (move the alias by hand if intended).
+    try:
+        current = client.get_model_version_by_alias(name, schema.CHAMPION_ALIAS)
+        ranking = current.tags.get(schema.MODEL_VERSION_MONITOR, monitor)
+    except MlflowException:
+        ranking = monitor
+    champion = best_version(client, name, ranking)
     if champion is not None:
         client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, champion)
     return version
