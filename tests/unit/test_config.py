@@ -26,7 +26,7 @@ def one_step(cfg) -> float:
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.item()
 
 
 OPTIONS = [
