@@ -16,6 +16,7 @@ from analysis.report import markdown_table, save_figure
 from analysis.runs import fusion_runs, pattern_frame
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.params import redact_uri
 from tsp_mlflow.tracking.session import tracked_run
 
 
@@ -99,7 +100,7 @@ def _experiment_id(client: MlflowClient, experiment: str | None, parent_run: str
             return client.get_run(parent_run).info.experiment_id
         except MlflowException:
             raise UserInputError(
-                f"parent_run={parent_run!r} does not exist in {mlflow.get_tracking_uri()}"
+                f"parent_run={parent_run!r} does not exist in {redact_uri(mlflow.get_tracking_uri())}"
             ) from None
     if not experiment:
         raise UserInputError("give -P experiment=<name or id> or -P parent_run=<pipeline run id>")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 from torch import nn
 
 from tsp_mlflow.models.serialization import load_encoder_folder
@@ -23,15 +25,19 @@ def load_encoder(uri: str) -> nn.Module:
         The encoder module (e.g. ``SmallCNN``), weights loaded, in train mode, with
         ``out_dim`` set and ``tsp_source`` / ``tsp_run_id`` attributes for lineage.
     """
-    configure_tracking()
+    if not is_tracking_uri_set():  # respect a URI the caller already chose
+        configure_tracking()
     encoder, _ = load_encoder_with_location(resolve_encoder(uri))
     return encoder
 
 
-def load_encoder_with_location(location: EncoderLocation) -> tuple[nn.Module, dict]:
+def load_encoder_with_location(
+    location: EncoderLocation, expected: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Download and build an encoder; ``expected`` pins its architecture (see serialization)."""
     with tempfile.TemporaryDirectory(prefix="tsp-encoder-") as tmp:
         folder = download_encoder(location, Path(tmp))
-        encoder, spec = load_encoder_folder(folder)
+        encoder, spec = load_encoder_folder(folder, expected)
     encoder.tsp_source = location.uri  # type: ignore[assignment]
     encoder.tsp_run_id = location.run_id  # type: ignore[assignment]
     return encoder.train(), spec

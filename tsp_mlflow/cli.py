@@ -153,14 +153,10 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str) -> None:
 def analyze_command(experiment: str, parent_run: str, metric: str, split: str) -> None:
     """Compare pretrained with scratch fusion runs per modality pattern, paired by seed."""
     from analysis.analyze import analyze
-    from tsp_mlflow.tracking.session import use_experiment
 
-    uri = _start()
-    result_experiment = experiment or None
-    if not parent_run:
-        use_experiment(experiment)
+    uri = _start()  # no use_experiment here: analysing must never create an experiment
     result = analyze(
-        experiment=result_experiment, parent_run=parent_run or None, metric=metric, split=split
+        experiment=experiment or None, parent_run=parent_run or None, metric=metric, split=split
     )
     click.echo(result.markdown)
     click.echo(f"analysis run {result.run_id}")
@@ -168,6 +164,9 @@ def analyze_command(experiment: str, parent_run: str, metric: str, split: str) -
 
 
 def where_to_look(uri: str) -> str:
+    from tsp_mlflow.tracking.params import redact_uri
+
+    uri = redact_uri(uri)
     if uri.startswith("sqlite:///"):
         return (
             f"Tracking store: {uri}\n"
@@ -181,16 +180,17 @@ def where_to_look(uri: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run a command. Errors print one line (exit 2 for bad input, 1 otherwise) and end the
     `mlflow run` project run FAILED with the reason, if we had not attached to it yet."""
-    from tsp_mlflow.models.serialization import EncoderWeightsMismatch
-    from tsp_mlflow.tracking.resolve import EncoderNotFound
-
-    user_errors: tuple[type[BaseException], ...] = (
-        UserInputError, EncoderNotFound, EncoderWeightsMismatch, FileNotFoundError,
-    )  # fmt: skip
+    # UserInputError covers EncoderNotFound and EncoderWeightsMismatch; a missing data file
+    # is the user's to fix as well.
+    user_errors: tuple[type[BaseException], ...] = (UserInputError, FileNotFoundError)
     try:
         cli.main(args=argv, prog_name="tsp", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):  # click turns Ctrl-C into Abort
+        _fail_project_run("interrupted", "KILLED")
+        click.echo("tsp: interrupted", err=True)
+        sys.exit(130)
     except click.ClickException as err:
         _fail_project_run(err.format_message())
         err.show()
@@ -199,10 +199,6 @@ def main(argv: list[str] | None = None) -> None:
         _fail_project_run(str(err))
         click.echo(f"tsp: error: {err}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        _fail_project_run("interrupted", "KILLED")
-        click.echo("tsp: interrupted", err=True)
-        sys.exit(130)
     except Exception as err:  # not bad input: one line still, the traceback on request
         _fail_project_run(f"{type(err).__name__}: {err}")
         if os.environ.get("TSP_TRACEBACK"):

@@ -1,5 +1,16 @@
-"""Errors the user can fix. The CLI prints these as one line, without a traceback."""
+"""Errors the user can fix. The CLI prints these as one line, without a traceback.
+
+They live here, torch-free, so the CLI can catch them without importing models.
+"""
 
 
 class UserInputError(ValueError):
     """Bad input: the message names the parameter, what was wrong and how to fix it."""
+
+
+class EncoderNotFound(UserInputError):
+    """An encoder URI names a run or model that does not exist."""
+
+
+class EncoderWeightsMismatch(UserInputError):
+    """Stored encoder weights do not fit the stored or configured architecture."""

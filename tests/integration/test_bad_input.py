@@ -29,11 +29,20 @@ def assert_nothing_left_behind(client: MlflowClient) -> None:
     assert client.search_registered_models() == []
 
 
-def tampered_encoder_run(tmp_path: Path) -> str:
-    """A FINISHED pretrain-like run whose encoder.json does not match its weights."""
-    enc = SmallCNN(out_dim=64, width=16)
-    folder = save_encoder(enc, encoder_spec(enc, {"out_dim": 64, "width": 8}), tmp_path / "enc")
-    with mlflow.start_run(tags={schema.STAGE: schema.STAGE_PRETRAIN}) as run:
+DEFAULT_SPEC = {"out_dim": 64, "in_channels": 1, "width": 16}  # conf/model/encoder/small_cnn.yaml
+
+
+def encoder_run(tmp_path: Path, modality: str, *, weights_width: int = 16) -> str:
+    """A FINISHED pretrain run of ``modality`` whose spec is the default SmallCNN; its
+    weights come from a SmallCNN of ``weights_width`` (16 fits, anything else is tampered)."""
+    enc = SmallCNN(out_dim=64, width=weights_width)
+    folder = save_encoder(enc, encoder_spec(enc, DEFAULT_SPEC), tmp_path / f"enc-{modality}")
+    tags = {
+        schema.STAGE: schema.STAGE_PRETRAIN,
+        schema.MODALITY: modality,
+        schema.DATASET: "avdigits",
+    }
+    with mlflow.start_run(tags=tags) as run:
         mlflow.log_artifacts(str(folder), schema.ENCODER_ARTIFACT_DIR)
     return run.info.run_id
 
@@ -49,6 +58,10 @@ CASES = [
     (["multimodal", "--epochs", "-3"], "epochs must be a positive integer, got -3"),
     (["pipeline", "--epochs", "ten"], "epochs must be an integer, got 'ten'"),
     (["pipeline", "--seeds", "0"], "seeds must be a positive integer, got 0"),
+    (["pipeline", "--overrides", "seed=3"], "the pipeline sets seed for each run itself"),
+    (["pretrain", "--modality", "audio", "--overrides", "trainer.monitor=loss"], "trainer.monitor='loss' cannot rank epochs"),
+    (["pretrain", "--modality", "audio", "--overrides", "runtime.device=gpu"], "runtime.device='gpu' is not a device"),
+    (["analyze", "--experiment", "nope"], "experiment='nope' not found"),
 ]  # fmt: skip
 
 
@@ -67,16 +80,54 @@ def test_bad_input_fails_with_one_clear_line(
 def test_weights_that_do_not_fit_name_the_mismatched_keys(
     tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_id = tampered_encoder_run(tmp_path)
+    run_id = encoder_run(tmp_path, "audio", weights_width=8)
     code, err = tsp(["multimodal", "--encoders", f"audio=run:{run_id}", "--epochs", "1"], capsys)
     assert code == 2
     assert "do not fit the architecture SmallCNN" in err
-    assert "features.0.weight (weights (16, 1, 3, 3) vs model (8, 1, 3, 3))" in err
+    assert "features.0.weight (weights (8, 1, 3, 3) vs model (16, 1, 3, 3))" in err
     client = MlflowClient(tracking_uri)
     assert [r.data.tags.get(schema.STAGE) for r in runs(client, "")] == [
         "pretrain"
     ]  # no fusion run
     assert_nothing_left_behind(client)
+
+
+def test_encoders_must_match_their_modality_and_the_configured_architecture(
+    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image_run = encoder_run(tmp_path, "image")
+    code, err = tsp(["multimodal", "--encoders", f"audio=run:{image_run}"], capsys)
+    assert code == 2 and "was pretrained with tsp.modality=image, but it is given for audio" in err
+    override = "model/encoder@model.encoders.image=resnet18"
+    code, err = tsp(
+        ["multimodal", "--encoders", f"image=run:{image_run}", "--overrides", override], capsys
+    )
+    assert code == 2
+    assert "the stored encoder is SmallCNN(in_channels=1, out_dim=64, width=16)" in err
+    assert "the config asks for ResNetEncoder(depth=18, in_channels=1, out_dim=64)" in err
+    client = MlflowClient(tracking_uri)
+    assert [r.data.tags[schema.STAGE] for r in runs(client, "")] == ["pretrain"]
+    assert_nothing_left_behind(client)
+    assert "nope" not in {e.name for e in client.search_experiments()}
+
+
+def test_interrupting_marks_the_pending_project_run_killed(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tsp_mlflow.cli as cli
+
+    client = MlflowClient(tracking_uri)
+    pending = client.create_run(client.create_experiment("avdigits")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", pending)  # as `mlflow run` leaves it for the entry point
+
+    def interrupted(dataset: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_check_dataset", interrupted)
+    code, err = tsp(["pipeline"], capsys)
+    assert code == 130 and err == "tsp: interrupted"
+    run = client.get_run(pending)
+    assert run.info.status == "KILLED" and run.data.tags[schema.ERROR] == "interrupted"
 
 
 def test_a_run_that_fails_midway_is_failed_with_its_reason_and_registers_nothing(
@@ -123,6 +174,17 @@ def test_mlflow_run_marks_the_project_run_failed_with_the_reason(
     assert run.info.status == "FAILED"
     assert message in run.data.tags[schema.ERROR]
     assert_nothing_left_behind(client)
+
+
+def test_secrets_in_pipeline_overrides_are_redacted(
+    tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["pipeline", "--seeds", "1", "--overrides", "debug=tiny +tracking.api_token=s3cr3t-value"])
+    client = MlflowClient(tracking_uri)
+    (pipeline,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
+    assert pipeline.data.params["pipeline.overrides"] == "debug=tiny +tracking.api_token=***"
+    for run in runs(client, ""):
+        assert "s3cr3t-value" not in json.dumps(run.data.params) + json.dumps(run.data.tags)
 
 
 def test_secrets_in_overrides_never_reach_params_or_artifacts(

@@ -70,7 +70,7 @@ def test_pipeline_via_mlflow_run(
     main(["analyze", "--parent-run", parent.info.run_id])
     out = capsys.readouterr().out
     assert f"| audio-image | {SEEDS} |" in out and "repeated an (arm, seed)" not in out
-    main(["analyze", "--experiment", "avdigits", "--metric", "f1_macro"])
+    main(["analyze", "--experiment", parent.info.experiment_id, "--metric", "f1_macro"])  # by id
     out = capsys.readouterr().out
     assert (
         "Metric: test f1_macro" in out

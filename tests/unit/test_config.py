@@ -61,7 +61,7 @@ def test_every_config_option_composes_builds_and_steps(group: str, option: str) 
     assert choices[key] == option
 
 
-@pytest.mark.parametrize("name", ["pretrain", "multimodal", "pipeline", "analyze"])
+@pytest.mark.parametrize("name", ["pretrain", "multimodal", "pipeline"])
 def test_every_primary_config_composes(name: str) -> None:
     cfg, _ = compose_config(name)
     assert cfg

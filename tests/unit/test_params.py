@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from tsp_mlflow.tracking.params import REDACTED, code_version, config_hash, flatten, redact
+from pathlib import Path
+
+from tsp_mlflow.tracking.params import (
+    REDACTED,
+    code_version,
+    config_hash,
+    flatten,
+    redact,
+    redact_overrides,
+    redact_uri,
+    source_digest,
+)
 
 
 def test_flatten_nests_with_dots_and_lists_as_json() -> None:
@@ -26,6 +37,41 @@ def test_secret_looking_keys_are_redacted_everywhere() -> None:
     assert "hunter2" not in str(redact(config)) and redact(config)["optim"] == {"lr": 0.1}
 
 
+def test_only_whole_secret_segments_are_redacted() -> None:
+    flat = flatten({"max_tokens": 1, "tokenizer": 2, "bypass_cache": 3, "passes": 4, "api_token": 5,
+                    "db": {"password": 6}, "aws_secret_access_key": 7, "private_key": 8})  # fmt: skip
+    assert [k for k, v in flat.items() if v == REDACTED] == [
+        "api_token", "db.password", "aws_secret_access_key", "private_key",
+    ]  # fmt: skip
+
+
+def test_uris_and_overrides_lose_their_secrets() -> None:
+    assert (
+        redact_uri("postgresql+psycopg2://me:pw@db:5432/mlflow")
+        == "postgresql+psycopg2://***@db:5432/mlflow"
+    )
+    assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert redact_overrides(["+tracking.api_token=abc", "optim.lr=1e-3", "debug=tiny"]) == [
+        "+tracking.api_token=***", "optim.lr=1e-3", "debug=tiny",
+    ]  # fmt: skip
+
+
+def test_source_digest_changes_with_any_code_or_config_file(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "c.yaml").write_text("lr: 1\n")
+    before = source_digest(tmp_path / "pkg", tmp_path / "conf")
+    (tmp_path / "conf" / "c.yaml").write_text("lr: 2\n")
+    after = source_digest(tmp_path / "pkg", tmp_path / "conf")
+    (tmp_path / "pkg" / "new.py").write_text("")  # untracked files count too
+    assert len({before, after, source_digest(tmp_path / "pkg", tmp_path / "conf")}) == 3
+    (tmp_path / "pkg" / "notes.txt").write_text("ignored")
+    assert source_digest(tmp_path / "pkg", tmp_path / "conf") == source_digest(
+        tmp_path / "pkg", tmp_path / "conf"
+    )
+
+
 def test_config_hash_tracks_semantics_only() -> None:
     base = {"optim": {"lr": 0.1}, "tracking": {"experiment": "a"}, "runtime": {"device": "cpu"},
             "data": {"dataset": {"cache_dir": "/x", "seed": 0}}}  # fmt: skip
@@ -41,4 +87,7 @@ def test_config_hash_tracks_semantics_only() -> None:
 def test_code_version_names_the_package_version() -> None:
     from tsp_mlflow import __version__
 
-    assert code_version().startswith(__version__)
+    root = Path(__file__).resolve().parents[2]
+    assert (
+        code_version() == f"{__version__}+src.{source_digest(root / 'tsp_mlflow', root / 'conf')}"
+    )

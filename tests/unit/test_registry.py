@@ -37,6 +37,38 @@ def test_champion_moves_to_the_best_validation_metric(tracking_uri: str) -> None
     assert champion(client) == "2"
 
 
+def test_a_failed_registration_leaves_nothing_behind(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient(tracking_uri)
+
+    def broken(self: MlflowClient, *args: object) -> None:
+        raise RuntimeError("alias service down")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", broken)
+    with pytest.raises(RuntimeError, match="alias service down"):
+        register(0.5)
+    assert client.search_registered_models() == []
+    monkeypatch.undo()
+    register(0.6)
+    with pytest.raises(RuntimeError):
+        monkeypatch.setattr(MlflowClient, "set_registered_model_alias", broken)
+        register(0.9)
+    monkeypatch.undo()
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{NAME}'")] == ["1"]
+    assert champion(client) == "1"
+
+
+def test_versions_of_failed_runs_never_become_champion(tracking_uri: str) -> None:
+    client = MlflowClient(tracking_uri)
+    register(0.5)
+    best = register(0.9)
+    run_id = client.get_model_version(NAME, best).run_id
+    client.set_terminated(run_id, "FAILED")  # e.g. the run died after registering
+    register(0.6)
+    assert champion(client) == "3"
+
+
 def test_model_uris_resolve_to_the_version_run_and_explain_what_is_missing(
     tracking_uri: str,
 ) -> None:

@@ -17,15 +17,14 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tsp_mlflow.errors import EncoderWeightsMismatch
 from tsp_mlflow.models.encoders import ENCODER_CLASSES
+
+__all__ = ["EncoderWeightsMismatch", "load_encoder_folder", "save_encoder"]
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "encoder.json"
 FORMAT_VERSION = 1
-
-
-class EncoderWeightsMismatch(ValueError):
-    """The stored weights do not fit the stored architecture."""
 
 
 def encoder_spec(encoder: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -80,16 +79,45 @@ def build_encoder(spec: dict[str, Any]) -> nn.Module:
     return cls(**kwargs)
 
 
-def load_encoder_folder(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the encoder saved in ``folder`` and load its weights (strictly)."""
+def load_encoder_folder(
+    folder: str | os.PathLike[str], expected: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the encoder saved in ``folder`` and load its weights (strictly).
+
+    Args:
+        expected: a configured encoder node (``_target_`` + kwargs); when given, the stored
+            architecture must be exactly this one, checked before any weights are read.
+    """
     folder = Path(folder)
     spec = read_encoder_spec(folder)
+    if expected is not None:
+        check_same_architecture(spec, expected)
     encoder = build_encoder(spec)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing")
     load_weights_strict(encoder, load_file(str(weights)), source=str(weights))
     return encoder, spec
+
+
+def check_same_architecture(spec: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Raise unless ``spec`` describes the configured encoder ``expected``."""
+    from hydra.utils import get_object
+
+    want_cls = get_object(expected["_target_"])
+    want = {k: v for k, v in expected.items() if not k.startswith("_")}
+    have_cls = ENCODER_CLASSES.get(str(spec.get("_target_")))
+    if have_cls is not want_cls or spec.get("kwargs", {}) != want:
+        raise EncoderWeightsMismatch(
+            f"the stored encoder is {_describe(spec.get('_target_'), spec.get('kwargs', {}))} but the "
+            f"config asks for {_describe(expected['_target_'], want)}; drop the encoder override, "
+            "or pretrain an encoder with this architecture first"
+        )
+
+
+def _describe(target: Any, kwargs: dict[str, Any]) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+    return f"{str(target).rsplit('.', 1)[-1]}({args})"
 
 
 def load_weights_strict(module: nn.Module, state: dict[str, Any], source: str) -> None:

@@ -23,8 +23,17 @@ from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
 from tsp_mlflow.training.loop import FitResult, evaluate, fit
 
+# Validation metrics that can pick the best epoch and the champion: higher must be better.
+MONITORS = ("accuracy", "f1_macro")
 
-def check_epochs(cfg: DictConfig) -> None:
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Validate trainer settings before any run exists."""
+    if cfg.trainer.monitor not in MONITORS:
+        raise UserInputError(
+            f"trainer.monitor={cfg.trainer.monitor!r} cannot rank epochs; choose one of "
+            f"{', '.join(MONITORS)} (higher is better)"
+        )
     epochs = cfg.trainer.epochs
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
         raise UserInputError(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from mlflow import MlflowClient
+from omegaconf import DictConfig
 
 from tsp_mlflow.api import load_encoder_with_location
 from tsp_mlflow.config import to_plain
+from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
-    check_epochs,
+    check_trainer,
     make_loaders,
     provenance_tags,
     train_and_test,
@@ -24,25 +26,37 @@ from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
+def check_encoder_run(location: EncoderLocation, *, modality: str, dataset: str) -> None:
+    """An encoder must come from a pretrain run of the same modality and dataset."""
+    tags = MlflowClient().get_run(location.run_id).data.tags
+    for tag, want in ((schema.MODALITY, modality), (schema.DATASET, dataset)):
+        have = tags.get(tag)
+        if have is not None and have != want:
+            raise UserInputError(
+                f"encoders: {location.uri} was pretrained with {tag}={have}, but it is given "
+                f"for {modality} on {dataset}; pass a {modality} encoder pretrained on {dataset}"
+            )
+
+
 class MultimodalRecipe:
     """Validate and resolve every encoder source up front, then ``run()``."""
 
     def __init__(self, cfg: DictConfig, fusion_name: str, condition: str | None = None) -> None:
         self.modalities: tuple[str, ...] = tuple(cfg.data.modalities)
         self.sources = parse_encoder_sources(cfg.encoders, self.modalities, cfg.data.name)
-        check_epochs(cfg)
+        check_trainer(cfg)
         resolve_device(cfg.runtime.device)
         # Resolving checks that every named run / model exists before any run is created.
         self.locations: dict[str, EncoderLocation] = {
             m: resolve_encoder(src) for m, src in self.sources.items() if src != SCRATCH
         }
-        # Loading up front also checks that the weights fit, before any run exists.
-        self.pretrained = {m: load_encoder_with_location(loc) for m, loc in self.locations.items()}
-        for m, (_, spec) in self.pretrained.items():
-            with open_dict(cfg):  # log the architecture actually trained, not the default
-                cfg.model.encoders[m] = OmegaConf.create(
-                    {"_target_": spec["_target_"], **spec["kwargs"]}
-                )
+        for m, location in self.locations.items():
+            check_encoder_run(location, modality=m, dataset=cfg.data.name)
+        # Loading up front checks the architecture and weights before any run exists.
+        self.pretrained = {
+            m: load_encoder_with_location(loc, expected=to_plain(cfg.model.encoders[m]))[0]
+            for m, loc in self.locations.items()
+        }
         self.cfg = cfg
         self.fusion_name = fusion_name
         self.condition = condition or condition_name(self.sources)
@@ -68,7 +82,7 @@ class MultimodalRecipe:
         generator = seed_everything(cfg.seed)
         device = resolve_device(cfg.runtime.device)
         encoders = {
-            m: self.pretrained[m][0] if m in self.pretrained else instantiate(cfg.model.encoders[m])
+            m: self.pretrained[m] if m in self.pretrained else instantiate(cfg.model.encoders[m])
             for m in self.modalities
         }
         config = to_plain(cfg)

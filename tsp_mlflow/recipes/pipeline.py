@@ -14,11 +14,13 @@ from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.params import flatten
+from tsp_mlflow.tracking.params import flatten, redact_overrides
 from tsp_mlflow.tracking.reuse import find_identical_run
 from tsp_mlflow.tracking.session import tracked_run
 
 STAGE_CONFIGS = ("pretrain", "multimodal")
+# Set by the pipeline for every run it creates; an override of them would be ignored.
+PER_RUN_KEYS = ("seed", "modality", "encoders")
 
 
 @dataclass
@@ -47,9 +49,16 @@ class PipelineRecipe:
             raise UserInputError(
                 f"seeds must be a positive integer, got {seeds!r}; e.g. -P seeds=5"
             )
+        for item in overrides:
+            key = item.lstrip("+~").partition("=")[0]
+            if key in PER_RUN_KEYS:
+                raise UserInputError(
+                    f"override {item!r}: the pipeline sets {key} for each run itself; use "
+                    "-P seeds=N, or overrides='pretrain_seed=...' for the encoders' seed"
+                )
         common = [f"data={dataset}"] + ([f"trainer.epochs={epochs}"] if epochs is not None else [])
-        routed = route_overrides([*common, *overrides], STAGE_CONFIGS)
-        self.cfg, _ = compose_config("pipeline", [f"data={dataset}"])
+        routed = route_overrides([*common, *overrides], ("pipeline", *STAGE_CONFIGS))
+        self.cfg, _ = compose_config("pipeline", routed["pipeline"])
         self.dataset = dataset
         self.seeds = seeds
         self.epochs = epochs
@@ -87,7 +96,7 @@ class PipelineRecipe:
                     "pipeline.dataset": self.dataset,
                     "pipeline.seeds": self.seeds,
                     "pipeline.epochs": "config" if self.epochs is None else self.epochs,
-                    "pipeline.overrides": " ".join(self.overrides) or "none",
+                    "pipeline.overrides": " ".join(redact_overrides(self.overrides)) or "none",
                     "pipeline.pretrain_seed": self.cfg.pretrain_seed,
                     "pipeline.metric": self.cfg.metric,
                 }
@@ -140,7 +149,8 @@ class PipelineRecipe:
 def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str, list[str]]:
     """Send each override to every stage config that accepts it; reject one that fits none.
 
-    ``model/fusion=concat`` only makes sense for ``multimodal``, ``trainer.epochs=3`` for both.
+    ``model/fusion=concat`` only reaches ``multimodal``, ``trainer.epochs=3`` both training
+    stages, ``pretrain_seed=1`` the pipeline's own config.
     """
     routed: dict[str, list[str]] = {s: [] for s in stages}
     for override in overrides:

@@ -12,7 +12,7 @@ from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.fusion import ConcatFusion
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
-    check_epochs,
+    check_trainer,
     log_encoder_artifact,
     make_loaders,
     provenance_tags,
@@ -35,7 +35,7 @@ class PretrainRecipe:
                 f"unknown modality {cfg.modality!r} for dataset {cfg.data.name!r}; "
                 f"choose one of {', '.join(modalities)} (-P modality=...)"
             )
-        check_epochs(cfg)
+        check_trainer(cfg)
         resolve_device(cfg.runtime.device)
         with open_dict(cfg):  # only the pretrained modality's encoder belongs to this run
             cfg.model.encoders = {cfg.modality: cfg.model.encoders[cfg.modality]}

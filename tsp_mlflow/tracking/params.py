@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -18,7 +17,13 @@ from tsp_mlflow.tracking import schema
 
 MAX_PARAMS_PER_CALL = 100  # MLflow's batch limit
 REDACTED = "***"
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|credential|private[_-]?key", re.I)
+# Whole key segments only: `api_token` and `db.password` are secrets; `max_tokens`,
+# `tokenizer` and `bypass_cache` are not.
+_SECRET_KEY = re.compile(
+    r"(^|[._-])(pass|passwd|password|secret|token|api[_-]?key|credentials?|private[_-]?key)($|[._-])",
+    re.I,
+)
+_URI_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 # Keys that change where or how fast a run goes, never what it computes: excluded from the
 # config hash and from the comparison that decides whether a finished run can be reused.
 NON_SEMANTIC_PREFIXES = ("tracking.", "runtime.", "data.dataset.cache_dir")
@@ -38,6 +43,20 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)
     return flat
+
+
+def redact_uri(uri: str) -> str:
+    """``postgresql://user:pw@host/db`` -> ``postgresql://***@host/db``, for messages and tags."""
+    return _URI_USERINFO.sub(f"{REDACTED}@", uri)
+
+
+def redact_overrides(overrides: list[str]) -> list[str]:
+    """Hydra overrides with the values of secret-looking keys replaced."""
+    out = []
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        out.append(f"{key}={REDACTED}" if sep and _SECRET_KEY.search(key.lstrip("+~")) else item)
+    return out
 
 
 def redact(config: Any) -> Any:
@@ -71,25 +90,23 @@ def log_config(config: Mapping[str, Any]) -> None:
 
 @cache
 def code_version() -> str:
-    """Package version plus git commit, with a digest of uncommitted changes when dirty.
+    """Package version plus a digest of the code and configs that determine a run's result.
 
-    Runs are only reused when this matches, so editing the code retrains.
+    Runs are only reused when this matches, so editing ``tsp_mlflow/`` or ``conf/`` (tracked
+    or not, with or without git) retrains.
     """
     from tsp_mlflow import __version__
 
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        commit = _git(repo, "rev-parse", "--short=12", "HEAD")
-        diff = _git(repo, "diff", "HEAD", "--", "tsp_mlflow", "conf")
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-    if diff:
-        return f"{__version__}+g{commit}.dirty{hashlib.sha256(diff.encode()).hexdigest()[:8]}"
-    return f"{__version__}+g{commit}"
+    root = Path(__file__).resolve().parents[2]
+    return f"{__version__}+src.{source_digest(root / 'tsp_mlflow', root / 'conf')}"
 
 
-def _git(repo: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True
-    )
-    return out.stdout.strip()
+def source_digest(*folders: Path) -> str:
+    """Hash of every ``.py`` and ``.yaml`` file under ``folders`` (paths and contents)."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(folder.parent)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]

@@ -26,37 +26,54 @@ def register_encoder(
         value: that metric for this version.
     """
     client = MlflowClient()
+    created_model = False
     try:
         client.create_registered_model(
             name, description="Task-specifically pretrained encoder (tsp-mlflow)."
         )
+        created_model = True
     except MlflowException as err:
         if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-    version = client.create_model_version(
-        name,
-        source=artifact_uri,
-        run_id=run_id,
-        tags={
-            schema.MODEL_VERSION_MONITOR: monitor,
-            schema.MODEL_VERSION_MONITOR_VALUE: repr(value),
-        },
-    )
-    # Rank by the metric the current champion was chosen by: a version monitored by another
-    # metric is not comparable and never displaces it (move the alias by hand if intended).
+    version = None
     try:
-        current = client.get_model_version_by_alias(name, schema.CHAMPION_ALIAS)
-        ranking = current.tags.get(schema.MODEL_VERSION_MONITOR, monitor)
-    except MlflowException:
-        ranking = monitor
-    champion = best_version(client, name, ranking)
-    if champion is not None:
-        client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, champion)
+        version = client.create_model_version(
+            name,
+            source=artifact_uri,
+            run_id=run_id,
+            tags={
+                schema.MODEL_VERSION_MONITOR: monitor,
+                schema.MODEL_VERSION_MONITOR_VALUE: repr(value),
+            },
+        )
+        # Rank by the metric the current champion was chosen by: a version monitored by
+        # another metric is not comparable and never displaces it (move it by hand if meant).
+        try:
+            current = client.get_model_version_by_alias(name, schema.CHAMPION_ALIAS)
+            ranking = current.tags.get(schema.MODEL_VERSION_MONITOR, monitor)
+        except MlflowException:
+            ranking = monitor
+        champion = best_version(client, name, ranking, registering_run=run_id)
+        if champion is not None:
+            client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, champion)
+    except BaseException:
+        # A run that fails registers nothing: undo what this call created.
+        if version is not None:
+            client.delete_model_version(name, version.version)
+        if created_model:
+            client.delete_registered_model(name)
+        raise
     return version
 
 
-def best_version(client: MlflowClient, name: str, monitor: str) -> str | None:
-    """The version with the highest ``monitor`` value; ties go to the oldest version."""
+def best_version(
+    client: MlflowClient, name: str, monitor: str, registering_run: str | None = None
+) -> str | None:
+    """The version with the highest ``monitor`` value; ties go to the oldest version.
+
+    Versions whose run did not finish are skipped, except the one being registered now
+    (its run is still RUNNING).
+    """
     best: tuple[float, int] | None = None
     token = None
     while True:
@@ -64,6 +81,8 @@ def best_version(client: MlflowClient, name: str, monitor: str) -> str | None:
         for mv in page:
             if mv.tags.get(schema.MODEL_VERSION_MONITOR) != monitor:
                 continue  # ranked by another metric: not comparable
+            if mv.run_id != registering_run and not _finished(client, mv.run_id):
+                continue
             key = (float(mv.tags[schema.MODEL_VERSION_MONITOR_VALUE]), -int(mv.version))
             if best is None or key > best:
                 best = key
@@ -71,3 +90,10 @@ def best_version(client: MlflowClient, name: str, monitor: str) -> str | None:
         if not token:
             break
     return None if best is None else str(-best[1])
+
+
+def _finished(client: MlflowClient, run_id: str) -> bool:
+    try:
+        return client.get_run(run_id).info.status == "FINISHED"
+    except MlflowException:
+        return False  # the run was deleted

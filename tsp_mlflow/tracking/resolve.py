@@ -10,17 +10,15 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tsp_mlflow.errors import EncoderNotFound, UserInputError
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.params import redact_uri
 
 URI_FORMS = (
     "run:<run_id>, runs:/<run_id>[/encoder], models:/<name>@<alias> or models:/<name>/<version>"
 )
 _RUN = re.compile(r"^(?:run:|runs:/)(?P<run_id>[0-9a-zA-Z]+)(?:/(?P<path>.+))?$")
 _MODEL = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-
-
-class EncoderNotFound(LookupError):
-    """An encoder URI names a run or model that does not exist."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ def resolve_encoder(uri: str) -> EncoderLocation:
         except MlflowException:
             raise EncoderNotFound(
                 f"encoder run {run_id!r} (from {uri!r}) does not exist in tracking store "
-                f"{mlflow.get_tracking_uri()}; find pretrain runs with tags.`tsp.stage` = 'pretrain' "
+                f"{redact_uri(mlflow.get_tracking_uri())}; find pretrain runs with tags.`tsp.stage` = 'pretrain' "
                 "in the MLflow UI, or use a registered model URI"
             ) from None
         return EncoderLocation(uri, run_id, f"{run.info.artifact_uri.rstrip('/')}/{path}")
@@ -71,7 +69,7 @@ def resolve_encoder(uri: str) -> EncoderLocation:
                 f"{sorted(int(v.version) for v in client.search_model_versions(f'name = {name!r}'))}"
             ) from None
         return EncoderLocation(uri, mv.run_id, mv.source)
-    raise ValueError(f"cannot read encoder URI {uri!r}; expected {URI_FORMS}")
+    raise UserInputError(f"cannot read encoder URI {uri!r}; expected {URI_FORMS}")
 
 
 def download_encoder(location: EncoderLocation, dst: Path) -> Path:

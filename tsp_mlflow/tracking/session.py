@@ -67,14 +67,15 @@ def tracked_run(
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         yield run
+        mlflow.end_run(
+            RunStatus.to_string(RunStatus.FINISHED)
+        )  # inside try: a failure here fails the run
     except KeyboardInterrupt:
         _end(run.info.run_id, RunStatus.KILLED, "interrupted (SIGINT/SIGTERM)")
         raise
     except BaseException as err:
         _end(run.info.run_id, RunStatus.FAILED, f"{type(err).__name__}: {err}")
         raise
-    else:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
     finally:
         if not nested:
             signal.signal(signal.SIGTERM, previous)
@@ -91,12 +92,15 @@ def fail_pending_project_run(reason: str, status: str = "FAILED") -> None:
 
 
 def _end(run_id: str, status: int, reason: str) -> None:
-    active = mlflow.active_run()
+    client = MlflowClient()
     try:
-        MlflowClient().set_tag(run_id, schema.ERROR, reason[:MAX_TAG_LENGTH])
+        client.set_tag(run_id, schema.ERROR, reason[:MAX_TAG_LENGTH])
     finally:
+        active = mlflow.active_run()
         if active is not None and active.info.run_id == run_id:
             mlflow.end_run(RunStatus.to_string(status))
+        else:  # not the active run any more (e.g. ended already): close it directly
+            client.set_terminated(run_id, RunStatus.to_string(status))
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

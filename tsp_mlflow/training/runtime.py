@@ -7,13 +7,17 @@ import random
 import numpy as np
 import torch
 
+from tsp_mlflow.errors import UserInputError
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present, then Apple MPS, then CPU."""
     if device not in DEVICES and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)} or cuda:N")
+        raise UserInputError(
+            f"runtime.device={device!r} is not a device; choose one of {', '.join(DEVICES)} or cuda:N"
+        )
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -21,8 +25,8 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device} was requested but CUDA is not available; use device=auto"
+        raise UserInputError(
+            f"runtime.device={device} was requested but CUDA is not available; use runtime.device=auto"
         )
     return torch.device(device)
 
