@@ -74,7 +74,7 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> tuple[DictConfig
 
 def check_targets(cfg: Any, path: str = "") -> None:
     """Bind each ``_target_`` node's keys to its constructor's signature."""
-    for key, node, where in _target_nodes(cfg, path):
+    for node, where in _target_nodes(cfg, path):
         target = node["_target_"]
         try:
             obj = get_object(target)
@@ -90,17 +90,16 @@ def check_targets(cfg: Any, path: str = "") -> None:
                 f"{where}: {target} does not accept {', '.join(unknown) or kwargs}; "
                 f"valid keys: {', '.join(params)}"
             ) from None
-        del key
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def _target_nodes(node: Any, path: str) -> Iterator[tuple[str, Any, str]]:
+def _target_nodes(node: Any, path: str) -> Iterator[tuple[Any, str]]:
     if isinstance(node, (DictConfig, dict)):
         if "_target_" in node:
-            yield path, node, path or "<root>"
+            yield node, path or "<root>"
         for key in node:
             yield from _target_nodes(node[key], f"{path}.{key}" if path else str(key))
 
@@ -108,7 +107,9 @@ def _target_nodes(node: Any, path: str) -> Iterator[tuple[str, Any, str]]:
 def _explain(err: Exception, name: str) -> str:
     cause = err if str(err).strip() else (err.__cause__ or err)
     message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    for group in ("data", "model/fusion", "model/encoder", "model/head", "optim", "debug"):
+    groups = ("data", "model/fusion", "model/encoder", "model/head", "optim", "scheduler",
+              "trainer", "experiment", "debug")  # fmt: skip
+    for group in groups:
         if f"'{group}/" in message or f"'{group}'" in message or f"group {group}" in message:
             return f"{message}. Valid {group} choices: {', '.join(group_options(group))}"
     return f"invalid configuration for {name}: {message}"
