@@ -27,14 +27,17 @@ MLFLOW_RUN_SCOPED_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERI
 
 @pytest.fixture(autouse=True)
 def clean_mlflow_env() -> Iterator[None]:
-    """mlflow.set_experiment() exports MLFLOW_EXPERIMENT_ID; never let it leak between tests."""
+    """mlflow.set_experiment() exports MLFLOW_EXPERIMENT_ID and keeps a module-global active
+    experiment; neither may leak into a test that uses another store."""
     for name in MLFLOW_RUN_SCOPED_ENV:
         os.environ.pop(name, None)
+    mlflow.tracking.fluent._active_experiment_id = None
     yield
-    for name in MLFLOW_RUN_SCOPED_ENV:
-        os.environ.pop(name, None)
     while mlflow.active_run():
         mlflow.end_run()
+    for name in MLFLOW_RUN_SCOPED_ENV:
+        os.environ.pop(name, None)
+    mlflow.tracking.fluent._active_experiment_id = None
 
 
 @pytest.fixture
