@@ -104,11 +104,12 @@ class PipelineRecipe:
             experiment_id = parent.info.experiment_id
             pretrain_runs, reused = {}, {}
             for m, recipe in self.pretrain.items():
+                pretrain_tags = recipe.tags()
                 existing = find_identical_run(
                     experiment_ids=[experiment_id],
                     stage=schema.STAGE_PRETRAIN,
-                    config_hash=recipe.tags()[schema.CONFIG_HASH],
-                    code_version=recipe.tags()[schema.CODE_VERSION],
+                    config_hash=pretrain_tags[schema.CONFIG_HASH],
+                    code_version=pretrain_tags[schema.CODE_VERSION],
                     params=flatten(recipe.config),
                 )
                 reused[m] = existing is not None
