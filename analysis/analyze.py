@@ -1,118 +1,286 @@
-"""The ``analyze`` entry point: pretrained vs scratch per pattern, logged to an analysis run."""
+"""The ``analyze`` entry point: fetch runs from the tracking server, compute every
+statistic, and log the report, figures and input snapshot to an analysis run."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import platform
+import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from analysis.paired import paired_comparison
-from analysis.report import markdown_table, save_figure
-from analysis.runs import fusion_runs, pattern_frame
-from tsp_mlflow.errors import UserInputError
+from analysis import figures
+from analysis.data import (
+    MAX_WORKERS,
+    Selection,
+    fetch_histories,
+    lineage_frame,
+    parent_experiment,
+    pattern_values,
+    resolve_experiment,
+    runs_frame,
+    select_runs,
+)
+from analysis.errors import AnalysisInputError
+from analysis.report import render
+from analysis.results import AnalysisInputs, AnalysisSettings, Results, compute_results
+from analysis.stats import full_pattern
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import redact_uri
 from tsp_mlflow.tracking.session import tracked_run
 
+VERSIONED = ("tsp-mlflow", "mlflow", "numpy", "scipy", "statsmodels", "pandas", "matplotlib")
+
 
 @dataclass
 class Analysis:
-    run_id: str
-    table: pd.DataFrame
-    markdown: str
+    run_id: str | None  # None when nothing was logged (log=False)
+    results: Results
+    markdown: str  # the headline table
+    report: str  # the whole markdown report
+    folder: Path | None  # where the files were written, when output_dir was given
 
 
 def analyze(
     *,
-    experiment: str | None,
-    parent_run: str | None,
-    metric: str = "accuracy",
-    split: str = "test",
+    experiment: str | None = None,
+    parent_run: str | None = None,
+    filter_string: str = "",
+    settings: AnalysisSettings | None = None,
     nested: bool = False,
+    log: bool = True,
+    output_dir: Path | None = None,
+    max_workers: int = MAX_WORKERS,
 ) -> Analysis:
-    """Compare ``pretrained`` with ``scratch`` fusion runs, per pattern, paired by seed.
+    """Compare ``settings.a`` with ``settings.b`` over FINISHED multimodal runs.
 
     Args:
-        experiment: experiment name or id to search (ignored when ``parent_run`` is given).
-        parent_run: a pipeline run id; only its children are compared.
-        metric: per-pattern metric, e.g. ``accuracy`` or ``f1_macro``.
-        split: ``test`` (final) or ``val`` (last epoch).
+        experiment: experiment name or id (ignored when ``parent_run`` is given).
+        parent_run: a pipeline run id; only its children are analysed.
+        filter_string: an MLflow search filter ANDed to the selection, e.g.
+            ``"params.optim.lr = '0.001'"``.
+        log: create an analysis run with the report (False: compute and return only).
+        output_dir: also write the report files there (a folder; created if needed).
     """
+    settings = settings or AnalysisSettings()
     client = MlflowClient()
-    experiment_ids = [_experiment_id(client, experiment, parent_run)]
-    runs = fusion_runs(client, experiment_ids=experiment_ids, parent_run_id=parent_run)
-    where = f"pipeline run {parent_run}" if parent_run else f"experiment {experiment!r}"
+    selection = _selection(client, experiment, parent_run, filter_string)
+    where = _describe(selection, experiment)
+    runs = select_runs(client, selection)
     if not runs:
-        raise UserInputError(
+        raise AnalysisInputError(
             f"no FINISHED multimodal runs in {where}; run the pipeline (or multimodal) first"
         )
-    frame = pattern_frame(runs, split=split, metric=metric)
-    if frame.empty:
-        known = sorted(
-            {k.split("/")[-1] for r in runs for k in r.data.metrics if k.startswith(f"{split}/")}
+    values = pattern_values(runs)
+    split_values = values[values["split"] == settings.split]
+    if split_values.empty:
+        raise AnalysisInputError(f"no {settings.split!r} metrics in {where}; use split=test or val")
+    full = full_pattern(list(split_values["pattern"].unique()))
+    keys = [
+        schema.metric_key("val", full, settings.history_metric),
+        schema.TIME_EPOCH,
+        schema.TRAIN_LOSS,
+    ]
+    inputs = AnalysisInputs(
+        runs=runs_frame(runs),
+        values=values,
+        histories=fetch_histories(
+            client, [r.info.run_id for r in runs], keys, max_workers=max_workers
+        ),
+        lineage=lineage_frame(client, runs, max_workers=max_workers),
+    )
+    results = compute_results(inputs, settings)
+    title = f"Does task-specific pretraining help? {settings.a} vs {settings.b}"
+    inputs_line = (
+        f"{len(runs)} FINISHED multimodal runs from {where}"
+        + (f", filter `{filter_string}`" if filter_string else "")
+        + f"; tracking store {redact_uri(client.tracking_uri)}."
+    )
+    headline, report_md, report_tex = render(results, title=title, inputs_line=inputs_line)
+
+    folder = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="tsp-analysis-"))
+    try:
+        _write_files(folder, results, inputs, headline, report_md, report_tex,
+                     meta=_meta(selection, settings, results, client, len(runs)))  # fmt: skip
+        run_id = _log(folder, selection, settings, results, runs, nested) if log else None
+    finally:
+        if not output_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+    return Analysis(run_id, results, headline, report_md, folder if output_dir else None)
+
+
+def _selection(
+    client: MlflowClient, experiment: str | None, parent_run: str | None, filter_string: str
+) -> Selection:
+    if parent_run:
+        return Selection((parent_experiment(client, parent_run),), parent_run, filter_string)
+    if not experiment:
+        raise AnalysisInputError(
+            "give -P experiment=<name or id> or -P parent_run=<pipeline run id>"
         )
-        raise UserInputError(
-            f"metric={metric!r} not found for split {split!r} in {where}; available: {', '.join(known)}"
+    return Selection((resolve_experiment(client, experiment).experiment_id,), None, filter_string)
+
+
+def _describe(selection: Selection, experiment: str | None) -> str:
+    if selection.parent_run_id:
+        return f"pipeline run {selection.parent_run_id}"
+    return f"experiment {experiment!r}"
+
+
+def _write_files(
+    folder: Path, results: Results, inputs: AnalysisInputs, headline: str, report_md: str,
+    report_tex: str, meta: dict[str, object],
+) -> None:  # fmt: skip
+    """The artifact tree under ``analysis/`` (see the README's tracking schema)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "table.md").write_text(headline)
+    (folder / "report.md").write_text(report_md)
+    (folder / "report.tex").write_text(report_tex)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    tables = folder / "tables"
+    tables.mkdir(exist_ok=True)
+    for name, frame in _tables(results).items():
+        frame.to_csv(tables / f"{name}.csv", index=False)
+    snapshot = folder / "inputs"
+    snapshot.mkdir(exist_ok=True)
+    for name in ("runs", "values", "histories", "lineage"):
+        getattr(inputs, name).to_csv(snapshot / f"{name}.csv", index=False)
+    figures.save_all(results, folder / "figures")
+
+
+def _tables(results: Results) -> dict[str, pd.DataFrame]:
+    tables = {
+        "comparison": results.comparison,
+        "summary": results.summary,
+        "first_epoch": results.first_epoch,
+        "aulc": results.aulc,
+        "time_to_threshold": results.time_to_threshold,
+        "cost": results.cost,
+        "cost_summary": results.cost_summary,
+        "break_even": results.break_even,
+        "equal_compute": results.equal_compute,
+        "equal_compute_values": results.equal_compute_values,
+        "efficiency": results.efficiency,
+        "multimodal": results.multimodal,
+        "multimodal_summary": results.multimodal_summary,
+    }
+    for duration, comparison in results.survival.items():
+        tables[f"survival_{duration}"] = comparison.curves
+        tables[f"survival_{duration}_summary"] = comparison.summary.assign(
+            logrank_statistic=comparison.statistic, logrank_p=comparison.p_value
         )
-    table = paired_comparison(frame)
-    markdown = markdown_table(table, metric=f"{split} {metric}")
+    if results.bands is not None:
+        tables["curve_bands"] = results.bands.bands
+        tables["curve_differences"] = results.bands.differences
+    for name, many in (("conditions", results.conditions), ("fusions", results.fusions)):
+        if isinstance(many, pd.DataFrame):
+            tables[name] = many
+        elif many is not None:
+            for part in ("omnibus", "ranks", "pairwise", "cliques"):
+                tables[f"{name}_{part}"] = getattr(many, part)
+    return {k: v for k, v in tables.items() if isinstance(v, pd.DataFrame)}
+
+
+def _meta(
+    selection: Selection, settings: AnalysisSettings, results: Results, client: MlflowClient,
+    n_runs: int,
+) -> dict[str, object]:  # fmt: skip
+    versions = {}
+    for package in VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tracking_uri": redact_uri(client.tracking_uri),
+        "selection": {
+            "experiment_ids": list(selection.experiment_ids),
+            "parent_run": selection.parent_run_id,
+            "filter": selection.filter_string,
+            "query": selection.query(schema.STAGE_MULTIMODAL),
+        },  # fmt: skip
+        "settings": dataclasses.asdict(settings),
+        "grouping": list(results.by),
+        "pairing": settings.pair_on,
+        "correction": settings.correction,
+        "threshold": results.threshold,
+        "curve_key": results.curve_key,
+        "rng_seed": settings.seed,
+        "n_runs": n_runs,
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def _log(
+    folder: Path, selection: Selection, settings: AnalysisSettings, results: Results, runs: list,
+    nested: bool,
+) -> str:  # fmt: skip
     tags = {schema.STAGE: schema.STAGE_ANALYSIS}
     datasets = {r.data.tags.get(schema.DATASET) for r in runs} - {None}
     if len(datasets) == 1:
         tags[schema.DATASET] = datasets.pop()
     # A standalone analysis lands beside the runs it analyses.
-    with tracked_run(
-        run_name="analysis", tags=tags, nested=nested, experiment_id=experiment_ids[0]
-    ) as run:
-        mlflow.log_params(
-            {
-                "experiment_ids": ",".join(experiment_ids),
-                "parent_run": parent_run or "",
-                "metric": metric,
-                "split": split,
-                "pairing": "seed",
-                "arms": "pretrained,scratch",
-                "n_runs": len(runs),
-            }
-        )
-        mlflow.log_text(markdown, schema.ANALYSIS_TABLE_ARTIFACT)
-        mlflow.log_text(table.to_csv(index=False), schema.ANALYSIS_CSV_ARTIFACT)
-        with tempfile.TemporaryDirectory() as tmp:
-            figure = save_figure(table, Path(tmp) / "figure.png", metric=f"{split} {metric}")
-            mlflow.log_artifact(str(figure), str(Path(schema.ANALYSIS_FIGURE_ARTIFACT).parent))
-        headline = {}
-        for r in table.itertuples():
-            for name, value in (("delta", r.delta), ("p_value", r.p_value), ("n_pairs", r.n)):
-                if pd.notna(value):
-                    headline[f"{name}/{split}/{r.pattern}/{metric}"] = float(value)
-        mlflow.log_metrics(headline)
-    return Analysis(run.info.run_id, table, markdown)
+    with tracked_run(run_name="analysis", tags=tags, nested=nested,
+                     experiment_id=selection.experiment_ids[0]) as run:  # fmt: skip
+        params = {f"analysis.{k}": ",".join(v) if isinstance(v, tuple) else v
+                  for k, v in dataclasses.asdict(settings).items()}  # fmt: skip
+        params |= {
+            "analysis.experiment_ids": ",".join(selection.experiment_ids),
+            "analysis.parent_run": selection.parent_run_id or "",
+            "analysis.filter": selection.filter_string or "none",
+            "analysis.grouping": ",".join(results.by),
+            "analysis.threshold": results.threshold,
+            "analysis.n_runs": len(runs),
+        }
+        mlflow.log_params({k: "none" if v is None else v for k, v in params.items()})
+        mlflow.log_artifacts(str(folder), schema.ANALYSIS_DIR)
+        mlflow.log_metrics(headline_metrics(results))
+    return run.info.run_id
 
 
-def _experiment_id(client: MlflowClient, experiment: str | None, parent_run: str | None) -> str:
-    if parent_run:
-        try:
-            return client.get_run(parent_run).info.experiment_id
-        except MlflowException:
-            raise UserInputError(
-                f"parent_run={parent_run!r} does not exist in {redact_uri(mlflow.get_tracking_uri())}"
-            ) from None
-    if not experiment:
-        raise UserInputError("give -P experiment=<name or id> or -P parent_run=<pipeline run id>")
-    found = client.get_experiment_by_name(experiment)
-    if found is None and experiment.isdigit():
-        try:
-            found = client.get_experiment(experiment)
-        except MlflowException:
-            found = None
-    if found is None:
-        names = [e.name for e in client.search_experiments()]
-        raise UserInputError(
-            f"experiment={experiment!r} not found; experiments: {', '.join(names)}"
-        )
-    return found.experiment_id
+def headline_metrics(results: Results) -> dict[str, float]:
+    """The numbers the MLflow UI can compare across analyses (finite values only)."""
+    s = results.settings
+    found: dict[str, float] = {}
+    for r in results.comparison.to_dict("records"):
+        where = "/".join(str(r[c]) for c in results.by if c != "metric")
+        for name, column in (("delta", "delta"), ("ci_low", "ci_low"), ("ci_high", "ci_high"),
+                             ("p_value", "p_value"), ("p_adjusted", "p_adjusted"),
+                             ("effect", "effect_size"), ("n_pairs", "n_pairs")):  # fmt: skip
+            found[f"{name}/{s.split}/{where}/{r['metric']}"] = r[column]
+    for frame, prefix in ((results.first_epoch, "first_epoch"), (results.aulc, "aulc")):
+        for r in frame.to_dict("records"):
+            label = "loss" if "loss" in r["quantity"] else "val"
+            found[f"{prefix}/{label}/delta"] = r["delta"]
+            found[f"{prefix}/{label}/p_adjusted"] = r["p_adjusted"]
+    for duration, comparison in results.survival.items():
+        found[f"time_to_threshold/{duration}/logrank_p"] = comparison.p_value
+        for r in comparison.summary.to_dict("records"):
+            found[f"time_to_threshold/{duration}/median/{r['condition']}"] = r["median"]
+    for r in results.cost_summary.to_dict("records"):
+        found[f"cost/total_s/{r['condition']}"] = r["total_s"]
+        if r["condition"] == s.a and "extra_pct" in r:
+            found["cost/extra_pct"] = r["extra_pct"]
+            found["cost/extra_amortised_pct"] = r["extra_amortised_pct"]
+    for r in results.break_even.to_dict("records"):
+        key = "own" if r["basis"].startswith("own") else "threshold"
+        found[f"cost/break_even_k/{key}"] = r["break_even_k"]
+    for r in results.multimodal.to_dict("records"):
+        if r["quantity"] == "fusion_gain":
+            found[f"fusion_gain/delta/{r['metric']}"] = r["delta"]
+    return {
+        k: float(v)
+        for k, v in found.items()
+        if v is not None and pd.notna(v) and math.isfinite(float(v))
+    }

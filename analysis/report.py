@@ -1,85 +1,242 @@
-"""Render a paired comparison as markdown, CSV and a figure; log them to an analysis run."""
+"""Render :class:`~analysis.results.Results` as tables (markdown and LaTeX) with verdicts."""
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import pandas as pd
 
+from analysis.results import Results
+from analysis.stats.many import ManyResult
+from analysis.tables import Table, count, interval, num, percent, pm, pvalue, seconds
 
-def markdown_table(
-    result: pd.DataFrame, *, metric: str, a: str = "pretrained", b: str = "scratch"
-) -> str:
-    """The pretrained-vs-scratch table, one row per modality pattern."""
-    header = (
-        f"| pattern | n | {a} mean ± sd | {b} mean ± sd | Δ ({a} − {b}) | 95% CI | paired-t p |\n"
-        "|---|---|---|---|---|---|---|\n"
+
+def comparison_table(results: Results, table: pd.DataFrame | None = None, title: str = "") -> Table:
+    """The headline: one row per pattern × metric, estimate first, then tests, then verdict."""
+    s = results.settings
+    table = results.comparison if table is None else table
+    keys = [c for c in table.columns if c in results.by or c in ("quantity", "basis", "epoch")]
+    rows = []
+    for r in table.to_dict("records"):
+        kind = "d_z" if r["effect_kind"] == "d_z" else "g"
+        rows.append(
+            {
+                **{k: r[k] for k in keys},
+                "n": r["n_pairs"] if r["design"] == "paired" else f"{r['n_a']}+{r['n_b']}",
+                f"{s.a} mean ± sd": pm(r["mean_a"], r["sd_a"]),
+                f"{s.b} mean ± sd": pm(r["mean_b"], r["sd_b"]),
+                f"Δ [{s.confidence:.0%} CI]": f"{num(r['delta'], signed=True)} {interval(r['ci_low'], r['ci_high'])}",
+                "Δ%": percent(r["delta"] / r["mean_b"] * 100)
+                if pd.notna(r["mean_b"]) and r["mean_b"]
+                else "–",
+                "effect": f"{kind} = {num(r['effect_size'], 2, signed=True)}"
+                if pd.notna(r["effect_kind"])
+                else "–",
+                f"P({s.a}>{s.b})": f"{num(r['p_superiority'], 2)} {interval(r['ps_low'], r['ps_high'], 2, signed=False)}",
+                "p (floor)": f"{pvalue(r['p_value'])} ({pvalue(r['p_floor'])})",
+                f"p {s.correction}": pvalue(r["p_adjusted"]),
+                "MDE": num(r["mde"], 3),
+                "verdict": r["verdict"],
+            }
+        )
+    design = ", ".join(sorted(table["design"].dropna().unique())) if len(table) else "–"
+    note = (
+        f"Δ = {s.a} − {s.b}. Design: {design} (paired by {s.pair_on} where seeds match, Welch "
+        f"otherwise). p is the exact permutation test; its floor is the smallest p this n "
+        f"allows. p {s.correction} corrects over the {len(table)} rows. MDE: smallest |Δ| "
+        f"detectable with 80% power at α/m. ROPE ±{s.rope:g}. Run ids per row: tables/*.csv."
     )
-    lines = [
-        f"| {r.pattern} | {r.n} | {_pm(r.mean_a, r.sd_a)} | {_pm(r.mean_b, r.sd_b)} | "
-        f"{_num(r.delta, signed=True)} | [{_num(r.ci_low, signed=True)}, {_num(r.ci_high, signed=True)}] | "
-        f"{_p(r.p_value)} |"
-        for r in result.itertuples()
+    return Table(title or f"{s.a} vs {s.b} per pattern ({s.split} split)", pd.DataFrame(rows), note)
+
+
+def verdict_lines(results: Results) -> list[str]:
+    s = results.settings
+    lines = []
+    for r in results.comparison.to_dict("records"):
+        label = " · ".join(str(r[c]) for c in results.by)
+        lines.append(
+            f"- **{label}**: {r['verdict']} (Δ = {num(r['delta'], signed=True)} "
+            f"{interval(r['ci_low'], r['ci_high'])}, p {s.correction} = {pvalue(r['p_adjusted'])})"
+        )
+    return lines
+
+
+def convergence_tables(results: Results) -> list[Table]:
+    s = results.settings
+    tables = []
+    if len(results.first_epoch):
+        tables.append(
+            comparison_table(results, results.first_epoch, "First epoch (thesis headline)")
+        )
+    if len(results.aulc):
+        tables.append(comparison_table(results, results.aulc, "Area under the validation curve"))
+    if results.survival:
+        rows = []
+        for duration, comparison in results.survival.items():
+            for r in comparison.summary.to_dict("records"):
+                median = seconds(r["median"]) if duration == "seconds" else count(r["median"])
+                rows.append({"duration": duration, "condition": r["condition"],
+                             "reached / n": f"{r['reached']} / {r['n']}", "KM median": median,
+                             "log-rank p": pvalue(comparison.p_value)})  # fmt: skip
+        tables.append(
+            Table(
+                f"Time to {results.curve_key} ≥ {results.threshold:.4g}",
+                pd.DataFrame(rows),
+                "Kaplan–Meier; runs that never reached the threshold are right-censored at their "
+                "last epoch. 'not reached': over half the runs were censored.",
+            )
+        )
+    if results.bands is not None:
+        d = results.bands.differences
+        marked = ", ".join(str(e) for e in d[d["significant"]]["epoch"]) or "none"
+        rows = [{"epoch": r["epoch"], "Δ": num(r["delta"], signed=True),
+                 "CI": interval(r["ci_low"], r["ci_high"]), f"p {s.correction}": pvalue(r["p_adjusted"])}
+                for r in d.to_dict("records")]  # fmt: skip
+        tables.append(Table("Validation curve difference per epoch", pd.DataFrame(rows),
+                            f"Significant epochs after {s.correction} over epochs: {marked}."))  # fmt: skip
+    return tables
+
+
+def cost_tables(results: Results) -> list[Table]:
+    s = results.settings
+    rows = []
+    for r in results.cost_summary.to_dict("records"):
+        rows.append({"condition": r["condition"], "n": r["n"], "fusion own": seconds(r["own_s"]),
+                     "pretraining (full)": seconds(r["pretrain_s"]),
+                     "pretraining (amortised)": seconds(r["pretrain_amortised_s"]),
+                     "total (full)": seconds(r["total_s"]),
+                     "total (amortised)": seconds(r["total_amortised_s"]),
+                     f"extra vs {s.b} (full | amortised)":
+                         f"{percent(r.get('extra_pct'))} | {percent(r.get('extra_amortised_pct'))}"})  # fmt: skip
+    tables = [Table("Compute per fusion run, pretraining included", pd.DataFrame(rows),
+                    "Amortised: each pretrain run's time divided by the fusion runs that reused it.")]  # fmt: skip
+    if len(results.break_even):
+        rows = [{"basis": r["basis"], "pretraining": seconds(r["pretrain_s"]),
+                 "saving per run": seconds(r["saving_per_run_s"]), "break-even k": count(r["break_even_k"])}
+                for r in results.break_even.to_dict("records")]  # fmt: skip
+        tables.append(Table("Break-even number of reuses", pd.DataFrame(rows),
+                            "k fusion runs must reuse the encoders before the time saved pays for "
+                            "pretraining; ∞: no time is saved per run."))  # fmt: skip
+    if len(results.equal_compute):
+        tables.append(comparison_table(results, results.equal_compute,
+                                       f"Best {results.curve_key} at equal total compute"))  # fmt: skip
+    if len(results.efficiency):
+        rows = [{"condition": r["condition"], "metric": r["metric"], "basis": r["basis"],
+                 "per minute": f"{pm(r['mean'], r['sd'], 4)}"} for r in results.efficiency.to_dict("records")]  # fmt: skip
+        tables.append(
+            Table("Efficiency (metric per minute of compute, full pattern)", pd.DataFrame(rows))
+        )
+    return tables
+
+
+def multimodal_tables(results: Results) -> list[Table]:
+    if results.multimodal_summary.empty:
+        return []
+    s = results.settings
+    rows = [{"condition": r["condition"], "metric": r["metric"], "quantity": r["quantity"],
+             "mean ± sd": pm(r["mean"], r["sd"]), "CI": interval(r["ci_low"], r["ci_high"], signed=False)}
+            for r in results.multimodal_summary.to_dict("records")]  # fmt: skip
+    tables = [Table("Fusion gain (full − best unimodal) and robustness (unimodal / full)",
+                    pd.DataFrame(rows))]  # fmt: skip
+    if len(results.multimodal):
+        tables.append(
+            comparison_table(
+                results, results.multimodal, f"Fusion gain and robustness: {s.a} vs {s.b}"
+            )
+        )
+    return tables
+
+
+def many_tables(result: ManyResult, title: str) -> list[Table]:
+    keys = [c for c in result.omnibus.columns
+            if c not in ("k", "n_blocks", "friedman_chi2", "p_value", "critical_difference", "alpha")]  # fmt: skip
+    omnibus = result.omnibus.assign(
+        friedman_chi2=result.omnibus["friedman_chi2"].map(lambda x: num(x, 3)),
+        p_value=result.omnibus["p_value"].map(pvalue),
+        critical_difference=result.omnibus["critical_difference"].map(lambda x: num(x, 3)),
+    )
+    ranks = result.ranks.assign(avg_rank=result.ranks["avg_rank"].map(lambda x: num(x, 2)),
+                                mean=result.ranks["mean"].map(num), sd=result.ranks["sd"].map(num))  # fmt: skip
+    pairs = result.pairwise[
+        [*keys, "a", "b", "n_pairs", "delta", "p_value", "p_adjusted", "significant"]
     ]
-    notes = [f"\nMetric: {metric}. Runs are paired by seed; Δ > 0 means {a} is better."]
-    unmatched = int(result["n_unmatched"].sum()) if len(result) else 0
-    if unmatched:
-        notes.append(f"{unmatched} run-pattern values had no partner seed and were dropped.")
-    averaged = int(result["n_averaged"].max()) if len(result) else 0
-    if averaged:
-        notes.append(f"{averaged} runs repeated an (arm, seed) pair and were averaged into it.")
-    if len(result) and result["n"].min() < 2:
-        notes.append("Fewer than 2 paired seeds: no CI or p-value can be given; run more seeds.")
-    return header + "\n".join(lines) + "\n" + "\n".join(notes) + "\n"
+    pairs = pairs.assign(delta=pairs["delta"].map(lambda x: num(x, signed=True)),
+                         p_value=pairs["p_value"].map(pvalue), p_adjusted=pairs["p_adjusted"].map(pvalue))  # fmt: skip
+    return [
+        Table(f"{title}: Friedman test and critical difference", omnibus),
+        Table(f"{title}: average ranks (1 = best)", ranks),
+        Table(f"{title}: pairwise exact sign-flip tests, Holm within each group", pairs),
+    ]
 
 
-def save_figure(
-    result: pd.DataFrame, path: Path, *, metric: str, a: str = "pretrained", b: str = "scratch"
-) -> Path:
-    """Left: each arm's mean ± sd per pattern. Right: paired Δ with its 95% CI."""
-    import matplotlib
+def thesis_tables(results: Results) -> list[Table]:
+    """The thesis's Chapter 7 tables for these runs."""
+    s = results.settings
+    tables = []
+    if len(results.curves):
+        first = results.curves.sort_values("epoch").groupby("run_id").head(1)
+        rows = []
+        for condition, group in first.groupby("condition"):
+            rows.append({"condition": condition, "n": len(group),
+                         f"epoch-1 val {s.history_metric}": pm(group["value"].mean(), group["value"].std(ddof=1))})  # fmt: skip
+        tables.append(
+            Table("Table 7.1 style: first-epoch validation performance", pd.DataFrame(rows))
+        )
+    for metric in s.metrics:
+        rows = []
+        subset = results.summary[results.summary["metric"] == metric]
+        for pattern, group in subset.groupby("pattern", sort=False):
+            by_condition = group.set_index("condition")["mean"]
+            a, b = by_condition.get(s.a), by_condition.get(s.b)
+            rows.append({"pattern": pattern, s.a: num(a), s.b: num(b),
+                         "Δ%": percent((a - b) / b * 100) if a is not None and b else "–"})  # fmt: skip
+        tables.append(
+            Table(f"Per-pattern {s.split} {metric} with Δ% ({s.a} vs {s.b})", pd.DataFrame(rows))
+        )
+    return tables
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.6 * max(len(result), 2) + 1.8))
-    y = range(len(result))
-    h = 0.38
-    left.barh([i - h / 2 for i in y], result["mean_a"], h, xerr=result["sd_a"].fillna(0), label=a)
-    left.barh([i + h / 2 for i in y], result["mean_b"], h, xerr=result["sd_b"].fillna(0), label=b)
-    left.set_yticks(list(y), result["pattern"])
-    left.set_xlabel(f"{metric} (mean ± sd over seeds)")
-    left.invert_yaxis()
-    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
-    err_low = (result["delta"] - result["ci_low"]).fillna(0)
-    err_high = (result["ci_high"] - result["delta"]).fillna(0)
-    right.errorbar(result["delta"], list(y), xerr=[err_low, err_high], fmt="o", capsize=4)
-    right.axvline(0.0, color="grey", linestyle="--", linewidth=1)
-    right.set_yticks(list(y), result["pattern"])
-    right.invert_yaxis()
-    right.set_xlabel(f"Δ {metric} ({a} − {b}), 95% CI")
-    fig.suptitle(
-        f"Task-specific pretraining vs scratch (n = {int(result['n'].max()) if len(result) else 0} seeds)"
+def render(results: Results, *, title: str, inputs_line: str) -> tuple[str, str, str]:
+    """(headline markdown, full markdown report, full LaTeX report)."""
+    headline = comparison_table(results)
+    sections: list[tuple[str, list[Table] | list[str]]] = [
+        ("Verdicts", verdict_lines(results)),
+        ("Comparison per pattern", [headline]),
+        ("Convergence", convergence_tables(results)),
+        ("Cost", cost_tables(results)),
+        ("Multimodal quantities", multimodal_tables(results)),
+    ]
+    if isinstance(results.conditions, ManyResult):
+        sections.append(("Across conditions", many_tables(results.conditions, "conditions")))
+    if isinstance(results.fusions, ManyResult):
+        sections.append(("Across fusion methods", many_tables(results.fusions, "fusion methods")))
+    elif isinstance(results.fusions, pd.DataFrame) and len(results.fusions):
+        a, b = results.fusions["a"].iloc[0], results.fusions["b"].iloc[0]
+        sections.append(
+            ("Across fusion methods", [comparison_table(results, results.fusions, f"{a} vs {b}")])
+        )
+    sections.append(("Thesis-style tables", thesis_tables(results)))
+
+    intro = [f"# {title}", "", inputs_line, ""]
+    intro += [f"Note: {n}" for n in results.notes]
+    md, tex = list(intro), [_latex_preamble(title)]
+    for name, items in sections:
+        if not items:
+            continue
+        md += [f"## {name}", ""]
+        tex.append(f"\\section*{{{name}}}")
+        for item in items:
+            if isinstance(item, Table):
+                md.append(item.markdown())
+                tex.append(item.latex())
+            else:
+                md.append(item)
+        md.append("")
+    tex.append("\\end{document}\n")
+    headline_md = headline.markdown().split("\n", 2)[2]  # without the "###" title
+    return headline_md, "\n".join(md), "\n".join(tex)
+
+
+def _latex_preamble(title: str) -> str:
+    return (
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=1.5cm,landscape]{geometry}\n"
+        f"\\begin{{document}}\n\\section*{{{title}}}\n"
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _num(x: float, signed: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:+.4f}" if signed else f"{x:.4f}"
-
-
-def _pm(mean: float, sd: float) -> str:
-    return f"{_num(mean)} ± {_num(sd)}" if not math.isnan(sd) else _num(mean)
-
-
-def _p(p: float) -> str:
-    if math.isnan(p):
-        return "–"
-    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -147,20 +148,81 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str) -> None:
 
 @cli.command("analyze")
 @click.option("--experiment", default="avdigits", show_default=True, help="experiment name or id")
-@click.option("--parent-run", "--parent_run", "parent_run", default="", help="pipeline run id")
-@click.option("--metric", default="accuracy", show_default=True)
+@click.option("--parent-run", "--parent_run", "parent_run", default="",
+              help="a pipeline run id: analyse only its children")  # fmt: skip
+@click.option("--filter", "filter_string", default="",
+              help="MLflow search filter ANDed to the selection, e.g. \"params.optim.lr = '0.001'\"")  # fmt: skip
+@click.option("--metric", "--metrics", "metrics", default="accuracy,f1_macro", show_default=True,
+              help="comma-separated per-pattern metrics; with the patterns one correction family")  # fmt: skip
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
-def analyze_command(experiment: str, parent_run: str, metric: str, split: str) -> None:
-    """Compare pretrained with scratch fusion runs per modality pattern, paired by seed."""
-    from analysis.analyze import analyze
+@click.option(
+    "--a", "arm_a", default="pretrained", show_default=True, help="condition A (Δ = A − B)"
+)
+@click.option("--b", "arm_b", default="scratch", show_default=True, help="condition B")
+@click.option("--pair-on", default="seed", show_default=True, help="column that pairs runs")
+@click.option("--correction", type=click.Choice(["holm", "bh", "by", "none"]), default="holm",
+              show_default=True, help="multiple-comparison correction per family")  # fmt: skip
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--rope", type=float, default=0.01, show_default=True,
+              help="region of practical equivalence ±ROPE, metric units")  # fmt: skip
+@click.option("--threshold", default="",
+              help="validation level for time-to-threshold; empty: 95% of the median best value")  # fmt: skip
+@click.option("--curve-metric", default="", help="convergence/cost metric; empty: the first metric")
+@click.option("--seed", type=int, default=0, show_default=True, help="RNG seed for bootstraps")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="also write the report, tables, figures and inputs into this folder")  # fmt: skip
+@click.option("--no-log", is_flag=True, help="compute and print only; create no analysis run")
+@click.option(
+    "--tracking-uri", default="", help="tracking server or store (default: MLFLOW_TRACKING_URI)"
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="concurrent requests to the tracking server")  # fmt: skip
+def analyze_command(
+    experiment: str, parent_run: str, filter_string: str, metrics: str, split: str, arm_a: str,
+    arm_b: str, pair_on: str, correction: str, alpha: float, confidence: float, rope: float,
+    threshold: str, curve_metric: str, seed: int, output: Path | None, no_log: bool,
+    tracking_uri: str, workers: int,
+) -> None:  # fmt: skip
+    """Does pretraining help? Paired statistics per modality pattern, from the tracking server.
 
+    \b
+    Examples:
+      tsp analyze --experiment avdigits
+      tsp analyze --parent-run <pipeline run id> --metric accuracy --correction bh
+      tsp analyze --tracking-uri http://mlflow.lab:5000 --experiment 3 --no-log --output report/
+      python -m analysis --experiment avdigits --filter "tags.tsp.fusion = 'concat'"
+    """
+    from analysis.analyze import analyze
+    from analysis.results import AnalysisSettings
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     uri = _start()  # no use_experiment here: analysing must never create an experiment
+    settings = AnalysisSettings(
+        a=arm_a, b=arm_b, split=split, metrics=metrics, pair_on=pair_on, correction=correction,
+        alpha=alpha, confidence=confidence, rope=rope, threshold=_optional_float("threshold", threshold),
+        curve_metric=curve_metric or None, seed=seed,
+    )  # fmt: skip
     result = analyze(
-        experiment=experiment or None, parent_run=parent_run or None, metric=metric, split=split
-    )
-    click.echo(result.markdown)
-    click.echo(f"analysis run {result.run_id}")
+        experiment=experiment or None, parent_run=parent_run or None, filter_string=filter_string,
+        settings=settings, log=not no_log, output_dir=output, max_workers=workers,
+    )  # fmt: skip
+    click.echo(result.report)
+    if result.run_id:
+        click.echo(f"analysis run {result.run_id}")
+    if result.folder:
+        click.echo(f"report written to {result.folder}")
     click.echo(where_to_look(uri))
+
+
+def _optional_float(name: str, text: str) -> float | None:
+    if not str(text).strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UserInputError(f"{name} must be a number, got {text!r}") from None
 
 
 def where_to_look(uri: str) -> str:

@@ -7,8 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import mlflow
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from analysis.analyze import Analysis, analyze
+from analysis.results import AnalysisSettings
 from tsp_mlflow.config import compose_config, quote
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
@@ -59,6 +63,7 @@ class PipelineRecipe:
         common = [f"data={dataset}"] + ([f"trainer.epochs={epochs}"] if epochs is not None else [])
         routed = route_overrides([*common, *overrides], ("pipeline", *STAGE_CONFIGS))
         self.cfg, _ = compose_config("pipeline", routed["pipeline"])
+        self.analysis = analysis_settings(self.cfg.analysis)
         self.dataset = dataset
         self.seeds = seeds
         self.epochs = epochs
@@ -98,7 +103,6 @@ class PipelineRecipe:
                     "pipeline.epochs": "config" if self.epochs is None else self.epochs,
                     "pipeline.overrides": " ".join(redact_overrides(self.overrides)) or "none",
                     "pipeline.pretrain_seed": self.cfg.pretrain_seed,
-                    "pipeline.metric": self.cfg.metric,
                 }
             )
             experiment_id = parent.info.experiment_id
@@ -136,13 +140,7 @@ class PipelineRecipe:
                     fusion_runs.append(run_id)
                     print(f"multimodal {condition} seed {seed}: run {run_id}", flush=True)
 
-            result = analyze(
-                experiment=None,
-                parent_run=parent.info.run_id,
-                metric=self.cfg.metric,
-                split="test",
-                nested=True,
-            )
+            result = analyze(parent_run=parent.info.run_id, settings=self.analysis, nested=True)
             mlflow.log_text(result.markdown, schema.ANALYSIS_TABLE_ARTIFACT)
         return PipelineResult(parent.info.run_id, pretrain_runs, reused, fusion_runs, result)
 
@@ -166,3 +164,14 @@ def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str
         if len(errors) == len(stages):
             raise UserInputError(f"override {override!r} fits no pipeline stage: {errors[0]}")
     return routed
+
+
+def analysis_settings(node: DictConfig) -> AnalysisSettings:
+    """The ``analysis`` config group as settings; a bad value fails before any run."""
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserInputError):
+            raise UserInputError(f"pipeline analysis settings: {cause}") from None
+        raise UserInputError(f"pipeline analysis settings: {err}") from None

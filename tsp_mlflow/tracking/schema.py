@@ -85,9 +85,14 @@ def parse_metric_key(key: str) -> PatternMetric | None:
 ENCODER_ARTIFACT_DIR = "encoder"
 CONFIG_ARTIFACT = "config.yaml"
 METRICS_ARTIFACT = "metrics.json"
-ANALYSIS_TABLE_ARTIFACT = "analysis/table.md"
-ANALYSIS_CSV_ARTIFACT = "analysis/table.csv"
-ANALYSIS_FIGURE_ARTIFACT = "analysis/figure.png"
+ANALYSIS_DIR = "analysis"  # an analysis run's artifacts, all under this folder:
+ANALYSIS_TABLE_ARTIFACT = "analysis/table.md"  # the headline table
+ANALYSIS_REPORT_ARTIFACT = "analysis/report.md"  # every table, verdicts, thesis-style tables
+ANALYSIS_LATEX_ARTIFACT = "analysis/report.tex"
+ANALYSIS_META_ARTIFACT = "analysis/meta.json"  # selection, settings, RNG seed, versions
+ANALYSIS_COMPARISON_CSV = "analysis/tables/comparison.csv"  # with run ids per row
+ANALYSIS_VALUES_CSV = "analysis/inputs/values.csv"  # the exact input snapshot
+ANALYSIS_FOREST_FIGURE = "analysis/figures/forest.png"
 CHAMPION_ALIAS = "champion"
 MODEL_VERSION_MONITOR = "tsp.monitor"  # model version tags: which metric, and its value
 MODEL_VERSION_MONITOR_VALUE = "tsp.monitor_value"

@@ -1,0 +1,359 @@
+"""MLflow runs → tidy frames. The only module of ``analysis/`` that talks to MLflow.
+
+Runs come from an experiment, a parent (pipeline) run, or any MLflow filter string;
+search pages are followed past MLflow's 1000-run page size. Metric histories are fetched
+in bulk (100 runs per request) where the store allows it, and in parallel with bounded
+concurrency otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Experiment, Metric, Run
+from mlflow.exceptions import MlflowException
+
+from analysis.errors import AnalysisInputError
+from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.params import redact_uri
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000  # MLflow's largest search page
+BULK_RUNS = 100  # run ids per bulk-history request (the server's limit)
+BULK_MAX_RESULTS = 25_000  # points per bulk-history request (the server's limit)
+MAX_WORKERS = 8  # concurrent requests: enough to hide latency, gentle on a shared server
+# The MLflow UI's own bulk endpoint: one request returns one key for up to 100 runs.
+BULK_HISTORY_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+_ENCODER_RUN_TAG = re.compile(r"^tsp\.encoder\.(?P<modality>.+)\.run_id$")
+
+HISTORY_COLUMNS = ["run_id", "key", "step", "value", "timestamp"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which runs to analyse: experiments, optionally one parent run's children, and an
+    optional MLflow filter string (``params.optim.lr = '0.001'``, ``tags.tsp.fusion = 'concat'``)."""
+
+    experiment_ids: tuple[str, ...]
+    parent_run_id: str | None = None
+    filter_string: str = ""
+
+    def query(self, stage: str, *, finished: bool = True) -> str:
+        clauses = [f"tags.`{schema.STAGE}` = '{stage}'"]
+        if finished:
+            clauses.append("attributes.status = 'FINISHED'")
+        if self.parent_run_id:
+            clauses.append(f"tags.`{schema.PARENT_RUN_ID}` = '{self.parent_run_id}'")
+        if self.filter_string.strip():
+            clauses.append(self.filter_string.strip())
+        return " and ".join(clauses)
+
+
+def resolve_experiment(client: MlflowClient, experiment: str) -> Experiment:
+    """An experiment by name, or by id; a clear error listing the experiments otherwise."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None and experiment.isdigit():
+        try:
+            found = client.get_experiment(experiment)
+        except MlflowException:
+            found = None
+    if found is None:
+        names = [e.name for e in client.search_experiments()]
+        raise AnalysisInputError(
+            f"experiment={experiment!r} not found in {redact_uri(client.tracking_uri)}; "
+            f"experiments: {', '.join(names) or 'none'}"
+        )
+    return found
+
+
+def parent_experiment(client: MlflowClient, parent_run_id: str) -> str:
+    try:
+        return client.get_run(parent_run_id).info.experiment_id
+    except MlflowException:
+        raise AnalysisInputError(
+            f"parent_run={parent_run_id!r} does not exist in {redact_uri(client.tracking_uri)}; "
+            "give the run id of a pipeline run (see the MLflow UI or `mlflow runs list`)"
+        ) from None
+
+
+def search_all_runs(
+    client: MlflowClient, experiment_ids: Sequence[str], filter_string: str
+) -> list[Run]:
+    """Every run matching the filter, following pages past MLflow's per-call limit."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        try:
+            page = client.search_runs(
+                list(experiment_ids), filter_string, max_results=PAGE_SIZE, page_token=token
+            )
+        except MlflowException as err:
+            if err.error_code == "INVALID_PARAMETER_VALUE":
+                raise AnalysisInputError(
+                    f"filter {filter_string!r} is not a valid MLflow search filter: {err.message}"
+                ) from None
+            raise
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def select_runs(
+    client: MlflowClient, selection: Selection, stage: str = schema.STAGE_MULTIMODAL
+) -> list[Run]:
+    """FINISHED runs of one stage within the selection."""
+    return search_all_runs(client, selection.experiment_ids, selection.query(stage))
+
+
+def cast_param(text: str | None) -> bool | int | float | str | None:
+    """A param string as the value the config held: bool, int, float, None or str."""
+    if text is None or text in ("None", "null", "~"):
+        return None
+    if text in ("true", "True"):
+        return True
+    if text in ("false", "False"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
+    """One row per run: identity and schema tags as typed columns, then every param cast
+    (``params.<key>``) and every non-pattern metric (``metrics.<key>``).
+
+    ``own_s`` is the run's own compute: its ``time/total_s`` metric, or its wall time
+    when the metric is absent.
+    """
+    rows = []
+    for run in runs:
+        info, tags, metrics = run.info, run.data.tags, run.data.metrics
+        wall = (info.end_time - info.start_time) / 1000 if info.end_time else math.nan
+        seed = tags.get(schema.SEED)
+        rows.append(
+            {
+                "run_id": info.run_id,
+                "run_name": info.run_name,
+                "experiment_id": info.experiment_id,
+                "status": info.status,
+                "start_time": pd.Timestamp(info.start_time, unit="ms", tz="UTC"),
+                "wall_s": wall,
+                "own_s": float(metrics.get(schema.TIME_TOTAL, wall)),
+                "stage": tags.get(schema.STAGE),
+                "dataset": tags.get(schema.DATASET),
+                "condition": tags.get(schema.CONDITION),
+                "seed": int(seed) if seed not in (None, "") else None,
+                "fusion": tags.get(schema.FUSION),
+                "modalities": tags.get(schema.MODALITIES) or tags.get(schema.MODALITY),
+                "parent_run_id": tags.get(schema.PARENT_RUN_ID),
+                "config_hash": tags.get(schema.CONFIG_HASH),
+                "code_version": tags.get(schema.CODE_VERSION),
+                **{f"params.{k}": cast_param(v) for k, v in run.data.params.items()},
+                **{
+                    f"metrics.{k}": v
+                    for k, v in metrics.items()
+                    if schema.parse_metric_key(k) is None
+                },
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if "seed" in frame:
+        frame["seed"] = frame["seed"].astype("Int64")
+    return frame
+
+
+def pattern_values(
+    runs: Iterable[Run], *, split: str | None = None, metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """One row per (run, split, pattern, metric): the final logged value, with the run's
+    condition, seed and fusion beside it for grouping."""
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        seed = tags.get(schema.SEED)
+        for key, value in run.data.metrics.items():
+            parsed = schema.parse_metric_key(key)
+            if parsed is None or (split and parsed.split != split):
+                continue
+            if metrics is not None and parsed.metric not in metrics:
+                continue
+            rows.append({"run_id": run.info.run_id, "condition": tags.get(schema.CONDITION),
+                         "seed": int(seed) if seed not in (None, "") else None,
+                         "fusion": tags.get(schema.FUSION), "split": parsed.split,
+                         "pattern": parsed.pattern, "metric": parsed.metric,
+                         "value": float(value)})  # fmt: skip
+    columns = ["run_id", "condition", "seed", "fusion", "split", "pattern", "metric", "value"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame
+
+
+def fetch_histories(
+    client: MlflowClient,
+    run_ids: Sequence[str],
+    keys: Sequence[str],
+    *,
+    max_workers: int = MAX_WORKERS,
+) -> pd.DataFrame:
+    """Every logged point of ``keys`` for ``run_ids``: run_id, key, step, value, timestamp.
+
+    Against a server this asks the bulk endpoint the MLflow UI uses (100 runs and one key
+    per request), ``max_workers`` requests at a time. Against a database store it asks the
+    store's bulk query. Anything else, or a server without the endpoint, falls back to one
+    ``get_metric_history`` per run and key, still ``max_workers`` at a time.
+    """
+    run_ids = list(dict.fromkeys(run_ids))
+    tasks = [
+        (key, run_ids[i : i + BULK_RUNS]) for key in keys for i in range(0, len(run_ids), BULK_RUNS)
+    ]
+    fetch = _bulk_fetcher(client)
+    points: list[dict[str, object]] = []
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        try:
+            for chunk in pool.map(lambda task: fetch(*task), tasks):
+                points.extend(chunk)
+        except _BulkUnavailable as why:
+            log.info("bulk metric history unavailable (%s); fetching per run", why)
+            points = []
+            per_run = [(key, [run_id]) for key in keys for run_id in run_ids]
+            for chunk in pool.map(lambda task: _per_run(client, *task), per_run):
+                points.extend(chunk)
+    frame = pd.DataFrame(points, columns=HISTORY_COLUMNS)
+    return frame.sort_values(["run_id", "key", "step", "timestamp"], ignore_index=True)
+
+
+class _BulkUnavailable(Exception):
+    pass
+
+
+def _bulk_fetcher(client: MlflowClient):  # noqa: ANN202 - a closure over the store kind
+    # MlflowClient exposes no bulk-history call; its store is the documented-in-source way
+    # to reach one. Any surprise there means "no bulk path", never a wrong answer.
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if hasattr(store, "get_host_creds"):
+        return lambda key, ids: _rest_bulk(client, store, key, ids)
+    if hasattr(store, "get_metric_history_bulk"):
+        return lambda key, ids: _store_bulk(client, store, key, ids)
+
+    def unavailable(key: str, ids: list[str]) -> list[dict[str, object]]:
+        raise _BulkUnavailable(f"{type(store).__name__} has no bulk history")
+
+    return unavailable
+
+
+def _rest_bulk(client: MlflowClient, store, key: str, ids: list[str]) -> list[dict[str, object]]:  # noqa: ANN001
+    from mlflow.utils.rest_utils import http_request
+
+    response = http_request(
+        store.get_host_creds(), BULK_HISTORY_ENDPOINT, "GET",
+        params={"run_id": ids, "metric_key": key, "max_results": BULK_MAX_RESULTS},
+        raise_on_status=False,
+    )  # fmt: skip
+    if response.status_code == 404:
+        raise _BulkUnavailable(f"{BULK_HISTORY_ENDPOINT} returned 404")
+    if response.status_code != 200:
+        raise MlflowException(
+            f"fetching metric history {key!r} failed: HTTP {response.status_code} {response.text[:300]}"
+        )
+    metrics = response.json().get("metrics", [])
+    if len(metrics) >= BULK_MAX_RESULTS:  # truncated: halve the batch
+        return _split(client, store, key, ids, _rest_bulk)
+    return [{"run_id": m["run_id"], "key": key, "step": int(m.get("step", 0)),
+             "value": float(m["value"]), "timestamp": int(m.get("timestamp", 0))} for m in metrics]  # fmt: skip
+
+
+def _store_bulk(client: MlflowClient, store, key: str, ids: list[str]) -> list[dict[str, object]]:  # noqa: ANN001
+    found = store.get_metric_history_bulk(run_ids=ids, metric_key=key, max_results=BULK_MAX_RESULTS)
+    if len(found) >= BULK_MAX_RESULTS:
+        return _split(client, store, key, ids, _store_bulk)
+    return [_point(m.run_id, m) for m in found]  # MetricWithRunId is a Metric
+
+
+def _split(client, store, key, ids, fetch):  # noqa: ANN001, ANN202
+    if len(ids) == 1:  # one run with more points than a bulk page: the paged call
+        return _per_run(client, key, ids)
+    half = len(ids) // 2
+    return fetch(client, store, key, ids[:half]) + fetch(client, store, key, ids[half:])
+
+
+def _per_run(client: MlflowClient, key: str, ids: list[str]) -> list[dict[str, object]]:
+    return [_point(run_id, m) for run_id in ids for m in client.get_metric_history(run_id, key)]
+
+
+def _point(run_id: str, metric: Metric) -> dict[str, object]:
+    return {"run_id": run_id, "key": metric.key, "step": int(metric.step),
+            "value": float(metric.value), "timestamp": int(metric.timestamp)}  # fmt: skip
+
+
+def lineage_frame(
+    client: MlflowClient, runs: Iterable[Run], *, max_workers: int = MAX_WORKERS
+) -> pd.DataFrame:
+    """The pretrain runs each fusion run consumed, through its ``tsp.encoder.<m>.run_id``
+    tags: run_id, modality, pretrain_run_id, pretrain_s (that run's own time), and
+    pretrain_status. Scratch encoders have no row. Each pretrain run is fetched once."""
+    links = []
+    for run in runs:
+        for tag, value in run.data.tags.items():
+            match = _ENCODER_RUN_TAG.match(tag)
+            if match:
+                links.append({"run_id": run.info.run_id, "modality": match["modality"],
+                              "pretrain_run_id": value})  # fmt: skip
+    columns = ["run_id", "modality", "pretrain_run_id", "pretrain_s", "pretrain_status"]
+    if not links:
+        return pd.DataFrame(columns=columns)
+    unique = sorted({link["pretrain_run_id"] for link in links})
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        fetched = dict(zip(unique, pool.map(lambda rid: _get_run_or_none(client, rid), unique),
+                           strict=True))  # fmt: skip
+    missing = [rid for rid, r in fetched.items() if r is None]
+    if missing:
+        raise AnalysisInputError(
+            f"fusion runs name pretrain run(s) {', '.join(missing)} that no longer exist in "
+            f"{redact_uri(client.tracking_uri)} (deleted?); their cost cannot be counted"
+        )
+    own = runs_frame(fetched.values()).set_index("run_id")
+    frame = pd.DataFrame(links)
+    frame["pretrain_s"] = frame["pretrain_run_id"].map(own["own_s"])
+    frame["pretrain_status"] = frame["pretrain_run_id"].map(own["status"])
+    return frame[columns]
+
+
+def _get_run_or_none(client: MlflowClient, run_id: str) -> Run | None:
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def learning_curves(
+    histories: pd.DataFrame, runs: pd.DataFrame, key: str, *, time_key: str = schema.TIME_EPOCH
+) -> pd.DataFrame:
+    """One row per (run, epoch) of ``key``: run_id, condition, seed, fusion, epoch, value,
+    seconds (cumulative own time at that epoch's end, from ``time_key``)."""
+    values = histories[histories["key"] == key][["run_id", "step", "value"]]
+    times = histories[histories["key"] == time_key][["run_id", "step", "value"]]
+    times = times.sort_values(["run_id", "step"]).drop_duplicates(["run_id", "step"], keep="last")
+    times = times.assign(seconds=times.groupby("run_id")["value"].cumsum())[
+        ["run_id", "step", "seconds"]
+    ]
+    values = values.drop_duplicates(["run_id", "step"], keep="last")
+    curves = values.merge(times, on=["run_id", "step"], how="left").rename(
+        columns={"step": "epoch"}
+    )
+    meta = runs[["run_id", "condition", "seed", "fusion"]]
+    curves = curves.merge(meta, on="run_id", how="inner")
+    return curves[
+        ["run_id", "condition", "seed", "fusion", "epoch", "value", "seconds"]
+    ].sort_values(["run_id", "epoch"], ignore_index=True)

@@ -1,0 +1,288 @@
+"""Every statistic of one analysis, computed from tidy frames (no MLflow access).
+
+:func:`compute_results` is the whole analysis as a pure function: the ``analyze`` entry
+point fetches :class:`AnalysisInputs` from the tracking server and renders the
+:class:`Results` it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisInputError
+from analysis.stats import (
+    area_under_curve,
+    break_even,
+    compare_many,
+    compare_time_to_threshold,
+    compare_two,
+    cost_summary,
+    cost_table,
+    curve_bands,
+    efficiency,
+    first_epoch,
+    full_pattern,
+    fusion_gain,
+    higher_is_better,
+    summarize,
+    time_to_threshold,
+    value_at_equal_compute,
+)
+from analysis.stats.convergence import CurveBands, SurvivalComparison
+from analysis.stats.many import ManyResult
+from analysis.stats.multiplicity import CORRECTIONS, Correction
+from tsp_mlflow.tracking import schema
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """What to compare and how. Every field is logged as a param of the analysis run.
+
+    Args:
+        a, b: the conditions compared (Δ = a − b).
+        split: ``test`` (best-by-validation weights) or ``val`` (last epoch).
+        metrics: per-pattern metrics; with the patterns they form one Holm family.
+        pair_on: the column that pairs runs (seeds); runs without a partner are dropped.
+        correction: ``holm`` (family-wise, any dependence), ``bh``, ``by`` or ``none``.
+        rope: half-width of the region of practical equivalence, in metric units.
+        threshold: validation value for time-to-threshold; None picks 95% of the median
+            best validation value over all runs (logged, so it can be reused).
+        curve_metric: the validation metric for convergence and cost (default: first of
+            ``metrics``), always on the full pattern.
+        seed: RNG seed for every bootstrap and Monte Carlo test.
+    """
+
+    a: str = schema.CONDITION_PRETRAINED
+    b: str = schema.CONDITION_SCRATCH
+    split: str = "test"
+    metrics: tuple[str, ...] = ("accuracy", "f1_macro")
+    pair_on: str = "seed"
+    correction: Correction = "holm"
+    alpha: float = 0.05
+    confidence: float = 0.95
+    rope: float = 0.01
+    threshold: float | None = None
+    curve_metric: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Hydra and the CLI hand over lists or comma-separated strings.
+        metrics = self.metrics.split(",") if isinstance(self.metrics, str) else self.metrics
+        object.__setattr__(self, "metrics", tuple(m.strip() for m in metrics if m.strip()))
+        if self.correction not in CORRECTIONS:
+            raise AnalysisInputError(
+                f"correction={self.correction!r} is unknown; choose one of {', '.join(CORRECTIONS)}"
+            )
+        if not 0 < self.alpha < 1 or not 0 < self.confidence < 1:
+            raise AnalysisInputError(
+                f"alpha={self.alpha} and confidence={self.confidence} must lie in (0, 1)"
+            )
+        if self.rope < 0:
+            raise AnalysisInputError(f"rope={self.rope} must be ≥ 0 (metric units)")
+        if self.a == self.b:
+            raise AnalysisInputError(f"a and b are both {self.a!r}; compare two conditions")
+        if not self.metrics:
+            raise AnalysisInputError("give at least one metric, e.g. --metric accuracy")
+
+    @property
+    def history_metric(self) -> str:
+        return self.curve_metric or self.metrics[0]
+
+
+@dataclass
+class AnalysisInputs:
+    """The exact snapshot an analysis reads; logged as ``analysis/inputs/*.csv``."""
+
+    runs: pd.DataFrame  # data.runs_frame: one row per fusion run
+    values: pd.DataFrame  # data.pattern_values: one row per (run, split, pattern, metric)
+    histories: pd.DataFrame  # data.fetch_histories: run_id, key, step, value, timestamp
+    lineage: pd.DataFrame  # data.lineage_frame: (fusion run, modality) -> pretrain run
+
+
+@dataclass
+class Results:
+    settings: AnalysisSettings
+    full_pattern: str
+    curve_key: str
+    threshold: float
+    by: tuple[str, ...]
+    comparison: pd.DataFrame
+    summary: pd.DataFrame
+    first_epoch: pd.DataFrame
+    aulc: pd.DataFrame
+    time_to_threshold: pd.DataFrame
+    survival: dict[str, SurvivalComparison]
+    bands: CurveBands | None
+    curves: pd.DataFrame
+    cost: pd.DataFrame
+    cost_summary: pd.DataFrame
+    break_even: pd.DataFrame
+    equal_compute: pd.DataFrame
+    equal_compute_values: pd.DataFrame
+    efficiency: pd.DataFrame
+    multimodal: pd.DataFrame
+    multimodal_summary: pd.DataFrame
+    lineage: pd.DataFrame
+    conditions: ManyResult | None = None
+    fusions: ManyResult | pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Results:
+    """The whole analysis: comparison per pattern × metric, convergence, cost, fusion gain,
+    and k-condition comparisons when the runs hold them."""
+    s = settings
+    values = inputs.values[
+        (inputs.values["split"] == s.split) & inputs.values["metric"].isin(s.metrics)
+    ]
+    if values.empty:
+        known = sorted(inputs.values["metric"].unique()) if len(inputs.values) else []
+        raise AnalysisInputError(
+            f"no {s.split!r} values for metric(s) {', '.join(s.metrics)}; "
+            f"metrics logged: {', '.join(known) or 'none'}"
+        )
+    notes: list[str] = []
+    fusions = sorted(values["fusion"].dropna().unique())
+    by = ("fusion", "pattern", "metric") if len(fusions) > 1 else ("pattern", "metric")
+    common = {"alpha": s.alpha, "confidence": s.confidence, "correction": s.correction,
+              "rope": s.rope, "seed": s.seed, "pair_on": s.pair_on}  # fmt: skip
+    comparison = compare_two(values, a=s.a, b=s.b, by=by, **common)
+    summary = summarize(values, by=("condition", *by), confidence=s.confidence, seed=s.seed)
+
+    full = full_pattern(list(values["pattern"].unique()))
+    curve_key = schema.metric_key("val", full, s.history_metric)
+    curves = _curves(inputs, curve_key)
+    better = higher_is_better(s.history_metric)
+    empty = pd.DataFrame()
+    if curves.empty:
+        notes.append(f"no history of {curve_key}: convergence and compute-matched results skipped")
+        threshold = float("nan")
+        ttt, survival, bands, first, aulc = empty, {}, None, empty, empty
+    else:
+        threshold = s.threshold if s.threshold is not None else _auto_threshold(curves, better)
+        ttt = time_to_threshold(curves, threshold, higher_better=better)
+        survival = {
+            duration: compare_time_to_threshold(
+                ttt, a=s.a, b=s.b, duration=duration, confidence=s.confidence
+            )  # fmt: skip
+            for duration in ("epochs", "seconds")
+        }
+        bands = curve_bands(curves, a=s.a, b=s.b, confidence=s.confidence, alpha=s.alpha,
+                            correction=s.correction, rope=s.rope, seed=s.seed)  # fmt: skip
+        first = _first_epoch_frame(inputs, curves)
+        aulc = area_under_curve(curves).assign(quantity=f"AULC val {s.history_metric}")
+    first_cmp = (
+        compare_two(first, a=s.a, b=s.b, by=("quantity",), **common) if len(first) else empty
+    )
+    aulc_cmp = compare_two(aulc, a=s.a, b=s.b, by=("quantity",), **common) if len(aulc) else empty
+
+    cost = cost_table(inputs.runs, inputs.lineage)
+    costs = cost_summary(cost, a=s.a, b=s.b)
+    even = _break_even(cost, survival, s)
+    eq_values = value_at_equal_compute(curves, cost, a=s.a, b=s.b) if len(curves) else empty
+    eq_cmp = (
+        compare_two(eq_values, a=s.a, b=s.b, by=("basis",), **common)
+        if len(eq_values) and eq_values["value"].notna().groupby(eq_values["condition"]).any().all()
+        else empty
+    )
+    if len(eq_values) and eq_cmp.empty:
+        notes.append("at equal compute one arm finished no epoch within the budget; no comparison")
+    full_values = values[values["pattern"] == full]
+    per_min = ["per_min_own", "per_min_total", "per_min_amortised"]
+    eff_runs = efficiency(full_values, cost)[["condition", "metric", *per_min]]
+    eff = summarize(
+        eff_runs.melt(id_vars=["condition", "metric"], value_vars=per_min, var_name="basis"),
+        by=("condition", "metric", "basis"), confidence=s.confidence, seed=s.seed,
+    )  # fmt: skip
+
+    gain = fusion_gain(values)
+    gain_summary = (
+        summarize(gain, by=("condition", "metric", "quantity"), confidence=s.confidence, seed=s.seed)
+        if len(gain) else empty
+    )  # fmt: skip
+    gain_cmp = (
+        compare_two(gain, a=s.a, b=s.b, by=("metric", "quantity"), **common) if len(gain) else empty
+    )
+
+    conditions = None
+    if values["condition"].nunique() >= 3:
+        conditions = compare_many(values, arm="condition", block=s.pair_on,
+                                  by=("fusion", "pattern", "metric") if len(fusions) > 1 else ("pattern", "metric"),
+                                  alpha=s.alpha, correction=s.correction)  # fmt: skip
+    fusion_result: ManyResult | pd.DataFrame | None = None
+    if len(fusions) >= 3:
+        fusion_result = compare_many(values, arm="fusion", block=s.pair_on,
+                                     by=("condition", "pattern", "metric"), alpha=s.alpha,
+                                     correction=s.correction)  # fmt: skip
+    elif len(fusions) == 2:
+        fusion_result = compare_two(values, a=fusions[0], b=fusions[1], arm="fusion",
+                                    by=("condition", "pattern", "metric"), **common)  # fmt: skip
+
+    return Results(
+        settings=s, full_pattern=full, curve_key=curve_key, threshold=threshold, by=by,
+        comparison=comparison, summary=summary,
+        first_epoch=first_cmp, aulc=aulc_cmp, time_to_threshold=ttt, survival=survival,
+        bands=bands, curves=curves, cost=cost, cost_summary=costs, break_even=even,
+        equal_compute=eq_cmp, equal_compute_values=eq_values, efficiency=eff,
+        multimodal=gain_cmp, multimodal_summary=gain_summary, lineage=inputs.lineage,
+        conditions=conditions, fusions=fusion_result, notes=notes,
+    )  # fmt: skip
+
+
+def _curves(inputs: AnalysisInputs, key: str) -> pd.DataFrame:
+    from analysis.data import learning_curves
+
+    if inputs.histories.empty:
+        return pd.DataFrame(
+            columns=["run_id", "condition", "seed", "fusion", "epoch", "value", "seconds"]
+        )
+    return learning_curves(inputs.histories, inputs.runs, key)
+
+
+def _auto_threshold(curves: pd.DataFrame, higher_better: bool) -> float:
+    """95% of the median best validation value over runs (or 105% for lower-is-better):
+    a level most runs reach, so the comparison is about speed, not about reaching it."""
+    best = curves.groupby("run_id")["value"].agg("max" if higher_better else "min")
+    return float(best.median() * (0.95 if higher_better else 1.05))
+
+
+def _first_epoch_frame(inputs: AnalysisInputs, curves: pd.DataFrame) -> pd.DataFrame:
+    """First-epoch validation value (full pattern) and training loss per run."""
+    first = first_epoch(curves).assign(quantity="first-epoch validation")
+    loss = inputs.histories[inputs.histories["key"] == schema.TRAIN_LOSS]
+    if loss.empty:
+        return first
+    loss = loss.sort_values("step").groupby("run_id").head(1)
+    loss = loss.merge(inputs.runs[["run_id", "condition", "seed"]], on="run_id")
+    loss = loss.assign(quantity="first-epoch train loss")[
+        ["run_id", "condition", "seed", "quantity", "value"]
+    ]
+    return pd.concat(
+        [first[["run_id", "condition", "seed", "quantity", "value"]], loss], ignore_index=True
+    )
+
+
+def _break_even(
+    cost: pd.DataFrame, survival: dict[str, SurvivalComparison], s: AnalysisSettings
+) -> pd.DataFrame:
+    """Fusion runs needed before A's pretraining pays for itself, on two bases: own
+    training time per run, and (median) seconds to the validation threshold."""
+    if not ({s.a, s.b} <= set(cost["condition"])):
+        return pd.DataFrame()
+    mean = cost.groupby("condition")[["own_s", "pretrain_s"]].mean()
+    pretrain = float(mean.at[s.a, "pretrain_s"])
+    rows = [{"basis": "own training time", "pretrain_s": pretrain,
+             "saving_per_run_s": float(mean.at[s.b, "own_s"] - mean.at[s.a, "own_s"])}]  # fmt: skip
+    if "seconds" in survival:
+        medians = survival["seconds"].summary.set_index("condition")["median"]
+        rows.append({"basis": "time to threshold (KM median)", "pretrain_s": pretrain,
+                     "saving_per_run_s": float(medians[s.b] - medians[s.a])})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame["break_even_k"] = [
+        break_even(p, sv) if np.isfinite(sv) else np.inf
+        for p, sv in zip(frame["pretrain_s"], frame["saving_per_run_s"], strict=True)
+    ]
+    return frame

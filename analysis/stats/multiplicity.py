@@ -1,0 +1,39 @@
+"""Adjusted p-values over a family of tests (Holm by default)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from statsmodels.stats.multitest import multipletests
+
+Correction = Literal["holm", "bh", "by", "none"]
+CORRECTIONS: tuple[str, ...] = ("holm", "bh", "by", "none")
+# Holm controls the family-wise error under any dependence, which matters here: every
+# pattern of a run is scored by the same model. BH/BY control the false discovery rate.
+_STATSMODELS = {"holm": "holm", "bh": "fdr_bh", "by": "fdr_by"}
+
+
+def adjust_pvalues(p_values: np.ndarray | list[float], method: Correction = "holm") -> np.ndarray:
+    """Adjusted p-values in the input order; NaN entries stay NaN and do not count in m."""
+    p = np.asarray(p_values, dtype=float)
+    if method not in CORRECTIONS:
+        raise ValueError(
+            f"correction={method!r} is unknown; choose one of {', '.join(CORRECTIONS)}"
+        )
+    adjusted = np.full_like(p, np.nan)
+    finite = np.isfinite(p)
+    if method == "none" or not finite.any():
+        adjusted[finite] = p[finite]
+        return adjusted
+    adjusted[finite] = multipletests(p[finite], method=_STATSMODELS[method])[1]
+    return adjusted
+
+
+def family_alpha(alpha: float, m: int) -> float:
+    """The strictest per-test level inside a family of ``m``: Holm's first step, α/m.
+
+    Power and the minimum detectable effect are quoted at this level, so "need N seeds"
+    means N seeds are enough for the smallest p-value of the family to survive correction.
+    """
+    return alpha / max(1, m)
