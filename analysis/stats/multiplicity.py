@@ -23,7 +23,8 @@ def adjust_pvalues(p_values: np.ndarray | list[float], method: Correction = "hol
         )
     adjusted = np.full_like(p, np.nan)
     finite = np.isfinite(p)
-    if method == "none" or not finite.any():
+    # A family of one needs no correction (and statsmodels' call costs a gc.collect()).
+    if method == "none" or finite.sum() <= 1:
         adjusted[finite] = p[finite]
         return adjusted
     adjusted[finite] = multipletests(p[finite], method=_STATSMODELS[method])[1]
