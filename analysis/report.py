@@ -44,6 +44,12 @@ def comparison_table(results: Results, table: pd.DataFrame | None = None, title:
         f"allows. p {s.correction} corrects over the {len(table)} rows. MDE: smallest |Δ| "
         f"detectable with 80% power at α/m. ROPE ±{s.rope:g}. Run ids per row: tables/*.csv."
     )
+    averaged = int(table["n_averaged"].max()) if len(table) else 0
+    unmatched = int(table["n_unmatched"].max()) if len(table) else 0
+    if averaged:
+        note += f" {averaged} runs repeated an (arm, {s.pair_on}) pair and were averaged into it."
+    if unmatched:
+        note += f" {unmatched} runs had no partner {s.pair_on} and were dropped."
     return Table(title or f"{s.a} vs {s.b} per pattern ({s.split} split)", pd.DataFrame(rows), note)
 
 

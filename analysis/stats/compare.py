@@ -8,6 +8,7 @@ minimum detectable effect, the seeds needed for 80% power and a plain-language v
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -274,10 +275,12 @@ def minimum_detectable_effect(
     if sd == 0:
         return 0.0
     try:
-        if paired:
-            d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)
-        else:
-            d = TTestIndPower().solve_power(effect_size=None, nobs1=n, alpha=alpha, power=power)
+        with warnings.catch_warnings():  # non-convergence returns NaN, which we report
+            warnings.simplefilter("ignore")
+            if paired:
+                d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)
+            else:
+                d = TTestIndPower().solve_power(effect_size=None, nobs1=n, alpha=alpha, power=power)
     except (ValueError, RuntimeError):
         return float("nan")
     return float(d) * sd
@@ -296,10 +299,14 @@ def seeds_needed(
     if size == 0:
         return math.inf
     try:
-        if paired:
-            n = TTestPower().solve_power(effect_size=size, nobs=None, alpha=alpha, power=power)
-        else:
-            n = TTestIndPower().solve_power(effect_size=size, nobs1=None, alpha=alpha, power=power)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if paired:
+                n = TTestPower().solve_power(effect_size=size, nobs=None, alpha=alpha, power=power)
+            else:
+                n = TTestIndPower().solve_power(
+                    effect_size=size, nobs1=None, alpha=alpha, power=power
+                )
     except (ValueError, RuntimeError):
         return math.inf
     n = float(np.squeeze(n))

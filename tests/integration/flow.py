@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
@@ -96,11 +98,33 @@ def check_pipeline_tree(
         assert {"config.yaml", "metrics.json"} <= artifact_paths(client, run.info.run_id)
 
     (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
+    check_analysis_run(client, analysis, seeds=seeds)
+
+
+def check_analysis_run(client: MlflowClient, analysis: Run, *, seeds: int) -> None:
+    """The analysis run's artifacts exist, and every number in its table traces to runs."""
     files = artifact_paths(client, analysis.info.run_id)
-    assert {"analysis/table.md", "analysis/table.csv", "analysis/figure.png"} <= files
-    table = client.download_artifacts(analysis.info.run_id, "analysis/table.md")
-    text = Path(table).read_text()
-    assert all(f"| {p} | {seeds} |" in text for p in PATTERNS)
-    png = Path(client.download_artifacts(analysis.info.run_id, "analysis/figure.png")).read_bytes()
+    assert {schema.ANALYSIS_TABLE_ARTIFACT, schema.ANALYSIS_REPORT_ARTIFACT, schema.ANALYSIS_LATEX_ARTIFACT,
+            schema.ANALYSIS_META_ARTIFACT, schema.ANALYSIS_COMPARISON_CSV, schema.ANALYSIS_VALUES_CSV,
+            schema.ANALYSIS_FOREST_FIGURE, "analysis/figures/cost.png"} <= files  # fmt: skip
+    png = Path(
+        client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_FOREST_FIGURE)
+    ).read_bytes()
     assert png.startswith(b"\x89PNG")
-    assert "delta/test/audio-image/accuracy" in analysis.data.metrics
+    table = pd.read_csv(
+        client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_COMPARISON_CSV)
+    )
+    assert sorted(set(table["pattern"])) == sorted(PATTERNS) and (table["n_pairs"] == seeds).all()
+    for row in table.to_dict("records"):
+        key = f"test/{row['pattern']}/{row['metric']}"
+        arms = [[client.get_run(r).data.metrics[key] for r in row[f"run_ids_{arm}"].split(";")]
+                for arm in ("a", "b")]  # fmt: skip
+        assert len(arms[0]) == len(arms[1]) == seeds
+        assert row["delta"] == pytest.approx(sum(arms[0]) / seeds - sum(arms[1]) / seeds)
+        assert analysis.data.metrics[f"delta/{key}"] == pytest.approx(row["delta"])
+        assert analysis.data.metrics[f"n_pairs/{key}"] == seeds
+        assert isinstance(row["verdict"], str) and row["verdict"]
+    report = Path(
+        client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_REPORT_ARTIFACT)
+    ).read_text()
+    assert all(f"| {p} | accuracy | {seeds} |" in report for p in PATTERNS)
