@@ -164,11 +164,15 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     else:
         threshold = s.threshold if s.threshold is not None else _auto_threshold(curves, better)
         ttt = time_to_threshold(curves, threshold, higher_better=better)
+        # Seconds need `time/epoch_s` for every epoch; runs logged without it get epochs only.
+        timed = bool(curves["seconds"].notna().all())
+        if not timed:
+            notes.append(f"some runs lack {schema.TIME_EPOCH}: time-based results use epochs only")
         survival = {
             duration: compare_time_to_threshold(
                 ttt, a=s.a, b=s.b, duration=duration, confidence=s.confidence
             )  # fmt: skip
-            for duration in ("epochs", "seconds")
+            for duration in (("epochs", "seconds") if timed else ("epochs",))
         }
         bands = curve_bands(curves, a=s.a, b=s.b, confidence=s.confidence, alpha=s.alpha,
                             correction=s.correction, rope=s.rope, seed=s.seed)  # fmt: skip
@@ -182,7 +186,8 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     cost = cost_table(inputs.runs, inputs.lineage)
     costs = cost_summary(cost, a=s.a, b=s.b)
     even = _break_even(cost, survival, s)
-    eq_values = value_at_equal_compute(curves, cost, a=s.a, b=s.b) if len(curves) else empty
+    timed = len(curves) > 0 and bool(curves["seconds"].notna().all())
+    eq_values = value_at_equal_compute(curves, cost, a=s.a, b=s.b) if timed else empty
     eq_cmp = (
         compare_two(eq_values, a=s.a, b=s.b, by=("basis",), **common)
         if len(eq_values) and eq_values["value"].notna().groupby(eq_values["condition"]).any().all()

@@ -298,21 +298,23 @@ def seeds_needed(
         size = rope / sd if sd > 0 and rope > 0 else 0.0
     if size == 0:
         return math.inf
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if paired:
-                n = TTestPower().solve_power(effect_size=size, nobs=None, alpha=alpha, power=power)
-            else:
-                n = TTestIndPower().solve_power(
-                    effect_size=size, nobs1=None, alpha=alpha, power=power
-                )
-    except (ValueError, RuntimeError):
-        return math.inf
-    n = float(np.squeeze(n))
-    if not math.isfinite(n) or n > SEEDS_CAP:
-        return math.inf
-    return float(max(math.ceil(n), floor_n))
+    analysis = TTestPower() if paired else TTestIndPower()
+
+    def enough(n: int) -> bool:  # power grows with n, so the smallest such n is found by bisection
+        return bool(analysis.power(size, n, alpha) >= power)
+
+    low = max(floor_n, 2)
+    if enough(low):
+        return float(low)
+    high = low * 2
+    while not enough(high):
+        if high > SEEDS_CAP:
+            return math.inf
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return float(high)
 
 
 def exact_test_min_n(alpha: float, *, paired: bool) -> int:

@@ -31,7 +31,8 @@ def test_pipeline_via_mlflow_run(
     params = {"seeds": SEEDS, "epochs": EPOCHS, "overrides": "debug=tiny"}
     first = mlflow_run("pipeline", params, subprocess_env)
     assert first.returncode == 0, first.stderr[-4000:]
-    assert "| pattern | n | pretrained mean ± sd | scratch mean ± sd |" in first.stdout
+    assert "| pattern | metric | n | pretrained mean ± sd | scratch mean ± sd |" in first.stdout
+    assert "- **audio-image · accuracy**: " in first.stdout  # the verdicts
     assert "mlflow ui --backend-store-uri" in first.stdout
 
     client = MlflowClient(tracking_uri)

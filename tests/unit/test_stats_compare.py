@@ -14,7 +14,12 @@ from statsmodels.stats.proportion import proportion_confint
 
 from analysis.errors import AnalysisInputError
 from analysis.stats import adjust_pvalues, compare_two, iqm, mean_interval, summarize
-from analysis.stats.compare import exact_test_min_n, newcombe_auc_interval, wilson_interval
+from analysis.stats.compare import (
+    exact_test_min_n,
+    newcombe_auc_interval,
+    seeds_needed,
+    wilson_interval,
+)
 
 
 def frame(a: np.ndarray, b: np.ndarray, *, shift_b_seeds: int = 0, pattern: str = "audio-image",
@@ -134,6 +139,14 @@ def test_exact_floor_and_seeds_needed_follow_the_family_size() -> None:
     assert exact_test_min_n(0.05 / 3, paired=True) == 7
     assert (result["seeds_needed"] >= 7).all()
     assert (result["mde"] == math.inf).all()  # the floor is above α/3: nothing is detectable
+    # the power search agrees with the textbook figures, and a huge effect needs only the floor
+    assert seeds_needed(1.0, 0.1, 0.0, 0.05, 0.8, paired=True) == math.ceil(
+        TTestPower().solve_power(effect_size=1.0, alpha=0.05, power=0.8)
+    )
+    assert seeds_needed(0.5, 0.1, 0.0, 0.05, 0.8, paired=False) == 64  # Cohen: 64 per group
+    assert seeds_needed(50.0, 0.1, 0.0, 0.05, 0.8, paired=True) == exact_test_min_n(
+        0.05, paired=True
+    )
     assert result["verdict"].str.startswith("inconclusive at n=5; need ≈").all()
 
 
