@@ -12,6 +12,7 @@ against the same server; only their ratio is meaningful on a shared machine.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="60 runs, 5 epochs")
     args = parser.parse_args()
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # one line per run otherwise
     runs, epochs = (60, 5) if args.quick else (args.runs, args.epochs)
     keys = [*(f"val/{p}/accuracy" for p in PATTERNS), "time/epoch_s"]
 
