@@ -31,8 +31,8 @@ test: $(STAMP)
 	PATH="$(BIN):$$PATH" python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check tsp_mlflow analysis tests
-	$(BIN)/ruff format --check tsp_mlflow analysis tests
+	$(BIN)/ruff check tsp_mlflow analysis tests bench
+	$(BIN)/ruff format --check tsp_mlflow analysis tests bench
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --workers 1

@@ -146,7 +146,9 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str) -> None:
     from analysis.report import verdict_lines
 
     click.echo("\n".join(verdict_lines(result.analysis.results)))
-    click.echo(f"\nFull report: artifact {schema_report()} of the analysis run {result.analysis.run_id}")
+    click.echo(
+        f"\nFull report: artifact {schema_report()} of the analysis run {result.analysis.run_id}"
+    )
     click.echo(where_to_look(uri))
 
 
