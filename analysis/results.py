@@ -157,6 +157,8 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     curves = _curves(inputs, curve_key)
     better = higher_is_better(s.history_metric)
     empty = pd.DataFrame()
+    # Seconds need `time/epoch_s` for every epoch; runs logged without it get epochs only.
+    timed = len(curves) > 0 and bool(curves["seconds"].notna().all())
     if curves.empty:
         notes.append(f"no history of {curve_key}: convergence and compute-matched results skipped")
         threshold = float("nan")
@@ -164,8 +166,6 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     else:
         threshold = s.threshold if s.threshold is not None else _auto_threshold(curves, better)
         ttt = time_to_threshold(curves, threshold, higher_better=better)
-        # Seconds need `time/epoch_s` for every epoch; runs logged without it get epochs only.
-        timed = bool(curves["seconds"].notna().all())
         if not timed:
             notes.append(f"some runs lack {schema.TIME_EPOCH}: time-based results use epochs only")
         survival = {
@@ -186,7 +186,6 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     cost = cost_table(inputs.runs, inputs.lineage)
     costs = cost_summary(cost, a=s.a, b=s.b)
     even = _break_even(cost, survival, s)
-    timed = len(curves) > 0 and bool(curves["seconds"].notna().all())
     eq_values = value_at_equal_compute(curves, cost, a=s.a, b=s.b) if timed else empty
     eq_cmp = (
         compare_two(eq_values, a=s.a, b=s.b, by=("basis",), **common)

@@ -144,18 +144,13 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str) -> None:
     click.echo(f"Pretrained vs scratch on {dataset} (pipeline run {result.run_id}):")
     click.echo(result.analysis.markdown)
     from analysis.report import verdict_lines
+    from tsp_mlflow.tracking.schema import ANALYSIS_REPORT_ARTIFACT
 
     click.echo("\n".join(verdict_lines(result.analysis.results)))
     click.echo(
-        f"\nFull report: artifact {schema_report()} of the analysis run {result.analysis.run_id}"
+        f"\nFull report: artifact {ANALYSIS_REPORT_ARTIFACT} of the analysis run {result.analysis.run_id}"
     )
     click.echo(where_to_look(uri))
-
-
-def schema_report() -> str:
-    from tsp_mlflow.tracking.schema import ANALYSIS_REPORT_ARTIFACT
-
-    return ANALYSIS_REPORT_ARTIFACT
 
 
 @cli.command("analyze")
