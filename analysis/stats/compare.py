@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
-from statsmodels.stats.power import TTestIndPower, TTestPower
+from statsmodels.stats.power import TTestIndPower, TTestPower, normal_power
 
 from analysis.errors import AnalysisInputError
 from analysis.stats.multiplicity import Correction, adjust_pvalues, family_alpha
@@ -301,7 +301,10 @@ def seeds_needed(
     analysis = TTestPower() if paired else TTestIndPower()
 
     def enough(n: int) -> bool:  # power grows with n, so the smallest such n is found by bisection
-        return bool(analysis.power(size, n, alpha) >= power)
+        achieved = analysis.power(size, n, alpha)
+        if not np.isfinite(achieved):  # statsmodels' noncentral t gives NaN when power ≈ 1
+            achieved = normal_power(size, n if paired else n / 2, alpha)
+        return bool(achieved >= power)
 
     low = max(floor_n, 2)
     if enough(low):
