@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from analysis import figures
 from analysis.data import (
@@ -80,6 +81,8 @@ def analyze(
         raise AnalysisInputError(
             f"no FINISHED multimodal runs in {where}; run the pipeline (or multimodal) first"
         )
+    if not settings.metrics:
+        settings = dataclasses.replace(settings, metrics=headline_metrics_of(runs, where))
     values = pattern_values(runs)
     split_values = values[values["split"] == settings.split]
     if split_values.empty:
@@ -116,6 +119,21 @@ def analyze(
         if not output_dir:
             shutil.rmtree(folder, ignore_errors=True)
     return Analysis(run_id, results, headline, report_md, folder if output_dir else None)
+
+
+def headline_metrics_of(runs: list[Run], where: str) -> tuple[str, ...]:
+    """The task's headline metrics, from the runs' ``tsp.headline_metrics`` tag.
+
+    Runs logged before tasks existed carry no tag; they were multiclass runs.
+    """
+    found = {r.data.tags.get(schema.HEADLINE_METRICS, "accuracy,f1_macro") for r in runs}
+    if len(found) > 1:
+        raise AnalysisInputError(
+            f"the runs in {where} come from different tasks (headline metrics "
+            f"{' vs '.join(sorted(found))}); narrow the selection with --filter, or name "
+            "the metrics with --metric"
+        )
+    return tuple(found.pop().split(","))
 
 
 def _selection(

@@ -44,7 +44,8 @@ class AnalysisSettings:
     Args:
         a, b: the conditions compared (Δ = a − b).
         split: ``test`` (best-by-validation weights) or ``val`` (last epoch).
-        metrics: per-pattern metrics; with the patterns they form one Holm family.
+        metrics: per-pattern metrics; with the patterns they form one Holm family. Empty:
+            the task's headline metrics, read from the runs' ``tsp.headline_metrics`` tag.
         pair_on: the column that pairs runs (seeds); runs without a partner are dropped.
         correction: ``holm`` (family-wise, any dependence), ``bh``, ``by`` or ``none``.
         rope: half-width of the region of practical equivalence, in metric units.
@@ -58,7 +59,7 @@ class AnalysisSettings:
     a: str = schema.CONDITION_PRETRAINED
     b: str = schema.CONDITION_SCRATCH
     split: str = "test"
-    metrics: tuple[str, ...] = ("accuracy", "f1_macro")
+    metrics: tuple[str, ...] = ()
     pair_on: str = "seed"
     correction: Correction = "holm"
     alpha: float = 0.05
@@ -84,11 +85,11 @@ class AnalysisSettings:
             raise AnalysisInputError(f"rope={self.rope} must be ≥ 0 (metric units)")
         if self.a == self.b:
             raise AnalysisInputError(f"a and b are both {self.a!r}; compare two conditions")
-        if not self.metrics:
-            raise AnalysisInputError("give at least one metric, e.g. --metric accuracy")
 
     @property
     def history_metric(self) -> str:
+        if not (self.curve_metric or self.metrics):
+            raise AnalysisInputError("give at least one metric, e.g. --metric accuracy")
         return self.curve_metric or self.metrics[0]
 
 

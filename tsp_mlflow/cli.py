@@ -159,8 +159,9 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str) -> None:
               help="a pipeline run id: analyse only its children")  # fmt: skip
 @click.option("--filter", "filter_string", default="",
               help="MLflow search filter ANDed to the selection, e.g. \"params.optim.lr = '0.001'\"")  # fmt: skip
-@click.option("--metric", "--metrics", "metrics", default="accuracy,f1_macro", show_default=True,
-              help="comma-separated per-pattern metrics; with the patterns one correction family")  # fmt: skip
+@click.option("--metric", "--metrics", "metrics", default="",
+              help="comma-separated per-pattern metrics, one correction family with the patterns; "
+                   "empty: the task's headline metrics (accuracy,f1_macro for classification)")  # fmt: skip
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
 @click.option(
     "--a", "arm_a", default="pretrained", show_default=True, help="condition A (Δ = A − B)"

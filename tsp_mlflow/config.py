@@ -68,8 +68,23 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> tuple[DictConfig
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise UserInputError(_explain(err, name)) from None
+    check_missing(cfg)
     check_targets(cfg)
     return cfg, choices
+
+
+def check_missing(cfg: DictConfig) -> None:
+    """Mandatory values (``???``) left unset, e.g. ``data.root`` for real datasets."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        hints = {
+            "data.root": "the folder holding the dataset's files, e.g. data.root=/data/avmnist"
+        }
+        details = "; ".join(f"{k} ({hints.get(k, 'set it as an override')})" for k in missing)
+        raise UserInputError(
+            f"missing value(s): {details}. Pass them in overrides, e.g. "
+            f"-P overrides='{missing[0]}=...'"
+        )
 
 
 def check_targets(cfg: Any, path: str = "") -> None:
@@ -107,8 +122,8 @@ def _target_nodes(node: Any, path: str) -> Iterator[tuple[Any, str]]:
 def _explain(err: Exception, name: str) -> str:
     cause = err if str(err).strip() else (err.__cause__ or err)
     message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    groups = ("data", "model/fusion", "model/encoder", "model/head", "optim", "scheduler",
-              "trainer", "experiment", "debug")  # fmt: skip
+    groups = ("data", "task", "model/fusion", "model/encoder", "model/head", "optim",
+              "scheduler", "trainer", "experiment", "debug")  # fmt: skip
     for group in groups:
         if f"'{group}/" in message or f"'{group}'" in message or f"group {group}" in message:
             return f"{message}. Valid {group} choices: {', '.join(group_options(group))}"

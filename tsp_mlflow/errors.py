@@ -14,3 +14,10 @@ class EncoderNotFound(UserInputError):
 
 class EncoderWeightsMismatch(UserInputError):
     """Stored encoder weights do not fit the stored or configured architecture."""
+
+
+class DataFormatError(UserInputError):
+    """A dataset file is missing or not in the layout its loader reads.
+
+    The message names the file, the key or column, what was expected and what was found.
+    """

@@ -18,6 +18,7 @@ from tsp_mlflow.data.avdigits import (
     remove_pca_energy,
     validation_count,
 )
+from tsp_mlflow.errors import DataFormatError
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,12 @@ def test_avmnist_loader_names_the_file_and_shape_on_bad_input(tmp_path: Path) ->
         ValueError, match=r"audio/train_data.npy with shape \(N,112,112\), found \(20, 784\)"
     ):
         AVMNISTDataset(tmp_path, "train")
-    with pytest.raises(FileNotFoundError, match="MultiBench AVMNIST layout"):
+    with pytest.raises(DataFormatError, match="nowhere' does not exist"):
         AVMNISTDataset(tmp_path / "nowhere", "train")
+    (tmp_path / "test_labels.npy").unlink()
+    with pytest.raises(
+        DataFormatError, match="missing .*test_labels.npy.*MultiBench AVMNIST layout"
+    ):
+        AVMNISTDataset(tmp_path, "test")
     with pytest.raises(ValueError, match="unknown modality 'text'.*choose from audio, image"):
         AVMNISTDataset(tmp_path, "test", ["text"])

@@ -10,28 +10,83 @@ from tsp_mlflow.config import compose_config, group_options, split_overrides
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models import LateFusionModel
 
-SIDE = {"audio": 112, "image": 28}
+TEXTS = ["a heist goes wrong in the city", "two friends drive across the desert"] * 2
+BATCH = 4
+
+
+def fake_input(node, modality: str):
+    """A batch for one encoder config: sequences, features, text or images by its kind."""
+    target = node._target_
+    if target.endswith(("GRUEncoder", "TransformerSequenceEncoder")):
+        values = torch.randn(BATCH, 12, node.in_features)
+        return {"values": values, "lengths": torch.tensor([12, 5, 1, 0])}
+    if target.endswith("MLPEncoder"):
+        return torch.randn(BATCH, node.in_features)
+    if target.endswith(("BertTextEncoder", "PretrainedTextEncoder")):
+        return TEXTS
+    side = {"audio": (112, 112), "image": (28, 28)}.get(modality, (64, 40))
+    return torch.rand(BATCH, node.in_channels, *side)
+
+
+def fake_target(task) -> torch.Tensor:
+    if task.target_kind == "class":
+        return torch.arange(BATCH) % task.num_outputs
+    if task.target_kind == "multilabel":
+        return (torch.rand(BATCH, task.num_outputs) > 0.5).float()
+    return torch.tensor([-2.4, 0.0, 1.0, 3.0])  # sentiment scores
 
 
 def one_step(cfg) -> float:
+    """Build the configured model and task, then take one optimizer step on a fake batch."""
+    task = instantiate(cfg.task)
     encoders = {m: instantiate(cfg.model.encoders[m]) for m in cfg.data.modalities}
+    for encoder in encoders.values():
+        if hasattr(encoder, "fit_tokenizer") and encoder.tokenizer is None:
+            encoder.fit_tokenizer(TEXTS)
     fusion = instantiate(cfg.model.fusion)(in_dims={m: e.out_dim for m, e in encoders.items()})
-    model = LateFusionModel(
-        encoders, fusion, instantiate(cfg.model.head)(in_features=fusion.out_dim)
-    )
+    head = instantiate(cfg.model.head)(in_features=fusion.out_dim, out_features=task.num_outputs)
+    model = LateFusionModel(encoders, fusion, head)
     optimizer = instantiate(cfg.optim)(model.parameters())
     instantiate(cfg.scheduler)(optimizer)
-    inputs = {m: torch.rand(2, 1, SIDE[m], SIDE[m]) for m in cfg.data.modalities}
-    loss = model(inputs, torch.ones(2, len(encoders), dtype=torch.bool)).logsumexp(1).mean()
+    inputs = {m: fake_input(cfg.model.encoders[m], m) for m in cfg.data.modalities}
+    present = torch.ones(BATCH, len(encoders), dtype=torch.bool)
+    loss = task.loss(model(inputs, present), task.target(fake_target(task)))
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     return loss.item()
 
 
+# Which dataset each encoder option is built for in the sweep below.
+ENCODER_DATA = {"mlp": "mmimdb", "resnet18_rgb": "mmimdb_posters", "gru": "mosi_mmsa",
+                "transformer": "mosi_mmsa", "bert_scratch": "mmimdb_raw", "minilm": "mmimdb_raw"}  # fmt: skip
+
+
+def option_overrides(group: str, option: str) -> list[str]:
+    if group == "data":
+        return [f"data={option}"] + (["data.root=/data"] if option != "avdigits" else [])
+    if group == "task":
+        data = {"multiclass": "avdigits", "multilabel": "mmimdb"}.get(option, "mosi_mult")
+        root = ["data.root=/data"] if data != "avdigits" else []
+        return [f"data={data}", *root, f"task={option}"]
+    if group == "model/encoder":
+        data = ENCODER_DATA.get(option, "avdigits")
+        if data == "avdigits":
+            return [f"model/encoder@model.encoders.{m}={option}" for m in ("audio", "image")]
+        modality = "image" if data == "mmimdb_posters" else "text"
+        return [
+            f"data={data}",
+            "data.root=/data",
+            f"model/encoder@model.encoders.{modality}={option}",
+        ]
+    return [f"{group}={option}"]
+
+
 OPTIONS = [
     (group, option)
     for group in (
+        "data",
+        "task",
         "model/encoder",
         "model/fusion",
         "model/head",
@@ -47,18 +102,11 @@ OPTIONS = [
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_option_composes_builds_and_steps(group: str, option: str) -> None:
-    override = (
-        [
-            f"model/encoder@model.encoders.audio={option}",
-            f"model/encoder@model.encoders.image={option}",
-        ]
-        if group == "model/encoder"
-        else [f"{group}={option}"]
-    )
-    cfg, choices = compose_config("multimodal", override)
+    overrides = option_overrides(group, option)
+    cfg, choices = compose_config("multimodal", overrides)
     assert torch.isfinite(torch.tensor(one_step(cfg)))
-    key = "model/encoder@model.encoders.audio" if group == "model/encoder" else group
-    assert choices[key] == option
+    chosen = [o.partition("=")[0] for o in overrides if o.partition("=")[2] == option]
+    assert choices[chosen[0]] == option
 
 
 @pytest.mark.parametrize("name", ["pretrain", "multimodal", "pipeline"])

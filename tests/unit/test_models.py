@@ -10,6 +10,7 @@ from tsp_mlflow.data.batch import all_patterns, pattern_name
 from tsp_mlflow.models import ConcatFusion, LateFusionModel, MLPHead, ResNetEncoder, SmallCNN
 from tsp_mlflow.training.loop import evaluate, fit
 from tsp_mlflow.training.runtime import resolve_device
+from tsp_mlflow.training.tasks import MulticlassTask
 
 
 @pytest.mark.parametrize("side", [28, 112, 65])
@@ -85,7 +86,7 @@ def test_pattern_evaluation_by_masking_equals_dropping_the_modality() -> None:
         "audio",
         "image",
     ]
-    metrics = evaluate(model, loader, patterns, torch.device("cpu"))
+    metrics = evaluate(model, loader, patterns, torch.device("cpu"), MulticlassTask(2))
     with torch.no_grad():  # the audio-only model, computed without the image at all
         logits = model({"audio": audio}, torch.tensor([[True, False]] * n))
     expected = float(torch.nn.functional.cross_entropy(logits, target))
@@ -110,7 +111,7 @@ def test_fit_learns_a_separable_task_and_keeps_the_best_state() -> None:
     result = fit(
         model, loader, DataLoader(rows, batch_size=64),
         optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), scheduler=None, epochs=5,
-        patterns=[("audio",)], monitor=("audio", "accuracy"), device=torch.device("cpu"),
+        patterns=[("audio",)], task=MulticlassTask(2), monitor_pattern="audio", device=torch.device("cpu"),
         on_epoch_end=lambda epoch, metrics, seconds: seen.append(epoch),
     )  # fmt: skip
     assert seen == [1, 2, 3, 4, 5]
@@ -119,7 +120,7 @@ def test_fit_learns_a_separable_task_and_keeps_the_best_state() -> None:
     assert result.best_epoch == val_acc.index(max(val_acc)) + 1
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         fit(model, loader, loader, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
-            epochs=0, patterns=[("audio",)], monitor=("audio", "accuracy"), device=torch.device("cpu"))  # fmt: skip
+            epochs=0, patterns=[("audio",)], task=MulticlassTask(2), monitor_pattern="audio", device=torch.device("cpu"))  # fmt: skip
 
 
 def test_device_auto_resolves_and_bad_devices_fail_clearly() -> None:
@@ -142,6 +143,6 @@ def test_fit_and_evaluate_run_on_cuda() -> None:
              "present": torch.ones(2, dtype=torch.bool), "target": torch.tensor(i % 5)} for i in range(16)]  # fmt: skip
     loader = DataLoader(rows, batch_size=8, pin_memory=True)
     result = fit(model, loader, loader, optimizer=torch.optim.Adam(model.parameters()), scheduler=None,
-                 epochs=1, patterns=all_patterns(model.modalities), monitor=("audio-image", "accuracy"),
+                 epochs=1, patterns=all_patterns(model.modalities), task=MulticlassTask(10), monitor_pattern="audio-image",
                  device=resolve_device("auto"))  # fmt: skip
     assert next(iter(result.best_state.values())).is_cuda

@@ -1,7 +1,17 @@
 """The batch contract shared by every dataset, model and metric.
 
-A batch is ``{"inputs": {modality: Tensor}, "present": BoolTensor[B, M], "target": Tensor}``.
+A batch is ``{"inputs": {modality: input}, "present": BoolTensor[B, M], "target": Tensor}``.
 Columns of ``present`` follow the dataset's modality order; modalities are always named.
+
+A modality's input is one of:
+
+* a Tensor (B, ...): images, spectrograms, feature vectors;
+* a sequence ``{"values": (B, T, D), "lengths": (B,)}``, padded at the end, so
+  sequence encoders can pack or mask by length;
+* raw text, a list of B strings: text encoders own their tokenizer and tokenize.
+
+The target is the dataset's natural label (class index, multi-hot row, sentiment score);
+the task (:mod:`tsp_mlflow.training.tasks`) derives what the loss sees.
 """
 
 from __future__ import annotations
@@ -19,8 +29,11 @@ SPLITS: tuple[Split, ...] = ("train", "val", "test")
 PATTERN_SEPARATOR = "-"
 
 
+ModalityInput = torch.Tensor | dict[str, torch.Tensor] | list[str]
+
+
 class Batch(TypedDict):
-    inputs: dict[str, torch.Tensor]
+    inputs: dict[str, ModalityInput]
     present: torch.Tensor
     target: torch.Tensor
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tsp_mlflow.data.batch import ModalityInput
+
 
 class LateFusionModel(nn.Module):
     """Encode each present modality, fuse, classify.
@@ -25,7 +27,7 @@ class LateFusionModel(nn.Module):
         self.fusion = fusion
         self.head = head
 
-    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def encode(self, inputs: dict[str, ModalityInput]) -> dict[str, torch.Tensor]:
         """modality -> (B, D_m) for every modality given in ``inputs``."""
         return {m: self.encoders[m](inputs[m]) for m in self.modalities if m in inputs}
 
@@ -33,5 +35,5 @@ class LateFusionModel(nn.Module):
         """Logits (B, C) from embeddings; ``present`` (B, M) decides which ones count."""
         return self.head(self.fusion(feats, present))
 
-    def forward(self, inputs: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: dict[str, ModalityInput], present: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(inputs), present)

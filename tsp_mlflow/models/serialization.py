@@ -4,6 +4,10 @@ A saved encoder is a folder::
 
     model.safetensors   the state dict
     encoder.json        {"format": 1, "_target_": "<allow-listed class>", "kwargs": {...}}
+    tokenizer/          text encoders only: tokenizer.json and its config (JSON)
+
+Encoders with more than weights (a tokenizer) implement ``save_assets(folder)`` and
+``load_assets(folder)``; the assets are read before the weights.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def save_encoder(encoder: nn.Module, spec: dict[str, Any], folder: str | os.Path
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE))
+    if hasattr(encoder, "save_assets"):
+        encoder.save_assets(folder)
     (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
     return folder
 
@@ -93,6 +99,8 @@ def load_encoder_folder(
     if expected is not None:
         check_same_architecture(spec, expected)
     encoder = build_encoder(spec)
+    if hasattr(encoder, "load_assets"):
+        encoder.load_assets(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing")

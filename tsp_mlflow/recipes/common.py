@@ -10,30 +10,26 @@ from typing import Any
 
 import mlflow
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from tsp_mlflow.data.batch import all_patterns, pattern_name
+from tsp_mlflow.data.base import MultimodalDataset
+from tsp_mlflow.data.batch import SPLITS, all_patterns, pattern_name
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.models.serialization import encoder_spec, save_encoder
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
 from tsp_mlflow.training.loop import FitResult, evaluate, fit
-
-# Validation metrics that can pick the best epoch and the champion: higher must be better.
-MONITORS = ("accuracy", "f1_macro")
+from tsp_mlflow.training.tasks import Task
 
 
 def check_trainer(cfg: DictConfig) -> None:
     """Validate trainer settings before any run exists."""
-    if cfg.trainer.monitor not in MONITORS:
-        raise UserInputError(
-            f"trainer.monitor={cfg.trainer.monitor!r} cannot rank epochs; choose one of "
-            f"{', '.join(MONITORS)} (higher is better)"
-        )
     epochs = cfg.trainer.epochs
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
         raise UserInputError(
@@ -41,23 +37,92 @@ def check_trainer(cfg: DictConfig) -> None:
         )
 
 
-def make_loaders(
-    cfg: DictConfig, modalities: Sequence[str], generator: torch.Generator, device: torch.device
-) -> dict[str, DataLoader]:
-    """train/val/test loaders over ``modalities``; only train shuffles."""
+def build_task(cfg: DictConfig) -> Task:
+    """The configured task, checked against the targets the dataset provides."""
+    try:
+        task: Task = instantiate(cfg.task)
+    except InstantiationException as err:
+        cause = err.__cause__
+        raise UserInputError(str(cause if isinstance(cause, UserInputError) else err)) from None
+    if task.target_kind != cfg.data.target:
+        raise UserInputError(
+            f"task {task.name!r} reads {task.target_kind} targets but dataset "
+            f"{cfg.data.name!r} provides {cfg.data.target} targets; choose a task for "
+            f"{cfg.data.target} targets (conf/task/, e.g. overrides='task=...')"
+        )
+    return task
+
+
+def build_encoder(cfg: DictConfig, modality: str) -> torch.nn.Module:
+    """Instantiate a scratch encoder; its own argument errors (a hub id, a bad size) are
+    the user's to fix."""
+    try:
+        return instantiate(cfg.model.encoders[modality])
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserInputError):
+            raise UserInputError(f"model.encoders.{modality}: {cause}") from None
+        raise
+
+
+def check_encoder_args(cfg: DictConfig, modalities: Sequence[str]) -> None:
+    """Let encoder classes vet their arguments before any run exists (``check_args``):
+    a text encoder pointed at a hub id fails here, in seconds."""
+    for m in modalities:
+        node = cfg.model.encoders[m]
+        check = getattr(get_object(node._target_), "check_args", None)
+        if check is not None:
+            try:
+                check(**{k: v for k, v in node.items() if not str(k).startswith("_")})
+            except UserInputError as err:
+                raise UserInputError(f"model.encoders.{m}: {err}") from None
+
+
+def task_tags(task: Task) -> dict[str, str]:
+    return {schema.TASK: task.name, schema.HEADLINE_METRICS: ",".join(task.headline_metrics)}
+
+
+def make_datasets(cfg: DictConfig, modalities: Sequence[str]) -> dict[str, MultimodalDataset]:
+    """train/val/test splits over ``modalities``, logged as the run's MLflow dataset inputs."""
     build = instantiate(cfg.data.dataset)  # partial: (split, modalities) -> Dataset
+    datasets = {split: build(split=split, modalities=list(modalities)) for split in SPLITS}
+    log_datasets(datasets, cfg.data.name)
+    return datasets
+
+
+def make_loaders(
+    cfg: DictConfig,
+    datasets: dict[str, MultimodalDataset],
+    generator: torch.Generator,
+    device: torch.device,
+) -> dict[str, DataLoader]:
+    """One loader per split; only train shuffles."""
     pin = device.type == "cuda"
     return {
         split: DataLoader(
-            build(split=split, modalities=list(modalities)),
+            dataset,
             batch_size=cfg.trainer.batch_size,
             shuffle=split == "train",
             generator=generator if split == "train" else None,
             num_workers=cfg.trainer.num_workers,
             pin_memory=pin,
         )
-        for split in ("train", "val", "test")
+        for split, dataset in datasets.items()
     }
+
+
+def fit_tokenizers(model: LateFusionModel, train: MultimodalDataset) -> None:
+    """Text encoders trained from scratch learn their vocabulary from the train split only
+    (a pretrained encoder arrives with its tokenizer and keeps it)."""
+    for m, encoder in model.encoders.items():
+        if hasattr(encoder, "fit_tokenizer") and encoder.tokenizer is None:
+            texts = train.inputs[m]
+            if not isinstance(texts, list):
+                raise UserInputError(
+                    f"model.encoders.{m} is a text encoder but the {m} data holds features, "
+                    "not text; use an MLP or sequence encoder for it"
+                )
+            encoder.fit_tokenizer(texts)
 
 
 def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[Any, Any]:
@@ -70,15 +135,17 @@ def train_and_test(
     cfg: DictConfig,
     model: LateFusionModel,
     loaders: dict[str, DataLoader],
+    task: Task,
     device: torch.device,
     started: float,
 ) -> FitResult:
     """Fit with per-epoch logging, restore the best-by-validation weights, log test metrics.
 
-    Every modality pattern is evaluated; the full pattern's ``trainer.monitor`` metric on
-    val picks the best epoch.
+    Every modality pattern is evaluated; the full pattern's ``task.monitor`` metric on val
+    picks the best epoch.
     """
     patterns = all_patterns(model.modalities)
+    fit_tokenizers(model, loaders["train"].dataset)
     optimizer, scheduler = make_optimizer(cfg, model)
     logger = EpochLogger()
     result = fit(
@@ -89,12 +156,13 @@ def train_and_test(
         scheduler=scheduler,
         epochs=cfg.trainer.epochs,
         patterns=patterns,
-        monitor=(pattern_name(model.modalities, model.modalities), cfg.trainer.monitor),
+        task=task,
+        monitor_pattern=pattern_name(model.modalities, model.modalities),
         device=device,
         on_epoch_end=logger.log_epoch,
     )
     model.load_state_dict(result.best_state)
-    logger.log_test(evaluate(model, loaders["test"], patterns, device), result.best_epoch)
+    logger.log_test(evaluate(model, loaders["test"], patterns, device, task), result.best_epoch)
     mlflow.log_metrics(
         {
             schema.BEST_EPOCH: result.best_epoch,

@@ -13,9 +13,14 @@ from tsp_mlflow.config import to_plain
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
+    build_encoder,
+    build_task,
+    check_encoder_args,
     check_trainer,
+    make_datasets,
     make_loaders,
     provenance_tags,
+    task_tags,
     train_and_test,
 )
 from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
@@ -45,6 +50,8 @@ class MultimodalRecipe:
         self.modalities: tuple[str, ...] = tuple(cfg.data.modalities)
         self.sources = parse_encoder_sources(cfg.encoders, self.modalities, cfg.data.name)
         check_trainer(cfg)
+        self.task = build_task(cfg)
+        check_encoder_args(cfg, [m for m, src in self.sources.items() if src == SCRATCH])
         resolve_device(cfg.runtime.device)
         # Resolving checks that every named run / model exists before any run is created.
         self.locations: dict[str, EncoderLocation] = {
@@ -69,6 +76,7 @@ class MultimodalRecipe:
             schema.CONDITION: self.condition,
             schema.SEED: str(self.cfg.seed),
             schema.FUSION: self.fusion_name,
+            **task_tags(self.task),
         }
         for m, source in self.sources.items():
             tags[schema.encoder_source_tag(m)] = source
@@ -82,12 +90,14 @@ class MultimodalRecipe:
         generator = seed_everything(cfg.seed)
         device = resolve_device(cfg.runtime.device)
         encoders = {
-            m: self.pretrained[m] if m in self.pretrained else instantiate(cfg.model.encoders[m])
+            m: self.pretrained[m] if m in self.pretrained else build_encoder(cfg, m)
             for m in self.modalities
         }
         config = to_plain(cfg)
         fusion = instantiate(cfg.model.fusion)(in_dims={m: e.out_dim for m, e in encoders.items()})
-        head = instantiate(cfg.model.head)(in_features=fusion.out_dim)
+        head = instantiate(cfg.model.head)(
+            in_features=fusion.out_dim, out_features=self.task.num_outputs
+        )
         model = LateFusionModel(encoders, fusion, head)
 
         name = f"{self.condition}-seed{cfg.seed}"
@@ -95,6 +105,6 @@ class MultimodalRecipe:
             run_name=name, tags={**self.tags(), **provenance_tags(config)}, nested=nested
         ) as run:
             log_config(config)
-            loaders = make_loaders(cfg, self.modalities, generator, device)
-            train_and_test(cfg, model, loaders, device, started)
+            loaders = make_loaders(cfg, make_datasets(cfg, self.modalities), generator, device)
+            train_and_test(cfg, model, loaders, self.task, device, started)
         return run.info.run_id

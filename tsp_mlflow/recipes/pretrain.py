@@ -12,10 +12,15 @@ from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.fusion import ConcatFusion
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
+    build_encoder,
+    build_task,
+    check_encoder_args,
     check_trainer,
     log_encoder_artifact,
+    make_datasets,
     make_loaders,
     provenance_tags,
+    task_tags,
     train_and_test,
 )
 from tsp_mlflow.tracking import schema
@@ -36,6 +41,8 @@ class PretrainRecipe:
                 f"choose one of {', '.join(modalities)} (-P modality=...)"
             )
         check_trainer(cfg)
+        self.task = build_task(cfg)
+        check_encoder_args(cfg, [cfg.modality])
         resolve_device(cfg.runtime.device)
         with open_dict(cfg):  # only the pretrained modality's encoder belongs to this run
             cfg.model.encoders = {cfg.modality: cfg.model.encoders[cfg.modality]}
@@ -49,6 +56,7 @@ class PretrainRecipe:
             schema.DATASET: self.cfg.data.name,
             schema.MODALITY: self.modality,
             schema.SEED: str(self.cfg.seed),
+            **task_tags(self.task),
             **provenance_tags(self.config),
         }
 
@@ -57,20 +65,24 @@ class PretrainRecipe:
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
         device = resolve_device(cfg.runtime.device)
+        # Built before the run, so a bad encoder argument (a hub id) creates no run.
+        encoder = build_encoder(cfg, m)
+        head = instantiate(cfg.model.head)(
+            in_features=encoder.out_dim, out_features=self.task.num_outputs
+        )
+        model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
         with tracked_run(run_name=f"pretrain-{m}", tags=self.tags(), nested=nested) as run:
             log_config(self.config)
-            loaders = make_loaders(cfg, [m], generator, device)
-            encoder = instantiate(cfg.model.encoders[m])
-            head = instantiate(cfg.model.head)(in_features=encoder.out_dim)
-            model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
-            result = train_and_test(cfg, model, loaders, device, started)
+            loaders = make_loaders(cfg, make_datasets(cfg, [m]), generator, device)
+            result = train_and_test(cfg, model, loaders, self.task, device, started)
             artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
             # Last step, so that a run that fails anywhere above registers nothing.
             register_encoder(
                 name=schema.registered_encoder_name(cfg.data.name, m),
                 artifact_uri=artifact_uri,
                 run_id=run.info.run_id,
-                monitor=schema.metric_key("val", m, cfg.trainer.monitor),
+                monitor=schema.metric_key("val", m, self.task.monitor),
                 value=result.best_value,
+                higher_is_better=self.task.higher_is_better(self.task.monitor),
             )
         return run.info.run_id

@@ -11,19 +11,26 @@ from tsp_mlflow.tracking import schema
 
 
 def register_encoder(
-    *, name: str, artifact_uri: str, run_id: str, monitor: str, value: float
+    *,
+    name: str,
+    artifact_uri: str,
+    run_id: str,
+    monitor: str,
+    value: float,
+    higher_is_better: bool = True,
 ) -> ModelVersion:
     """Register a new encoder version and move ``champion`` to the best one by validation.
 
     Versions are ranked by the validation metric they were selected with (``tsp.monitor``
-    tag, higher is better); ties keep the older version.
+    tag, in the direction of its ``tsp.monitor_mode`` tag); ties keep the older version.
 
     Args:
         name: registered model name, ``<dataset>-<modality>-encoder``.
         artifact_uri: where the encoder folder lives (the pretrain run's artifact).
         run_id: the pretrain run.
-        monitor: validation metric key that ranks versions (higher is better).
+        monitor: validation metric key that ranks versions.
         value: that metric for this version.
+        higher_is_better: False for metrics such as MAE.
     """
     client = MlflowClient()
     created_model = False
@@ -44,6 +51,7 @@ def register_encoder(
             tags={
                 schema.MODEL_VERSION_MONITOR: monitor,
                 schema.MODEL_VERSION_MONITOR_VALUE: repr(value),
+                schema.MODEL_VERSION_MONITOR_MODE: "max" if higher_is_better else "min",
             },
         )
         # Rank by the metric the current champion was chosen by: a version monitored by
@@ -69,7 +77,7 @@ def register_encoder(
 def best_version(
     client: MlflowClient, name: str, monitor: str, registering_run: str | None = None
 ) -> str | None:
-    """The version with the highest ``monitor`` value; ties go to the oldest version.
+    """The version with the best ``monitor`` value; ties go to the oldest version.
 
     Versions whose run did not finish are skipped, except the one being registered now
     (its run is still RUNNING).
@@ -83,7 +91,8 @@ def best_version(
                 continue  # ranked by another metric: not comparable
             if mv.run_id != registering_run and not _finished(client, mv.run_id):
                 continue
-            key = (float(mv.tags[schema.MODEL_VERSION_MONITOR_VALUE]), -int(mv.version))
+            sign = -1.0 if mv.tags.get(schema.MODEL_VERSION_MONITOR_MODE) == "min" else 1.0
+            key = (sign * float(mv.tags[schema.MODEL_VERSION_MONITOR_VALUE]), -int(mv.version))
             if best is None or key > best:
                 best = key
         token = page.token

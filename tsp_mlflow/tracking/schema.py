@@ -16,6 +16,8 @@ MODALITIES = "tsp.modalities"  # fusion runs: comma-separated, dataset order
 CONDITION = "tsp.condition"  # scratch | pretrained | <m>_scratch ...
 SEED = "tsp.seed"
 FUSION = "tsp.fusion"
+TASK = "tsp.task"  # multiclass | multilabel | sentiment3 | sentiment_regression
+HEADLINE_METRICS = "tsp.headline_metrics"  # what `analyze` compares unless told otherwise
 CONFIG_HASH = "tsp.config_hash"
 CODE_VERSION = "tsp.code_version"
 ERROR = "tsp.error"  # why a run FAILED
@@ -96,6 +98,7 @@ ANALYSIS_FOREST_FIGURE = "analysis/figures/forest.png"
 CHAMPION_ALIAS = "champion"
 MODEL_VERSION_MONITOR = "tsp.monitor"  # model version tags: which metric, and its value
 MODEL_VERSION_MONITOR_VALUE = "tsp.monitor_value"
+MODEL_VERSION_MONITOR_MODE = "tsp.monitor_mode"  # max | min (absent on old versions: max)
 
 
 def registered_encoder_name(dataset: str, modality: str) -> str:

@@ -8,12 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from tsp_mlflow.data.batch import Batch, pattern_mask, pattern_name
+from tsp_mlflow.data.batch import Batch, ModalityInput, pattern_mask, pattern_name
 from tsp_mlflow.models.late_fusion import LateFusionModel
-from tsp_mlflow.training.metrics import classification_metrics, label_metrics
+from tsp_mlflow.training.tasks import Task
 
 # split -> pattern -> metric -> value ("train" holds one pseudo-pattern, "all").
 EpochMetrics = dict[str, dict[str, dict[str, float]]]
@@ -31,10 +30,20 @@ class FitResult:
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return {
-        "inputs": {m: x.to(device, non_blocking=True) for m, x in batch["inputs"].items()},
+        "inputs": {m: _move(x, device) for m, x in batch["inputs"].items()},
         "present": batch["present"].to(device, non_blocking=True),
         "target": batch["target"].to(device, non_blocking=True),
     }
+
+
+def _move(x: ModalityInput, device: torch.device) -> ModalityInput:
+    """Tensors move; a sequence's ``{"values", "lengths"}`` moves per key; raw text stays
+    a list of strings (text encoders tokenize on their own device)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    return x
 
 
 @torch.no_grad()
@@ -43,6 +52,7 @@ def evaluate(
     loader: DataLoader,
     patterns: Sequence[Sequence[str]],
     device: torch.device,
+    task: Task,
 ) -> dict[str, dict[str, float]]:
     """Metrics for every modality pattern, from one pass over ``loader``.
 
@@ -62,11 +72,9 @@ def evaluate(
             mask = pattern_mask(pattern, model.modalities, len(available)).to(device)
             out = model.classify(feats, available & mask)  # (B, C)
             logits[pattern_name(pattern, model.modalities)].append(out.float().cpu())
-        targets.append(batch["target"].cpu())
+        targets.append(task.target(batch["target"]).cpu())
     target = torch.cat(targets)
-    return {
-        name: classification_metrics(torch.cat(chunks), target) for name, chunks in logits.items()
-    }
+    return {name: task.metrics(torch.cat(chunks), target) for name, chunks in logits.items()}
 
 
 def fit(
@@ -80,52 +88,55 @@ def fit(
     | None,
     epochs: int,
     patterns: Sequence[Sequence[str]],
-    monitor: tuple[str, str],
+    task: Task,
+    monitor_pattern: str,
     device: torch.device,
     on_epoch_end: Callable[[int, EpochMetrics, float], None] | None = None,
 ) -> FitResult:
     """Train for ``epochs``, evaluating every pattern on val after each epoch.
 
     Args:
-        monitor: (pattern, metric) on val whose maximum picks the best epoch.
+        task: loss and metrics; ``task.monitor`` on val, for ``monitor_pattern``, picks the
+            best epoch (maximum, or minimum for lower-is-better metrics such as MAE).
         on_epoch_end: called as ``(epoch, metrics, epoch_seconds)``; epochs count from 1.
     """
     if epochs <= 0:
         raise ValueError(f"epochs must be a positive integer, got {epochs}")
     model.to(device)
+    sign = 1.0 if task.higher_is_better(task.monitor) else -1.0
     best = FitResult(
-        best_epoch=0, best_value=float("-inf"), best_state={}, epochs_run=0, train_seconds=0.0
+        best_epoch=0, best_value=float("nan"), best_state={}, epochs_run=0, train_seconds=0.0
     )
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         model.train()
-        loss_sum, seen = 0.0, 0
-        preds: list[torch.Tensor] = []
+        outputs: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
         for batch in train_loader:
             batch = to_device(batch, device)
-            logits = model(batch["inputs"], batch["present"])  # (B, C)
-            loss = F.cross_entropy(logits, batch["target"])
+            target = task.target(batch["target"])
+            logits = model(batch["inputs"], batch["present"])  # (B, num_outputs)
+            loss = task.loss(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            n = len(batch["target"])
-            loss_sum += loss.item() * n
-            seen += n
-            preds.append(logits.detach().argmax(dim=1).cpu())
-            targets.append(batch["target"].cpu())
-        train = {"loss": loss_sum / seen, **label_metrics(torch.cat(preds), torch.cat(targets))}
-        val = evaluate(model, val_loader, patterns, device)
-        value = val[monitor[0]][monitor[1]]
+            outputs.append(logits.detach().float().cpu())
+            targets.append(target.cpu())
+        # Metrics of the weights as they moved through the epoch; the loss over all
+        # outputs equals the batch losses averaged with batch-size weights.
+        train = task.metrics(torch.cat(outputs), torch.cat(targets))
+        val = evaluate(model, val_loader, patterns, device, task)
+        value = val[monitor_pattern][task.monitor]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(value)
+            scheduler.step(sign * value)  # configs say mode=max: flip lower-is-better metrics
         elif scheduler is not None:
             scheduler.step()
         seconds = time.perf_counter() - start
         metrics: EpochMetrics = {"train": {"all": train}, "val": val}
         best.history.append(metrics)
         best.epochs_run, best.train_seconds = epoch, best.train_seconds + seconds
-        if value > best.best_value:  # strict: ties keep the earlier, cheaper epoch
+        # Strict: ties keep the earlier, cheaper epoch; a NaN value never wins.
+        if best.best_epoch == 0 or sign * value > sign * best.best_value:
             best.best_epoch, best.best_value = epoch, value
             best.best_state = copy.deepcopy(model.state_dict())
         if on_epoch_end is not None:

@@ -1,0 +1,208 @@
+"""Tasks: what the head predicts, its loss, and the metrics computed per modality pattern.
+
+A task is chosen per dataset in ``conf/task/`` (the data config picks its default) and is
+the only place that knows about labels. Datasets hand over their natural target (a class
+index, a multi-hot row, a sentiment score) and the task derives what it trains on, so
+CMU-MOSI serves both the thesis's 3-class task and regression from the same files.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score
+
+from tsp_mlflow.errors import UserInputError
+
+F1_AVERAGES = ("macro", "micro", "weighted")
+
+
+class Task:
+    """Base class: subclasses set the class attributes and implement the three methods.
+
+    Attributes:
+        name: recorded as the ``tsp.task`` tag.
+        target_kind: the dataset targets it reads (``data.target`` must match).
+        metrics: every metric :meth:`metrics` returns, besides ``loss``.
+        lower_is_better: metrics where smaller wins (``loss`` always does).
+        headline_metrics: what the analysis compares by default.
+    """
+
+    name: ClassVar[str]
+    target_kind: ClassVar[str]  # the dataset targets it reads: class | multilabel | sentiment
+    metrics_names: ClassVar[tuple[str, ...]]
+    lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss"})
+    headline_metrics: ClassVar[tuple[str, ...]]
+
+    def __init__(self, num_outputs: int, monitor: str) -> None:
+        self.num_outputs = num_outputs
+        choices = (*self.metrics_names, "loss")
+        if monitor not in choices:
+            raise UserInputError(
+                f"task.monitor={monitor!r} is not a {self.name} metric; choose one of "
+                f"{', '.join(choices)}"
+            )
+        self.monitor = monitor
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric not in self.lower_is_better
+
+    def target(self, target: torch.Tensor) -> torch.Tensor:
+        """What the loss and metrics see, derived once per batch from the dataset's target."""
+        return target
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """``loss`` and every metric in :attr:`metrics_names`, over a whole split.
+
+        Args:
+            logits: (N, num_outputs).
+            target: (N,) or (N, num_outputs), already passed through :meth:`target`.
+        """
+        raise NotImplementedError
+
+
+class MulticlassTask(Task):
+    """Softmax over ``num_classes``: accuracy and F1 (macro, micro, weighted).
+
+    Args:
+        num_classes: number of classes; dataset labels must lie in ``[0, num_classes)``.
+        monitor: validation metric (full pattern) that picks the best epoch.
+    """
+
+    name = "multiclass"
+    target_kind = "class"
+    metrics_names = ("accuracy", "f1_macro", "f1_micro", "f1_weighted")
+    headline_metrics = ("accuracy", "f1_macro")
+
+    def __init__(self, num_classes: int, monitor: str = "accuracy") -> None:
+        if num_classes < 2:
+            raise UserInputError(f"num_classes must be at least 2, got {num_classes}")
+        super().__init__(num_classes, monitor)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target)
+
+    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        pred, y = logits.argmax(dim=1).cpu().numpy(), target.cpu().numpy()
+        return {
+            "loss": float(self.loss(logits.float(), target)),
+            "accuracy": float(accuracy_score(y, pred)),
+            **{
+                f"f1_{avg}": float(f1_score(y, pred, average=avg, zero_division=np.nan))
+                for avg in F1_AVERAGES
+            },
+        }
+
+
+class SentimentClassTask(MulticlassTask):
+    """The thesis's CMU-MOSI task: 3 classes from the sentiment score's sign.
+
+    negative (< 0) → 0, neutral (= 0) → 1, positive (> 0) → 2.
+    """
+
+    name = "sentiment3"
+    target_kind = "sentiment"
+
+    def __init__(self, monitor: str = "accuracy") -> None:
+        super().__init__(3, monitor)
+
+    def target(self, target: torch.Tensor) -> torch.Tensor:
+        return (torch.sign(target.float()) + 1).long()  # (B,) in {0, 1, 2}
+
+
+class MultilabelTask(Task):
+    """Independent sigmoids (MM-IMDb genres): predicted where sigmoid > ``threshold``.
+
+    F1 over samples, micro, macro and weighted, as the thesis reported for MM-IMDb.
+
+    Args:
+        num_labels: width of the multi-hot target.
+        threshold: decision threshold on the sigmoid.
+        monitor: validation metric that picks the best epoch.
+    """
+
+    name = "multilabel"
+    target_kind = "multilabel"
+    metrics_names = ("f1_samples", "f1_micro", "f1_macro", "f1_weighted")
+    headline_metrics = ("f1_micro", "f1_macro")
+
+    def __init__(self, num_labels: int, threshold: float = 0.5, monitor: str = "f1_micro") -> None:
+        if not 0.0 < threshold < 1.0:
+            raise UserInputError(f"task.threshold must be in (0, 1), got {threshold}")
+        super().__init__(num_labels, monitor)
+        self.threshold = threshold
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target.float())
+
+    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        pred = (torch.sigmoid(logits.float()) > self.threshold).cpu().numpy().astype(int)
+        y = target.cpu().numpy().astype(int)
+        return {
+            "loss": float(self.loss(logits.float(), target)),
+            **{
+                f"f1_{avg}": float(f1_score(y, pred, average=avg, zero_division=0))
+                for avg in ("samples", *F1_AVERAGES)
+            },
+        }
+
+
+class SentimentRegressionTask(Task):
+    """CMU-MOSI regression of the sentiment score in [-3, 3], with the standard metrics.
+
+    MAE, Pearson r, binary accuracy and weighted F1 with zeros counted as non-negative
+    (``*_has0``) and with zeros left out (``*_non0``), and 7-class accuracy after clipping
+    to [-3, 3] and rounding (MMSA's definitions).
+
+    Args:
+        loss: ``l1`` (MMSA's default) or ``mse``.
+        monitor: validation metric that picks the best epoch (``mae``: lower is better).
+    """
+
+    name = "sentiment_regression"
+    target_kind = "sentiment"
+    metrics_names = ("mae", "corr", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc7")
+    lower_is_better = frozenset({"loss", "mae"})
+    headline_metrics = ("mae", "acc2_non0")
+
+    def __init__(self, loss: str = "l1", monitor: str = "mae") -> None:
+        if loss not in ("l1", "mse"):
+            raise UserInputError(f"task.loss={loss!r} is unknown; choose l1 or mse")
+        super().__init__(1, monitor)
+        self.loss_name = loss
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred = logits.squeeze(-1)  # (B,)
+        fn = F.l1_loss if self.loss_name == "l1" else F.mse_loss
+        return fn(pred, target.float())
+
+    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        pred = logits.float().squeeze(-1).cpu().numpy()
+        y = target.float().cpu().numpy()
+        non0 = y != 0
+        corr = float(stats.pearsonr(pred, y)[0]) if len(y) > 1 and np.std(pred) > 0 else np.nan
+        out = {
+            "loss": float(self.loss(logits.float(), target)),
+            "mae": float(np.mean(np.abs(pred - y))),
+            "corr": corr,
+            "acc2_has0": float(accuracy_score(y >= 0, pred >= 0)),
+            "f1_has0": float(f1_score(y >= 0, pred >= 0, average="weighted", zero_division=0)),
+            "acc7": float(
+                accuracy_score(np.round(np.clip(y, -3, 3)), np.round(np.clip(pred, -3, 3)))
+            ),
+        }
+        if non0.any():
+            out["acc2_non0"] = float(accuracy_score(y[non0] > 0, pred[non0] > 0))
+            out["f1_non0"] = float(
+                f1_score(y[non0] > 0, pred[non0] > 0, average="weighted", zero_division=0)
+            )
+        else:
+            out["acc2_non0"] = out["f1_non0"] = np.nan
+        return out
