@@ -153,6 +153,32 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str) -> None:
     click.echo(where_to_look(uri))
 
 
+@cli.group()
+def data() -> None:
+    """Inspect datasets."""
+
+
+@data.command("check")
+@click.argument("dataset")
+@click.argument("root", required=False)
+@click.option("--overrides", default="", help=OVERRIDES_HELP)
+def data_check(dataset: str, root: str | None, overrides: str) -> None:
+    """Validate DATASET's files under ROOT: layout, rows, shapes, label balance, digests.
+
+    \b
+    Examples:
+      tsp data check avmnist /data/avmnist
+      tsp data check mmimdb /data/mmimdb/multimodal_imdb.hdf5
+      tsp data check mosi_mmsa /data/MOSI/aligned_50.pkl
+      tsp data check avdigits
+    """
+    from tsp_mlflow.config import split_overrides
+    from tsp_mlflow.recipes.data_check import check_dataset
+
+    _check_dataset(dataset)
+    click.echo(check_dataset(dataset, root, split_overrides(overrides)))
+
+
 @cli.command("analyze")
 @click.option("--experiment", default="avdigits", show_default=True, help="experiment name or id")
 @click.option("--parent-run", "--parent_run", "parent_run", default="",

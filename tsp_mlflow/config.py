@@ -75,7 +75,8 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> tuple[DictConfig
 
 def check_missing(cfg: DictConfig) -> None:
     """Mandatory values (``???``) left unset, e.g. ``data.root`` for real datasets."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    # data.dataset.* interpolate data.*: report the key the user sets, once.
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("data.dataset."))
     if missing:
         hints = {
             "data.root": "the folder holding the dataset's files, e.g. data.root=/data/avmnist"

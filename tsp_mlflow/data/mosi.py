@@ -121,9 +121,16 @@ def load_pickle(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
     data = Path(path).read_bytes()
     try:
         content = SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError as err:
+    except UnsafePickle as err:
         raise DataFormatError(f"{path}: {err}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+    ) as err:
         raise DataFormatError(
             f"{path} is truncated or not a MOSI pickle ({type(err).__name__}: {err})"
         ) from None
@@ -143,13 +150,17 @@ SAFE_GLOBALS = {
 }  # fmt: skip
 
 
+class UnsafePickle(pickle.UnpicklingError):
+    """The pickle names a class outside :data:`SAFE_GLOBALS`."""
+
+
 class SafeUnpickler(pickle.Unpickler):
     """Rebuilds NumPy arrays and containers only; any other class is refused."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in SAFE_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
+        raise UnsafePickle(
             f"refusing to load {module}.{name}: a MOSI pickle holds only NumPy arrays and "
             "dicts, so this file is not one (or it tries to run code)"
         )
