@@ -52,7 +52,9 @@ def quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def compose_config(name: str, overrides: Sequence[str] = ()) -> tuple[DictConfig, dict[str, str]]:
+def compose_config(
+    name: str, overrides: Sequence[str] = (), *, require_values: bool = True
+) -> tuple[DictConfig, dict[str, str]]:
     """Compose ``conf/<name>.yaml`` with overrides, resolve it and check every ``_target_``.
 
     Returns:
@@ -68,7 +70,8 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> tuple[DictConfig
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise UserInputError(_explain(err, name)) from None
-    check_missing(cfg)
+    if require_values:  # off while overrides are routed one at a time (data.root comes later)
+        check_missing(cfg)
     check_targets(cfg)
     return cfg, choices
 
@@ -96,7 +99,8 @@ def check_targets(cfg: Any, path: str = "") -> None:
             obj = get_object(target)
         except Exception:  # hydra raises several types for an unimportable path
             raise UserInputError(f"{where}._target_={target!r} cannot be imported") from None
-        kwargs = {k: v for k, v in node.items() if not str(k).startswith("_")}
+        # Keys only: a value may still be missing (``???``) while overrides are routed.
+        kwargs = dict.fromkeys(k for k in node if not str(k).startswith("_"))
         try:
             inspect.signature(obj).bind_partial(**kwargs)
         except TypeError:
@@ -117,6 +121,8 @@ def _target_nodes(node: Any, path: str) -> Iterator[tuple[Any, str]]:
         if "_target_" in node:
             yield node, path or "<root>"
         for key in node:
+            if isinstance(node, DictConfig) and OmegaConf.is_missing(node, key):
+                continue
             yield from _target_nodes(node[key], f"{path}.{key}" if path else str(key))
 
 

@@ -47,17 +47,33 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str
 
 
 def check_pipeline_tree(
-    client: MlflowClient, parent: Run, *, seeds: int, epochs: int, trained: bool
+    client: MlflowClient,
+    parent: Run,
+    *,
+    seeds: int,
+    epochs: int,
+    trained: bool,
+    modalities: tuple[str, ...] = MODALITIES,
+    metrics: tuple[str, ...] = METRICS,
+    train_metrics: tuple[str, ...] = ("loss", "accuracy", "f1_macro"),
+    headline: tuple[str, ...] = ("accuracy", "f1_macro"),
 ) -> None:
     """Every acceptance point about one pipeline run and its children."""
+    from tsp_mlflow.data.batch import all_patterns, pattern_name
+
+    patterns = tuple(pattern_name(p, modalities) for p in all_patterns(modalities))
     assert parent.info.status == "FINISHED"
     kids = children(client, parent.info.run_id)
     stages = sorted(r.data.tags[schema.STAGE] for r in kids)
-    expected = ["analysis"] + ["multimodal"] * (2 * seeds) + (["pretrain"] * 2 if trained else [])
+    expected = (
+        ["analysis"]
+        + ["multimodal"] * (2 * seeds)
+        + (["pretrain"] * len(modalities) if trained else [])
+    )
     assert stages == sorted(expected)
     assert all(r.info.status == "FINISHED" for r in kids)
 
-    encoder_runs = {m: parent.data.tags[schema.pipeline_pretrain_tag(m)] for m in MODALITIES}
+    encoder_runs = {m: parent.data.tags[schema.pipeline_pretrain_tag(m)] for m in modalities}
     for m, run_id in encoder_runs.items():
         pre = client.get_run(run_id)
         assert pre.info.status == "FINISHED" and pre.data.tags[schema.STAGE] == "pretrain"
@@ -69,7 +85,7 @@ def check_pipeline_tree(
             "config.yaml",
             "metrics.json",
         } <= files
-        assert [x.step for x in client.get_metric_history(run_id, f"val/{m}/accuracy")] == list(
+        assert [x.step for x in client.get_metric_history(run_id, f"val/{m}/{metrics[0]}")] == list(
             range(1, epochs + 1)
         )
         assert client.get_run(run_id).data.params["optim.lr"]  # the resolved config as params
@@ -80,28 +96,35 @@ def check_pipeline_tree(
     assert by_condition == {"scratch": list(range(seeds)), "pretrained": list(range(seeds))}
     for run in fusion:
         tags = run.data.tags
-        for m in MODALITIES:
+        for m in modalities:
             if tags[schema.CONDITION] == "pretrained":
                 assert tags[schema.encoder_run_tag(m)] == encoder_runs[m]
                 assert tags[schema.encoder_source_tag(m)] == f"run:{encoder_runs[m]}"
             else:
                 assert tags[schema.encoder_source_tag(m)] == "scratch"
                 assert schema.encoder_run_tag(m) not in tags
-        for pattern in PATTERNS:
-            for metric in METRICS:
+        for pattern in patterns:
+            for metric in metrics:
                 history = client.get_metric_history(run.info.run_id, f"val/{pattern}/{metric}")
                 assert [x.step for x in history] == list(range(1, epochs + 1)), (pattern, metric)
                 assert f"test/{pattern}/{metric}" in run.data.metrics
-        for key in ("train/loss", "train/accuracy", "train/f1_macro", "time/epoch_s"):
+        for key in (*(f"train/{m}" for m in train_metrics), "time/epoch_s"):
             steps = [x.step for x in client.get_metric_history(run.info.run_id, key)]
             assert steps == list(range(1, epochs + 1)), key
         assert {"config.yaml", "metrics.json"} <= artifact_paths(client, run.info.run_id)
 
     (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
-    check_analysis_run(client, analysis, seeds=seeds)
+    check_analysis_run(client, analysis, seeds=seeds, patterns=patterns, headline=headline)
 
 
-def check_analysis_run(client: MlflowClient, analysis: Run, *, seeds: int) -> None:
+def check_analysis_run(
+    client: MlflowClient,
+    analysis: Run,
+    *,
+    seeds: int,
+    patterns: tuple[str, ...] = PATTERNS,
+    headline: tuple[str, ...] = ("accuracy", "f1_macro"),
+) -> None:
     """The analysis run's artifacts exist, and every number in its table traces to runs."""
     files = artifact_paths(client, analysis.info.run_id)
     assert {schema.ANALYSIS_TABLE_ARTIFACT, schema.ANALYSIS_REPORT_ARTIFACT, schema.ANALYSIS_LATEX_ARTIFACT,
@@ -114,7 +137,8 @@ def check_analysis_run(client: MlflowClient, analysis: Run, *, seeds: int) -> No
     table = pd.read_csv(
         client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_COMPARISON_CSV)
     )
-    assert sorted(set(table["pattern"])) == sorted(PATTERNS) and (table["n_pairs"] == seeds).all()
+    assert sorted(set(table["pattern"])) == sorted(patterns) and (table["n_pairs"] == seeds).all()
+    assert sorted(set(table["metric"])) == sorted(headline)
     for row in table.to_dict("records"):
         key = f"test/{row['pattern']}/{row['metric']}"
         arms = [[client.get_run(r).data.metrics[key] for r in row[f"run_ids_{arm}"].split(";")]
@@ -127,4 +151,4 @@ def check_analysis_run(client: MlflowClient, analysis: Run, *, seeds: int) -> No
     report = Path(
         client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_REPORT_ARTIFACT)
     ).read_text()
-    assert all(f"| {p} | accuracy | {seeds} |" in report for p in PATTERNS)
+    assert all(f"| {p} | {headline[0]} | {seeds} |" in report for p in patterns)

@@ -156,7 +156,7 @@ def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str
         errors = []
         for stage in stages:
             try:
-                compose_config(stage, [*routed[stage], override])
+                compose_config(stage, [*routed[stage], override], require_values=False)
             except UserInputError as err:
                 errors.append(str(err))
             else:
