@@ -21,7 +21,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres,text]"
 	touch $@
 
 pipeline: $(STAMP)
@@ -40,7 +40,7 @@ ui: $(STAMP)
 # Re-pin after editing pyproject.toml: resolve into a scratch venv and freeze it.
 constraints:
 	rm -rf /tmp/tsp-pin && $(PYTHON) -m venv /tmp/tsp-pin
-	/tmp/tsp-pin/bin/pip install --quiet torch==2.13.0 -e ".[dev,postgres]"
+	/tmp/tsp-pin/bin/pip install --quiet torch==2.13.0 -e ".[dev,postgres,text]"
 	{ sed -n '1,/^# torch stays/p' constraints.txt; /tmp/tsp-pin/bin/pip freeze --exclude-editable \
 	  | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 

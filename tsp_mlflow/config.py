@@ -131,6 +131,12 @@ def _explain(err: Exception, name: str) -> str:
     message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
     groups = ("data", "task", "model/fusion", "model/encoder", "model/head", "optim",
               "scheduler", "trainer", "experiment", "debug")  # fmt: skip
+    if message.startswith("Interpolation key 'data."):
+        key = message.split("'")[1]
+        return (
+            f"{message}: an option (often task=...) needs {key}, which this dataset does not "
+            "define; pick a task for this dataset (conf/task/) or set the key"
+        )
     for group in groups:
         if f"'{group}/" in message or f"'{group}'" in message or f"group {group}" in message:
             return f"{message}. Valid {group} choices: {', '.join(group_options(group))}"

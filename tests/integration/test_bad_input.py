@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -59,7 +60,14 @@ CASES = [
     (["pipeline", "--epochs", "ten"], "epochs must be an integer, got 'ten'"),
     (["pipeline", "--seeds", "0"], "seeds must be a positive integer, got 0"),
     (["pipeline", "--overrides", "seed=3"], "the pipeline sets seed for each run itself"),
-    (["pretrain", "--modality", "audio", "--overrides", "trainer.monitor=loss"], "trainer.monitor='loss' cannot rank epochs"),
+    (["pretrain", "--modality", "audio", "--overrides", "task.monitor=mae"], "task.monitor='mae' is not a multiclass metric; choose one of accuracy"),
+    (["pipeline", "--dataset", "avmnist"], "missing value(s): data.root (the folder holding the dataset's files"),
+    (["pretrain", "--dataset", "avmnist", "--modality", "audio", "--overrides", "data.root=/no/such/dir"], "data.root='/no/such/dir' does not exist"),
+    (["multimodal", "--dataset", "mmimdb", "--overrides", "data.root=/tmp task=sentiment3"], "task 'sentiment3' reads sentiment targets but dataset 'mmimdb' provides multilabel targets"),
+    (["multimodal", "--dataset", "mosi_mmsa", "--overrides", "data.root=/tmp task=multilabel"], "needs data.num_classes, which this dataset does not define"),
+    (["pretrain", "--dataset", "mmimdb_raw", "--modality", "text", "--overrides",
+      "data.root=/tmp model/encoder@model.encoders.text=minilm model.encoders.text.checkpoint=bert-base-uncased"],
+     "model.encoders.text: checkpoint='bert-base-uncased' is not a local folder. tsp-mlflow runs offline and never downloads from the Hugging Face Hub"),
     (["pretrain", "--modality", "audio", "--overrides", "runtime.device=gpu"], "runtime.device='gpu' is not a device"),
     (["analyze", "--experiment", "nope"], "experiment='nope' not found"),
 ]  # fmt: skip
@@ -197,3 +205,21 @@ def test_secrets_in_overrides_never_reach_params_or_artifacts(
     assert run.data.params["tracking.api_token"] == "***"
     config = Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text()
     assert "s3cr3t-value" not in config and "s3cr3t-value" not in json.dumps(run.data.tags)
+
+
+def test_a_malformed_data_file_fails_the_run_with_the_file_named(
+    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.formats import write_avmnist_npy
+
+    root = write_avmnist_npy(tmp_path / "avmnist")
+    np.save(root / "audio" / "train_data.npy", np.zeros((40, 112, 100), np.uint8))
+    code, err = tsp(["pretrain", "--dataset", "avmnist", "--modality", "audio", "--epochs", "1",
+                     "--overrides", f"data.root={root}"], capsys)  # fmt: skip
+    assert code == 2
+    assert "audio/train_data.npy with shape (N,112,112), found (40, 112, 100)" in err
+    client = MlflowClient(tracking_uri)
+    (run,) = runs(client, "")
+    assert run.info.status == "FAILED"
+    assert "found (40, 112, 100)" in run.data.tags[schema.ERROR]
+    assert_nothing_left_behind(client)

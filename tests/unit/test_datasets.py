@@ -143,7 +143,7 @@ def test_mmimdb_raw_reads_plots_as_text_and_decodes_posters(tmp_path: Path, nest
     assert sample["inputs"]["text"] == " ".join(meta["plot"])
     assert sample["inputs"]["image"].shape == (3, 256, 160)
     assert (
-        0.0 <= float(sample["inputs"]["image"].min())
+        float(sample["inputs"]["image"].min()) >= 0.0
         and float(sample["inputs"]["image"].max()) <= 1.0
     )
     expected = torch.zeros(23)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from tsp_mlflow.data.base import MultimodalDataset
 from tsp_mlflow.data.batch import SPLITS, all_patterns, pattern_name
+from tsp_mlflow.data.checks import expand_root
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.models.serialization import encoder_spec, save_encoder
@@ -35,6 +36,12 @@ def check_trainer(cfg: DictConfig) -> None:
         raise UserInputError(
             f"epochs must be a positive integer, got {epochs!r}; e.g. -P epochs=10"
         )
+
+
+def check_data_root(cfg: DictConfig) -> None:
+    """A dataset's root must exist before any run starts; its files are checked on load."""
+    if "root" in cfg.data:
+        expand_root(cfg.data.root, cfg.data.name)
 
 
 def build_task(cfg: DictConfig) -> Task:

@@ -15,6 +15,7 @@ from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
     build_encoder,
     build_task,
+    check_data_root,
     check_encoder_args,
     check_trainer,
     make_datasets,
@@ -51,6 +52,7 @@ class MultimodalRecipe:
         self.sources = parse_encoder_sources(cfg.encoders, self.modalities, cfg.data.name)
         check_trainer(cfg)
         self.task = build_task(cfg)
+        check_data_root(cfg)
         check_encoder_args(cfg, [m for m, src in self.sources.items() if src == SCRATCH])
         resolve_device(cfg.runtime.device)
         # Resolving checks that every named run / model exists before any run is created.

@@ -14,6 +14,7 @@ from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
     build_encoder,
     build_task,
+    check_data_root,
     check_encoder_args,
     check_trainer,
     log_encoder_artifact,
@@ -42,6 +43,7 @@ class PretrainRecipe:
             )
         check_trainer(cfg)
         self.task = build_task(cfg)
+        check_data_root(cfg)
         check_encoder_args(cfg, [cfg.modality])
         resolve_device(cfg.runtime.device)
         with open_dict(cfg):  # only the pretrained modality's encoder belongs to this run
