@@ -114,3 +114,33 @@ def test_pipeline_end_to_end_on_every_layout(
 
 def _context(dataset_input) -> str:
     return {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"]
+
+
+def test_mlflow_run_entry_points_take_a_real_dataset_and_its_registered_encoders(
+    subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """As a user types it: `mlflow run -e pretrain -P dataset=mosi_mult -P overrides=...`, then
+    a fusion model that takes the registered audio encoder (`encoders=audio=pretrained`)."""
+    from tests.integration.flow import mlflow_run
+
+    root = write_mosi(tmp_path / "mosi" / "mosi_data.pkl", "mult").parent
+    done = mlflow_run("pretrain", {"dataset": "mosi_mult", "modality": "audio", "epochs": 1,
+                                   "overrides": f"data.root={root}"}, subprocess_env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    (pretrain,) = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")
+    version = client.get_model_version_by_alias("mosi_mult-audio-encoder", "champion")
+    assert version.run_id == pretrain.info.run_id
+    assert version.tags["tsp.monitor"] == "val/audio/accuracy"
+
+    main(["multimodal", "--dataset", "mosi_mult", "--encoders", "audio=pretrained", "--epochs", "1",
+          "--overrides", f"data.root={root}"])  # fmt: skip
+    assert "condition text_vision_scratch" in capsys.readouterr().out
+    (fusion,) = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
+    assert fusion.data.tags[schema.encoder_run_tag("audio")] == pretrain.info.run_id
+    assert schema.encoder_run_tag("text") not in fusion.data.tags
+    assert (
+        len([k for k in fusion.data.metrics if k.startswith("test/") and k.endswith("/accuracy")])
+        == 7
+    )
