@@ -146,3 +146,29 @@ def test_fit_and_evaluate_run_on_cuda() -> None:
                  epochs=1, patterns=all_patterns(model.modalities), task=MulticlassTask(10), monitor_pattern="audio-image",
                  device=resolve_device("auto"))  # fmt: skip
     assert next(iter(result.best_state.values())).is_cuda
+
+
+def test_fit_minimises_lower_is_better_monitors_and_skips_nan_epochs() -> None:
+    from tsp_mlflow.training.tasks import SentimentRegressionTask
+
+    class Scripted(SentimentRegressionTask):
+        """Reports a scripted validation MAE per epoch (NaN first)."""
+
+        values = iter([float("nan"), 0.9, 0.4, 0.7])
+
+        def metrics(self, logits, target):
+            out = super().metrics(logits, target)
+            if len(target) == 8:  # the validation loader
+                out["mae"] = next(self.values)
+            return out
+
+    rows = [{"inputs": {"audio": torch.randn(1, 4, 4)}, "present": torch.ones(1, dtype=torch.bool),
+             "target": torch.tensor(0.5)} for _ in range(12)]  # fmt: skip
+    model = LateFusionModel({"audio": SmallCNN(out_dim=4, width=4)}, ConcatFusion({"audio": 4}),
+                            torch.nn.Linear(4, 1))  # fmt: skip
+    result = fit(
+        model, DataLoader(rows, batch_size=4), DataLoader(rows[:8], batch_size=8),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01), scheduler=None, epochs=4,
+        patterns=[("audio",)], task=Scripted(), monitor_pattern="audio", device=torch.device("cpu"),
+    )  # fmt: skip
+    assert (result.best_epoch, result.best_value) == (3, 0.4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,8 +136,12 @@ def fit(
         metrics: EpochMetrics = {"train": {"all": train}, "val": val}
         best.history.append(metrics)
         best.epochs_run, best.train_seconds = epoch, best.train_seconds + seconds
-        # Strict: ties keep the earlier, cheaper epoch; a NaN value never wins.
-        if best.best_epoch == 0 or sign * value > sign * best.best_value:
+        # Strict: ties keep the earlier, cheaper epoch. A NaN (e.g. Pearson r of constant
+        # predictions) only stands while no epoch has a real value.
+        if best.best_epoch == 0 or (
+            not math.isnan(value)
+            and (math.isnan(best.best_value) or sign * value > sign * best.best_value)
+        ):
             best.best_epoch, best.best_value = epoch, value
             best.best_state = copy.deepcopy(model.state_dict())
         if on_epoch_end is not None:
