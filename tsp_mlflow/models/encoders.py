@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from tsp_mlflow.compat import ensure_torchvision
+from tsp_mlflow.models.heads import MLPHead
 
 
 class SmallCNN(nn.Module):
@@ -135,13 +136,8 @@ class MLPEncoder(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-            width = h
-        layers.append(nn.Linear(width, out_dim))
-        self.net = nn.Sequential(*layers)
+        # The same Linear -> ReLU -> Dropout stack as the fusion head, on one modality.
+        self.net = MLPHead(in_features, out_dim, hidden=hidden, dropout=dropout)
         self.in_features = in_features
         self.out_dim = out_dim
 
