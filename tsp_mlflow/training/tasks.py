@@ -187,7 +187,8 @@ class SentimentRegressionTask(Task):
         pred = logits.float().squeeze(-1).cpu().numpy()
         y = target.float().cpu().numpy()
         non0 = y != 0
-        corr = float(stats.pearsonr(pred, y)[0]) if len(y) > 1 and np.std(pred) > 0 else np.nan
+        defined = len(y) > 1 and np.std(pred) > 0 and np.std(y) > 0  # r needs spread in both
+        corr = float(stats.pearsonr(pred, y)[0]) if defined else np.nan
         out = {
             "loss": float(self.loss(logits.float(), target)),
             "mae": float(np.mean(np.abs(pred - y))),
