@@ -87,7 +87,7 @@ def pretrain(dataset: str, modality: str, epochs: str, seed: int, overrides: str
     use_experiment(cfg.tracking.experiment)
     run_id = recipe.run()
     click.echo(
-        f"pretrain run {run_id} finished; encoder registered as {cfg.data.name}-{modality}-encoder"
+        f"pretrain run {run_id} finished; {registry_summary(cfg.data.name, modality, run_id)}"
     )
 
 
@@ -257,6 +257,29 @@ def _optional_float(name: str, text: str) -> float | None:
         return float(text)
     except ValueError:
         raise UserInputError(f"{name} must be a number, got {text!r}") from None
+
+
+def registry_summary(dataset: str, modality: str, run_id: str) -> str:
+    """Which version this run registered and where ``@champion`` stands now."""
+    from mlflow import MlflowClient
+
+    from tsp_mlflow.tracking import schema
+
+    client = MlflowClient()
+    name = schema.registered_encoder_name(dataset, modality)
+    (mine,) = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    champion = client.get_model_version_by_alias(name, schema.CHAMPION_ALIAS)
+    monitor = champion.tags.get(schema.MODEL_VERSION_MONITOR, "?")
+    value = champion.tags.get(schema.MODEL_VERSION_MONITOR_VALUE, "?")
+    standing = (
+        "it is @champion"
+        if champion.version == mine.version
+        else f"@champion stays on version {champion.version}"
+    )
+    return (
+        f"registered {name} version {mine.version}; {standing} "
+        f"({monitor} = {value}; models:/{name}/{mine.version} selects this one)"
+    )
 
 
 def where_to_look(uri: str) -> str:

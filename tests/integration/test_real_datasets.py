@@ -128,6 +128,7 @@ def test_mlflow_run_entry_points_take_a_real_dataset_and_its_registered_encoders
     done = mlflow_run("pretrain", {"dataset": "mosi_mult", "modality": "audio", "epochs": 1,
                                    "overrides": f"data.root={root}"}, subprocess_env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "registered mosi_mult-audio-encoder version 1; it is @champion" in done.stdout
     client = MlflowClient(tracking_uri)
     (pretrain,) = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")
     version = client.get_model_version_by_alias("mosi_mult-audio-encoder", "champion")

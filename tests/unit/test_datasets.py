@@ -58,7 +58,7 @@ def test_mosi_mmsa_sequences_keep_their_lengths(tmp_path: Path, aligned: bool) -
     name = "aligned_50.pkl" if aligned else "unaligned_50.pkl"
     write_mosi(tmp_path / name, "mmsa", aligned=aligned)
     content = mosi_content("mmsa", aligned=aligned)["valid"]
-    ds = MOSIDataset(tmp_path, "val", layout="mmsa", file=name)
+    ds = MOSIDataset(tmp_path, "val", layout="mmsa", file=name, aligned=aligned)
     assert len(ds) == 8 and ds.modalities == ("text", "audio", "vision")
     assert torch.equal(ds.targets, torch.from_numpy(content["regression_labels"]))
     audio = ds.inputs["audio"]
@@ -66,7 +66,10 @@ def test_mosi_mmsa_sequences_keep_their_lengths(tmp_path: Path, aligned: bool) -
     assert audio.lengths.tolist() == list(content["audio_lengths"])
     assert ds.inputs["text"].lengths.tolist() == content["text_bert"][:, 1].sum(1).tolist()
     assert torch.equal(ds.inputs["vision"].values, torch.from_numpy(content["vision"]))
-    train = MOSIDataset(tmp_path / name, "train", ["audio"], layout="mmsa")
+    train = MOSIDataset(tmp_path / name, "train", ["audio"], layout="mmsa", aligned=aligned)
+    kind, option = ("aligned", "mosi_mmsa") if aligned else ("unaligned", "mosi_mmsa_unaligned")
+    with pytest.raises(DataFormatError, match=f"is {kind} .*use dataset={option}$"):
+        MOSIDataset(tmp_path / name, "train", layout="mmsa", aligned=not aligned)
     assert train.inputs["audio"].values[0, 0, 0] == 0.0  # -inf (silence) became 0
     row = train[1]["inputs"]["audio"]
     assert set(row) == {"values", "lengths"}
@@ -313,3 +316,25 @@ def test_a_pickle_that_runs_code_is_refused(
     with pytest.raises(DataFormatError, match=r"refusing to load builtins.print"):
         MOSIDataset(tmp_path, "train", layout="mmsa")
     assert "pwned" not in capsys.readouterr().out
+
+
+def test_data_check_decodes_posters_and_flags_empty_sequences(tmp_path: Path) -> None:
+    write_mmimdb_raw(tmp_path / "raw", sizes=(6, 2, 2))
+    (tmp_path / "raw" / "dataset" / "0000007.jpeg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataFormatError, match=r"0000007.jpeg is not a readable image"):
+        check_dataset("mmimdb_raw", str(tmp_path / "raw"))
+    content = mosi_content("mmsa")
+    content["test"]["text_bert"][:2, 1] = 0  # two utterances without tokens
+    (tmp_path / "aligned_50.pkl").write_bytes(pickle.dumps(content))
+    report = check_dataset("mosi_mmsa", str(tmp_path / "aligned_50.pkl"))
+    assert "warning: 2 test samples have an empty text sequence (length 0)" in report
+
+
+def test_roots_that_cannot_be_right_are_named(tmp_path: Path) -> None:
+    write_avmnist_npy(tmp_path)
+    with pytest.raises(DataFormatError, match=r"is a file; dataset 'avmnist' reads a folder"):
+        AVMNISTDataset(tmp_path / "train_labels.npy", "train")
+    from tsp_mlflow.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="'avdigits' is built in and takes no root"):
+        check_dataset("avdigits", str(tmp_path))

@@ -71,7 +71,7 @@ class AVMNISTDataset(MultimodalDataset):
         val_fraction: float = 0.1,
     ) -> None:
         super().__init__(split, modalities)
-        self.root = expand_root(root, self.name)
+        self.root = expand_root(root, self.name, folder=True)
         self.source = str(self.root)
         file_split = "test" if split == "test" else "train"
         label_file = self.root / f"{file_split}_labels.npy"
@@ -171,7 +171,7 @@ class AVMNISTCSVDataset(MultimodalDataset):
         super().__init__(split, modalities)
         if colormap not in (None, "gist_earth"):
             raise DataFormatError(f"colormap={colormap!r} is unknown; use gist_earth or null")
-        self.root = expand_root(root, self.name)
+        self.root = expand_root(root, self.name, folder=True)
         table = self.root / CSV_FILES[split]
         self.source = str(table)
         self.layout = f"MML_Suite CSV of .pt tensors ({', '.join(CSV_FILES.values())})"
@@ -235,8 +235,10 @@ def _load_pt(base: Path, cell: str, table: Path, column: str) -> torch.Tensor:
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, a pickle of a non-tensor, ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataFormatError(
-            f"{path} (from {table} column {column!r}) is not a loadable tensor file: {err}"
+            f"{path} (from {table} column {column!r}) is not a tensor file that loads with "
+            f"weights_only=True: {first}"
         ) from None
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)

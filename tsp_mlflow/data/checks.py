@@ -93,7 +93,8 @@ def require_same_rows(lengths: dict[str, int], where: str) -> None:
         )
 
 
-def expand_root(root: str | os.PathLike[str] | None, dataset: str) -> Path:
+def expand_root(root: str | os.PathLike[str] | None, dataset: str, folder: bool = False) -> Path:
+    """``data.root`` as a path that exists (a folder, when ``folder``)."""
     if root is None or str(root).strip() in ("", "???"):
         raise DataFormatError(
             f"dataset {dataset!r} needs the folder that holds its files: pass "
@@ -102,4 +103,9 @@ def expand_root(root: str | os.PathLike[str] | None, dataset: str) -> Path:
     path = Path(root).expanduser()
     if not path.exists():
         raise DataFormatError(f"data.root={str(root)!r} does not exist (dataset {dataset!r})")
+    if folder and not path.is_dir():
+        raise DataFormatError(
+            f"data.root={str(root)!r} is a file; dataset {dataset!r} reads a folder, so pass "
+            f"the folder that holds it ({path.parent})"
+        )
     return path

@@ -96,7 +96,8 @@ class MMIMDbDataset(MultimodalDataset):
             handle = h5py.File(path, "r")
         except OSError as err:
             raise DataFormatError(
-                f"{path} is not a readable HDF5 file ({err}); it may be truncated, copy it again"
+                f"{path} is not an HDF5 file, or a truncated one ({err}); expected Arevalo's "
+                f"{HDF5_FILE}"
             ) from None
         with handle:
             genres = _dataset(handle, "genres", path)
@@ -258,7 +259,7 @@ class MMIMDbRawDataset(MultimodalDataset):
         genres: Sequence[str] = MMIMDB_GENRES,
     ) -> None:
         super().__init__(split, modalities)
-        root_path = expand_root(root, self.name)
+        root_path = expand_root(root, self.name, folder=True)
         split_file = require_file(
             root_path / "split.json",
             "the raw MM-IMDb layout (split.json, and <id>.json + <id>.jpeg per movie)",

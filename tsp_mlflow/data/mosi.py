@@ -66,6 +66,8 @@ class MOSIDataset(MultimodalDataset):
         modalities: any of ``text``, ``audio``, ``vision``.
         layout: ``multibench``, ``mult`` or ``mmsa``; the file must match it.
         file: file name inside ``root`` (default: the layout's usual name).
+        aligned: MMSA only: True for ``aligned_50`` (audio and vision at the text's 50
+            steps), False for ``unaligned_50`` (their own rates); the file must match.
     """
 
     name = "mosi"
@@ -78,6 +80,7 @@ class MOSIDataset(MultimodalDataset):
         modalities: Sequence[str] = MOSI_MODALITIES,
         layout: Layout = "mmsa",
         file: str | None = None,
+        aligned: bool = True,
     ) -> None:
         super().__init__(split, modalities)
         if layout not in LAYOUT_FILES:
@@ -96,6 +99,8 @@ class MOSIDataset(MultimodalDataset):
                 + ("" if found != "mmsa" else " (or mosi_mmsa_unaligned)")
             )
         self.layout = f"{LAYOUT_NAMES[layout]} ({path.name})"
+        if layout == "mmsa":
+            check_alignment(content, aligned, path)
         part = content[FILE_SPLITS[split]]
         where = f"{path}[{FILE_SPLITS[split]!r}]"
         labels = _labels(part, layout, where)
@@ -198,6 +203,20 @@ def detect_layout(content: dict[str, Any], path: Path) -> Layout:
     )
 
 
+def check_alignment(content: dict[str, Any], aligned: bool, path: Path) -> None:
+    """aligned_50 has audio and vision at the text's steps; unaligned_50 at their own."""
+    train = content["train"]
+    steps = {m: np.shape(train[m])[1] for m in MOSI_MODALITIES if np.ndim(train[m]) == 3}
+    is_aligned = len(set(steps.values())) == 1
+    if is_aligned != aligned:
+        kind, option = (
+            ("aligned", "mosi_mmsa") if is_aligned else ("unaligned", "mosi_mmsa_unaligned")
+        )
+        raise DataFormatError(
+            f"{path} is {kind} (steps per modality {steps}); use dataset={option}"
+        )
+
+
 def _array(part: dict[str, Any], key: str, where: str, dim: int, n: int) -> np.ndarray:
     if key not in part:
         raise DataFormatError(f"{where} has no key {key!r} (found: {', '.join(map(str, part))})")
@@ -259,9 +278,10 @@ def _lengths(
     if layout == "mmsa" and key in part:
         lengths = np.asarray(part[key], dtype=np.int64).reshape(-1)
         if len(lengths) != len(values) or (lengths < 0).any() or (lengths > values.shape[1]).any():
+            found = f"{lengths.min()}-{lengths.max()}" if len(lengths) else "none"
             raise DataFormatError(
                 f"{where}[{key!r}] must hold {len(values)} lengths in [0, {values.shape[1]}], "
-                f"found shape {lengths.shape}, range {lengths.min(initial=0)}-{lengths.max(initial=0)}"
+                f"found {len(lengths)} lengths ranging {found}"
             )
         return lengths
     return np.minimum(text_lengths, values.shape[1])

@@ -118,8 +118,10 @@ def check_same_architecture(spec: dict[str, Any], expected: dict[str, Any]) -> N
     if have_cls is not want_cls or spec.get("kwargs", {}) != want:
         raise EncoderWeightsMismatch(
             f"the stored encoder is {_describe(spec.get('_target_'), spec.get('kwargs', {}))} but the "
-            f"config asks for {_describe(expected['_target_'], want)}; drop the encoder override, "
-            "or pretrain an encoder with this architecture first"
+            f"config asks for {_describe(expected['_target_'], want)}; configure the encoder it "
+            "was pretrained with (model/encoder@model.encoders.<modality>=...), pick a version "
+            "pretrained with this architecture (models:/<name>/<version> or run:<id>), or "
+            "pretrain one first"
         )
 
 

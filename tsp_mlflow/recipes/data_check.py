@@ -13,18 +13,37 @@ import numpy as np
 from hydra.utils import instantiate
 
 from tsp_mlflow.config import compose_config, quote
-from tsp_mlflow.data.base import MultimodalDataset
+from tsp_mlflow.data.base import MultimodalDataset, Sequences
 from tsp_mlflow.data.batch import SPLITS
+from tsp_mlflow.errors import UserInputError
 
 
 def check_dataset(dataset: str, root: str | None, overrides: Sequence[str] = ()) -> str:
-    """Load every split of ``dataset`` from ``root`` and describe it as markdown."""
+    """Load every split of ``dataset`` from ``root`` and describe it as markdown.
+
+    Columns that training reads lazily (posters) are read here in full, so a corrupt
+    image fails now rather than in the middle of a run.
+    """
     extra = [f"data.root={quote(root)}"] if root else []
+    cfg, _ = compose_config("multimodal", [f"data={dataset}"], require_values=False)
+    if root and "root" not in cfg.data.keys():  # noqa: SIM118 (`in` skips a ??? value)
+        raise UserInputError(f"dataset {dataset!r} is built in and takes no root; drop {root!r}")
     cfg, _ = compose_config("multimodal", [f"data={dataset}", *extra, *overrides])
     build = instantiate(cfg.data.dataset)
     splits: dict[str, MultimodalDataset] = {
         split: build(split=split, modalities=list(cfg.data.modalities)) for split in SPLITS
     }
+    warnings = []
+    for split, ds in splits.items():
+        for m, column in ds.inputs.items():
+            if hasattr(column, "digest_into"):  # lazily read: decode every row once
+                for i in range(len(column)):
+                    column[i]
+            if isinstance(column, Sequences) and (empty := int((column.lengths == 0).sum())):
+                warnings.append(
+                    f"warning: {empty} {split} samples have an empty {m} sequence (length 0); "
+                    "encoders read one padding step for them"
+                )
     first = splits["train"]
     lines = [
         f"dataset {dataset}: {first.layout}",
@@ -41,7 +60,7 @@ def check_dataset(dataset: str, root: str | None, overrides: Sequence[str] = ())
             f"| {split} | {len(ds)} | {cells} | {label_balance(ds, cfg.data.target)} | "
             f"{ds.content_digest()[:12]} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + ([""] + warnings if warnings else []))
 
 
 def label_balance(ds: MultimodalDataset, target: str) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+import torch
 from hydra.utils import instantiate
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from tsp_mlflow.api import load_encoder_with_location
 from tsp_mlflow.config import to_plain
-from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.errors import EncoderWeightsMismatch, UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
     build_encoder,
@@ -32,15 +33,19 @@ from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
-def check_encoder_run(location: EncoderLocation, *, modality: str, dataset: str) -> None:
-    """An encoder must come from a pretrain run of the same modality and dataset."""
+def check_encoder_run(location: EncoderLocation, *, modality: str, dataset: str, task: str) -> None:
+    """An encoder must come from a pretrain run of the same modality, dataset and task:
+    task-specific pretraining on another task (MOSI 3-class vs regression) is another
+    experiment, and ``pretrained`` must never pick one up silently."""
     tags = MlflowClient().get_run(location.run_id).data.tags
-    for tag, want in ((schema.MODALITY, modality), (schema.DATASET, dataset)):
+    for tag, want in ((schema.MODALITY, modality), (schema.DATASET, dataset), (schema.TASK, task)):
         have = tags.get(tag)
         if have is not None and have != want:
             raise UserInputError(
-                f"encoders: {location.uri} was pretrained with {tag}={have}, but it is given "
-                f"for {modality} on {dataset}; pass a {modality} encoder pretrained on {dataset}"
+                f"encoders: {location.uri} (run {location.run_id}) was pretrained with "
+                f"{tag}={have}, but this run needs {modality} on {dataset} for task {task}; "
+                f"pretrain one (tsp pretrain --dataset {dataset} --modality {modality}, with the "
+                f"same task) and pass it as run:<id> or models:/<name>/<version>"
             )
 
 
@@ -60,15 +65,23 @@ class MultimodalRecipe:
             m: resolve_encoder(src) for m, src in self.sources.items() if src != SCRATCH
         }
         for m, location in self.locations.items():
-            check_encoder_run(location, modality=m, dataset=cfg.data.name)
+            check_encoder_run(location, modality=m, dataset=cfg.data.name, task=self.task.name)
         # Loading up front checks the architecture and weights before any run exists.
-        self.pretrained = {
-            m: load_encoder_with_location(loc, expected=to_plain(cfg.model.encoders[m]))[0]
-            for m, loc in self.locations.items()
-        }
+        self.pretrained = {m: self._load(cfg, m, loc) for m, loc in self.locations.items()}
         self.cfg = cfg
         self.fusion_name = fusion_name
         self.condition = condition or condition_name(self.sources)
+
+    @staticmethod
+    def _load(cfg: DictConfig, modality: str, location: EncoderLocation) -> torch.nn.Module:
+        try:
+            return load_encoder_with_location(
+                location, expected=to_plain(cfg.model.encoders[modality])
+            )[0]
+        except EncoderWeightsMismatch as err:
+            raise EncoderWeightsMismatch(
+                f"encoders: {modality} from {location.uri} (run {location.run_id}): {err}"
+            ) from None
 
     def tags(self) -> dict[str, str]:
         tags = {
