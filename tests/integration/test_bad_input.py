@@ -105,7 +105,10 @@ def test_encoders_must_match_their_modality_and_the_configured_architecture(
 ) -> None:
     image_run = encoder_run(tmp_path, "image")
     code, err = tsp(["multimodal", "--encoders", f"audio=run:{image_run}"], capsys)
-    assert code == 2 and "was pretrained with tsp.modality=image, but this run needs audio on avdigits" in err
+    assert (
+        code == 2
+        and "was pretrained with tsp.modality=image, but this run needs audio on avdigits" in err
+    )
     override = "model/encoder@model.encoders.image=resnet18"
     code, err = tsp(
         ["multimodal", "--encoders", f"image=run:{image_run}", "--overrides", override], capsys
