@@ -187,6 +187,8 @@ def pattern_values(
             parsed = schema.parse_metric_key(key)
             if parsed is None or (split and parsed.split != split):
                 continue
+            if parsed.pattern == schema.OBSERVED_PATTERN:  # not a modality pattern
+                continue
             if metrics is not None and parsed.metric not in metrics:
                 continue
             rows.append({"run_id": run.info.run_id, "condition": tags.get(schema.CONDITION),

@@ -51,7 +51,7 @@ def encoder_run(tmp_path: Path, modality: str, *, weights_width: int = 16) -> st
 CASES = [
     (["pretrain", "--dataset", "imagenet", "--modality", "audio"], "unknown dataset 'imagenet' (-P dataset); choose one of avdigits"),
     (["pretrain", "--modality", "text"], "unknown modality 'text' for dataset 'avdigits'; choose one of audio, image"),
-    (["multimodal", "--fusion", "blend"], "unknown fusion 'blend' (-P fusion); choose one of concat"),
+    (["multimodal", "--fusion", "blend"], "unknown fusion 'blend' (-P fusion); choose one of attention, avg, concat, gated, max, sum"),
     (["multimodal", "--encoders", "audio:scratch"], "malformed encoders='audio:scratch'"),
     (["multimodal", "--encoders", "audio=run:0123abcd"], "encoder run '0123abcd' (from 'run:0123abcd') does not exist"),
     (["multimodal", "--encoders", "image=models:/nope-encoder@champion"], "registered model 'nope-encoder'"),

@@ -120,8 +120,8 @@ def test_unknown_choices_list_the_valid_ones() -> None:
         UserInputError, match="Could not find 'data/imagenet'.*Valid data choices: avdigits"
     ):
         compose_config("multimodal", ["data=imagenet"])
-    with pytest.raises(UserInputError, match="Valid model/fusion choices: concat"):
-        compose_config("multimodal", ["model/fusion=sum"])
+    with pytest.raises(UserInputError, match="Valid model/fusion choices: attention, avg, concat, gated, max, sum"):
+        compose_config("multimodal", ["model/fusion=mean"])
 
 
 def test_a_typo_in_a_constructor_argument_fails_before_any_run() -> None:

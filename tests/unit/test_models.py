@@ -40,7 +40,7 @@ def test_concat_fusion_zero_fills_missing_modalities() -> None:
         fusion({"image": feats["image"]}, torch.ones(2, 2, dtype=torch.bool))[:, :3].abs().sum()
         == 0
     )
-    with pytest.raises(ValueError, match="present has 3 columns, expected 2"):
+    with pytest.raises(ValueError, match=r"present has shape \(2, 3\), expected \(B, 2\)"):
         fusion(feats, torch.ones(2, 3, dtype=torch.bool))
 
 

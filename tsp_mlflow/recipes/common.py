@@ -12,12 +12,13 @@ import mlflow
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from tsp_mlflow.data.base import MultimodalDataset
 from tsp_mlflow.data.batch import SPLITS, all_patterns, pattern_name
 from tsp_mlflow.data.checks import expand_root
+from tsp_mlflow.data.missing import WithMissingModalities, missing_mask, missing_rates
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.models.serialization import encoder_spec, save_encoder
@@ -25,7 +26,7 @@ from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
-from tsp_mlflow.training.loop import FitResult, evaluate, fit
+from tsp_mlflow.training.loop import FitResult, evaluate, fit, has_missing
 from tsp_mlflow.training.tasks import Task
 
 
@@ -89,12 +90,30 @@ def task_tags(task: Task) -> dict[str, str]:
     return {schema.TASK: task.name, schema.HEADLINE_METRICS: ",".join(task.headline_metrics)}
 
 
-def make_datasets(cfg: DictConfig, modalities: Sequence[str]) -> dict[str, MultimodalDataset]:
-    """train/val/test splits over ``modalities``, logged as the run's MLflow dataset inputs."""
+def split_missing_rates(cfg: DictConfig, modalities: Sequence[str]) -> dict[str, dict[str, float]]:
+    """split -> modality -> missing rate, from ``missing.<split>`` (absent: none missing)."""
+    node = cfg.get("missing") or {}
+    return {
+        split: missing_rates(to_plain_value(node.get(split)), modalities, where=f"missing.{split}")
+        for split in SPLITS
+    }
+
+
+def make_datasets(cfg: DictConfig, modalities: Sequence[str]) -> dict[str, Any]:
+    """train/val/test splits over ``modalities``, logged as the run's MLflow dataset inputs.
+
+    Splits with missing rates are wrapped so their samples lack modalities (masks fixed by
+    the run's seed); the logged inputs are the complete data either way.
+    """
     build = instantiate(cfg.data.dataset)  # partial: (split, modalities) -> Dataset
     datasets = {split: build(split=split, modalities=list(modalities)) for split in SPLITS}
     log_datasets(datasets, cfg.data.name)
-    return datasets
+    out: dict[str, Any] = dict(datasets)
+    for split, rates in split_missing_rates(cfg, modalities).items():
+        if any(rates.values()):
+            mask = missing_mask(len(datasets[split]), rates, seed=cfg.seed, split=split)
+            out[split] = WithMissingModalities(datasets[split], mask)
+    return out
 
 
 def make_loaders(
@@ -116,6 +135,10 @@ def make_loaders(
         )
         for split, dataset in datasets.items()
     }
+
+
+def to_plain_value(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
 
 
 def fit_tokenizers(model: LateFusionModel, train: MultimodalDataset) -> None:
@@ -169,7 +192,10 @@ def train_and_test(
         on_epoch_end=logger.log_epoch,
     )
     model.load_state_dict(result.best_state)
-    logger.log_test(evaluate(model, loaders["test"], patterns, device, task), result.best_epoch)
+    test = evaluate(
+        model, loaders["test"], patterns, device, task, observed=has_missing(loaders["test"])
+    )
+    logger.log_test(test, result.best_epoch)
     mlflow.log_metrics(
         {
             schema.BEST_EPOCH: result.best_epoch,

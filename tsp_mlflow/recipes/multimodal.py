@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from tsp_mlflow.api import load_encoder_with_location
 from tsp_mlflow.config import to_plain
+from tsp_mlflow.data.missing import describe_rates
 from tsp_mlflow.errors import EncoderWeightsMismatch, UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
@@ -22,6 +23,7 @@ from tsp_mlflow.recipes.common import (
     make_datasets,
     make_loaders,
     provenance_tags,
+    split_missing_rates,
     task_tags,
     train_and_test,
 )
@@ -58,6 +60,7 @@ class MultimodalRecipe:
         check_trainer(cfg)
         self.task = build_task(cfg)
         check_data_root(cfg)
+        self.missing = split_missing_rates(cfg, self.modalities)
         check_encoder_args(cfg, [m for m, src in self.sources.items() if src == SCRATCH])
         resolve_device(cfg.runtime.device)
         # Resolving checks that every named run / model exists before any run is created.
@@ -92,6 +95,7 @@ class MultimodalRecipe:
             schema.SEED: str(self.cfg.seed),
             schema.FUSION: self.fusion_name,
             **task_tags(self.task),
+            **{schema.missing_tag(s): describe_rates(r) for s, r in self.missing.items()},
         }
         for m, source in self.sources.items():
             tags[schema.encoder_source_tag(m)] = source

@@ -48,6 +48,7 @@ class PretrainRecipe:
         resolve_device(cfg.runtime.device)
         with open_dict(cfg):  # only the pretrained modality's encoder belongs to this run
             cfg.model.encoders = {cfg.modality: cfg.model.encoders[cfg.modality]}
+            cfg.pop("missing", None)  # unimodal pretraining sees complete data
         self.cfg = cfg
         self.config = to_plain(cfg)
         self.modality: str = cfg.modality

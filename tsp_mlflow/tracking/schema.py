@@ -64,6 +64,16 @@ BEST_EPOCH = "best/epoch"
 BEST_VALUE = "best/value"  # the monitored validation metric at the best epoch
 
 
+# Metrics on the split's own missing-modality masks: `{split}/observed/{metric}`. Not a
+# modality pattern, so the per-pattern analysis leaves it out.
+OBSERVED_PATTERN = "observed"
+
+
+def missing_tag(split: str) -> str:
+    """The missing rates a training run applied to ``split`` (``0.2`` or ``audio=0.9,...``)."""
+    return f"tsp.missing.{split}"
+
+
 class PatternMetric(NamedTuple):
     split: str
     pattern: str

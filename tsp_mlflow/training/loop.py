@@ -12,7 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from tsp_mlflow.data.batch import Batch, ModalityInput, pattern_mask, pattern_name
+from tsp_mlflow.data.missing import WithMissingModalities
 from tsp_mlflow.models.late_fusion import LateFusionModel
+from tsp_mlflow.tracking.schema import OBSERVED_PATTERN
 from tsp_mlflow.training.tasks import Task
 
 # split -> pattern -> metric -> value ("train" holds one pseudo-pattern, "all").
@@ -54,28 +56,37 @@ def evaluate(
     patterns: Sequence[Sequence[str]],
     device: torch.device,
     task: Task,
+    observed: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Metrics for every modality pattern, from one pass over ``loader``.
+    """Metrics for every modality pattern on complete data, from one pass over ``loader``.
 
     Encoders run once per batch; each pattern then re-masks the same embeddings. This is
-    exact for late fusion and avoids copying the data once per pattern.
+    exact for late fusion and avoids copying the data once per pattern. With ``observed``,
+    the split's own missing-modality masks are evaluated too, as pattern ``observed``.
     """
     model.eval()
-    logits: dict[str, list[torch.Tensor]] = {
-        pattern_name(p, model.modalities): [] for p in patterns
-    }
+    names = [pattern_name(p, model.modalities) for p in patterns]
+    logits: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    if observed:
+        logits[OBSERVED_PATTERN] = []
     targets: list[torch.Tensor] = []
     for batch in loader:
         batch = to_device(batch, device)
         feats = model.encode(batch["inputs"])
-        available = batch["present"]  # (B, M): what the data itself has
-        for pattern in patterns:
-            mask = pattern_mask(pattern, model.modalities, len(available)).to(device)
-            out = model.classify(feats, available & mask)  # (B, C)
-            logits[pattern_name(pattern, model.modalities)].append(out.float().cpu())
+        rows = len(batch["present"])
+        for name, pattern in zip(names, patterns, strict=True):
+            mask = pattern_mask(pattern, model.modalities, rows).to(device)  # complete data
+            logits[name].append(model.classify(feats, mask).float().cpu())  # (B, C)
+        if observed:  # what the data itself has
+            logits[OBSERVED_PATTERN].append(model.classify(feats, batch["present"]).float().cpu())
         targets.append(task.target(batch["target"]).cpu())
     target = torch.cat(targets)
     return {name: task.metrics(torch.cat(chunks), target) for name, chunks in logits.items()}
+
+
+def has_missing(loader: DataLoader) -> bool:
+    """Whether the loader's samples lack modalities (then ``observed`` is evaluated too)."""
+    return isinstance(loader.dataset, WithMissingModalities)
 
 
 def fit(
@@ -126,7 +137,7 @@ def fit(
         # Metrics of the weights as they moved through the epoch; the loss over all
         # outputs equals the batch losses averaged with batch-size weights.
         train = task.metrics(torch.cat(outputs), torch.cat(targets))
-        val = evaluate(model, val_loader, patterns, device, task)
+        val = evaluate(model, val_loader, patterns, device, task, observed=has_missing(val_loader))
         value = val[monitor_pattern][task.monitor]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(sign * value)  # configs say mode=max: flip lower-is-better metrics
