@@ -120,7 +120,9 @@ def test_unknown_choices_list_the_valid_ones() -> None:
         UserInputError, match="Could not find 'data/imagenet'.*Valid data choices: avdigits"
     ):
         compose_config("multimodal", ["data=imagenet"])
-    with pytest.raises(UserInputError, match="Valid model/fusion choices: attention, avg, concat, gated, max, sum"):
+    with pytest.raises(
+        UserInputError, match="Valid model/fusion choices: attention, avg, concat, gated, max, sum"
+    ):
         compose_config("multimodal", ["model/fusion=mean"])
 
 
