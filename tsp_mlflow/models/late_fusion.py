@@ -26,6 +26,13 @@ class LateFusionModel(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         self.head = head
+        self.frozen: set[str] = set()  # encoders that stay in eval mode (finetune=frozen)
+
+    def train(self, mode: bool = True) -> LateFusionModel:
+        super().train(mode)
+        for m in self.frozen:
+            self.encoders[m].eval()
+        return self
 
     def encode(self, inputs: dict[str, ModalityInput]) -> dict[str, torch.Tensor]:
         """modality -> (B, D_m) for every modality given in ``inputs``."""

@@ -26,7 +26,8 @@ from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
-from tsp_mlflow.training.loop import FitResult, evaluate, fit, has_missing
+from tsp_mlflow.training.finetune import param_groups, parameter_counts
+from tsp_mlflow.training.loop import FitResult, evaluate, fit, has_missing, test_latency
 from tsp_mlflow.training.tasks import Task
 
 
@@ -155,8 +156,10 @@ def fit_tokenizers(model: LateFusionModel, train: MultimodalDataset) -> None:
             encoder.fit_tokenizer(texts)
 
 
-def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[Any, Any]:
-    optimizer = instantiate(cfg.optim)(model.parameters())
+def make_optimizer(cfg: DictConfig, model: LateFusionModel) -> tuple[Any, Any]:
+    """The optimizer over trainable parameters, with a group per ``finetune.lr`` entry."""
+    lrs = to_plain_value(cfg.finetune.lr) if "finetune" in cfg else {}
+    optimizer = instantiate(cfg.optim)(param_groups(model, lrs or {}))
     scheduler = instantiate(cfg.scheduler)(optimizer)
     return optimizer, scheduler
 
@@ -201,7 +204,9 @@ def train_and_test(
             schema.BEST_EPOCH: result.best_epoch,
             schema.BEST_VALUE: result.best_value,
             schema.TIME_TRAIN_TOTAL: result.train_seconds,
+            schema.TIME_TEST_BATCH_MS: 1000 * test_latency(model, loaders["test"], device),
             schema.TIME_TOTAL: time.perf_counter() - started,
+            **parameter_counts(model),
         }
     )
     return result

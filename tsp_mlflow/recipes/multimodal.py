@@ -25,6 +25,7 @@ from tsp_mlflow.recipes.common import (
     provenance_tags,
     split_missing_rates,
     task_tags,
+    to_plain_value,
     train_and_test,
 )
 from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
@@ -32,6 +33,7 @@ from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import log_config
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
 from tsp_mlflow.tracking.session import tracked_run
+from tsp_mlflow.training.finetune import apply_modes, encoder_modes
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
@@ -61,6 +63,12 @@ class MultimodalRecipe:
         self.task = build_task(cfg)
         check_data_root(cfg)
         self.missing = split_missing_rates(cfg, self.modalities)
+        self.modes = encoder_modes(
+            cfg.finetune.mode, to_plain_value(cfg.finetune.modes) or {}, self.modalities
+        )
+        unknown_lr = sorted(set(cfg.finetune.lr or {}) - set(self.modalities))
+        if unknown_lr:
+            raise UserInputError(f"finetune.lr names unknown modalities {unknown_lr}")
         check_encoder_args(cfg, [m for m, src in self.sources.items() if src == SCRATCH])
         resolve_device(cfg.runtime.device)
         # Resolving checks that every named run / model exists before any run is created.
@@ -96,6 +104,7 @@ class MultimodalRecipe:
             schema.FUSION: self.fusion_name,
             **task_tags(self.task),
             **{schema.missing_tag(s): describe_rates(r) for s, r in self.missing.items()},
+            **{schema.finetune_tag(m): mode for m, mode in self.modes.items()},
         }
         for m, source in self.sources.items():
             tags[schema.encoder_source_tag(m)] = source
@@ -118,6 +127,7 @@ class MultimodalRecipe:
             in_features=fusion.out_dim, out_features=self.task.num_outputs
         )
         model = LateFusionModel(encoders, fusion, head)
+        apply_modes(model, self.modes)
 
         name = f"{self.condition}-seed{cfg.seed}"
         with tracked_run(

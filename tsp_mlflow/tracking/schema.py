@@ -38,6 +38,11 @@ def encoder_source_tag(modality: str) -> str:
     return f"tsp.encoder.{modality}.source"
 
 
+def finetune_tag(modality: str) -> str:
+    """``finetune``, ``frozen`` or ``bitfit``: how a fusion run trained that encoder."""
+    return f"tsp.finetune.{modality}"
+
+
 def encoder_run_tag(modality: str) -> str:
     """The pretrain run that produced a fusion run's encoder (absent for scratch)."""
     return f"tsp.encoder.{modality}.run_id"
@@ -60,6 +65,9 @@ TRAIN_F1_MACRO = "train/f1_macro"
 TIME_EPOCH = "time/epoch_s"
 TIME_TRAIN_TOTAL = "time/train_total_s"
 TIME_TOTAL = "time/total_s"
+TIME_TEST_BATCH_MS = "time/test_batch_ms"  # one full-pattern forward per test batch
+PARAMS_TOTAL = "params/total"
+PARAMS_TRAINABLE = "params/trainable"
 BEST_EPOCH = "best/epoch"
 BEST_VALUE = "best/value"  # the monitored validation metric at the best epoch
 

@@ -84,6 +84,26 @@ def evaluate(
     return {name: task.metrics(torch.cat(chunks), target) for name, chunks in logits.items()}
 
 
+@torch.no_grad()
+def test_latency(model: LateFusionModel, loader: DataLoader, device: torch.device) -> float:
+    """Mean seconds per batch of one full-pattern forward pass (encoders, fusion, head),
+    data loading and transfer excluded: what the fusion method costs at test time."""
+    model.eval()
+    total, batches = 0.0, 0
+    for batch in loader:
+        batch = to_device(batch, device)
+        present = torch.ones_like(batch["present"])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        model(batch["inputs"], present)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        total += time.perf_counter() - start
+        batches += 1
+    return total / max(batches, 1)
+
+
 def has_missing(loader: DataLoader) -> bool:
     """Whether the loader's samples lack modalities (then ``observed`` is evaluated too)."""
     return isinstance(loader.dataset, WithMissingModalities)
