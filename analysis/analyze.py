@@ -199,7 +199,8 @@ def _tables(results: Results) -> dict[str, pd.DataFrame]:
     if results.bands is not None:
         tables["curve_bands"] = results.bands.bands
         tables["curve_differences"] = results.bands.differences
-    for name, many in (("conditions", results.conditions), ("fusions", results.fusions)):
+    for name, many in (("conditions", results.conditions), ("fusions", results.fusions),
+                       ("missing_rates", results.missing_rates)):  # fmt: skip
         if isinstance(many, pd.DataFrame):
             tables[name] = many
         elif many is not None:

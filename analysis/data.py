@@ -178,7 +178,7 @@ def pattern_values(
     runs: Iterable[Run], *, split: str | None = None, metrics: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """One row per (run, split, pattern, metric): the final logged value, with the run's
-    condition, seed and fusion beside it for grouping."""
+    condition, seed, fusion and train missing rate beside it for grouping."""
     rows = []
     for run in runs:
         tags = run.data.tags
@@ -193,10 +193,12 @@ def pattern_values(
                 continue
             rows.append({"run_id": run.info.run_id, "condition": tags.get(schema.CONDITION),
                          "seed": int(seed) if seed not in (None, "") else None,
-                         "fusion": tags.get(schema.FUSION), "split": parsed.split,
+                         "fusion": tags.get(schema.FUSION),
+                         "missing": tags.get(schema.missing_tag("train"), "0"), "split": parsed.split,
                          "pattern": parsed.pattern, "metric": parsed.metric,
                          "value": float(value)})  # fmt: skip
-    columns = ["run_id", "condition", "seed", "fusion", "split", "pattern", "metric", "value"]
+    columns = ["run_id", "condition", "seed", "fusion", "missing", "split", "pattern", "metric",
+               "value"]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
     frame["seed"] = frame["seed"].astype("Int64")
     return frame

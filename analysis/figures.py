@@ -36,6 +36,8 @@ def save_all(results: Results, folder: Path) -> list[Path]:
         saved.append(critical_difference(results.conditions, folder / "cd_conditions.png"))
     if isinstance(results.fusions, ManyResult):
         saved.append(critical_difference(results.fusions, folder / "cd_fusions.png"))
+    if isinstance(results.missing_rates, ManyResult):
+        saved.append(critical_difference(results.missing_rates, folder / "cd_missing_rates.png"))
     return saved
 
 

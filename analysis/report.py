@@ -173,6 +173,28 @@ def many_tables(result: ManyResult, title: str) -> list[Table]:
     ]
 
 
+def efficiency_tables(results: Results) -> list[Table]:
+    """The thesis's pooling-method costs: parameters, training time, test latency."""
+    runs = results.runs
+    cols = {"metrics.params/total": "parameters", "metrics.params/trainable": "trainable",
+            "metrics.params/fusion": "fusion parameters", "metrics.time/train_total_s": "train s",
+            "metrics.time/test_batch_ms": "test ms / batch"}  # fmt: skip
+    have = [c for c in cols if c in runs]
+    if runs.empty or not have or "fusion" not in runs:
+        return []
+    table = runs.groupby(["fusion", "condition"])[have].agg(["mean", "std"])
+    rows = []
+    for (fusion, condition), row in table.iterrows():
+        rows.append({"fusion": fusion, "condition": condition, **{
+            cols[c]: f"{row[(c, 'mean')]:,.0f}" if "params/" in c else pm(row[(c, "mean")], row[(c, "std")])
+            for c in have}})  # fmt: skip
+    return [
+        Table(
+            "Parameters, training time and test latency (mean ± sd over runs)", pd.DataFrame(rows)
+        )
+    ]
+
+
 def thesis_tables(results: Results) -> list[Table]:
     """The thesis's Chapter 7 tables for these runs."""
     s = results.settings
@@ -189,10 +211,12 @@ def thesis_tables(results: Results) -> list[Table]:
     for metric in s.metrics:
         rows = []
         subset = results.summary[results.summary["metric"] == metric]
-        for pattern, group in subset.groupby("pattern", sort=False):
+        keys = [c for c in results.by if c != "metric"]  # (fusion, missing,) pattern
+        for key, group in subset.groupby(keys, sort=False):
             by_condition = group.set_index("condition")["mean"]
             a, b = by_condition.get(s.a), by_condition.get(s.b)
-            rows.append({"pattern": pattern, s.a: num(a), s.b: num(b),
+            labels = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+            rows.append({**labels, s.a: num(a), s.b: num(b),
                          "Δ%": percent((a - b) / b * 100) if a is not None and b else "–"})  # fmt: skip
         tables.append(
             Table(f"Per-pattern {s.split} {metric} with Δ% ({s.a} vs {s.b})", pd.DataFrame(rows))
@@ -219,6 +243,16 @@ def render(results: Results, *, title: str, inputs_line: str) -> tuple[str, str,
         sections.append(
             ("Across fusion methods", [comparison_table(results, results.fusions, f"{a} vs {b}")])
         )
+    if isinstance(results.missing_rates, ManyResult):
+        sections.append(
+            ("Across missing rates", many_tables(results.missing_rates, "missing rates"))
+        )
+    elif isinstance(results.missing_rates, pd.DataFrame) and len(results.missing_rates):
+        lo, hi = results.missing_rates["a"].iloc[0], results.missing_rates["b"].iloc[0]
+        sections.append(("Across missing rates", [comparison_table(
+            results, results.missing_rates, f"missing {lo} vs {hi} (Δ = cost of losing modalities, negated)"
+        )]))  # fmt: skip
+    sections.append(("Efficiency per fusion method", efficiency_tables(results)))
     sections.append(("Thesis-style tables", thesis_tables(results)))
 
     intro = [f"# {title}", "", inputs_line, ""]

@@ -129,6 +129,8 @@ class Results:
     lineage: pd.DataFrame
     conditions: ManyResult | None = None
     fusions: ManyResult | pd.DataFrame | None = None
+    missing_rates: ManyResult | pd.DataFrame | None = None
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # data.runs_frame
     notes: list[str] = field(default_factory=list)
 
 
@@ -147,7 +149,10 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
         )
     notes: list[str] = []
     fusions = sorted(values["fusion"].dropna().unique())
-    by = ("fusion", "pattern", "metric") if len(fusions) > 1 else ("pattern", "metric")
+    rates = sorted(values["missing"].dropna().unique(), key=_rate) if "missing" in values else []
+    # A grid is compared cell by cell: one stratum per fusion method and missing rate.
+    strata = (("fusion",) if len(fusions) > 1 else ()) + (("missing",) if len(rates) > 1 else ())
+    by = (*strata, "pattern", "metric")
     common = {"alpha": s.alpha, "confidence": s.confidence, "correction": s.correction,
               "rope": s.rope, "seed": s.seed, "pair_on": s.pair_on}  # fmt: skip
     comparison = compare_two(values, a=s.a, b=s.b, by=by, **common)
@@ -214,17 +219,24 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
 
     conditions = None
     if values["condition"].nunique() >= 3:
-        conditions = compare_many(values, arm="condition", block=s.pair_on,
-                                  by=("fusion", "pattern", "metric") if len(fusions) > 1 else ("pattern", "metric"),
+        conditions = compare_many(values, arm="condition", block=s.pair_on, by=by,
                                   alpha=s.alpha, correction=s.correction)  # fmt: skip
     fusion_result: ManyResult | pd.DataFrame | None = None
+    fusion_by = ("condition", *(("missing",) if len(rates) > 1 else ()), "pattern", "metric")
     if len(fusions) >= 3:
-        fusion_result = compare_many(values, arm="fusion", block=s.pair_on,
-                                     by=("condition", "pattern", "metric"), alpha=s.alpha,
-                                     correction=s.correction)  # fmt: skip
+        fusion_result = compare_many(values, arm="fusion", block=s.pair_on, by=fusion_by,
+                                     alpha=s.alpha, correction=s.correction)  # fmt: skip
     elif len(fusions) == 2:
         fusion_result = compare_two(values, a=fusions[0], b=fusions[1], arm="fusion",
-                                    by=("condition", "pattern", "metric"), **common)  # fmt: skip
+                                    by=fusion_by, **common)  # fmt: skip
+    missing_result: ManyResult | pd.DataFrame | None = None
+    missing_by = ("condition", *(("fusion",) if len(fusions) > 1 else ()), "pattern", "metric")
+    if len(rates) >= 3:
+        missing_result = compare_many(values, arm="missing", block=s.pair_on, by=missing_by,
+                                      alpha=s.alpha, correction=s.correction)  # fmt: skip
+    elif len(rates) == 2:  # Δ = lower rate − higher rate: what losing modalities costs
+        missing_result = compare_two(values, a=rates[0], b=rates[1], arm="missing",
+                                     by=missing_by, **common)  # fmt: skip
 
     return Results(
         settings=s, full_pattern=full, curve_key=curve_key, threshold=threshold, by=by,
@@ -233,8 +245,17 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
         bands=bands, curves=curves, cost=cost, cost_summary=costs, break_even=even,
         equal_compute=eq_cmp, equal_compute_values=eq_values, efficiency=eff,
         multimodal=gain_cmp, multimodal_summary=gain_summary, lineage=inputs.lineage,
-        conditions=conditions, fusions=fusion_result, notes=notes,
+        conditions=conditions, fusions=fusion_result, missing_rates=missing_result,
+        runs=inputs.runs, notes=notes,
     )  # fmt: skip
+
+
+def _rate(text: str) -> float:
+    """Sort key of a ``tsp.missing.train`` tag: ``0.2``, or ``audio=0.9,...`` (by max)."""
+    try:
+        return float(text)
+    except ValueError:
+        return max(float(part.partition("=")[2]) for part in text.split(","))
 
 
 def _curves(inputs: AnalysisInputs, key: str) -> pd.DataFrame:

@@ -127,8 +127,19 @@ def multimodal(
 @click.option("--seeds", type=int, default=5, show_default=True, help="fusion runs per condition")
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
-def pipeline(dataset: str, seeds: int, epochs: str, overrides: str) -> None:
-    """Pretrain, train scratch and pretrained fusion models over seeds, then analyse."""
+@click.option(
+    "--resume", default="", help="a pipeline run id: finish its grid, skipping finished cells"
+)
+def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str) -> None:
+    """Pretrain, train the grid of fusion models (conf/grid/) over seeds, then analyse.
+
+    \b
+    Examples:
+      tsp pipeline --seeds 5
+      tsp pipeline --seeds 2 --epochs 1 --overrides "grid=fusions"      # 6 fusion methods
+      tsp pipeline --overrides "grid=missing grid.conditions=[scratch,audio_scratch]"
+      tsp pipeline --resume <pipeline run id> --seeds 2 --epochs 1 --overrides "grid=fusions"
+    """
     from tsp_mlflow.config import split_overrides
     from tsp_mlflow.recipes.pipeline import PipelineRecipe
     from tsp_mlflow.tracking.session import use_experiment
@@ -136,7 +147,7 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str) -> None:
     _check_dataset(dataset)
     uri = _start()
     recipe = PipelineRecipe(
-        dataset, seeds, _optional_int("epochs", epochs), split_overrides(overrides)
+        dataset, seeds, _optional_int("epochs", epochs), split_overrides(overrides), resume=resume
     )
     use_experiment(recipe.cfg.tracking.experiment)
     result = recipe.run()

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 import mlflow
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from analysis.analyze import Analysis, analyze
 from analysis.results import AnalysisSettings
 from tsp_mlflow.config import compose_config, quote
 from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.recipes.grid import Cell, Grid
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
 from tsp_mlflow.tracking import schema
@@ -25,6 +28,8 @@ from tsp_mlflow.tracking.session import tracked_run
 STAGE_CONFIGS = ("pretrain", "multimodal")
 # Set by the pipeline for every run it creates; an override of them would be ignored.
 PER_RUN_KEYS = ("seed", "modality", "encoders")
+# Set per grid cell: choose them with grid.fusions / grid.missing instead.
+GRID_KEYS = ("model/fusion", "missing")
 
 
 @dataclass
@@ -41,13 +46,19 @@ class PipelineRecipe:
 
     Args:
         dataset: a ``data/`` option.
-        seeds: fusion runs per condition (seeds 0 .. seeds-1).
+        seeds: fusion runs per grid cell (seeds 0 .. seeds-1).
         epochs: epochs for every stage (None keeps the configs' value).
         overrides: Hydra overrides; each goes to every stage config that has its key.
+        resume: a pipeline run id: continue that run, skipping its finished cells.
     """
 
     def __init__(
-        self, dataset: str, seeds: int, epochs: int | None, overrides: Sequence[str]
+        self,
+        dataset: str,
+        seeds: int,
+        epochs: int | None,
+        overrides: Sequence[str],
+        resume: str | None = None,
     ) -> None:
         if not isinstance(seeds, int) or seeds < 1:
             raise UserInputError(
@@ -60,10 +71,30 @@ class PipelineRecipe:
                     f"override {item!r}: the pipeline sets {key} for each run itself; use "
                     "-P seeds=N, or overrides='pretrain_seed=...' for the encoders' seed"
                 )
+            if key.split(".")[0] in GRID_KEYS:
+                raise UserInputError(
+                    f"override {item!r}: the pipeline sets {key.split('.')[0]} per grid cell; "
+                    "use grid.fusions=[...] or grid.missing=[...] (or grid=fusions, grid=missing)"
+                )
         common = [f"data={dataset}"] + ([f"trainer.epochs={epochs}"] if epochs is not None else [])
         routed = route_overrides([*common, *overrides], ("pipeline", *STAGE_CONFIGS))
         self.cfg, _ = compose_config("pipeline", routed["pipeline"])
         self.analysis = analysis_settings(self.cfg.analysis)
+        self.grid: Grid = build_grid(self.cfg.grid)
+        self.resume = resume or None
+        # Prefixed: `mlflow run` already logs the raw entry-point parameters unprefixed.
+        self.params = {
+            "pipeline.dataset": dataset,
+            "pipeline.seeds": str(seeds),
+            "pipeline.epochs": "config" if epochs is None else str(epochs),
+            "pipeline.overrides": " ".join(redact_overrides(overrides)) or "none",
+            "pipeline.pretrain_seed": str(self.cfg.pretrain_seed),
+            "pipeline.grid.fusions": ",".join(self.grid.fusions),
+            "pipeline.grid.conditions": ",".join(self.grid.conditions),
+            "pipeline.grid.missing": ",".join(f"{r:g}" for r in self.grid.missing),
+        }
+        if self.resume:
+            check_resumable(self.resume, self.params)
         self.dataset = dataset
         self.seeds = seeds
         self.epochs = epochs
@@ -78,33 +109,34 @@ class PipelineRecipe:
             )
             for m in self.modalities
         }
-        # Validates the fusion config now; the pretrained arm needs encoder runs first.
+        # Validates every fusion config now; the pretrained arms need encoder runs first.
         self._multimodal_overrides = routed["multimodal"]
-        self._fusion_recipe(seed=0, encoders="scratch")
+        self.cells = list(self.grid.cells(self.modalities, seeds))
+        for fusion, missing in {(c.fusion, c.missing) for c in self.cells}:
+            self._fusion_recipe(Cell(fusion, "scratch", tuple(self.modalities), missing, 0), {})
 
-    def _fusion_recipe(
-        self, seed: int, encoders: str, condition: str | None = None
-    ) -> MultimodalRecipe:
+    def _fusion_recipe(self, cell: Cell, pretrain_runs: dict[str, str]) -> MultimodalRecipe:
+        encoders = ",".join(
+            f"{m}=" + ("scratch" if m in cell.scratch else f"run:{pretrain_runs[m]}")
+            for m in self.modalities
+        )
+        rate = f"{cell.missing:g}"
         cfg, choices = compose_config(
             "multimodal",
-            [*self._multimodal_overrides, f"seed={seed}", f"encoders={quote(encoders)}"],
-        )
-        return MultimodalRecipe(cfg, fusion_name=choices["model/fusion"], condition=condition)
+            [*self._multimodal_overrides, f"model/fusion={cell.fusion}", f"seed={cell.seed}",
+             f"encoders={quote(encoders)}", f"missing.train={rate}", f"missing.val={rate}",
+             f"missing.test={rate}"],
+        )  # fmt: skip
+        return MultimodalRecipe(cfg, fusion_name=choices["model/fusion"], condition=cell.condition)
 
     def run(self) -> PipelineResult:
         tags = {schema.STAGE: schema.STAGE_PIPELINE, schema.DATASET: self.dataset,
                 schema.MODALITIES: ",".join(self.modalities)}  # fmt: skip
-        with tracked_run(run_name=f"pipeline-{self.dataset}", tags=tags) as parent:
-            # Prefixed: `mlflow run` already logs the raw entry-point parameters unprefixed.
-            mlflow.log_params(
-                {
-                    "pipeline.dataset": self.dataset,
-                    "pipeline.seeds": self.seeds,
-                    "pipeline.epochs": "config" if self.epochs is None else self.epochs,
-                    "pipeline.overrides": " ".join(redact_overrides(self.overrides)) or "none",
-                    "pipeline.pretrain_seed": self.cfg.pretrain_seed,
-                }
-            )
+        with tracked_run(
+            run_name=f"pipeline-{self.dataset}", tags=tags, run_id=self.resume
+        ) as parent:
+            if not self.resume:  # a resumed run has them already (checked equal)
+                mlflow.log_params(self.params)
             experiment_id = parent.info.experiment_id
             pretrain_runs, reused = {}, {}
             for m, recipe in self.pretrain.items():
@@ -129,16 +161,17 @@ class PipelineRecipe:
                     flush=True,
                 )
 
-            pretrained = ",".join(f"{m}=run:{pretrain_runs[m]}" for m in self.modalities)
+            done = finished_cells(parent.info.run_id) if self.resume else {}
             fusion_runs = []
-            for seed in range(self.seeds):
-                for condition, encoders in (
-                    (schema.CONDITION_SCRATCH, "scratch"),
-                    (schema.CONDITION_PRETRAINED, pretrained),
-                ):
-                    run_id = self._fusion_recipe(seed, encoders, condition).run(nested=True)
-                    fusion_runs.append(run_id)
-                    print(f"multimodal {condition} seed {seed}: run {run_id}", flush=True)
+            for cell in self.cells:
+                label = f"{cell.fusion} {cell.condition} missing {cell.missing:g} seed {cell.seed}"
+                if cell.key in done:
+                    fusion_runs.append(done[cell.key])
+                    print(f"multimodal {label}: finished earlier, run {done[cell.key]}", flush=True)
+                    continue
+                run_id = self._fusion_recipe(cell, pretrain_runs).run(nested=True)
+                fusion_runs.append(run_id)
+                print(f"multimodal {label}: run {run_id}", flush=True)
 
             result = analyze(parent_run=parent.info.run_id, settings=self.analysis, nested=True)
             mlflow.log_text(result.markdown, schema.ANALYSIS_TABLE_ARTIFACT)
@@ -164,6 +197,58 @@ def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str
         if len(errors) == len(stages):
             raise UserInputError(f"override {override!r} fits no pipeline stage: {errors[0]}")
     return routed
+
+
+def check_resumable(run_id: str, params: dict[str, str]) -> None:
+    """Only a pipeline run with exactly these settings can be resumed."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise UserInputError(f"resume={run_id!r}: no such run in this tracking store") from None
+    if run.data.tags.get(schema.STAGE) != schema.STAGE_PIPELINE:
+        raise UserInputError(f"resume={run_id!r} is not a pipeline run")
+    differ = {
+        k: (run.data.params.get(k), v) for k, v in params.items() if run.data.params.get(k) != v
+    }
+    if differ:
+        details = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in differ.items())
+        raise UserInputError(
+            f"resume={run_id!r} was started with other settings ({details}); resume with the "
+            "same dataset, seeds, epochs and overrides"
+        )
+
+
+def finished_cells(parent_id: str) -> dict[tuple[str, str, str, int], str]:
+    """A pipeline's FINISHED fusion children by cell key (fusion, condition, missing, seed)."""
+    client = MlflowClient()
+    found: dict[tuple[str, str, str, int], str] = {}
+    token = None
+    while True:
+        page = client.search_runs(
+            [client.get_run(parent_id).info.experiment_id],
+            f"tags.`{schema.PARENT_RUN_ID}` = '{parent_id}' and tags.`{schema.STAGE}` = "
+            f"'{schema.STAGE_MULTIMODAL}' and attributes.status = 'FINISHED'",
+            page_token=token,
+        )
+        for run in page:
+            tags = run.data.tags
+            key = (tags.get(schema.FUSION, ""), tags.get(schema.CONDITION, ""),
+                   tags.get(schema.missing_tag("train"), "0"), int(tags.get(schema.SEED, -1)))  # fmt: skip
+            found[key] = run.info.run_id
+        token = page.token
+        if not token:
+            return found
+
+
+def build_grid(node: DictConfig) -> Grid:
+    """The ``grid`` config group as a :class:`Grid`; a bad value fails before any run."""
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        raise UserInputError(
+            f"pipeline grid: {cause if isinstance(cause, UserInputError) else err}"
+        ) from None
 
 
 def analysis_settings(node: DictConfig) -> AnalysisSettings:

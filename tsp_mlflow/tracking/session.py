@@ -24,6 +24,8 @@ def configure_tracking() -> str:
     silently switches it to the file store; naming the URI rules that out.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline tool: no phone-home
+    # One progress bar per encoder download floods pipeline logs (a grid loads many).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Set explicitly either way: a URI set earlier in this process must not shadow the env.
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -49,19 +51,30 @@ def use_experiment(name: str) -> None:
 
 @contextmanager
 def tracked_run(
-    *, run_name: str, tags: dict[str, str], nested: bool = False, experiment_id: str | None = None
+    *,
+    run_name: str,
+    tags: dict[str, str],
+    nested: bool = False,
+    experiment_id: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start a run (or attach to the one ``mlflow run`` created) and end it honestly.
 
     ``experiment_id`` places a top-level run; it is ignored when attaching to the run that
-    ``mlflow run`` created, whose experiment is already fixed.
+    ``mlflow run`` created, whose experiment is already fixed. ``run_id`` reopens an
+    existing run (a resumed pipeline) instead of starting one.
 
     On success the run ends FINISHED. On an exception it ends FAILED with the reason in
     ``tsp.error``; on Ctrl-C or SIGTERM it ends KILLED. The exception is re-raised.
     """
     if nested or os.environ.get("MLFLOW_RUN_ID"):
         experiment_id = None
-    run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags, experiment_id=experiment_id)
+    if run_id:
+        run = mlflow.start_run(run_id=run_id, nested=nested, tags=tags)
+    else:
+        run = mlflow.start_run(
+            run_name=run_name, nested=nested, tags=tags, experiment_id=experiment_id
+        )
     previous = signal.getsignal(signal.SIGTERM)
     if not nested:  # turn SIGTERM into an exception so the run is closed as KILLED
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
