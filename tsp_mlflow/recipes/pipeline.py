@@ -112,6 +112,14 @@ class PipelineRecipe:
         # Validates every fusion config now; the pretrained arms need encoder runs first.
         self._multimodal_overrides = routed["multimodal"]
         self.cells = list(self.grid.cells(self.modalities, seeds))
+        conditions = {c.condition for c in self.cells}
+        for arm, name in (("a", self.analysis.a), ("b", self.analysis.b)):
+            if name not in conditions:
+                raise UserInputError(
+                    f"the closing analysis compares analysis.{arm}={name!r}, which the grid does "
+                    f"not run (grid.conditions: {', '.join(sorted(conditions))}); add it to "
+                    f"grid.conditions or set analysis.{arm} to one of them"
+                )
         for fusion, missing in {(c.fusion, c.missing) for c in self.cells}:
             self._fusion_recipe(Cell(fusion, "scratch", tuple(self.modalities), missing, 0), {})
 

@@ -1,0 +1,130 @@
+"""Acceptance: the thesis's experiment grids run as one command each, fully tracked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.integration.flow import artifact_paths, children, runs
+from tsp_mlflow.cli import main
+from tsp_mlflow.tracking import schema
+
+pytestmark = pytest.mark.integration
+FUSIONS = ["attention", "avg", "concat", "gated", "max", "sum"]
+
+
+def pipeline(*args: str) -> None:
+    main(["pipeline", "--seeds", "2", "--epochs", "1", *args])
+
+
+def fusion_children(client: MlflowClient, parent_id: str) -> list:
+    return [r for r in children(client, parent_id) if r.data.tags[schema.STAGE] == "multimodal"]
+
+
+def test_six_fusion_methods_by_two_conditions_by_two_seeds(
+    tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline("--overrides", "grid=fusions debug=tiny")
+    client = MlflowClient(tracking_uri)
+    (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
+    kids = children(client, parent.info.run_id)
+    stages = sorted(r.data.tags[schema.STAGE] for r in kids)
+    assert stages == ["analysis"] + ["multimodal"] * 24 + ["pretrain"] * 2
+    assert all(r.info.status == "FINISHED" for r in kids)
+    cells = {(r.data.tags[schema.FUSION], r.data.tags[schema.CONDITION], r.data.tags[schema.SEED])
+             for r in fusion_children(client, parent.info.run_id)}  # fmt: skip
+    assert cells == {(f, c, s) for f in FUSIONS for c in ("scratch", "pretrained") for s in "01"}
+    encoders = {m: parent.data.tags[schema.pipeline_pretrain_tag(m)] for m in ("audio", "image")}
+    for run in fusion_children(client, parent.info.run_id):
+        if run.data.tags[schema.CONDITION] == "pretrained":  # every cell reuses the two encoders
+            assert all(
+                run.data.tags[schema.encoder_run_tag(m)] == rid for m, rid in encoders.items()
+            )
+        metrics = run.data.metrics
+        assert metrics["params/total"] > 0 and metrics["time/test_batch_ms"] > 0
+        assert ("params/fusion" in metrics) and (metrics["params/fusion"] == 0) == (
+            run.data.tags[schema.FUSION] == "concat"
+        )
+
+    (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
+    files = artifact_paths(client, analysis.info.run_id)
+    assert {"analysis/figures/cd_fusions.png", "analysis/tables/fusions_ranks.csv",
+            "analysis/tables/fusions_omnibus.csv"} <= files  # fmt: skip
+    ranks = pd.read_csv(
+        client.download_artifacts(analysis.info.run_id, "analysis/tables/fusions_ranks.csv")
+    )
+    assert set(ranks.columns) >= {"condition", "pattern", "metric"} and set(ranks["fusion"]) == set(
+        FUSIONS
+    )
+    report = Path(client.download_artifacts(analysis.info.run_id, "analysis/report.md")).read_text()
+    assert "## Across fusion methods" in report and "## Efficiency per fusion method" in report
+    comparison = pd.read_csv(
+        client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_COMPARISON_CSV)
+    )
+    assert set(comparison["fusion"]) == set(FUSIONS)  # pretrained vs scratch within each method
+    assert "| gated | audio-image | accuracy | 2 |" in capsys.readouterr().out
+
+
+def test_missing_rate_grid_with_one_modality_from_scratch(tracking_uri: str) -> None:
+    with pytest.raises(SystemExit):  # the default analysis needs a scratch arm: fail first
+        pipeline("--overrides", "grid=missing grid.conditions=[audio_scratch,pretrained]")
+    assert runs(MlflowClient(tracking_uri), "") == []
+    pipeline("--overrides", "grid=missing grid.conditions=[audio_scratch,pretrained] "
+             "analysis.b=audio_scratch debug=tiny")  # fmt: skip
+    client = MlflowClient(tracking_uri)
+    (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
+    cells = fusion_children(client, parent.info.run_id)
+    assert len(cells) == 2 * 2 * 2  # rates x conditions x seeds
+    image_run = parent.data.tags[schema.pipeline_pretrain_tag("image")]
+    seen = set()
+    for run in cells:
+        tags, metrics = run.data.tags, run.data.metrics
+        rate = tags[schema.missing_tag("train")]
+        assert rate in ("0.2", "0.9")
+        assert tags[schema.missing_tag("val")] == tags[schema.missing_tag("test")] == rate
+        assert run.data.params["missing.train"] == rate
+        seen.add((rate, tags[schema.CONDITION], tags[schema.SEED]))
+        if tags[schema.CONDITION] == "audio_scratch":
+            assert tags[schema.encoder_source_tag("audio")] == "scratch"
+            assert schema.encoder_run_tag("audio") not in tags
+        assert tags[schema.encoder_run_tag("image")] == image_run
+        for split in ("val", "test"):  # the split's own masks, and every pattern on complete data
+            for pattern in ("observed", "audio-image", "audio", "image"):
+                assert f"{split}/{pattern}/accuracy" in metrics
+    assert seen == {
+        (r, c, s) for r in ("0.2", "0.9") for c in ("audio_scratch", "pretrained") for s in "01"
+    }
+    (analysis,) = [
+        r for r in children(client, parent.info.run_id) if r.data.tags[schema.STAGE] == "analysis"
+    ]
+    report = Path(client.download_artifacts(analysis.info.run_id, "analysis/report.md")).read_text()
+    assert "## Across missing rates" in report and "missing 0.2 vs 0.9" in report
+
+
+def test_a_stopped_grid_resumes_without_redoing_finished_cells(
+    tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--overrides", "grid.fusions=[concat,sum] debug=tiny")
+    pipeline(*args)
+    client = MlflowClient(tracking_uri)
+    (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
+    cells = fusion_children(client, parent.info.run_id)
+    broken = next(r for r in cells if r.data.tags[schema.FUSION] == "sum")
+    client.set_terminated(broken.info.run_id, "FAILED")  # as if the machine had died there
+    client.set_terminated(parent.info.run_id, "FAILED")
+    capsys.readouterr()
+
+    pipeline(*args, "--resume", parent.info.run_id)
+    out = capsys.readouterr().out
+    assert out.count("finished earlier") == len(cells) - 1
+    after = fusion_children(client, parent.info.run_id)
+    assert len(after) == len(cells) + 1  # exactly the one broken cell ran again
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    assert len(runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")) == 2  # encoders reused
+
+    with pytest.raises(SystemExit):
+        pipeline("--overrides", "grid.fusions=[concat] debug=tiny", "--resume", parent.info.run_id)
+    assert "was started with other settings (pipeline.overrides" in capsys.readouterr().err
