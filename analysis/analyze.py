@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -37,6 +38,7 @@ from analysis.results import AnalysisInputs, AnalysisSettings, Results, compute_
 from analysis.stats import full_pattern
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import redact_uri
+from tsp_mlflow.tracking.schema import REPRESENTATIONS_DIR
 from tsp_mlflow.tracking.session import tracked_run
 
 VERSIONED = ("tsp-mlflow", "mlflow", "numpy", "scipy", "statsmodels", "pandas", "matplotlib")
@@ -114,6 +116,9 @@ def analyze(
     try:
         _write_files(folder, results, inputs, headline, report_md, report_tex,
                      meta=_meta(selection, settings, results, client, len(runs)))  # fmt: skip
+        embeddings = _representations(client, results)
+        if embeddings:
+            figures.representations(embeddings, folder / "figures" / "representations.png")
         run_id = _log(folder, selection, settings, results, runs, nested) if log else None
     finally:
         if not output_dir:
@@ -175,6 +180,29 @@ def _write_files(
     figures.save_all(results, folder / "figures")
 
 
+def _representations(client: MlflowClient, results: Results) -> dict[str, dict[str, np.ndarray]]:
+    """arm -> {modality: (N, D) test embeddings, "targets": (N, ...)} from one run per arm
+    (the lowest seed; the first fusion method), read as .npy without pickle."""
+    s = results.settings
+    runs = results.runs
+    if runs.empty or "condition" not in runs:
+        return {}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for arm in (s.a, s.b):
+        pick = runs[runs["condition"] == arm].sort_values(["fusion", "seed"], na_position="last")
+        if pick.empty:
+            return {}
+        run_id = pick["run_id"].iloc[0]
+        try:
+            folder = Path(client.download_artifacts(run_id, REPRESENTATIONS_DIR))
+        except Exception:  # runs without representations (older, or representations=false)
+            return {}
+        out[f"{arm} ({run_id[:8]})"] = {
+            p.stem: np.load(p, allow_pickle=False) for p in sorted(folder.glob("*.npy"))
+        }
+    return out
+
+
 def _tables(results: Results) -> dict[str, pd.DataFrame]:
     tables = {
         "comparison": results.comparison,
@@ -199,6 +227,7 @@ def _tables(results: Results) -> dict[str, pd.DataFrame]:
     if results.bands is not None:
         tables["curve_bands"] = results.bands.bands
         tables["curve_differences"] = results.bands.differences
+    tables["probes"] = results.probes
     for name, many in (("conditions", results.conditions), ("fusions", results.fusions),
                        ("missing_rates", results.missing_rates)):  # fmt: skip
         if isinstance(many, pd.DataFrame):

@@ -156,6 +156,7 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
                 "condition": tags.get(schema.CONDITION),
                 "seed": int(seed) if seed not in (None, "") else None,
                 "fusion": tags.get(schema.FUSION),
+                "missing": tags.get(schema.missing_tag("train"), "0"),
                 "modalities": tags.get(schema.MODALITIES) or tags.get(schema.MODALITY),
                 "parent_run_id": tags.get(schema.PARENT_RUN_ID),
                 "config_hash": tags.get(schema.CONFIG_HASH),

@@ -240,3 +240,39 @@ def critical_difference(result: ManyResult, path: Path) -> Path:
         )
         ax.set_yticks([])
     return _save(fig, path)
+
+
+def representations(embeddings: dict[str, dict[str, np.ndarray]], path: Path) -> Path:
+    """Test embeddings of each encoder, pretrained vs scratch, in 2-D: PCA and t-SNE.
+
+    Rows are modalities; columns are (arm, method). Points are coloured by the target
+    (class, first positive label, or sentiment score). At most 1500 points, drawn with a
+    fixed seed, so the figure is reproducible.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    arms = list(embeddings)
+    modalities = [k for k in embeddings[arms[0]] if k != "targets"]
+    fig, axes = plt.subplots(len(modalities), 2 * len(arms), squeeze=False,
+                             figsize=(3.2 * 2 * len(arms), 3.0 * len(modalities)))  # fmt: skip
+    rng = np.random.default_rng(0)
+    for col, (arm, method) in enumerate((a, m) for m in ("PCA", "t-SNE") for a in arms):
+        data = embeddings[arm]
+        targets = data["targets"]
+        colour = targets.argmax(axis=1) if targets.ndim == 2 else targets
+        keep = np.sort(rng.permutation(len(targets))[:1500])
+        for row, modality in enumerate(modalities):
+            x = data[modality][keep]
+            if method == "PCA":
+                xy = PCA(n_components=2, random_state=0).fit_transform(x)
+            else:
+                perplexity = max(2.0, min(30.0, (len(x) - 1) / 3))
+                xy = TSNE(n_components=2, perplexity=perplexity, random_state=0,
+                          init="pca").fit_transform(x)  # fmt: skip
+            ax = axes[row][col]
+            ax.scatter(xy[:, 0], xy[:, 1], c=colour[keep], s=5, cmap="tab10", alpha=0.8)
+            ax.set_title(f"{modality}: {arm}\n{method}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return _save(fig, path)

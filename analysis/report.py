@@ -253,6 +253,9 @@ def render(results: Results, *, title: str, inputs_line: str) -> tuple[str, str,
             results, results.missing_rates, f"missing {lo} vs {hi} (Δ = cost of losing modalities, negated)"
         )]))  # fmt: skip
     sections.append(("Efficiency per fusion method", efficiency_tables(results)))
+    if len(results.probes):
+        sections.append(("Representations: linear probes on frozen test embeddings",
+                         [comparison_table(results, results.probes, "linear probe")]))  # fmt: skip
     sections.append(("Thesis-style tables", thesis_tables(results)))
 
     intro = [f"# {title}", "", inputs_line, ""]

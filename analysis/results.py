@@ -131,6 +131,7 @@ class Results:
     fusions: ManyResult | pd.DataFrame | None = None
     missing_rates: ManyResult | pd.DataFrame | None = None
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # data.runs_frame
+    probes: pd.DataFrame = field(default_factory=pd.DataFrame)  # linear probes, a vs b
     notes: list[str] = field(default_factory=list)
 
 
@@ -238,6 +239,15 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
         missing_result = compare_two(values, a=rates[0], b=rates[1], arm="missing",
                                      by=missing_by, **common)  # fmt: skip
 
+    probes = _probe_values(inputs.runs, strata)
+    probe_cmp = (
+        compare_two(probes, a=s.a, b=s.b, by=(*strata, "quantity"), **common)
+        if len(probes)
+        and probes["condition"].isin([s.a]).any()
+        and probes["condition"].isin([s.b]).any()
+        else empty
+    )
+
     return Results(
         settings=s, full_pattern=full, curve_key=curve_key, threshold=threshold, by=by,
         comparison=comparison, summary=summary,
@@ -246,8 +256,20 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
         equal_compute=eq_cmp, equal_compute_values=eq_values, efficiency=eff,
         multimodal=gain_cmp, multimodal_summary=gain_summary, lineage=inputs.lineage,
         conditions=conditions, fusions=fusion_result, missing_rates=missing_result,
-        runs=inputs.runs, notes=notes,
+        runs=inputs.runs, probes=probe_cmp, notes=notes,
     )  # fmt: skip
+
+
+def _probe_values(runs: pd.DataFrame, strata: tuple[str, ...]) -> pd.DataFrame:
+    """Long frame of the runs' ``probe/<modality>/<metric>`` metrics (quantity, value)."""
+    cols = [c for c in runs.columns if c.startswith("metrics.probe/")]
+    if runs.empty or not cols:
+        return pd.DataFrame()
+    ids = ["run_id", "condition", "seed", *(c for c in strata if c in runs)]
+    long = runs[ids + cols].melt(id_vars=ids, var_name="quantity", value_name="value")
+    long["quantity"] = long["quantity"].str.removeprefix("metrics.")
+    long["metric"] = long["quantity"].str.rsplit("/", n=1).str[-1]  # direction of "better"
+    return long.dropna(subset=["value"])
 
 
 def _rate(text: str) -> float:

@@ -45,6 +45,11 @@ def test_six_fusion_methods_by_two_conditions_by_two_seeds(
             )
         metrics = run.data.metrics
         assert metrics["params/total"] > 0 and metrics["time/test_batch_ms"] > 0
+        assert (
+            0 <= metrics["probe/audio/accuracy"] <= 1 and 0 <= metrics["probe/image/accuracy"] <= 1
+        )
+        assert {"representations/audio.npy", "representations/image.npy",
+                "representations/targets.npy"} <= artifact_paths(client, run.info.run_id)  # fmt: skip
         assert ("params/fusion" in metrics) and (metrics["params/fusion"] == 0) == (
             run.data.tags[schema.FUSION] == "concat"
         )
@@ -52,7 +57,8 @@ def test_six_fusion_methods_by_two_conditions_by_two_seeds(
     (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
     files = artifact_paths(client, analysis.info.run_id)
     assert {"analysis/figures/cd_fusions.png", "analysis/tables/fusions_ranks.csv",
-            "analysis/tables/fusions_omnibus.csv"} <= files  # fmt: skip
+            "analysis/tables/fusions_omnibus.csv", "analysis/figures/representations.png",
+            "analysis/tables/probes.csv"} <= files  # fmt: skip
     ranks = pd.read_csv(
         client.download_artifacts(analysis.info.run_id, "analysis/tables/fusions_ranks.csv")
     )
@@ -61,6 +67,7 @@ def test_six_fusion_methods_by_two_conditions_by_two_seeds(
     )
     report = Path(client.download_artifacts(analysis.info.run_id, "analysis/report.md")).read_text()
     assert "## Across fusion methods" in report and "## Efficiency per fusion method" in report
+    assert "| probe/image/accuracy |" in report
     comparison = pd.read_csv(
         client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_COMPARISON_CSV)
     )

@@ -34,6 +34,7 @@ from tsp_mlflow.tracking.params import log_config
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.finetune import apply_modes, encoder_modes
+from tsp_mlflow.training.representations import log_representations
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
@@ -136,4 +137,6 @@ class MultimodalRecipe:
             log_config(config)
             loaders = make_loaders(cfg, make_datasets(cfg, self.modalities), generator, device)
             train_and_test(cfg, model, loaders, self.task, device, started)
+            if cfg.representations:
+                log_representations(model, loaders, device, self.task)
         return run.info.run_id

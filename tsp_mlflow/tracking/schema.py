@@ -103,6 +103,7 @@ def parse_metric_key(key: str) -> PatternMetric | None:
 
 # --- artifacts and registry -------------------------------------------------------------
 ENCODER_ARTIFACT_DIR = "encoder"
+REPRESENTATIONS_DIR = "representations"  # <modality>.npy test embeddings + targets.npy
 CONFIG_ARTIFACT = "config.yaml"
 METRICS_ARTIFACT = "metrics.json"
 ANALYSIS_DIR = "analysis"  # an analysis run's artifacts, all under this folder:
