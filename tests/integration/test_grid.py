@@ -135,3 +135,26 @@ def test_a_stopped_grid_resumes_without_redoing_finished_cells(
     with pytest.raises(SystemExit):
         pipeline("--overrides", "grid.fusions=[concat] debug=tiny", "--resume", parent.info.run_id)
     assert "was started with other settings (pipeline.overrides" in capsys.readouterr().err
+
+
+def test_the_same_grid_runs_through_hydra_multirun(
+    subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "tsp_mlflow.multirun", "-m", "model/fusion=concat,gated",
+           "seed=0,1", "experiment=missing_20", "debug=tiny", f"hydra.sweep.dir={tmp_path / 'mr'}"]  # fmt: skip
+    done = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    found = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
+    assert all(r.info.status == "FINISHED" for r in found)
+    cells = {(r.data.tags[schema.FUSION], r.data.tags[schema.SEED], r.data.tags[schema.missing_tag("test")],
+              r.data.tags[schema.CONDITION]) for r in found}  # fmt: skip
+    assert cells == {(f, s, "0.2", "scratch") for f in ("concat", "gated") for s in "01"}
+    assert all(r.data.params["model.fusion._target_"].endswith(
+        "GatedFusion" if r.data.tags[schema.FUSION] == "gated" else "ConcatFusion") for r in found)  # fmt: skip
+    bad = subprocess.run([sys.executable, "-m", "tsp_mlflow.multirun", "encoders=run:nope"],
+                         env=subprocess_env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "tsp: error: " in bad.stderr
