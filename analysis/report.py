@@ -174,7 +174,8 @@ def many_tables(result: ManyResult, title: str) -> list[Table]:
 
 
 def efficiency_tables(results: Results) -> list[Table]:
-    """The thesis's pooling-method costs: parameters, training time, test latency."""
+    """The thesis's pooling-method costs: parameters, training time, test latency (per
+    missing rate too, when the runs have several)."""
     runs = results.runs
     cols = {"metrics.params/total": "parameters", "metrics.params/trainable": "trainable",
             "metrics.params/fusion": "fusion parameters", "metrics.time/train_total_s": "train s",
@@ -182,10 +183,15 @@ def efficiency_tables(results: Results) -> list[Table]:
     have = [c for c in cols if c in runs]
     if runs.empty or not have or "fusion" not in runs:
         return []
-    table = runs.groupby(["fusion", "condition"])[have].agg(["mean", "std"])
+    keys = [
+        "fusion",
+        "condition",
+        *(["missing"] if runs.get("missing", pd.Series()).nunique() > 1 else []),
+    ]
+    table = runs.groupby(keys)[have].agg(["mean", "std"])
     rows = []
-    for (fusion, condition), row in table.iterrows():
-        rows.append({"fusion": fusion, "condition": condition, **{
+    for key, row in table.iterrows():
+        rows.append({**dict(zip(keys, key, strict=True)), **{
             cols[c]: f"{row[(c, 'mean')]:,.0f}" if "params/" in c else pm(row[(c, "mean")], row[(c, "std")])
             for c in have}})  # fmt: skip
     return [
