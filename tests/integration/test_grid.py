@@ -16,8 +16,8 @@ pytestmark = pytest.mark.integration
 FUSIONS = ["attention", "avg", "concat", "gated", "max", "sum"]
 
 
-def pipeline(*args: str) -> None:
-    main(["pipeline", "--seeds", "2", "--epochs", "1", *args])
+def pipeline(*args: str, seeds: int = 2) -> None:
+    main(["pipeline", "--seeds", str(seeds), "--epochs", "1", *args])
 
 
 def fusion_children(client: MlflowClient, parent_id: str) -> list:
@@ -27,7 +27,7 @@ def fusion_children(client: MlflowClient, parent_id: str) -> list:
 def test_six_fusion_methods_by_two_conditions_by_two_seeds(
     tracking_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pipeline("--overrides", "grid=fusions debug=tiny")
+    pipeline("--overrides", "grid=fusions debug=tiny representations=true")
     client = MlflowClient(tracking_uri)
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     kids = children(client, parent.info.run_id)
@@ -115,7 +115,7 @@ def test_a_stopped_grid_resumes_without_redoing_finished_cells(
     tracking_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ("--overrides", "grid.fusions=[concat,sum] debug=tiny")
-    pipeline(*args)
+    pipeline(*args, seeds=1)
     client = MlflowClient(tracking_uri)
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     cells = fusion_children(client, parent.info.run_id)
@@ -124,7 +124,7 @@ def test_a_stopped_grid_resumes_without_redoing_finished_cells(
     client.set_terminated(parent.info.run_id, "FAILED")
     capsys.readouterr()
 
-    pipeline(*args, "--resume", parent.info.run_id)
+    pipeline(*args, "--resume", parent.info.run_id, seeds=1)
     out = capsys.readouterr().out
     assert out.count("finished earlier") == len(cells) - 1
     after = fusion_children(client, parent.info.run_id)
@@ -133,7 +133,13 @@ def test_a_stopped_grid_resumes_without_redoing_finished_cells(
     assert len(runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")) == 2  # encoders reused
 
     with pytest.raises(SystemExit):
-        pipeline("--overrides", "grid.fusions=[concat] debug=tiny", "--resume", parent.info.run_id)
+        pipeline(
+            "--overrides",
+            "grid.fusions=[concat] debug=tiny",
+            "--resume",
+            parent.info.run_id,
+            seeds=1,
+        )
     assert "was started with other settings (pipeline.overrides" in capsys.readouterr().err
 
 
@@ -144,7 +150,8 @@ def test_the_same_grid_runs_through_hydra_multirun(
     import sys
 
     cmd = [sys.executable, "-m", "tsp_mlflow.multirun", "-m", "model/fusion=concat,gated",
-           "seed=0,1", "experiment=missing_20", "debug=tiny", f"hydra.sweep.dir={tmp_path / 'mr'}"]  # fmt: skip
+           "seed=0,1", "experiment=missing_20", "debug=tiny", "trainer.batch_size=512",
+           f"hydra.sweep.dir={tmp_path / 'mr'}"]  # fmt: skip
     done = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri)

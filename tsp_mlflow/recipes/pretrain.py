@@ -49,6 +49,7 @@ class PretrainRecipe:
         with open_dict(cfg):  # only the pretrained modality's encoder belongs to this run
             cfg.model.encoders = {cfg.modality: cfg.model.encoders[cfg.modality]}
             cfg.pop("missing", None)  # unimodal pretraining sees complete data
+            cfg.pop("representations", None)  # probes belong to fusion runs
         self.cfg = cfg
         self.config = to_plain(cfg)
         self.modality: str = cfg.modality
