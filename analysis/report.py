@@ -13,7 +13,11 @@ def comparison_table(results: Results, table: pd.DataFrame | None = None, title:
     """The headline: one row per pattern × metric, estimate first, then tests, then verdict."""
     s = results.settings
     table = results.comparison if table is None else table
-    keys = [c for c in table.columns if c in results.by or c in ("quantity", "basis", "epoch")]
+    extra = ("quantity", "basis", "epoch", "condition", "fusion", "missing")
+    keys = [c for c in table.columns if c in results.by or c in extra]
+    # Tables that compare other arms (fusion methods, missing rates) name them in a and b.
+    a = str(table["a"].iloc[0]) if "a" in table and len(table) else s.a
+    b = str(table["b"].iloc[0]) if "b" in table and len(table) else s.b
     rows = []
     for r in table.to_dict("records"):
         kind = "d_z" if r["effect_kind"] == "d_z" else "g"
@@ -21,8 +25,8 @@ def comparison_table(results: Results, table: pd.DataFrame | None = None, title:
             {
                 **{k: r[k] for k in keys},
                 "n": r["n_pairs"] if r["design"] == "paired" else f"{r['n_a']}+{r['n_b']}",
-                f"{s.a} mean ± sd": pm(r["mean_a"], r["sd_a"]),
-                f"{s.b} mean ± sd": pm(r["mean_b"], r["sd_b"]),
+                f"{a} mean ± sd": pm(r["mean_a"], r["sd_a"]),
+                f"{b} mean ± sd": pm(r["mean_b"], r["sd_b"]),
                 f"Δ [{s.confidence:.0%} CI]": f"{num(r['delta'], signed=True)} {interval(r['ci_low'], r['ci_high'])}",
                 "Δ%": percent(r["delta"] / r["mean_b"] * 100)
                 if pd.notna(r["mean_b"]) and r["mean_b"]
@@ -30,7 +34,7 @@ def comparison_table(results: Results, table: pd.DataFrame | None = None, title:
                 "effect": f"{kind} = {num(r['effect_size'], 2, signed=True)}"
                 if pd.notna(r["effect_kind"])
                 else "–",
-                f"P({s.a}>{s.b})": f"{num(r['p_superiority'], 2)} {interval(r['ps_low'], r['ps_high'], 2, signed=False)}",
+                f"P({a}>{b})": f"{num(r['p_superiority'], 2)} {interval(r['ps_low'], r['ps_high'], 2, signed=False)}",
                 "p (floor)": f"{pvalue(r['p_value'])} ({pvalue(r['p_floor'])})",
                 f"p {s.correction}": pvalue(r["p_adjusted"]),
                 "MDE": num(r["mde"], 3),
@@ -39,7 +43,7 @@ def comparison_table(results: Results, table: pd.DataFrame | None = None, title:
         )
     design = ", ".join(sorted(table["design"].dropna().unique())) if len(table) else "–"
     note = (
-        f"Δ = {s.a} − {s.b}. Design: {design} (paired by {s.pair_on} where seeds match, Welch "
+        f"Δ = {a} − {b}. Design: {design} (paired by {s.pair_on} where seeds match, Welch "
         f"otherwise). p is the exact permutation test; its floor is the smallest p this n "
         f"allows. p {s.correction} corrects over the {len(table)} rows. MDE: smallest |Δ| "
         f"detectable with 80% power at α/m. ROPE ±{s.rope:g}. Run ids per row: tables/*.csv."
@@ -256,7 +260,7 @@ def render(results: Results, *, title: str, inputs_line: str) -> tuple[str, str,
     elif isinstance(results.missing_rates, pd.DataFrame) and len(results.missing_rates):
         lo, hi = results.missing_rates["a"].iloc[0], results.missing_rates["b"].iloc[0]
         sections.append(("Across missing rates", [comparison_table(
-            results, results.missing_rates, f"missing {lo} vs {hi} (Δ = cost of losing modalities, negated)"
+            results, results.missing_rates, f"missing {lo} vs {hi} (Δ = {lo} − {hi}: what losing more modalities costs)"
         )]))  # fmt: skip
     sections.append(("Efficiency per fusion method", efficiency_tables(results)))
     if len(results.probes):

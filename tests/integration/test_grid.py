@@ -108,7 +108,8 @@ def test_missing_rate_grid_with_one_modality_from_scratch(tracking_uri: str) -> 
         r for r in children(client, parent.info.run_id) if r.data.tags[schema.STAGE] == "analysis"
     ]
     report = Path(client.download_artifacts(analysis.info.run_id, "analysis/report.md")).read_text()
-    assert "## Across missing rates" in report and "missing 0.2 vs 0.9" in report
+    assert "## Across missing rates" in report and "missing 0.2 vs 0.9 (Δ = 0.2 − 0.9" in report
+    assert "| audio_scratch | audio-image | accuracy | 2 |" in report  # per condition
 
 
 def test_a_stopped_grid_resumes_without_redoing_finished_cells(
