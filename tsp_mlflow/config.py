@@ -16,7 +16,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from tsp_mlflow.errors import UserInputError
@@ -112,8 +112,11 @@ def check_targets(cfg: Any, path: str = "") -> None:
             ) from None
 
 
-def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+def to_plain(cfg: Any) -> Any:
+    """A config node as plain Python (dicts and lists, resolved); other values unchanged."""
+    if isinstance(cfg, DictConfig | ListConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
 
 
 def _target_nodes(node: Any, path: str) -> Iterator[tuple[Any, str]]:

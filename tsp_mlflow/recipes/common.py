@@ -12,9 +12,10 @@ import mlflow
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from tsp_mlflow.config import to_plain
 from tsp_mlflow.data.base import MultimodalDataset
 from tsp_mlflow.data.batch import SPLITS, all_patterns, pattern_name
 from tsp_mlflow.data.checks import expand_root
@@ -27,7 +28,7 @@ from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
 from tsp_mlflow.training.finetune import param_groups, parameter_counts
-from tsp_mlflow.training.loop import FitResult, evaluate, fit, has_missing, test_latency
+from tsp_mlflow.training.loop import FitResult, evaluate, fit, has_missing
 from tsp_mlflow.training.tasks import Task
 
 
@@ -95,7 +96,7 @@ def split_missing_rates(cfg: DictConfig, modalities: Sequence[str]) -> dict[str,
     """split -> modality -> missing rate, from ``missing.<split>`` (absent: none missing)."""
     node = cfg.get("missing") or {}
     return {
-        split: missing_rates(to_plain_value(node.get(split)), modalities, where=f"missing.{split}")
+        split: missing_rates(to_plain(node.get(split)), modalities, where=f"missing.{split}")
         for split in SPLITS
     }
 
@@ -138,10 +139,6 @@ def make_loaders(
     }
 
 
-def to_plain_value(value: Any) -> Any:
-    return OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
-
-
 def fit_tokenizers(model: LateFusionModel, train: MultimodalDataset) -> None:
     """Text encoders trained from scratch learn their vocabulary from the train split only
     (a pretrained encoder arrives with its tokenizer and keeps it)."""
@@ -158,7 +155,7 @@ def fit_tokenizers(model: LateFusionModel, train: MultimodalDataset) -> None:
 
 def make_optimizer(cfg: DictConfig, model: LateFusionModel) -> tuple[Any, Any]:
     """The optimizer over trainable parameters, with a group per ``finetune.lr`` entry."""
-    lrs = to_plain_value(cfg.finetune.lr) if "finetune" in cfg else {}
+    lrs = to_plain(cfg.finetune.lr) if "finetune" in cfg else {}
     optimizer = instantiate(cfg.optim)(param_groups(model, lrs or {}))
     scheduler = instantiate(cfg.scheduler)(optimizer)
     return optimizer, scheduler
@@ -195,16 +192,16 @@ def train_and_test(
         on_epoch_end=logger.log_epoch,
     )
     model.load_state_dict(result.best_state)
-    test = evaluate(
-        model, loaders["test"], patterns, device, task, observed=has_missing(loaders["test"])
-    )
+    latency: list[float] = []
+    test = evaluate(model, loaders["test"], patterns, device, task,
+                    observed=has_missing(loaders["test"]), latency=latency)  # fmt: skip
     logger.log_test(test, result.best_epoch)
     mlflow.log_metrics(
         {
             schema.BEST_EPOCH: result.best_epoch,
             schema.BEST_VALUE: result.best_value,
             schema.TIME_TRAIN_TOTAL: result.train_seconds,
-            schema.TIME_TEST_BATCH_MS: 1000 * test_latency(model, loaders["test"], device),
+            schema.TIME_TEST_BATCH_MS: 1000 * sum(latency) / max(len(latency), 1),
             schema.TIME_TOTAL: time.perf_counter() - started,
             **parameter_counts(model),
         }

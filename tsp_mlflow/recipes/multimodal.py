@@ -25,7 +25,6 @@ from tsp_mlflow.recipes.common import (
     provenance_tags,
     split_missing_rates,
     task_tags,
-    to_plain_value,
     train_and_test,
 )
 from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
@@ -33,7 +32,7 @@ from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import log_config
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
 from tsp_mlflow.tracking.session import tracked_run
-from tsp_mlflow.training.finetune import apply_modes, encoder_modes
+from tsp_mlflow.training.finetune import apply_modes, check_learning_rates, encoder_modes
 from tsp_mlflow.training.representations import log_representations
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
@@ -65,11 +64,9 @@ class MultimodalRecipe:
         check_data_root(cfg)
         self.missing = split_missing_rates(cfg, self.modalities)
         self.modes = encoder_modes(
-            cfg.finetune.mode, to_plain_value(cfg.finetune.modes) or {}, self.modalities
+            cfg.finetune.mode, to_plain(cfg.finetune.modes) or {}, self.modalities
         )
-        unknown_lr = sorted(set(cfg.finetune.lr or {}) - set(self.modalities))
-        if unknown_lr:
-            raise UserInputError(f"finetune.lr names unknown modalities {unknown_lr}")
+        check_learning_rates(to_plain(cfg.finetune.lr) or {}, self.modalities)
         check_encoder_args(cfg, [m for m, src in self.sources.items() if src == SCRATCH])
         resolve_device(cfg.runtime.device)
         # Resolving checks that every named run / model exists before any run is created.

@@ -229,11 +229,12 @@ def check_resumable(run_id: str, params: dict[str, str]) -> None:
 def finished_cells(parent_id: str) -> dict[tuple[str, str, str, int], str]:
     """A pipeline's FINISHED fusion children by cell key (fusion, condition, missing, seed)."""
     client = MlflowClient()
+    experiment_id = client.get_run(parent_id).info.experiment_id
     found: dict[tuple[str, str, str, int], str] = {}
     token = None
     while True:
         page = client.search_runs(
-            [client.get_run(parent_id).info.experiment_id],
+            [experiment_id],
             f"tags.`{schema.PARENT_RUN_ID}` = '{parent_id}' and tags.`{schema.STAGE}` = "
             f"'{schema.STAGE_MULTIMODAL}' and attributes.status = 'FINISHED'",
             page_token=token,

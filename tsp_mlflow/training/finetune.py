@@ -47,12 +47,16 @@ def _is_bias(name: str) -> bool:
     return name.rsplit(".", 1)[-1] == "bias"
 
 
+def check_learning_rates(lrs: Mapping[str, float | None], modalities: Sequence[str]) -> None:
+    unknown = sorted(set(lrs) - set(modalities))
+    if unknown:
+        raise UserInputError(f"finetune.lr names unknown modalities {unknown}")
+
+
 def param_groups(model: LateFusionModel, lrs: Mapping[str, float | None]) -> list[dict[str, Any]]:
     """Trainable parameters, one group per modality with its own learning rate, the rest
     (other encoders, fusion, head) in a group that uses the optimizer's ``lr``."""
-    unknown = sorted(set(lrs) - set(model.modalities))
-    if unknown:
-        raise UserInputError(f"finetune.lr names unknown modalities {unknown}")
+    check_learning_rates(lrs, model.modalities)
     own = {m: lr for m, lr in lrs.items() if lr is not None}
     grouped: set[int] = set()
     groups: list[dict[str, Any]] = []

@@ -57,12 +57,16 @@ def evaluate(
     device: torch.device,
     task: Task,
     observed: bool = False,
+    latency: list[float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics for every modality pattern on complete data, from one pass over ``loader``.
 
     Encoders run once per batch; each pattern then re-masks the same embeddings. This is
     exact for late fusion and avoids copying the data once per pattern. With ``observed``,
     the split's own missing-modality masks are evaluated too, as pattern ``observed``.
+    With ``latency``, the seconds of each batch's full-pattern forward pass (encoders,
+    fusion, head; data loading and transfer excluded) are appended to it: what a fusion
+    method costs at test time, measured in the same pass.
     """
     model.eval()
     names = [pattern_name(p, model.modalities) for p in patterns]
@@ -72,11 +76,15 @@ def evaluate(
     targets: list[torch.Tensor] = []
     for batch in loader:
         batch = to_device(batch, device)
+        start = _clock(device) if latency is not None else 0.0
         feats = model.encode(batch["inputs"])
         rows = len(batch["present"])
         for name, pattern in zip(names, patterns, strict=True):
             mask = pattern_mask(pattern, model.modalities, rows).to(device)  # complete data
-            logits[name].append(model.classify(feats, mask).float().cpu())  # (B, C)
+            out = model.classify(feats, mask)  # (B, C)
+            if latency is not None and len(pattern) == len(model.modalities):
+                latency.append(_clock(device) - start)
+            logits[name].append(out.float().cpu())
         if observed:  # what the data itself has
             logits[OBSERVED_PATTERN].append(model.classify(feats, batch["present"]).float().cpu())
         targets.append(task.target(batch["target"]).cpu())
@@ -84,24 +92,11 @@ def evaluate(
     return {name: task.metrics(torch.cat(chunks), target) for name, chunks in logits.items()}
 
 
-@torch.no_grad()
-def test_latency(model: LateFusionModel, loader: DataLoader, device: torch.device) -> float:
-    """Mean seconds per batch of one full-pattern forward pass (encoders, fusion, head),
-    data loading and transfer excluded: what the fusion method costs at test time."""
-    model.eval()
-    total, batches = 0.0, 0
-    for batch in loader:
-        batch = to_device(batch, device)
-        present = torch.ones_like(batch["present"])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        model(batch["inputs"], present)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        total += time.perf_counter() - start
-        batches += 1
-    return total / max(batches, 1)
+def _clock(device: torch.device) -> float:
+    """Wall time after the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def has_missing(loader: DataLoader) -> bool:
