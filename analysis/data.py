@@ -52,6 +52,8 @@ class Selection:
             clauses.append("attributes.status = 'FINISHED'")
         if self.parent_run_id:
             clauses.append(f"tags.`{schema.PARENT_RUN_ID}` = '{self.parent_run_id}'")
+        else:  # sweep trials differ in their hyperparameters: never pool them by default
+            clauses.append(f"tags.`{schema.TRIAL_STATE}` IS NULL")
         if self.filter_string.strip():
             clauses.append(self.filter_string.strip())
         return " and ".join(clauses)

@@ -164,6 +164,86 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
     click.echo(where_to_look(uri))
 
 
+@cli.command()
+@click.option("--dataset", default="avdigits", show_default=True)
+@click.option("--trials", default="", help="trials per condition over all workers; empty: sweep.n_trials")  # fmt: skip
+@click.option("--study", default="", help="the study's name; the same name joins or resumes it "
+              "(empty: <dataset>-<sweep option>)")  # fmt: skip
+@click.option("--storage", default="",
+              help="Optuna RDB URL the workers share (empty: $TSP_SWEEP_STORAGE, else ./optuna.db)")  # fmt: skip
+@click.option("--epochs", default="", help=EPOCHS_HELP)
+@click.option("--overrides", default="", help=OVERRIDES_HELP + "; sweep syntax adds a dimension")
+def sweep(dataset: str, trials: str, study: str, storage: str, epochs: str, overrides: str) -> None:
+    """Optuna search over a conf/sweep/ space; every trial a run nested under one parent.
+
+    \b
+    Examples:
+      tsp sweep --trials 20                                   # TPE + median pruning
+      tsp sweep --trials 30 --overrides "sweep.conditions=[pretrained]"
+      tsp sweep --overrides "optim.lr='tag(log, interval(1e-5, 1e-1))' model/fusion=gated"
+      tsp sweep --overrides "sweep=sensitivity" --epochs 5    # lr x batch, scratch vs pretrained
+      tsp sweep --overrides "sweep=pretrain modality=audio"   # tune one encoder's pretraining
+      TSP_SWEEP_STORAGE=postgresql+psycopg2://me@db/optuna tsp sweep --study big   # each worker
+    """
+    from tsp_mlflow.config import split_overrides
+    from tsp_mlflow.recipes.sweep import SweepRecipe
+    from tsp_mlflow.tracking.session import use_experiment
+
+    _check_dataset(dataset)
+    uri = _start()  # pretrained conditions resolve encoder runs against the tracking store
+    recipe = SweepRecipe(
+        dataset, _optional_int("epochs", epochs), split_overrides(overrides),
+        n_trials=_optional_int("trials", trials), study=study or None, storage=storage or None,
+    )  # fmt: skip
+    use_experiment(recipe.cfg.tracking.experiment)
+    result = recipe.run()
+    click.echo("")
+    for arm, best in result.best.items():
+        if best is None:
+            click.echo(f"{arm}: no complete trial yet")
+            continue
+        shown = " ".join(f"{k}={v}" for k, v in best.params.items())
+        click.echo(
+            f"{arm}: best {best.value:.4g} ({recipe.direction}) at trial {best.number}: {shown}"
+        )
+    state = "finished" if result.finished else "still running on other workers"
+    click.echo(f"sweep run {result.run_id} ({state}); artifacts under sweep/ on that run")
+    click.echo(where_to_look(uri))
+
+
+@cli.command("sensitivity")
+@click.argument("sweep_run")
+@click.option("--metric", default="", help="a metric of the trial runs; empty: best/value (the objective)")  # fmt: skip
+@click.option("--reference", default="", help="the condition others are compared with (empty: scratch)")  # fmt: skip
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="RNG seed for bootstraps")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="also write the report, values and figures into this folder")  # fmt: skip
+@click.option("--no-log", is_flag=True, help="print only; log nothing to the sweep run")
+def sensitivity_command(
+    sweep_run: str, metric: str, reference: str, confidence: float, seed: int,
+    output: Path | None, no_log: bool,
+) -> None:  # fmt: skip
+    """How sensitive is each condition to its hyperparameters? From a sweep's trials.
+
+    \b
+    Examples:
+      tsp sensitivity <sweep run id>
+      tsp sensitivity <sweep run id> --metric test/audio-image/accuracy --no-log --output report/
+    """
+    from analysis.sensitivity import sensitivity_report
+
+    uri = _start()
+    report = sensitivity_report(
+        sweep_run, metric=metric or None, reference=reference or None, confidence=confidence,
+        seed=seed, folder=output, log=not no_log,
+    )  # fmt: skip
+    click.echo(report.markdown)
+    if output:
+        click.echo(f"report written to {output}")
+    click.echo(where_to_look(uri))
+
+
 @cli.group()
 def data() -> None:
     """Inspect datasets."""

@@ -21,3 +21,11 @@ class DataFormatError(UserInputError):
 
     The message names the file, the key or column, what was expected and what was found.
     """
+
+
+class RunStopped(Exception):
+    """A run ended early on purpose (a sweep's pruner stopped an unpromising trial).
+
+    ``tracked_run`` ends the run KILLED with the reason in ``tsp.stopped``: not an error,
+    and not a normal finished run either.
+    """

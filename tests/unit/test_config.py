@@ -155,5 +155,7 @@ def test_pipeline_overrides_reach_exactly_the_stages_that_have_the_key() -> None
         "pretrain": ["trainer.epochs=3", "debug=tiny"],
         "multimodal": ["trainer.epochs=3", "model.head.dropout=0.5", "debug=tiny"],
     }
-    with pytest.raises(UserInputError, match="override 'trainer.epochz=3' fits no pipeline stage"):
+    with pytest.raises(
+        UserInputError, match="override 'trainer.epochz=3' fits none of the configs"
+    ):
         route_overrides(["trainer.epochz=3"], ["pretrain", "multimodal"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,11 @@ from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
 from tsp_mlflow.training.finetune import param_groups, parameter_counts
-from tsp_mlflow.training.loop import FitResult, evaluate, fit, has_missing
+from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has_missing
 from tsp_mlflow.training.tasks import Task
+
+# Called after each epoch's logging as (epoch, metrics, seconds); a sweep reports to Optuna.
+EpochHook = Callable[[int, EpochMetrics, float], None]
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -168,16 +171,24 @@ def train_and_test(
     task: Task,
     device: torch.device,
     started: float,
+    on_epoch_end: EpochHook | None = None,
 ) -> FitResult:
     """Fit with per-epoch logging, restore the best-by-validation weights, log test metrics.
 
     Every modality pattern is evaluated; the full pattern's ``task.monitor`` metric on val
-    picks the best epoch.
+    picks the best epoch. ``on_epoch_end`` runs after each epoch is logged; it may raise
+    :class:`~tsp_mlflow.errors.RunStopped` to end the run early (a pruned trial).
     """
     patterns = all_patterns(model.modalities)
     fit_tokenizers(model, loaders["train"].dataset)
     optimizer, scheduler = make_optimizer(cfg, model)
     logger = EpochLogger()
+
+    def log_epoch(epoch: int, metrics: EpochMetrics, seconds: float) -> None:
+        logger.log_epoch(epoch, metrics, seconds)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics, seconds)
+
     result = fit(
         model,
         loaders["train"],
@@ -189,7 +200,7 @@ def train_and_test(
         task=task,
         monitor_pattern=pattern_name(model.modalities, model.modalities),
         device=device,
-        on_epoch_end=logger.log_epoch,
+        on_epoch_end=log_epoch,
     )
     model.load_state_dict(result.best_state)
     latency: list[float] = []

@@ -76,6 +76,15 @@ def expand_conditions(
     return out
 
 
+def encoders_for(
+    scratch: Sequence[str], modalities: Sequence[str], pretrain_runs: dict[str, str]
+) -> str:
+    """The ``encoders`` value of a condition: ``audio=scratch,image=run:<id>``."""
+    return ",".join(
+        f"{m}=" + ("scratch" if m in scratch else f"run:{pretrain_runs[m]}") for m in modalities
+    )
+
+
 def condition_for(scratch: Sequence[str], modalities: Sequence[str]) -> str:
     if len(scratch) == len(modalities):
         return schema.CONDITION_SCRATCH

@@ -15,6 +15,7 @@ from tsp_mlflow.data.missing import describe_rates
 from tsp_mlflow.errors import EncoderWeightsMismatch, UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
+    EpochHook,
     build_encoder,
     build_task,
     check_data_root,
@@ -110,7 +111,18 @@ class MultimodalRecipe:
                 tags[schema.encoder_run_tag(m)] = self.locations[m].run_id
         return tags
 
-    def run(self, nested: bool = False) -> str:
+    def run(
+        self,
+        nested: bool = False,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        on_epoch_end: EpochHook | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Train and log. ``run_id`` fills a run created beforehand (a sweep's trial);
+        ``parent_run_id`` nests under a parent this process does not hold open (a Hydra
+        multirun's); ``tags`` are added to the run's own."""
         cfg = self.cfg
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
@@ -128,12 +140,12 @@ class MultimodalRecipe:
         apply_modes(model, self.modes)
 
         name = f"{self.condition}-seed{cfg.seed}"
-        with tracked_run(
-            run_name=name, tags={**self.tags(), **provenance_tags(config)}, nested=nested
-        ) as run:
+        tags = {**self.tags(), **provenance_tags(config), **(tags or {})}
+        with tracked_run(run_name=name, tags=tags, nested=nested, run_id=run_id,
+                         parent_run_id=parent_run_id) as run:  # fmt: skip
             log_config(config)
             loaders = make_loaders(cfg, make_datasets(cfg, self.modalities), generator, device)
-            train_and_test(cfg, model, loaders, self.task, device, started)
+            train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end)
             if cfg.representations:
                 log_representations(model, loaders, device, self.task)
         return run.info.run_id

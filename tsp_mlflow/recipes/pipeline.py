@@ -17,7 +17,7 @@ from analysis.analyze import Analysis, analyze
 from analysis.results import AnalysisSettings
 from tsp_mlflow.config import compose_config, quote
 from tsp_mlflow.errors import UserInputError
-from tsp_mlflow.recipes.grid import Cell, Grid
+from tsp_mlflow.recipes.grid import Cell, Grid, encoders_for
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
 from tsp_mlflow.tracking import schema
@@ -124,10 +124,7 @@ class PipelineRecipe:
             self._fusion_recipe(Cell(fusion, "scratch", tuple(self.modalities), missing, 0), {})
 
     def _fusion_recipe(self, cell: Cell, pretrain_runs: dict[str, str]) -> MultimodalRecipe:
-        encoders = ",".join(
-            f"{m}=" + ("scratch" if m in cell.scratch else f"run:{pretrain_runs[m]}")
-            for m in self.modalities
-        )
+        encoders = encoders_for(cell.scratch, self.modalities, pretrain_runs)
         rate = f"{cell.missing:g}"
         cfg, choices = compose_config(
             "multimodal",
@@ -146,27 +143,13 @@ class PipelineRecipe:
             if not self.resume:  # a resumed run has them already (checked equal)
                 mlflow.log_params(self.params)
             experiment_id = parent.info.experiment_id
-            pretrain_runs, reused = {}, {}
-            for m, recipe in self.pretrain.items():
-                pretrain_tags = recipe.tags()
-                existing = find_identical_run(
-                    experiment_ids=[experiment_id],
-                    stage=schema.STAGE_PRETRAIN,
-                    config_hash=pretrain_tags[schema.CONFIG_HASH],
-                    code_version=pretrain_tags[schema.CODE_VERSION],
-                    params=flatten(recipe.config),
-                )
-                reused[m] = existing is not None
-                pretrain_runs[m] = existing.info.run_id if existing else recipe.run(nested=True)
+            pretrain_runs, reused = pretrain_or_reuse(self.pretrain, experiment_id)
+            for m in self.modalities:
                 mlflow.set_tags(
                     {
                         schema.pipeline_pretrain_tag(m): pretrain_runs[m],
                         schema.pipeline_reused_tag(m): str(reused[m]).lower(),
                     }
-                )
-                print(
-                    f"pretrain {m}: {'reused' if reused[m] else 'trained'} run {pretrain_runs[m]}",
-                    flush=True,
                 )
 
             done = finished_cells(parent.info.run_id) if self.resume else {}
@@ -186,6 +169,31 @@ class PipelineRecipe:
         return PipelineResult(parent.info.run_id, pretrain_runs, reused, fusion_runs, result)
 
 
+def pretrain_or_reuse(
+    recipes: dict[str, PretrainRecipe], experiment_id: str, *, parent_run_id: str | None = None
+) -> tuple[dict[str, str], dict[str, bool]]:
+    """Each modality's pretrain run: an identical FINISHED one if it exists, else trained
+    now as a child of the active run (or of ``parent_run_id``). Returns run ids and
+    whether each was reused."""
+    runs, reused = {}, {}
+    for m, recipe in recipes.items():
+        tags = recipe.tags()
+        existing = find_identical_run(
+            experiment_ids=[experiment_id],
+            stage=schema.STAGE_PRETRAIN,
+            config_hash=tags[schema.CONFIG_HASH],
+            code_version=tags[schema.CODE_VERSION],
+            params=flatten(recipe.config),
+        )
+        reused[m] = existing is not None
+        if existing is not None:
+            runs[m] = existing.info.run_id
+        else:
+            runs[m] = recipe.run(nested=parent_run_id is None, parent_run_id=parent_run_id)
+        print(f"pretrain {m}: {'reused' if reused[m] else 'trained'} run {runs[m]}", flush=True)
+    return runs, reused
+
+
 def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str, list[str]]:
     """Send each override to every stage config that accepts it; reject one that fits none.
 
@@ -203,7 +211,9 @@ def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str
             else:
                 routed[stage].append(override)
         if len(errors) == len(stages):
-            raise UserInputError(f"override {override!r} fits no pipeline stage: {errors[0]}")
+            raise UserInputError(
+                f"override {override!r} fits none of the configs ({', '.join(stages)}): {errors[0]}"
+            )
     return routed
 
 

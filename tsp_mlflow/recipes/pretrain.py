@@ -12,6 +12,7 @@ from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.fusion import ConcatFusion
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.recipes.common import (
+    EpochHook,
     build_encoder,
     build_task,
     check_data_root,
@@ -64,7 +65,18 @@ class PretrainRecipe:
             **provenance_tags(self.config),
         }
 
-    def run(self, nested: bool = False) -> str:
+    def run(
+        self,
+        nested: bool = False,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        on_epoch_end: EpochHook | None = None,
+        register: bool = True,
+    ) -> str:
+        """Train, log and register. ``run_id`` fills a run created beforehand (a sweep's
+        trial, which registers nothing: ``register=False``); ``parent_run_id`` nests the
+        run under a parent this process does not hold open."""
         cfg, m = self.cfg, self.modality
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
@@ -75,11 +87,14 @@ class PretrainRecipe:
             in_features=encoder.out_dim, out_features=self.task.num_outputs
         )
         model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
-        with tracked_run(run_name=f"pretrain-{m}", tags=self.tags(), nested=nested) as run:
+        with tracked_run(run_name=f"pretrain-{m}", tags=self.tags(), nested=nested,
+                         run_id=run_id, parent_run_id=parent_run_id) as run:  # fmt: skip
             log_config(self.config)
             loaders = make_loaders(cfg, make_datasets(cfg, [m]), generator, device)
-            result = train_and_test(cfg, model, loaders, self.task, device, started)
+            result = train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end)
             artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
+            if not register:
+                return run.info.run_id
             # Last step, so that a run that fails anywhere above registers nothing.
             register_encoder(
                 name=schema.registered_encoder_name(cfg.data.name, m),

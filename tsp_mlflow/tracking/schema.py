@@ -21,13 +21,17 @@ HEADLINE_METRICS = "tsp.headline_metrics"  # what `analyze` compares unless told
 CONFIG_HASH = "tsp.config_hash"
 CODE_VERSION = "tsp.code_version"
 ERROR = "tsp.error"  # why a run FAILED
+STOPPED = "tsp.stopped"  # why a run was stopped early on purpose (KILLED): a pruned trial
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
 
 STAGE_PRETRAIN = "pretrain"
 STAGE_MULTIMODAL = "multimodal"
 STAGE_PIPELINE = "pipeline"
 STAGE_ANALYSIS = "analysis"
-STAGES = (STAGE_PRETRAIN, STAGE_MULTIMODAL, STAGE_PIPELINE, STAGE_ANALYSIS)
+STAGE_SWEEP = "sweep"  # an Optuna sweep's parent (its trials keep their training stage)
+STAGE_MULTIRUN = "multirun"  # a Hydra multirun's parent
+STAGES = (STAGE_PRETRAIN, STAGE_MULTIMODAL, STAGE_PIPELINE, STAGE_ANALYSIS, STAGE_SWEEP,
+          STAGE_MULTIRUN)  # fmt: skip
 
 CONDITION_SCRATCH = "scratch"
 CONDITION_PRETRAINED = "pretrained"
@@ -56,6 +60,31 @@ def pipeline_pretrain_tag(modality: str) -> str:
 def pipeline_reused_tag(modality: str) -> str:
     """On a pipeline run: ``true`` when that pretrain run was reused, not trained anew."""
     return f"tsp.pipeline.pretrain.{modality}.reused"
+
+
+# Sweeps: the parent carries SWEEP_* tags; each trial is a multimodal (or pretrain) run
+# nested under it with the TRIAL_* tags. The analysis of pretrained vs scratch leaves
+# trials out unless asked for one parent's children: their hyperparameters differ.
+SWEEP_STUDY = "tsp.sweep.study"  # the sweep's name (parent); the Optuna study (trial)
+SWEEP_ROLE = "tsp.sweep.role"  # parent | worker (a joining worker's own `mlflow run` run)
+SWEEP_N_TRIALS = "tsp.sweep.n_trials"  # trials per condition asked for by the last worker
+TRIAL_NUMBER = "tsp.trial.number"
+TRIAL_STATE = "tsp.trial.state"  # RUNNING | COMPLETE | PRUNED | FAIL (Optuna's states)
+TRIAL_PARAMS = "tsp.trial.params"  # the sampled values, JSON
+TRIAL_PRUNED_EPOCH = "tsp.trial.pruned_epoch"
+MULTIRUN_JOB = "tsp.multirun.job"  # a Hydra multirun job's number
+MULTIRUN_OVERRIDES = "tsp.multirun.overrides"  # the job's own overrides
+
+
+def sweep_best_tag(condition: str, key: str) -> str:
+    """On a sweep parent: the best trial's ``key`` (``trial``, ``value``, ``run_id`` or a
+    searched parameter such as ``optim.lr``) for one condition."""
+    return f"tsp.sweep.best.{condition}.{key}"
+
+
+def sweep_best_metric(condition: str) -> str:
+    """On a sweep parent: the best objective so far (step = finished trials)."""
+    return f"sweep/{condition}/best_value"
 
 
 # --- metrics --------------------------------------------------------------------------
@@ -114,6 +143,8 @@ ANALYSIS_META_ARTIFACT = "analysis/meta.json"  # selection, settings, RNG seed, 
 ANALYSIS_COMPARISON_CSV = "analysis/tables/comparison.csv"  # with run ids per row
 ANALYSIS_VALUES_CSV = "analysis/inputs/values.csv"  # the exact input snapshot
 ANALYSIS_FOREST_FIGURE = "analysis/figures/forest.png"
+SWEEP_DIR = "sweep"  # sweep/<condition>/{trials.csv, best.json, importance.*, history.png}
+SENSITIVITY_DIR = "sweep/sensitivity"  # report.md, values.csv, robustness.png, landscape.png
 CHAMPION_ALIAS = "champion"
 MODEL_VERSION_MONITOR = "tsp.monitor"  # model version tags: which metric, and its value
 MODEL_VERSION_MONITOR_VALUE = "tsp.monitor_value"

@@ -12,6 +12,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
+from tsp_mlflow.errors import RunStopped
 from tsp_mlflow.tracking import schema
 
 MAX_TAG_LENGTH = 5000
@@ -57,24 +58,27 @@ def tracked_run(
     nested: bool = False,
     experiment_id: str | None = None,
     run_id: str | None = None,
+    parent_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start a run (or attach to the one ``mlflow run`` created) and end it honestly.
 
     ``experiment_id`` places a top-level run; it is ignored when attaching to the run that
     ``mlflow run`` created, whose experiment is already fixed. ``run_id`` reopens an
-    existing run (a resumed pipeline) instead of starting one.
+    existing run (a resumed pipeline, a sweep's trial) instead of starting one.
+    ``parent_run_id`` nests a new run under a run this process does not hold open (a
+    sweep's parent, shared by several worker processes).
 
     On success the run ends FINISHED. On an exception it ends FAILED with the reason in
-    ``tsp.error``; on Ctrl-C or SIGTERM it ends KILLED. The exception is re-raised.
+    ``tsp.error``; on Ctrl-C or SIGTERM it ends KILLED, and so does a :class:`RunStopped`
+    (a pruned trial), with its reason in ``tsp.stopped``. The exception is re-raised.
     """
-    if nested or os.environ.get("MLFLOW_RUN_ID"):
+    if nested or parent_run_id or os.environ.get("MLFLOW_RUN_ID"):
         experiment_id = None
     if run_id:
         run = mlflow.start_run(run_id=run_id, nested=nested, tags=tags)
     else:
-        run = mlflow.start_run(
-            run_name=run_name, nested=nested, tags=tags, experiment_id=experiment_id
-        )
+        run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags,
+                               experiment_id=experiment_id, parent_run_id=parent_run_id)  # fmt: skip
     previous = signal.getsignal(signal.SIGTERM)
     if not nested:  # turn SIGTERM into an exception so the run is closed as KILLED
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -85,6 +89,9 @@ def tracked_run(
         )  # inside try: a failure here fails the run
     except KeyboardInterrupt:
         _end(run.info.run_id, RunStatus.KILLED, "interrupted (SIGINT/SIGTERM)")
+        raise
+    except RunStopped as err:
+        _end(run.info.run_id, RunStatus.KILLED, str(err), tag=schema.STOPPED)
         raise
     except BaseException as err:
         _end(run.info.run_id, RunStatus.FAILED, f"{type(err).__name__}: {err}")
@@ -104,10 +111,10 @@ def fail_pending_project_run(reason: str, status: str = "FAILED") -> None:
     client.set_terminated(run_id, status)
 
 
-def _end(run_id: str, status: int, reason: str) -> None:
+def _end(run_id: str, status: int, reason: str, tag: str = schema.ERROR) -> None:
     client = MlflowClient()
     try:
-        client.set_tag(run_id, schema.ERROR, reason[:MAX_TAG_LENGTH])
+        client.set_tag(run_id, tag, reason[:MAX_TAG_LENGTH])
     finally:
         active = mlflow.active_run()
         if active is not None and active.info.run_id == run_id:

@@ -1,0 +1,229 @@
+"""Hyperparameter sensitivity: how much a condition's result depends on its hyperparameters.
+
+The input is one row per completed sweep trial: ``condition``, ``config`` (the sampled
+hyperparameters as a canonical string), one column per searched parameter, and ``value``
+(the objective). A condition is *sensitive* when many configurations fall far below its
+best. Per condition we report the spread (SD, IQR, range), the mean of the best k, and
+the **regret** of each configuration, ``best - value`` (sign-flipped when lower is
+better). The robustness curve is the regret's empirical CDF: the fraction of
+configurations within δ of the condition's best; the mean regret is the area above it.
+
+Two conditions are compared on regret, paired by configuration when both ran the same
+configurations (a grid sampler, or any sampler that is not adaptive): a paired mean
+difference with its CI and the Wilcoxon signed-rank test. Otherwise unpaired: a
+bootstrap CI of the difference of mean regrets, the Mann-Whitney U test on regrets and
+the Brown-Forsythe test of equal spread. The IQR difference gets a bootstrap CI either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.stats.multiplicity import adjust_pvalues
+from analysis.stats.summary import mean_interval
+
+LEVELS_MAX = 12  # more distinct values than this: a continuous parameter (Spearman's rho)
+
+
+@dataclass
+class Sensitivity:
+    summary: pd.DataFrame  # one row per condition
+    effects: pd.DataFrame  # condition x parameter: main-effect range or Spearman rho
+    levels: pd.DataFrame  # condition x parameter x level: mean value (few-level parameters)
+    comparisons: pd.DataFrame  # one row per condition compared with the reference
+    robustness: pd.DataFrame  # condition, delta, fraction within delta of the best
+    regrets: pd.DataFrame  # the input with its regret column
+    params: list[str]
+    higher_is_better: bool
+
+
+def regrets(frame: pd.DataFrame, *, higher_is_better: bool) -> pd.DataFrame:
+    """The frame with ``regret`` = distance below the condition's best (always >= 0)."""
+    sign = 1.0 if higher_is_better else -1.0
+    best = frame.groupby("condition")["value"].transform("max" if higher_is_better else "min")
+    return frame.assign(regret=sign * (best - frame["value"]))
+
+
+def condition_summary(
+    frame: pd.DataFrame, *, higher_is_better: bool, ks: Sequence[int] = (1, 3, 5)
+) -> pd.DataFrame:
+    """Spread and best-k per condition (``frame`` with ``regret``)."""
+    rows = []
+    for condition, group in frame.groupby("condition", sort=False):
+        values = group["value"].to_numpy(float)
+        ranked = np.sort(values)[::-1] if higher_is_better else np.sort(values)  # best first
+        q1, q3 = np.percentile(values, [25, 75])
+        row = {"condition": condition, "n": len(values), "best": ranked[0],
+               "mean": values.mean(), "sd": values.std(ddof=1) if len(values) > 1 else np.nan,
+               "median": np.median(values), "iqr": q3 - q1, "range": np.ptp(values),
+               "mean_regret": group["regret"].mean()}  # fmt: skip
+        for k in ks:
+            row[f"best{k}_mean"] = ranked[:k].mean() if k <= len(ranked) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main_effects(frame: pd.DataFrame, params: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per condition and parameter: how far the level means spread (few levels), or
+    Spearman's rho of value against the parameter (continuous; log-scaled if positive)."""
+    effects, levels = [], []
+    for condition, group in frame.groupby("condition", sort=False):
+        for param in params:
+            column = group[param]
+            distinct = column.nunique(dropna=True)
+            if distinct < 2:
+                continue
+            if distinct <= LEVELS_MAX:
+                means = group.groupby(param)["value"].agg(["mean", "count"]).reset_index()
+                for _, level in means.iterrows():
+                    levels.append({"condition": condition, "param": param, "level": level[param],
+                                   "mean": level["mean"], "n": int(level["count"])})  # fmt: skip
+                effects.append({"condition": condition, "param": param, "kind": "range of level means",
+                                "effect": means["mean"].max() - means["mean"].min(), "p_value": np.nan})  # fmt: skip
+            else:
+                x = pd.to_numeric(column, errors="coerce")
+                rho, p = stats.spearmanr(x, group["value"])
+                effects.append({"condition": condition, "param": param, "kind": "Spearman rho",
+                                "effect": float(rho), "p_value": float(p)})  # fmt: skip
+    return pd.DataFrame(effects), pd.DataFrame(levels)
+
+
+def robustness_curve(frame: pd.DataFrame, points: int = 101) -> pd.DataFrame:
+    """Fraction of each condition's configurations within δ of its best, δ from 0 to the
+    largest regret of any condition."""
+    top = float(frame["regret"].max()) or 1e-12
+    deltas = np.linspace(0.0, top, points)
+    rows = []
+    for condition, group in frame.groupby("condition", sort=False):
+        r = np.sort(group["regret"].to_numpy(float))
+        fraction = np.searchsorted(r, deltas + 1e-12, side="right") / len(r)
+        rows += [{"condition": condition, "delta": d, "fraction": f} for d, f in zip(deltas, fraction, strict=True)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def compare_sensitivity(
+    frame: pd.DataFrame,
+    *,
+    a: str,
+    b: str,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Is ``a`` less sensitive than ``b``? Regret and IQR differences (``a - b``: negative
+    means ``a`` is less sensitive), paired by configuration when possible."""
+    ga, gb = frame[frame.condition == a], frame[frame.condition == b]
+    rng = np.random.default_rng(seed)
+    paired = (
+        ga["config"].is_unique and gb["config"].is_unique
+        and set(ga["config"]) == set(gb["config"]) and len(ga) >= 2
+    )  # fmt: skip
+    row: dict[str, object] = {"a": a, "b": b, "n_a": len(ga), "n_b": len(gb),
+                              "mean_regret_a": ga["regret"].mean(), "mean_regret_b": gb["regret"].mean(),
+                              "paired": paired}  # fmt: skip
+    if len(ga) < 2 or len(gb) < 2:
+        return {**row, "delta_regret": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                "test": "none (fewer than 2 trials)", "p_value": np.nan,
+                "delta_iqr": np.nan, "iqr_ci_low": np.nan, "iqr_ci_high": np.nan,
+                "spread_test_p": np.nan}  # fmt: skip
+    if paired:
+        joined = ga.set_index("config")[["regret", "value"]].join(
+            gb.set_index("config")[["regret", "value"]], lsuffix="_a", rsuffix="_b"
+        )
+        d = (joined["regret_a"] - joined["regret_b"]).to_numpy(float)
+        low, high, _ = mean_interval(d, confidence=confidence, seed=seed)
+        p = 1.0 if np.allclose(d, 0) else float(stats.wilcoxon(d).pvalue)
+        va, vb = joined["value_a"].to_numpy(float), joined["value_b"].to_numpy(float)
+        index = rng.integers(0, len(d), size=(n_resamples, len(d)))
+        boot = _iqr(va[index]) - _iqr(vb[index])
+        row.update(delta_regret=float(d.mean()), ci_low=low, ci_high=high,
+                   test="Wilcoxon signed-rank (paired by configuration)", p_value=p)  # fmt: skip
+    else:
+        ra, rb = ga["regret"].to_numpy(float), gb["regret"].to_numpy(float)
+        ia = rng.integers(0, len(ra), size=(n_resamples, len(ra)))
+        ib = rng.integers(0, len(rb), size=(n_resamples, len(rb)))
+        diffs = ra[ia].mean(axis=1) - rb[ib].mean(axis=1)
+        tail = (1 - confidence) / 2
+        p = float(stats.mannwhitneyu(ra, rb, alternative="two-sided").pvalue)
+        row.update(delta_regret=float(ra.mean() - rb.mean()),
+                   ci_low=float(np.quantile(diffs, tail)), ci_high=float(np.quantile(diffs, 1 - tail)),
+                   test="Mann-Whitney U (unpaired)", p_value=p)  # fmt: skip
+        va, vb = ga["value"].to_numpy(float), gb["value"].to_numpy(float)
+        boot = _iqr(va[rng.integers(0, len(va), size=(n_resamples, len(va)))]) - _iqr(
+            vb[rng.integers(0, len(vb), size=(n_resamples, len(vb)))]
+        )
+    tail = (1 - confidence) / 2
+    va, vb = ga["value"].to_numpy(float), gb["value"].to_numpy(float)
+    constant = np.ptp(va) == 0 and np.ptp(vb) == 0
+    spread_p = 1.0 if constant else float(stats.levene(va, vb, center="median").pvalue)
+    row.update(
+        delta_iqr=float(_iqr(va[None])[0] - _iqr(vb[None])[0]),
+        iqr_ci_low=float(np.quantile(boot, tail)),
+        iqr_ci_high=float(np.quantile(boot, 1 - tail)),
+        spread_test_p=spread_p,  # Brown-Forsythe: Levene's test around the median
+    )
+    return row
+
+
+def sensitivity(
+    frame: pd.DataFrame,
+    *,
+    params: Sequence[str],
+    higher_is_better: bool,
+    reference: str | None = None,
+    confidence: float = 0.95,
+    correction: str = "holm",
+    seed: int = 0,
+) -> Sensitivity:
+    """Everything above for every condition; each other condition is compared with
+    ``reference`` (default ``scratch`` if present, else the first), p-values corrected
+    together (Holm by default)."""
+    if frame.empty:
+        raise ValueError("no completed trials to analyse")
+    data = regrets(frame, higher_is_better=higher_is_better)
+    conditions = list(dict.fromkeys(data["condition"]))
+    ref = reference or ("scratch" if "scratch" in conditions else conditions[0])
+    rows = [compare_sensitivity(data, a=c, b=ref, confidence=confidence, seed=seed)
+            for c in conditions if c != ref]  # fmt: skip
+    comparisons = pd.DataFrame(rows)
+    if len(comparisons):
+        p = comparisons["p_value"].to_numpy(float)
+        adjusted = np.full_like(p, np.nan)
+        ok = np.isfinite(p)
+        if ok.any():
+            adjusted[ok] = adjust_pvalues(p[ok], correction)  # type: ignore[arg-type]
+        comparisons["p_adjusted"] = adjusted
+    effects, levels = main_effects(data, params)
+    return Sensitivity(
+        summary=condition_summary(data, higher_is_better=higher_is_better), effects=effects, levels=levels,
+        comparisons=comparisons, robustness=robustness_curve(data), regrets=data,
+        params=list(params), higher_is_better=higher_is_better,
+    )  # fmt: skip
+
+
+def verdict(row: pd.Series | dict, alpha: float = 0.05) -> str:
+    """One sentence: is ``a`` less (or more) sensitive than ``b``?"""
+    a, b = row["a"], row["b"]
+    if not np.isfinite(row["ci_low"]):
+        return f"{a} vs {b}: too few trials to compare sensitivity."
+    p = row.get("p_adjusted", row["p_value"])
+    if row["ci_high"] < 0 and p < alpha:
+        word = "less sensitive"
+    elif row["ci_low"] > 0 and p < alpha:
+        word = "more sensitive"
+    else:
+        return (f"{a} vs {b}: no clear difference in sensitivity (mean regret "
+                f"{row['mean_regret_a']:.4g} vs {row['mean_regret_b']:.4g}).")  # fmt: skip
+    return (f"{a} is {word} to its hyperparameters than {b}: mean regret "
+            f"{row['mean_regret_a']:.4g} vs {row['mean_regret_b']:.4g} "
+            f"(Δ {row['delta_regret']:+.4g}, CI [{row['ci_low']:+.4g}, {row['ci_high']:+.4g}], p={p:.3g}).")  # fmt: skip
+
+
+def _iqr(x: np.ndarray) -> np.ndarray:
+    q1, q3 = np.percentile(x, [25, 75], axis=-1)
+    return q3 - q1

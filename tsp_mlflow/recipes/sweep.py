@@ -1,0 +1,641 @@
+"""``sweep``: an Optuna study over a Hydra search space; every trial a nested MLflow run.
+
+One sweep is one MLflow parent run. It holds one Optuna study per condition (``scratch``,
+``pretrained``, ...; the same search space for each), named ``<study>/<condition>``, in an
+RDB storage that several worker processes or machines share. A worker that starts a new
+sweep creates the parent; a worker given the same study name and storage joins it (or
+resumes it, when no other worker is running), so every trial of a study lands under the
+same parent whichever machine ran it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.utils import get_class, instantiate
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig
+
+from tsp_mlflow.config import compose_config, quote, to_plain
+from tsp_mlflow.errors import RunStopped, UserInputError
+from tsp_mlflow.recipes.grid import encoders_for, expand_conditions
+from tsp_mlflow.recipes.multimodal import MultimodalRecipe
+from tsp_mlflow.recipes.pipeline import pretrain_or_reuse, route_overrides
+from tsp_mlflow.recipes.pretrain import PretrainRecipe
+from tsp_mlflow.recipes.search_space import SearchSpace, parse_search_space
+from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.params import redact_overrides, redact_uri
+from tsp_mlflow.tracking.session import MAX_TAG_LENGTH
+from tsp_mlflow.training.loop import EpochMetrics
+
+STAGES = ("multimodal", "pretrain")
+PER_TRIAL_KEYS = ("seed", "encoders")  # the sweep sets them for every trial
+STORAGE_ENV = "TSP_SWEEP_STORAGE"  # the storage URL, kept out of `mlflow run`'s logged params
+PARENT_ATTR = "tsp.mlflow_parent_run_id"  # Optuna study user attrs
+SETTINGS_ATTR = "tsp.settings"
+FINGERPRINT_ATTR = "tsp.fingerprint"
+RUN_ATTR = "tsp.mlflow_run_id"  # Optuna trial user attrs
+OVERRIDES_ATTR = "tsp.overrides"
+SURPLUS_ATTR = "tsp.surplus"  # a trial asked for after the study had its n_trials
+JOIN_TIMEOUT_S = 120.0
+
+
+class TrialFailed(Exception):
+    """A trial's training raised; the trial is FAIL in Optuna, FAILED in MLflow, and the
+    sweep goes on (one diverging configuration must not end a long sweep)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One study of the sweep: a condition of a multimodal sweep, or a pretrain modality."""
+
+    name: str
+    scratch: tuple[str, ...] = ()  # modalities from scratch (multimodal sweeps)
+
+
+@dataclass
+class SweepResult:
+    run_id: str
+    studies: dict[str, optuna.Study]
+    best: dict[str, optuna.trial.FrozenTrial | None]
+    finished: bool  # the parent is closed (no other worker is still running trials)
+
+
+class SweepRecipe:
+    """Compose and validate the sweep and every corner of its search space before any run.
+
+    Args:
+        dataset: a ``data/`` option.
+        epochs: epochs for every trial (None keeps the configs' value).
+        overrides: Hydra overrides. One in sweep syntax (``optim.lr='interval(1e-4,1e-2)'``)
+            adds or replaces a search dimension; a plain one on a searched key fixes it;
+            the rest reach every config that has the key (``sweep=sensitivity``,
+            ``sweep.n_trials=40``, ``trainer.epochs=5``, ``modality=audio``).
+        n_trials: trials per condition (None keeps ``sweep.n_trials``).
+        study: the study's name (None: ``study`` in the config, else ``<dataset>-<option>``).
+        storage: an RDB URL (None: ``$TSP_SWEEP_STORAGE``, ``storage``, else ./optuna.db).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        epochs: int | None,
+        overrides: Sequence[str],
+        *,
+        n_trials: int | None = None,
+        study: str | None = None,
+        storage: str | None = None,
+    ) -> None:
+        dimensions, plain = split_sweep_overrides(overrides)
+        for item in plain:
+            key = item.lstrip("+~").partition("=")[0]
+            if key.startswith("sweep.params."):
+                dim = key.removeprefix("sweep.params.")
+                raise UserInputError(
+                    f"override {item!r}: give a search dimension in sweep syntax under its own "
+                    f"key, e.g. {dim}='interval(0.0, 0.5)' or {dim}='choice(a, b)', and fix one "
+                    f"with a plain value, e.g. {dim}=<value>"
+                )
+            if key in PER_TRIAL_KEYS:
+                raise UserInputError(
+                    f"override {item!r}: the sweep sets {key} for every trial; use "
+                    "trial_seed=N for the trials' seed, sweep.conditions=[...] for the encoders"
+                )
+        common = [f"data={dataset}"] + ([f"trainer.epochs={epochs}"] if epochs is not None else [])
+        routed = route_overrides([*common, *plain], ("sweep", *STAGES))
+        self.cfg, choices = compose_config("sweep", routed["sweep"])
+        node = self.cfg.sweep
+        self.stage = str(node.stage)
+        if self.stage not in STAGES:
+            raise UserInputError(f"sweep.stage={self.stage!r}: choose one of {', '.join(STAGES)}")
+        fixed_keys = {item.lstrip("+~").partition("=")[0] for item in plain}
+        params = {k: v for k, v in to_plain(node.params).items() if k not in fixed_keys}
+        self.space: SearchSpace = parse_search_space({**params, **dimensions})
+        self.n_trials = n_trials if n_trials is not None else node.n_trials
+        if (
+            not isinstance(self.n_trials, int)
+            or isinstance(self.n_trials, bool)
+            or self.n_trials < 1
+        ):
+            raise UserInputError(f"trials must be a positive integer, got {self.n_trials!r}; e.g. --trials 20")  # fmt: skip
+        self.name = study or self.cfg.study or f"{dataset}-{choices['sweep']}"
+        if "/" in self.name or not self.name.strip():
+            raise UserInputError(f"study={self.name!r}: use a name without '/'")
+        self.storage_url = storage or os.environ.get(STORAGE_ENV) or self.cfg.storage or (
+            f"sqlite:///{Path.cwd() / 'optuna.db'}"
+        )  # fmt: skip
+        self.dataset = dataset
+        self.overrides = list(overrides)
+        self.epochs = epochs
+        self.stage_overrides = routed[self.stage]
+        self.modalities: list[str] = list(self.cfg.data.modalities)
+
+        probe, _ = compose_config(self.stage, self.stage_overrides)
+        if self.stage == "pretrain":
+            self.arms = [Arm(str(probe.modality))]
+        else:
+            conditions = expand_conditions(list(node.conditions), self.modalities)
+            if not conditions:
+                raise UserInputError("sweep.conditions is empty; e.g. sweep.conditions=[scratch]")
+            self.arms = [Arm(name, scratch) for name, scratch in conditions.items()]
+        self.metric = str(node.metric) if node.metric else None
+        self.pretrain = {
+            m: PretrainRecipe(compose_config("pretrain", [*routed["pretrain"], f"modality={m}",
+                                                          f"seed={self.cfg.pretrain_seed}"])[0])
+            for m in self.modalities
+            if self.stage == "multimodal" and any(m not in a.scratch for a in self.arms)
+        }  # fmt: skip
+        # Every choice and every bound of the space must give a valid trial config; the
+        # recipes validate the rest (task, encoder arguments, data root) before any run.
+        for values in self.space.corners():
+            recipe = self._recipe(self.arms[0], values, pretrain_runs=None)
+        self.task = recipe.task
+        self.direction = "maximize" if self.task.higher_is_better(self.task.monitor) else "minimize"
+        self.monitor_pattern = "-".join(self.modalities) if self.stage == "multimodal" else self.arms[0].name  # fmt: skip
+        self._check_optuna_targets(node)
+
+    # --- configuration --------------------------------------------------------------
+    def _recipe(
+        self, arm: Arm, values: dict[str, Any], pretrain_runs: dict[str, str] | None
+    ) -> MultimodalRecipe | PretrainRecipe:
+        """The trial's recipe; without ``pretrain_runs`` every encoder is scratch (validation)."""
+        shared = [f"seed={self.cfg.trial_seed}"]
+        if self.metric:
+            shared.append(f"task.monitor={self.metric}")
+        overrides = [*self.stage_overrides, *shared, *self.space.overrides(values)]
+        try:
+            if self.stage == "pretrain":
+                return PretrainRecipe(compose_config("pretrain", overrides)[0])
+            scratch = arm.scratch if pretrain_runs is not None else tuple(self.modalities)
+            encoders = encoders_for(scratch, self.modalities, pretrain_runs or {})
+            cfg, choices = compose_config("multimodal", [*overrides, f"encoders={quote(encoders)}"])
+            return MultimodalRecipe(cfg, fusion_name=choices["model/fusion"], condition=arm.name)
+        except UserInputError as err:
+            shown = ", ".join(f"{k}={v}" for k, v in values.items())
+            raise UserInputError(f"sweep trial with {shown}: {err}") from None
+
+    def _check_optuna_targets(self, node: DictConfig) -> None:
+        for key, base in (("sampler", optuna.samplers.BaseSampler),
+                          ("pruner", optuna.pruners.BasePruner),
+                          ("importance", optuna.importance.BaseImportanceEvaluator)):  # fmt: skip
+            try:
+                cls = get_class(node[key]._target_)
+            except Exception:
+                raise UserInputError(f"sweep.{key}._target_={node[key]._target_!r} cannot be imported") from None  # fmt: skip
+            if not issubclass(cls, base):
+                raise UserInputError(f"sweep.{key}._target_ must name an Optuna {base.__name__}")
+        self._sampler()  # e.g. a grid sampler over an interval fails here
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        """A fresh sampler per study (samplers keep state); a grid comes from the space."""
+        node = self.cfg.sweep.sampler
+        if (
+            issubclass(get_class(node._target_), optuna.samplers.GridSampler)
+            and "search_space" not in node
+        ):
+            return instantiate(node, search_space=self.space.grid())
+        return instantiate(node)
+
+    def settings(self) -> dict[str, str]:
+        """What a study was started with: a worker must match it to join (n_trials aside)."""
+        node = self.cfg.sweep
+        return {
+            "sweep.study": self.name,
+            "sweep.dataset": self.dataset,
+            "sweep.stage": self.stage,
+            "sweep.arms": ",".join(a.name for a in self.arms),
+            "sweep.metric": f"val/{self.monitor_pattern}/{self.task.monitor}",
+            "sweep.direction": self.direction,
+            "sweep.epochs": "config" if self.epochs is None else str(self.epochs),
+            "sweep.overrides": " ".join(redact_overrides(self.overrides)) or "none",
+            "sweep.trial_seed": str(self.cfg.trial_seed),
+            "sweep.sampler": _target_line(node.sampler),
+            "sweep.pruner": _target_line(node.pruner),
+            **{f"sweep.params.{k}": text for k, text in self.space.expressions},
+            **({"sweep.fixed": " ".join(self.space.fixed)} if self.space.fixed else {}),
+        }
+
+    # --- the run --------------------------------------------------------------------
+    def run(self) -> SweepResult:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines say the same, once
+        storage = make_storage(self.storage_url, self.cfg.heartbeat_s)
+        studies, created = self._open_studies(storage)
+        client = MlflowClient()
+        project_run = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s own run
+        parent = self._attach_parent(client, studies, created, project_run)
+        worker_run = project_run if project_run and project_run != parent else None
+        experiment_id = client.get_run(parent).info.experiment_id
+        print(f"sweep {self.name}: parent run {parent}; storage {redact_uri(self.storage_url)}", flush=True)  # fmt: skip
+        try:
+            pretrain_runs: dict[str, str] = {}
+            if self.pretrain:
+                pretrain_runs, _ = pretrain_or_reuse(self.pretrain, experiment_id, parent_run_id=parent)  # fmt: skip
+            for arm in self.arms:
+                self._optimize(studies[arm.name], arm, parent, experiment_id, pretrain_runs)
+        except BaseException as err:
+            status = RunStatus.KILLED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED
+            self._leave(client, studies, parent, worker_run, status, f"{type(err).__name__}: {err}")
+            raise
+        best = {a.name: _best(studies[a.name]) for a in self.arms}
+        finished = self._leave(client, studies, parent, worker_run, RunStatus.FINISHED, None)
+        return SweepResult(parent, studies, best, finished)
+
+    def _open_studies(self, storage: optuna.storages.BaseStorage) -> tuple[dict[str, optuna.Study], bool]:  # fmt: skip
+        """Create (or load) one study per arm; ``created`` says this worker made the first."""
+        studies, created = {}, False
+        for i, arm in enumerate(self.arms):
+            name = f"{self.name}/{arm.name}"
+            kwargs = dict(study_name=name, storage=storage, sampler=self._sampler(),
+                          pruner=instantiate(self.cfg.sweep.pruner))  # fmt: skip
+            try:
+                study = optuna.create_study(direction=self.direction, **kwargs)
+                created = created or i == 0
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.load_study(**kwargs)
+                if study.direction.name.lower() != self.direction:
+                    raise UserInputError(
+                        f"study {name!r} in {redact_uri(self.storage_url)} was started to "
+                        f"{study.direction.name.lower()}, this sweep would {self.direction}; "
+                        "choose another --study name"
+                    ) from None
+            studies[arm.name] = study
+        return studies, created
+
+    def _attach_parent(
+        self,
+        client: MlflowClient,
+        studies: dict[str, optuna.Study],
+        created: bool,
+        project_run: str | None,
+    ) -> str:
+        """The sweep's parent run: made by the worker that created the study, found by the
+        others through the study's user attributes."""
+        first = studies[self.arms[0].name]
+        settings = self.settings()
+        fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        tags = {schema.STAGE: schema.STAGE_SWEEP, schema.DATASET: self.dataset,
+                schema.MODALITIES: ",".join(self.modalities), schema.SWEEP_STUDY: self.name,
+                schema.SWEEP_N_TRIALS: str(self.n_trials), schema.TASK: self.task.name}  # fmt: skip
+        if created:
+            if project_run:
+                parent = project_run
+                client.update_run(parent, name=f"sweep-{self.name}")
+            else:
+                # use_experiment() (the CLI) exported the experiment's id, as `mlflow run` does.
+                experiment_id = (
+                    os.environ.get("MLFLOW_EXPERIMENT_ID")
+                    or mlflow.set_experiment(self.cfg.tracking.experiment).experiment_id
+                )
+                parent = client.create_run(experiment_id, run_name=f"sweep-{self.name}").info.run_id
+            for key, value in {**tags, schema.SWEEP_ROLE: "parent"}.items():
+                client.set_tag(parent, key, value)
+            client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in settings.items()])  # fmt: skip
+            for study in studies.values():
+                study.set_user_attr(SETTINGS_ATTR, settings)
+                study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+                study.set_user_attr(PARENT_ATTR, parent)
+            return parent
+        parent = _wait_for_parent(first, self.name)
+        if first.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
+            theirs = first.user_attrs.get(SETTINGS_ATTR, {})
+            differ = "; ".join(f"{k}: study has {theirs.get(k)!r}, now {v!r}"
+                               for k, v in settings.items() if theirs.get(k) != v)  # fmt: skip
+            raise UserInputError(
+                f"study {self.name!r} was started with other settings ({differ or 'arms'}); "
+                "join or resume it with the same dataset, epochs and overrides, or start a "
+                "new one with another --study name"
+            )
+        try:
+            run = client.get_run(parent)
+        except MlflowException:
+            raise UserInputError(
+                f"study {self.name!r}'s parent run {parent} is not in the tracking store "
+                f"{redact_uri(mlflow.get_tracking_uri())}; every worker must use the tracking "
+                "URI the study was started with (MLFLOW_TRACKING_URI)"
+            ) from None
+        if run.info.lifecycle_stage == "deleted":
+            raise UserInputError(
+                f"study {self.name!r}'s parent run {parent} was deleted; start a new sweep "
+                "with another --study name"
+            )
+        client.update_run(parent, status="RUNNING")
+        client.set_tag(parent, schema.SWEEP_N_TRIALS, str(self.n_trials))
+        if project_run and project_run != parent:  # a joining worker under `mlflow run`
+            for key, value in {**tags, schema.SWEEP_ROLE: "worker",
+                               schema.PARENT_RUN_ID: parent}.items():  # fmt: skip
+                client.set_tag(project_run, key, value)
+        return parent
+
+    def _optimize(
+        self,
+        study: optuna.Study,
+        arm: Arm,
+        parent: str,
+        experiment_id: str,
+        pretrain_runs: dict[str, str],
+    ) -> None:
+        if _counted(study) >= self.n_trials:
+            print(f"study {study.study_name}: {self.n_trials} trials already", flush=True)
+            return
+        client = MlflowClient()
+
+        def objective(trial: optuna.Trial) -> float:
+            if _position(trial) >= self.n_trials:  # another worker asked for the last one first
+                trial.set_user_attr(SURPLUS_ATTR, True)
+                trial.study.stop()
+                raise TrialFailed(f"surplus trial {trial.number}: the study has its trials")
+            values = self.space.sample(trial)
+            recipe = self._recipe(arm, values, pretrain_runs)
+            trial.set_user_attr(OVERRIDES_ATTR, self.space.overrides(values))
+            tags = {schema.PARENT_RUN_ID: parent, schema.SWEEP_STUDY: study.study_name,
+                    schema.TRIAL_NUMBER: str(trial.number), schema.TRIAL_STATE: "RUNNING",
+                    schema.TRIAL_PARAMS: json.dumps(values, sort_keys=True)[:MAX_TAG_LENGTH]}  # fmt: skip
+            run_id = client.create_run(experiment_id, run_name=f"trial-{trial.number}-{arm.name}", tags=tags).info.run_id  # fmt: skip
+            trial.set_user_attr(RUN_ATTR, run_id)
+            report = PruningReport(trial, self.monitor_pattern, self.task.monitor)
+            try:
+                if isinstance(recipe, PretrainRecipe):
+                    recipe.run(run_id=run_id, on_epoch_end=report, register=False)
+                else:
+                    recipe.run(run_id=run_id, on_epoch_end=report)
+            except RunStopped as stopped:
+                client.set_tag(run_id, schema.TRIAL_STATE, "PRUNED")
+                client.set_tag(run_id, schema.TRIAL_PRUNED_EPOCH, str(report.epoch))
+                raise optuna.TrialPruned(str(stopped)) from None
+            except UserInputError:
+                client.set_tag(run_id, schema.TRIAL_STATE, "FAIL")
+                raise
+            except Exception as err:
+                client.set_tag(run_id, schema.TRIAL_STATE, "FAIL")
+                raise TrialFailed(f"trial {trial.number} ({run_id}): {type(err).__name__}: {err}") from err  # fmt: skip
+            value = client.get_run(run_id).data.metrics.get(schema.BEST_VALUE, math.nan)
+            client.set_tag(run_id, schema.TRIAL_STATE, "COMPLETE" if math.isfinite(value) else "FAIL")  # fmt: skip
+            return value
+
+        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            state = trial.state.name
+            if trial.state == optuna.trial.TrialState.PRUNED:
+                state += f" after epoch {trial.last_step}"
+            if trial.value is not None:
+                state += (
+                    f", {'last ' if trial.state.name == 'PRUNED' else ''}value {trial.value:.4g}"
+                )
+            print(f"trial {trial.number} ({arm.name}): {state}", flush=True)
+            if _counted(study) >= self.n_trials:
+                study.stop()
+            best = _best(study)
+            if best is not None and best.number == trial.number:
+                log_best(client, parent, arm.name, best, _counted(study))
+
+        study.optimize(objective, callbacks=[after_trial], catch=(TrialFailed,))
+
+    def _leave(
+        self,
+        client: MlflowClient,
+        studies: dict[str, optuna.Study],
+        parent: str,
+        worker_run: str | None,
+        status: int,
+        reason: str | None,
+    ) -> bool:
+        """Close this worker's part. The last worker out (no trial still running anywhere
+        in the sweep) writes the summary and closes the parent; returns whether it did."""
+        if worker_run:
+            if reason:
+                client.set_tag(worker_run, schema.ERROR, reason[:MAX_TAG_LENGTH])
+            client.set_terminated(worker_run, RunStatus.to_string(status))
+        running = any(s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                      for s in studies.values())  # fmt: skip
+        if running:
+            print(f"sweep {self.name}: other workers are still running trials; the last one "
+                  "closes the parent run", flush=True)  # fmt: skip
+            return False
+        if status == RunStatus.FINISHED:
+            summarize(client, parent, self, studies)
+        if reason:
+            client.set_tag(parent, schema.ERROR, reason[:MAX_TAG_LENGTH])
+        client.set_terminated(parent, RunStatus.to_string(status))
+        return True
+
+
+class PruningReport:
+    """``on_epoch_end`` for a trial: report the monitored validation value to Optuna, and
+    stop the run (KILLED, ``tsp.stopped``) when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, pattern: str, metric: str) -> None:
+        self.trial, self.pattern, self.metric = trial, pattern, metric
+        self.epoch = 0
+
+    def __call__(self, epoch: int, metrics: EpochMetrics, seconds: float) -> None:
+        self.epoch = epoch
+        value = metrics["val"][self.pattern][self.metric]
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            key = schema.metric_key("val", self.pattern, self.metric)
+            raise RunStopped(f"pruned by the sweep's pruner after epoch {epoch}: {key} = {value:.4g}")  # fmt: skip
+
+
+# --- storage, parents, summaries ---------------------------------------------------------
+def make_storage(url: str, heartbeat_s: int | None) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats, so a dead worker's trial is marked FAIL."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}  # workers wait for the file lock
+    elif url.startswith("postgresql://"):
+        try:
+            import psycopg  # noqa: F401  (SQLAlchemy's default PostgreSQL driver)
+        except ImportError:
+            url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    beat = int(heartbeat_s) if heartbeat_s else None
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=beat,
+                grace_period=2 * beat if beat else None,
+            )  # fmt: skip
+    except Exception as err:  # a bad URL, an unreachable server, a missing driver
+        raise UserInputError(
+            f"storage={redact_uri(url)!r}: {type(err).__name__}: {str(err).splitlines()[0]}; "
+            "give an SQLAlchemy URL such as sqlite:///optuna.db or "
+            "postgresql+psycopg2://user@host/db (password via PGPASSWORD or ~/.pgpass)"
+        ) from None
+
+
+def _wait_for_parent(study: optuna.Study, name: str) -> str:
+    """The parent run id, which the creating worker sets right after creating the study."""
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while True:
+        parent = study.user_attrs.get(PARENT_ATTR)
+        if parent:
+            return str(parent)
+        if time.monotonic() > deadline:
+            raise UserInputError(
+                f"study {name!r} exists but has no MLflow parent run after {JOIN_TIMEOUT_S:.0f} s "
+                "(its first worker died while starting?); start a new sweep with another --study"
+            )
+        time.sleep(0.5)
+
+
+def _counted(study: optuna.Study) -> int:
+    """Trials that count toward ``n_trials``: every state, surplus asks aside."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR))
+
+
+def _position(trial: optuna.Trial) -> int:
+    """The trial's place among counted trials. Trial numbers are dense and unique across
+    workers (the storage assigns them), so exactly one worker gets each place."""
+    earlier = trial.study.get_trials(deepcopy=False)[: trial.number]
+    return trial.number - sum(1 for t in earlier if t.user_attrs.get(SURPLUS_ATTR))
+
+
+def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    complete = [t for t in study.get_trials(deepcopy=False,
+                                            states=(optuna.trial.TrialState.COMPLETE,))
+                if t.value is not None and math.isfinite(t.value)]  # fmt: skip
+    if not complete:
+        return None
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    return max(complete, key=lambda t: (sign * t.value, -t.number))
+
+
+def log_best(
+    client: MlflowClient, parent: str, arm: str, best: optuna.trial.FrozenTrial, finished: int
+) -> None:
+    """The best trial so far on the parent: tags (they change as the study grows) and a
+    metric with the number of finished trials as its step."""
+    tags = {
+        schema.sweep_best_tag(arm, "trial"): str(best.number),
+        schema.sweep_best_tag(arm, "value"): f"{best.value:.6g}",
+        schema.sweep_best_tag(arm, "run_id"): str(best.user_attrs.get(RUN_ATTR, "")),
+        **{schema.sweep_best_tag(arm, k): str(v) for k, v in best.params.items()},
+    }
+    client.log_batch(
+        parent,
+        metrics=[
+            mlflow.entities.Metric(
+                schema.sweep_best_metric(arm), float(best.value), int(time.time() * 1000), finished
+            )
+        ],  # fmt: skip
+        tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()],
+    )
+
+
+def summarize(
+    client: MlflowClient, parent: str, recipe: SweepRecipe, studies: dict[str, optuna.Study]
+) -> None:
+    """The parent's record of a whole sweep: per arm the best trial (tags, metric,
+    ``best.json`` with the overrides that reproduce it), the trials table, the
+    param-importance table and figure, the optimisation history; the sensitivity report
+    when the sweep compares conditions; and a description shown in the MLflow UI."""
+    lines = [f"**Optuna sweep `{recipe.name}`** on {recipe.dataset}: {recipe.direction} "
+             f"{recipe.settings()['sweep.metric']}.", ""]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="tsp-sweep-") as tmp:
+        for arm, study in studies.items():
+            folder = Path(tmp) / arm
+            folder.mkdir()
+            trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)]  # fmt: skip
+            counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}  # fmt: skip
+            client.log_batch(parent, metrics=[
+                mlflow.entities.Metric(f"sweep/{arm}/trials_{s.lower()}", n, int(time.time() * 1000), len(trials))
+                for s, n in counts.items()])  # fmt: skip
+            study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+            best = _best(study)
+            counted = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
+            if best is None:
+                lines.append(f"- **{arm}**: no complete trial ({counted}).")
+                continue
+            log_best(client, parent, arm, best, len(trials))
+            document = {
+                "trial": best.number, "value": best.value, "params": best.params,
+                "run_id": best.user_attrs.get(RUN_ATTR),
+                "overrides": best.user_attrs.get(OVERRIDES_ATTR, []),
+            }  # fmt: skip
+            (folder / "best.json").write_text(json.dumps(document, indent=2, default=str))
+            importance = write_importance(study, recipe, folder)
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+            lines.append(f"- **{arm}**: best {best.value:.4g} (trial {best.number}: {shown}); "
+                         f"{counted}. {importance}")  # fmt: skip
+        if recipe.stage == "multimodal" and len(studies) >= 2:
+            from analysis.sensitivity import sensitivity_report
+
+            report = sensitivity_report(parent, folder=Path(tmp) / "sensitivity")
+            lines += ["", report.headline]
+        client.log_artifacts(parent, tmp, schema.SWEEP_DIR)
+    client.set_tag(parent, "mlflow.note.content", "\n".join(lines)[:MAX_TAG_LENGTH])
+
+
+def write_importance(study: optuna.Study, recipe: SweepRecipe, folder: Path) -> str:
+    """``importance.csv``/``.md``/``.png`` and ``history.png``; a sentence for the summary."""
+    from optuna.visualization import matplotlib as optuna_plots
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    varied = [k for k in recipe.space.distributions
+              if len({repr(t.params.get(k)) for t in complete}) > 1]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        figure = optuna_plots.plot_optimization_history(study).figure
+        figure.savefig(folder / "history.png", dpi=120, bbox_inches="tight")
+        if len(complete) < 2 or not varied:
+            note = f"Param importance needs 2 complete trials that differ (have {len(complete)})."
+            (folder / "importance.md").write_text(note + "\n")
+            return note
+        evaluator = instantiate(recipe.cfg.sweep.importance)
+        scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varied)
+        lines = ["| parameter | importance |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in scores.items()]
+        (folder / "importance.csv").write_text(
+            "parameter,importance\n" + "".join(f"{k},{v}\n" for k, v in scores.items())
+        )
+        (folder / "importance.md").write_text(
+            f"Param importance ({type(evaluator).__name__}, {len(complete)} complete trials)\n\n"
+            + "\n".join(lines) + "\n"
+        )  # fmt: skip
+        axes = optuna_plots.plot_param_importances(study, evaluator=evaluator, params=varied)
+        axes.figure.savefig(folder / "importance.png", dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    top = next(iter(scores))
+    return f"Most important: {top} ({scores[top]:.2f})."
+
+
+def split_sweep_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Overrides in sweep syntax (search dimensions) apart from plain ones."""
+    parser = OverridesParser.create()
+    dimensions, plain = {}, []
+    for item in overrides:
+        try:
+            (override,) = parser.parse_overrides([item])
+        except HydraException as err:
+            raise UserInputError(f"override {item!r}: {err}") from None
+        if override.is_sweep_override():
+            dimensions[override.key_or_group] = item.partition("=")[2]
+        else:
+            plain.append(item)
+    return dimensions, plain
+
+
+def _target_line(node: DictConfig) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in node.items() if k != "_target_")
+    return f"{node._target_.rsplit('.', 1)[-1]}({args})"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
