@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -54,6 +55,7 @@ RUN_ATTR = "tsp.mlflow_run_id"  # Optuna trial user attrs
 OVERRIDES_ATTR = "tsp.overrides"
 SURPLUS_ATTR = "tsp.surplus"  # a trial asked for after the study had its n_trials
 JOIN_TIMEOUT_S = 120.0
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which worker ran a trial
 
 
 class TrialFailed(Exception):
@@ -365,7 +367,8 @@ class SweepRecipe:
             trial.set_user_attr(OVERRIDES_ATTR, self.space.overrides(values))
             tags = {schema.PARENT_RUN_ID: parent, schema.SWEEP_STUDY: study.study_name,
                     schema.TRIAL_NUMBER: str(trial.number), schema.TRIAL_STATE: "RUNNING",
-                    schema.TRIAL_PARAMS: json.dumps(values, sort_keys=True)[:MAX_TAG_LENGTH]}  # fmt: skip
+                    schema.TRIAL_PARAMS: json.dumps(values, sort_keys=True)[:MAX_TAG_LENGTH],
+                    schema.TRIAL_WORKER: WORKER}  # fmt: skip
             run_id = client.create_run(experiment_id, run_name=f"trial-{trial.number}-{arm.name}", tags=tags).info.run_id  # fmt: skip
             trial.set_user_attr(RUN_ATTR, run_id)
             report = PruningReport(trial, self.monitor_pattern, self.task.monitor)

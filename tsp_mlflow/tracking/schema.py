@@ -72,6 +72,7 @@ TRIAL_NUMBER = "tsp.trial.number"
 TRIAL_STATE = "tsp.trial.state"  # RUNNING | COMPLETE | PRUNED | FAIL (Optuna's states)
 TRIAL_PARAMS = "tsp.trial.params"  # the sampled values, JSON
 TRIAL_PRUNED_EPOCH = "tsp.trial.pruned_epoch"
+TRIAL_WORKER = "tsp.trial.worker"  # <host>:<pid> of the worker process that ran it
 MULTIRUN_JOB = "tsp.multirun.job"  # a Hydra multirun job's number
 MULTIRUN_OVERRIDES = "tsp.multirun.overrides"  # the job's own overrides
 

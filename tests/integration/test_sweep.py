@@ -1,0 +1,176 @@
+"""`tsp sweep`: trials as nested runs with pruning, the best on the parent, param
+importance, resuming, workers sharing one study, and the sensitivity report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from analysis.data import Selection, select_runs
+from tests.integration.flow import artifact_paths, children, runs
+from tsp_mlflow.cli import main
+from tsp_mlflow.recipes.sweep import RUN_ATTR, SURPLUS_ATTR
+from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.local_server import local_server
+
+pytestmark = pytest.mark.integration
+
+# Two epochs, so the median pruner has an epoch to stop a trial at; a learning rate of
+# 1e-5 learns nothing in two epochs, so such trials fall below the median and are pruned.
+PRUNING = ["--epochs", "2", "--overrides",
+           "representations=false trainer.batch_size=64 sweep.pruner.n_startup_trials=2 "
+           "'optim.lr=choice(1e-5, 3e-3)' model.head.dropout=0.1 optim.weight_decay=1e-4"]  # fmt: skip
+
+
+def sweep_parent(client: MlflowClient) -> object:
+    (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'sweep' and tags.`{schema.SWEEP_ROLE}` = 'parent'")  # fmt: skip
+    return parent
+
+
+def trials_of(client: MlflowClient, parent_id: str) -> list:
+    return [r for r in children(client, parent_id) if schema.TRIAL_NUMBER in r.data.tags]
+
+
+def test_a_sweep_with_pruning_is_one_parent_with_its_trials(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    main(["sweep", "--trials", "6", "--study", "t6", "--storage", storage, *PRUNING])
+    client = MlflowClient(tracking_uri)
+    parent = sweep_parent(client)
+    assert parent.info.status == "FINISHED" and parent.data.tags[schema.SWEEP_STUDY] == "t6"
+    trials = trials_of(client, parent.info.run_id)
+    assert sorted(int(r.data.tags[schema.TRIAL_NUMBER]) for r in trials) == list(range(6))
+
+    study = optuna.load_study(study_name="t6/scratch", storage=storage)
+    by_run = {t.user_attrs[RUN_ATTR]: t for t in study.trials}
+    assert set(by_run) == {r.info.run_id for r in trials}  # every Optuna trial is tracked
+    for run in trials:
+        tags, metrics = run.data.tags, run.data.metrics
+        trial = by_run[run.info.run_id]
+        assert int(tags[schema.TRIAL_NUMBER]) == trial.number
+        assert tags[schema.TRIAL_STATE] == trial.state.name
+        values = json.loads(tags[schema.TRIAL_PARAMS])
+        assert values == trial.params
+        assert float(run.data.params["optim.lr"]) == values["optim.lr"]  # the trial ran them
+        if trial.state.name == "PRUNED":  # visibly not a normal finished run
+            assert run.info.status == "KILLED" and "pruned" in tags[schema.STOPPED]
+            assert int(tags[schema.TRIAL_PRUNED_EPOCH]) == trial.last_step
+            assert not any(k.startswith("test/") for k in metrics)
+        else:
+            assert trial.state.name == "COMPLETE" and run.info.status == "FINISHED"
+            assert metrics[schema.BEST_VALUE] == pytest.approx(trial.value)
+            assert "test/audio-image/accuracy" in metrics
+    states = [t.state.name for t in study.trials]
+    assert "PRUNED" in states and "COMPLETE" in states
+
+    complete = [r for r in trials if r.data.tags[schema.TRIAL_STATE] == "COMPLETE"]
+    best = max(complete, key=lambda r: (r.data.metrics[schema.BEST_VALUE], -int(r.data.tags[schema.TRIAL_NUMBER])))  # fmt: skip
+    tags = parent.data.tags
+    assert tags[schema.sweep_best_tag("scratch", "run_id")] == best.info.run_id
+    for key, value in json.loads(best.data.tags[schema.TRIAL_PARAMS]).items():
+        assert tags[schema.sweep_best_tag("scratch", key)] == str(value)
+    assert parent.data.metrics[schema.sweep_best_metric("scratch")] == pytest.approx(best.data.metrics[schema.BEST_VALUE])  # fmt: skip
+    assert parent.data.params["sweep.params.optim.lr"] == "choice(1e-5, 3e-3)"
+
+    files = artifact_paths(client, parent.info.run_id)
+    for name in ("importance.csv", "importance.png", "history.png", "best.json", "trials.csv"):
+        assert f"sweep/scratch/{name}" in files
+    local = client.download_artifacts(parent.info.run_id, "sweep/scratch", str(tmp_path))
+    importance = pd.read_csv(Path(local) / "importance.csv")
+    assert set(importance["parameter"]) <= {"optim.lr", "model/fusion"}
+    assert importance["importance"].sum() == pytest.approx(1.0)
+    best_json = json.loads((Path(local) / "best.json").read_text())
+    assert best_json["run_id"] == best.info.run_id and "optim.lr=" in " ".join(
+        best_json["overrides"]
+    )
+
+    # The same study name resumes the study under the same parent, up to the new total.
+    main(["sweep", "--trials", "8", "--study", "t6", "--storage", storage, *PRUNING])
+    assert sweep_parent(client).info.run_id == parent.info.run_id
+    assert sorted(int(r.data.tags[schema.TRIAL_NUMBER]) for r in trials_of(client, parent.info.run_id)) == list(range(8))  # fmt: skip
+    assert len(optuna.load_study(study_name="t6/scratch", storage=storage).trials) == 8
+    # Other settings under the same name are refused before any trial runs.
+    with pytest.raises(SystemExit) as failed:
+        main(["sweep", "--trials", "8", "--study", "t6", "--storage", storage, "--epochs", "3"])
+    assert failed.value.code == 2
+    # Trials never mix into the pretrained-vs-scratch analysis of the experiment.
+    assert select_runs(client, Selection((parent.info.experiment_id,))) == []
+
+
+def test_two_workers_share_one_study(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with local_server(tmp_path / "server") as url:
+        env = {**subprocess_env, "MLFLOW_TRACKING_URI": url, "TSP_SWEEP_STORAGE": storage}
+        cmd = [sys.executable, "-m", "tsp_mlflow", "sweep", "--trials", "8", "--study", "shared",
+               "--epochs", "1", "--overrides", "debug=tiny sweep/pruner=none"]  # fmt: skip
+        workers = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True) for _ in range(2)]  # fmt: skip
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], outputs
+        client = MlflowClient(url)
+        parent = sweep_parent(client)  # exactly one parent, whichever worker made it
+        assert parent.info.status == "FINISHED"
+        trials = trials_of(client, parent.info.run_id)
+    study = optuna.load_study(study_name="shared/scratch", storage=storage)
+    counted = [t for t in study.trials if not t.user_attrs.get(SURPLUS_ATTR)]
+    assert len(counted) == 8
+    assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))  # no duplicate
+    numbers = sorted(int(r.data.tags[schema.TRIAL_NUMBER]) for r in trials)
+    assert numbers == sorted(t.number for t in counted)  # every trial tracked, once
+    assert {r.info.run_id for r in trials} == {t.user_attrs[RUN_ATTR] for t in counted}
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert len({r.data.tags[schema.TRIAL_WORKER] for r in trials}) == 2, outputs  # both worked
+
+
+def test_sensitivity_sweep_compares_scratch_and_pretrained(tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    main(["sweep", "--trials", "4", "--epochs", "1", "--overrides",
+          "sweep=sensitivity 'optim.lr=choice(1e-3, 3e-3)' 'trainer.batch_size=choice(64, 128)' "
+          "representations=false"])  # fmt: skip
+    client = MlflowClient(tracking_uri)
+    parent = sweep_parent(client)
+    assert parent.info.status == "FINISHED"
+    kids = children(client, parent.info.run_id)
+    pretrain = {r.data.tags[schema.MODALITY]: r.info.run_id for r in kids
+                if r.data.tags[schema.STAGE] == schema.STAGE_PRETRAIN}  # fmt: skip
+    assert set(pretrain) == {"audio", "image"}
+    trials = trials_of(client, parent.info.run_id)
+    assert (
+        sorted(r.data.tags[schema.CONDITION] for r in trials)
+        == ["pretrained"] * 4 + ["scratch"] * 4
+    )
+    for run in trials:
+        if run.data.tags[schema.CONDITION] == "pretrained":  # lineage to the sweep's encoders
+            assert {m: run.data.tags[schema.encoder_run_tag(m)] for m in pretrain} == pretrain
+
+    files = artifact_paths(client, parent.info.run_id)
+    for name in ("report.md", "values.csv", "robustness.png", "landscape.png"):
+        assert f"{schema.SENSITIVITY_DIR}/{name}" in files
+    local = Path(
+        client.download_artifacts(parent.info.run_id, schema.SENSITIVITY_DIR, str(tmp_path))
+    )
+    values = pd.read_csv(local / "values.csv")
+    # The grid sampler gave both conditions the same four configurations: paired.
+    configs = values.groupby("condition")["config"].apply(frozenset)
+    assert configs["pretrained"] == configs["scratch"] and len(configs["scratch"]) == 4
+    # Regrets recomputed from the trial runs themselves.
+    for condition, group in values.groupby("condition"):
+        mine = {r.info.run_id: r.data.metrics[schema.BEST_VALUE] for r in trials
+                if r.data.tags[schema.CONDITION] == condition}  # fmt: skip
+        best = max(mine.values())
+        for row in group.itertuples():
+            assert row.regret == pytest.approx(best - mine[row.run_id])
+    report = (local / "report.md").read_text()
+    assert "paired by configuration" in report and "pretrained vs scratch" in report
+
+    capsys.readouterr()
+    main(["sensitivity", parent.info.run_id, "--no-log", "--output", str(tmp_path / "again")])
+    assert (tmp_path / "again" / "report.md").read_text() == report  # same inputs, same report
+    assert "Hyperparameter sensitivity" in capsys.readouterr().out
