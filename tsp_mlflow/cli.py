@@ -170,7 +170,7 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
 @click.option("--study", default="", help="the study's name; the same name joins or resumes it "
               "(empty: <dataset>-<sweep option>)")  # fmt: skip
 @click.option("--storage", default="",
-              help="Optuna RDB URL the workers share (empty: $TSP_SWEEP_STORAGE, else ./optuna.db)")  # fmt: skip
+              help="Optuna RDB URL the workers share (empty: $TSP_SWEEP_STORAGE, else optuna.db beside mlflow.db)")  # fmt: skip
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--overrides", default="", help=OVERRIDES_HELP + "; sweep syntax adds a dimension")
 def sweep(dataset: str, trials: str, study: str, storage: str, epochs: str, overrides: str) -> None:
@@ -231,13 +231,24 @@ def sensitivity_command(
       tsp sensitivity <sweep run id>
       tsp sensitivity <sweep run id> --metric test/audio-image/accuracy --no-log --output report/
     """
+    import tempfile
+
+    import mlflow
+
     from analysis.sensitivity import sensitivity_report
+    from tsp_mlflow.tracking import schema
+    from tsp_mlflow.tracking.session import tracked_run
 
     uri = _start()
-    report = sensitivity_report(
-        sweep_run, metric=metric or None, reference=reference or None, confidence=confidence,
-        seed=seed, folder=output, log=not no_log,
-    )  # fmt: skip
+    settings = dict(metric=metric or None, reference=reference or None, confidence=confidence,
+                    seed=seed)  # fmt: skip
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        report = sensitivity_report(sweep_run, **settings, folder=output, log=not no_log)
+    else:  # under `mlflow run`: its run holds the report, nested under the sweep
+        tags = {schema.STAGE: schema.STAGE_ANALYSIS, schema.PARENT_RUN_ID: sweep_run}
+        with tracked_run(run_name="sensitivity", tags=tags), tempfile.TemporaryDirectory() as tmp:
+            report = sensitivity_report(sweep_run, **settings, folder=output or Path(tmp))
+            mlflow.log_artifacts(str(report.folder), schema.SENSITIVITY_DIR)
     click.echo(report.markdown)
     if output:
         click.echo(f"report written to {output}")

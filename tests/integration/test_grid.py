@@ -163,6 +163,19 @@ def test_the_same_grid_runs_through_hydra_multirun(
     assert cells == {(f, s, "0.2", "scratch") for f in ("concat", "gated") for s in "01"}
     assert all(r.data.params["model.fusion._target_"].endswith(
         "GatedFusion" if r.data.tags[schema.FUSION] == "gated" else "ConcatFusion") for r in found)  # fmt: skip
-    bad = subprocess.run([sys.executable, "-m", "tsp_mlflow.multirun", "encoders=run:nope"],
+    # One parent per multirun, every job under it with its number and overrides.
+    (parent,) = runs(client, f"tags.`{schema.STAGE}` = '{schema.STAGE_MULTIRUN}'")
+    assert parent.info.status == "FINISHED"
+    assert {r.data.tags[schema.PARENT_RUN_ID] for r in found} == {parent.info.run_id}
+    assert sorted(r.data.tags[schema.MULTIRUN_JOB] for r in found) == ["0", "1", "2", "3"]
+    for r in found:
+        assert (
+            f"model/fusion={r.data.tags[schema.FUSION]}" in r.data.tags[schema.MULTIRUN_OVERRIDES]
+        )
+    bad = subprocess.run([sys.executable, "-m", "tsp_mlflow.multirun", "-m", "encoders=run:nope",
+                          f"hydra.sweep.dir={tmp_path / 'bad'}"],
                          env=subprocess_env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "tsp: error: " in bad.stderr
+    # The failed job's multirun parent is not left RUNNING.
+    (failed,) = runs(client, f"tags.`{schema.STAGE}` = 'multirun' and attributes.status = 'FAILED'")
+    assert failed.data.tags[schema.ERROR]

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from analysis.data import Selection, select_runs
-from tests.integration.flow import artifact_paths, children, runs
+from tests.integration.flow import artifact_paths, children, mlflow_run, runs
 from tsp_mlflow.cli import main
 from tsp_mlflow.recipes.sweep import RUN_ATTR, SURPLUS_ATTR
 from tsp_mlflow.tracking import schema
@@ -110,7 +110,7 @@ def test_two_workers_share_one_study(subprocess_env: dict[str, str], tmp_path: P
     with local_server(tmp_path / "server") as url:
         env = {**subprocess_env, "MLFLOW_TRACKING_URI": url, "TSP_SWEEP_STORAGE": storage}
         cmd = [sys.executable, "-m", "tsp_mlflow", "sweep", "--trials", "8", "--study", "shared",
-               "--epochs", "1", "--overrides", "debug=tiny sweep/pruner=none"]  # fmt: skip
+               "--epochs", "1", "--overrides", "debug=tiny trainer.batch_size=256 sweep/pruner=none"]  # fmt: skip
         workers = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for _ in range(2)]  # fmt: skip
         outputs = [w.communicate(timeout=600)[0] for w in workers]
@@ -130,13 +130,16 @@ def test_two_workers_share_one_study(subprocess_env: dict[str, str], tmp_path: P
     assert len({r.data.tags[schema.TRIAL_WORKER] for r in trials}) == 2, outputs  # both worked
 
 
-def test_sensitivity_sweep_compares_scratch_and_pretrained(tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    main(["sweep", "--trials", "4", "--epochs", "1", "--overrides",
-          "sweep=sensitivity 'optim.lr=choice(1e-3, 3e-3)' 'trainer.batch_size=choice(64, 128)' "
-          "representations=false"])  # fmt: skip
+def test_sensitivity_sweep_compares_scratch_and_pretrained(
+    subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
+    params = {"trials": 4, "overrides": "sweep=sensitivity debug=tiny "
+              "'optim.lr=choice(1e-3, 3e-3)' 'trainer.batch_size=choice(128, 256)'"}  # fmt: skip
+    done = mlflow_run("sweep", params, subprocess_env)  # the MLproject entry point
+    assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri)
     parent = sweep_parent(client)
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and "mlflow.project.entryPoint" in parent.data.tags
     kids = children(client, parent.info.run_id)
     pretrain = {r.data.tags[schema.MODALITY]: r.info.run_id for r in kids
                 if r.data.tags[schema.STAGE] == schema.STAGE_PRETRAIN}  # fmt: skip
@@ -174,3 +177,9 @@ def test_sensitivity_sweep_compares_scratch_and_pretrained(tracking_uri: str, tm
     main(["sensitivity", parent.info.run_id, "--no-log", "--output", str(tmp_path / "again")])
     assert (tmp_path / "again" / "report.md").read_text() == report  # same inputs, same report
     assert "Hyperparameter sensitivity" in capsys.readouterr().out
+    # On a test metric: the values are the trials' own test accuracies.
+    main(["sensitivity", parent.info.run_id, "--no-log", "--metric", "test/audio-image/accuracy",
+          "--output", str(tmp_path / "test")])  # fmt: skip
+    test_values = pd.read_csv(tmp_path / "test" / "values.csv").set_index("run_id")["value"]
+    for run in trials:
+        assert test_values[run.info.run_id] == run.data.metrics["test/audio-image/accuracy"]

@@ -28,7 +28,10 @@ def test_every_mlproject_parameter_is_passed_to_a_matching_cli_option() -> None:
             for opt in p.opts + p.secondary_opts
         }
         passed = dict(re.findall(r"(--[\w-]+) \{(\w+)\}", command))
-        assert set(passed.values()) == set(entry["parameters"]), name
+        arguments = {p.name for p in cli.commands[sub].params if isinstance(p, click.Argument)}
+        positional = {x for x in re.findall(r"\{(\w+)\}", command)} - set(passed.values())
+        assert positional <= arguments, name
+        assert set(passed.values()) | positional == set(entry["parameters"]), name
         assert set(passed) <= options, name
 
 

@@ -109,7 +109,7 @@ def test_every_config_option_composes_builds_and_steps(group: str, option: str) 
     assert choices[chosen[0]] == option
 
 
-@pytest.mark.parametrize("name", ["pretrain", "multimodal", "pipeline"])
+@pytest.mark.parametrize("name", ["pretrain", "multimodal", "pipeline", "sweep", "multirun"])
 def test_every_primary_config_composes(name: str) -> None:
     cfg, _ = compose_config(name)
     assert cfg

@@ -55,6 +55,7 @@ RUN_ATTR = "tsp.mlflow_run_id"  # Optuna trial user attrs
 OVERRIDES_ATTR = "tsp.overrides"
 SURPLUS_ATTR = "tsp.surplus"  # a trial asked for after the study had its n_trials
 JOIN_TIMEOUT_S = 120.0
+STORAGE_ATTEMPTS = 4
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which worker ran a trial
 
 
@@ -139,9 +140,9 @@ class SweepRecipe:
         self.name = study or self.cfg.study or f"{dataset}-{choices['sweep']}"
         if "/" in self.name or not self.name.strip():
             raise UserInputError(f"study={self.name!r}: use a name without '/'")
-        self.storage_url = storage or os.environ.get(STORAGE_ENV) or self.cfg.storage or (
-            f"sqlite:///{Path.cwd() / 'optuna.db'}"
-        )  # fmt: skip
+        self.storage_url = (
+            storage or os.environ.get(STORAGE_ENV) or self.cfg.storage or default_storage()
+        )
         self.dataset = dataset
         self.overrides = list(overrides)
         self.epochs = epochs
@@ -423,6 +424,10 @@ class SweepRecipe:
             if reason:
                 client.set_tag(worker_run, schema.ERROR, reason[:MAX_TAG_LENGTH])
             client.set_terminated(worker_run, RunStatus.to_string(status))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            for study in studies.values():  # a dead worker's trial (no heartbeat) becomes FAIL
+                optuna.storages.fail_stale_trials(study)
         running = any(s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                       for s in studies.values())  # fmt: skip
         if running:
@@ -466,19 +471,34 @@ def make_storage(url: str, heartbeat_s: int | None) -> optuna.storages.RDBStorag
         except ImportError:
             url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     beat = int(heartbeat_s) if heartbeat_s else None
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=beat,
-                grace_period=2 * beat if beat else None,
-            )  # fmt: skip
-    except Exception as err:  # a bad URL, an unreachable server, a missing driver
-        raise UserInputError(
-            f"storage={redact_uri(url)!r}: {type(err).__name__}: {str(err).splitlines()[0]}; "
-            "give an SQLAlchemy URL such as sqlite:///optuna.db or "
-            "postgresql+psycopg2://user@host/db (password via PGPASSWORD or ~/.pgpass)"
-        ) from None
+    error: Exception | None = None
+    # Workers started together race to create the schema in a new database; the loser's
+    # CREATE fails ("already exists"), and a second attempt finds the tables in place.
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=beat,
+                    grace_period=2 * beat if beat else None,
+                )  # fmt: skip
+        except Exception as err:  # a bad URL, an unreachable server, a missing driver
+            error = err
+            time.sleep(0.5 * (attempt + 1))
+    raise UserInputError(
+        f"storage={redact_uri(url)!r}: {type(error).__name__}: {str(error).splitlines()[0]}; "
+        "give an SQLAlchemy URL such as sqlite:///optuna.db or "
+        "postgresql+psycopg2://user@host/db (password via PGPASSWORD or ~/.pgpass)"
+    ) from None
+
+
+def default_storage() -> str:
+    """``optuna.db`` beside a sqlite tracking store (the two belong together: a study's
+    parent run lives in that store), else in the working directory."""
+    tracking = mlflow.get_tracking_uri()
+    if tracking.startswith("sqlite:///"):
+        return f"sqlite:///{Path(tracking.removeprefix('sqlite:///')).parent / 'optuna.db'}"
+    return f"sqlite:///{Path.cwd() / 'optuna.db'}"
 
 
 def _wait_for_parent(study: optuna.Study, name: str) -> str:
