@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
@@ -42,8 +43,9 @@ class SensitivityReport:
 
 
 def trials_frame(client: MlflowClient, parent_run_id: str, metric: str = schema.BEST_VALUE) -> pd.DataFrame:  # fmt: skip
-    """One row per COMPLETE trial under a sweep parent: run id, condition, trial number,
-    ``config`` (canonical JSON of the sampled values), one column per parameter, value."""
+    """One row per trial under a sweep parent: run id, condition, trial number, ``state``
+    (COMPLETE, PRUNED, FAIL), ``config`` (canonical JSON of the sampled values), one column
+    per parameter, and ``value`` (``metric``; NaN unless COMPLETE)."""
     try:
         parent = client.get_run(parent_run_id)
     except MlflowException:
@@ -54,25 +56,28 @@ def trials_frame(client: MlflowClient, parent_run_id: str, metric: str = schema.
         raise AnalysisInputError(f"run {parent_run_id} is not a sweep parent (tsp.stage=sweep)")
     runs = search_all_runs(
         client, [parent.info.experiment_id],
-        f"tags.`{schema.PARENT_RUN_ID}` = '{parent_run_id}' and "
-        f"tags.`{schema.TRIAL_STATE}` = 'COMPLETE'",
+        f"tags.`{schema.PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{schema.TRIAL_STATE}` IS NOT NULL",
     )  # fmt: skip
     rows = []
     for run in runs:
         tags = run.data.tags
         values = json.loads(tags.get(schema.TRIAL_PARAMS, "{}"))
-        if metric not in run.data.metrics:
+        state = tags[schema.TRIAL_STATE]
+        if state == "COMPLETE" and metric not in run.data.metrics:
             raise AnalysisInputError(
                 f"trial run {run.info.run_id} has no metric {metric!r}; choose one it logged, "
                 f"e.g. {schema.BEST_VALUE} or test/<pattern>/<metric>"
             )
         rows.append({"run_id": run.info.run_id,
                      "condition": tags.get(schema.CONDITION) or tags.get(schema.MODALITY, "?"),
-                     "trial": int(tags.get(schema.TRIAL_NUMBER, -1)),
+                     "trial": int(tags.get(schema.TRIAL_NUMBER, -1)), "state": state,
                      "config": json.dumps(values, sort_keys=True), **values,
-                     "value": run.data.metrics[metric]})  # fmt: skip
+                     "value": run.data.metrics[metric] if state == "COMPLETE" else np.nan})  # fmt: skip
     frame = pd.DataFrame(rows)
     return frame.sort_values(["condition", "trial"]).reset_index(drop=True) if len(frame) else frame
+
+
+NON_ADAPTIVE_SAMPLERS = ("GridSampler", "RandomSampler", "QMCSampler")
 
 
 def sensitivity_report(
@@ -88,18 +93,35 @@ def sensitivity_report(
     """Fetch, compute, render; write ``folder`` (report, inputs, figures) and, with
     ``log``, log it to the sweep parent under ``sweep/sensitivity/``."""
     client = MlflowClient()
-    frame = trials_frame(client, parent_run_id, metric or schema.BEST_VALUE)
-    if frame.empty or frame["condition"].nunique() < 1:
+    every = trials_frame(client, parent_run_id, metric or schema.BEST_VALUE)
+    if every.empty or not (every["state"] == "COMPLETE").any():
         raise AnalysisInputError(f"sweep {parent_run_id} has no completed trials yet")
+    frame = every[every["state"] == "COMPLETE"].drop(columns="state")
+    dropped = every[every["state"] != "COMPLETE"].groupby(["condition", "state"]).size()
+    missing = sorted(set(every["condition"]) - set(frame["condition"]))
+    if missing:
+        raise AnalysisInputError(
+            f"sweep {parent_run_id}: condition(s) {', '.join(missing)} have no completed trial"
+        )
     params_logged = client.get_run(parent_run_id).data.params
     direction = params_logged.get("sweep.direction", "maximize")
     higher = direction == "maximize" if metric in (None, schema.BEST_VALUE) else _higher(metric)
+    frame = frame.dropna(axis=1, how="all")  # a dimension only failed trials sampled
     params = [c for c in frame.columns
               if c not in ("run_id", "condition", "trial", "config", "value")]  # fmt: skip
     result = sensitivity(frame, params=params, higher_is_better=higher, reference=reference,
                          confidence=confidence, seed=seed)  # fmt: skip
     shown_metric = params_logged.get("sweep.metric", metric) if metric in (None, schema.BEST_VALUE) else metric  # fmt: skip
-    markdown = render(result, metric=str(shown_metric), run_id=parent_run_id, confidence=confidence)
+    notes = [f"Left out (no final value): {', '.join(f'{n} {state.lower()} ({c})' for (c, state), n in dropped.items())}. "
+             "Failed or pruned configurations can make a condition look more robust than it is."] if len(dropped) else []  # fmt: skip
+    sampler, pruner = params_logged.get("sweep.sampler", ""), params_logged.get("sweep.pruner", "")
+    if not sampler.startswith(NON_ADAPTIVE_SAMPLERS) or not pruner.startswith("NopPruner"):
+        notes.append(f"Caution: this sweep used {sampler.split('(')[0] or '?'} with "
+                     f"{pruner.split('(')[0] or '?'}, which choose what to measure from earlier "
+                     "results, so each condition is measured on a self-selected part of the "
+                     "space; use sweep=sensitivity (a grid, no pruning) for this question.")  # fmt: skip
+    markdown = render(result, metric=str(shown_metric), run_id=parent_run_id,
+                      confidence=confidence, notes=notes)  # fmt: skip
     headline = "\n".join(verdict(r) for _, r in result.comparisons.iterrows()) or (
         "One condition only: nothing to compare."
     )
@@ -114,7 +136,9 @@ def sensitivity_report(
     return SensitivityReport(result, markdown, headline, folder)
 
 
-def render(result: Sensitivity, *, metric: str, run_id: str, confidence: float) -> str:
+def render(
+    result: Sensitivity, *, metric: str, run_id: str, confidence: float, notes: list[str] = ()
+) -> str:
     """The report as markdown: per-condition spread, comparisons, per-parameter effects."""
     level = f"{confidence:.0%}"
     s = result.summary
@@ -161,6 +185,7 @@ def render(result: Sensitivity, *, metric: str, run_id: str, confidence: float) 
         tables.append(Table("Mean value per level", wide))
     lines = [f"# Hyperparameter sensitivity (sweep run {run_id})", ""]
     lines += [verdict(r) for _, r in c.iterrows()] or ["One condition only: nothing to compare."]
+    lines += ["", *[f"> {note}" for note in notes]] if notes else []
     lines.append("")
     lines += [t.markdown() for t in tables]
     return "\n".join(lines)

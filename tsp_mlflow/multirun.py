@@ -42,13 +42,14 @@ class MultirunParent(Callback):
         from mlflow import MlflowClient
 
         from tsp_mlflow.tracking import schema
+        from tsp_mlflow.tracking.params import redact_overrides
         from tsp_mlflow.tracking.session import configure_tracking, use_experiment
 
         configure_tracking()
         use_experiment(config.tracking.experiment)
         hydra_cfg = config.hydra  # HydraConfig is set per job, not yet here
         tags = {schema.STAGE: schema.STAGE_MULTIRUN, schema.DATASET: str(config.data.name),
-                schema.MULTIRUN_OVERRIDES: " ".join(hydra_cfg.overrides.task)}  # fmt: skip
+                schema.MULTIRUN_OVERRIDES: " ".join(redact_overrides(list(hydra_cfg.overrides.task)))}  # fmt: skip
         run = MlflowClient().create_run(
             os.environ["MLFLOW_EXPERIMENT_ID"],  # exported by use_experiment
             run_name=f"multirun-{Path(hydra_cfg.sweep.dir).name}", tags=tags,
@@ -101,9 +102,10 @@ def run_job(cfg: DictConfig) -> str:
         tags = {}
         if parent:
             from tsp_mlflow.tracking import schema
+            from tsp_mlflow.tracking.params import redact_overrides
 
             tags = {schema.MULTIRUN_JOB: str(hydra_cfg.job.num),
-                    schema.MULTIRUN_OVERRIDES: " ".join(hydra_cfg.overrides.task)}  # fmt: skip
+                    schema.MULTIRUN_OVERRIDES: " ".join(redact_overrides(list(hydra_cfg.overrides.task)))}  # fmt: skip
         run_id = recipe.run(parent_run_id=parent, tags=tags)
     except UserInputError as err:  # one clear line, as the other entry points print;
         print(f"tsp: error: {err}", file=sys.stderr)  # SystemExit passes Hydra's handler

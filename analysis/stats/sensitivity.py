@@ -9,10 +9,10 @@ better). The robustness curve is the regret's empirical CDF: the fraction of
 configurations within δ of the condition's best; the mean regret is the area above it.
 
 Two conditions are compared on regret, paired by configuration when both ran the same
-configurations (a grid sampler, or any sampler that is not adaptive): a paired mean
-difference with its CI and the Wilcoxon signed-rank test. Otherwise unpaired: a
-bootstrap CI of the difference of mean regrets, the Mann-Whitney U test on regrets and
-the Brown-Forsythe test of equal spread. The IQR difference gets a bootstrap CI either way.
+configurations (a grid sampler on one worker): the Wilcoxon signed-rank test on the
+per-configuration regret differences. Otherwise unpaired: the Mann-Whitney U test on
+regrets. Either way, bootstrap CIs of the differences of mean regret and of IQR, and the
+Brown-Forsythe test of equal spread.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import pandas as pd
 from scipy import stats
 
 from analysis.stats.multiplicity import adjust_pvalues
-from analysis.stats.summary import mean_interval
 
 LEVELS_MAX = 12  # more distinct values than this: a continuous parameter (Spearman's rho)
 
@@ -70,7 +69,7 @@ def condition_summary(
 
 def main_effects(frame: pd.DataFrame, params: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per condition and parameter: how far the level means spread (few levels), or
-    Spearman's rho of value against the parameter (continuous; log-scaled if positive)."""
+    Spearman's rho of value against the parameter (continuous)."""
     effects, levels = [], []
     for condition, group in frame.groupby("condition", sort=False):
         for param in params:
@@ -111,12 +110,20 @@ def compare_sensitivity(
     *,
     a: str,
     b: str,
+    higher_is_better: bool,
     confidence: float = 0.95,
     n_resamples: int = 9999,
     seed: int = 0,
 ) -> dict[str, object]:
-    """Is ``a`` less sensitive than ``b``? Regret and IQR differences (``a - b``: negative
-    means ``a`` is less sensitive), paired by configuration when possible."""
+    """Is ``a`` less sensitive than ``b``? Differences ``a - b`` of mean regret and IQR
+    (negative: ``a`` is less sensitive), paired by configuration when possible.
+
+    The CIs are percentile bootstraps over configurations (the same resampled
+    configurations for both conditions when paired) that recompute each condition's best
+    inside every resample, so the noise in the best is part of the interval. The tests
+    (Wilcoxon signed-rank on per-configuration regret differences when paired,
+    Mann-Whitney U on regrets otherwise) condition on the observed bests.
+    """
     ga, gb = frame[frame.condition == a], frame[frame.condition == b]
     rng = np.random.default_rng(seed)
     paired = (
@@ -131,42 +138,41 @@ def compare_sensitivity(
                 "test": "none (fewer than 2 trials)", "p_value": np.nan,
                 "delta_iqr": np.nan, "iqr_ci_low": np.nan, "iqr_ci_high": np.nan,
                 "spread_test_p": np.nan}  # fmt: skip
+
+    def mean_regret(values: np.ndarray) -> np.ndarray:  # over the last axis
+        best = values.max(axis=-1) if higher_is_better else values.min(axis=-1)
+        return np.abs(best - values.mean(axis=-1))
+
     if paired:
         joined = ga.set_index("config")[["regret", "value"]].join(
             gb.set_index("config")[["regret", "value"]], lsuffix="_a", rsuffix="_b"
         )
-        d = (joined["regret_a"] - joined["regret_b"]).to_numpy(float)
-        low, high, _ = mean_interval(d, confidence=confidence, seed=seed)
-        p = 1.0 if np.allclose(d, 0) else float(stats.wilcoxon(d).pvalue)
         va, vb = joined["value_a"].to_numpy(float), joined["value_b"].to_numpy(float)
-        index = rng.integers(0, len(d), size=(n_resamples, len(d)))
-        boot = _iqr(va[index]) - _iqr(vb[index])
-        row.update(delta_regret=float(d.mean()), ci_low=low, ci_high=high,
-                   test="Wilcoxon signed-rank (paired by configuration)", p_value=p)  # fmt: skip
+        d = (joined["regret_a"] - joined["regret_b"]).to_numpy(float)
+        p = 1.0 if np.allclose(d, 0) else float(stats.wilcoxon(d).pvalue)
+        ia = ib = rng.integers(0, len(va), size=(n_resamples, len(va)))
+        test = "Wilcoxon signed-rank (paired by configuration)"
     else:
-        ra, rb = ga["regret"].to_numpy(float), gb["regret"].to_numpy(float)
-        ia = rng.integers(0, len(ra), size=(n_resamples, len(ra)))
-        ib = rng.integers(0, len(rb), size=(n_resamples, len(rb)))
-        diffs = ra[ia].mean(axis=1) - rb[ib].mean(axis=1)
-        tail = (1 - confidence) / 2
-        p = float(stats.mannwhitneyu(ra, rb, alternative="two-sided").pvalue)
-        row.update(delta_regret=float(ra.mean() - rb.mean()),
-                   ci_low=float(np.quantile(diffs, tail)), ci_high=float(np.quantile(diffs, 1 - tail)),
-                   test="Mann-Whitney U (unpaired)", p_value=p)  # fmt: skip
         va, vb = ga["value"].to_numpy(float), gb["value"].to_numpy(float)
-        boot = _iqr(va[rng.integers(0, len(va), size=(n_resamples, len(va)))]) - _iqr(
-            vb[rng.integers(0, len(vb), size=(n_resamples, len(vb)))]
-        )
+        ra, rb = ga["regret"].to_numpy(float), gb["regret"].to_numpy(float)
+        p = float(stats.mannwhitneyu(ra, rb, alternative="two-sided").pvalue)
+        ia = rng.integers(0, len(va), size=(n_resamples, len(va)))
+        ib = rng.integers(0, len(vb), size=(n_resamples, len(vb)))
+        test = "Mann-Whitney U (unpaired)"
     tail = (1 - confidence) / 2
-    va, vb = ga["value"].to_numpy(float), gb["value"].to_numpy(float)
+    boot = mean_regret(va[ia]) - mean_regret(vb[ib])
+    boot_iqr = _iqr(va[ia]) - _iqr(vb[ib])
     constant = np.ptp(va) == 0 and np.ptp(vb) == 0
-    spread_p = 1.0 if constant else float(stats.levene(va, vb, center="median").pvalue)
     row.update(
-        delta_iqr=float(_iqr(va[None])[0] - _iqr(vb[None])[0]),
-        iqr_ci_low=float(np.quantile(boot, tail)),
-        iqr_ci_high=float(np.quantile(boot, 1 - tail)),
-        spread_test_p=spread_p,  # Brown-Forsythe: Levene's test around the median
-    )
+        delta_regret=float(mean_regret(va) - mean_regret(vb)),
+        ci_low=float(np.quantile(boot, tail)), ci_high=float(np.quantile(boot, 1 - tail)),
+        test=test, p_value=p,
+        delta_iqr=float(_iqr(va) - _iqr(vb)),
+        iqr_ci_low=float(np.quantile(boot_iqr, tail)),
+        iqr_ci_high=float(np.quantile(boot_iqr, 1 - tail)),
+        # Brown-Forsythe: Levene's test around the median.
+        spread_test_p=1.0 if constant else float(stats.levene(va, vb, center="median").pvalue),
+    )  # fmt: skip
     return row
 
 
@@ -188,7 +194,8 @@ def sensitivity(
     data = regrets(frame, higher_is_better=higher_is_better)
     conditions = list(dict.fromkeys(data["condition"]))
     ref = reference or ("scratch" if "scratch" in conditions else conditions[0])
-    rows = [compare_sensitivity(data, a=c, b=ref, confidence=confidence, seed=seed)
+    rows = [compare_sensitivity(data, a=c, b=ref, higher_is_better=higher_is_better,
+                                confidence=confidence, seed=seed)
             for c in conditions if c != ref]  # fmt: skip
     comparisons = pd.DataFrame(rows)
     if len(comparisons):

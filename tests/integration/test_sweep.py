@@ -109,7 +109,7 @@ def test_two_workers_share_one_study(subprocess_env: dict[str, str], tmp_path: P
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     with local_server(tmp_path / "server") as url:
         env = {**subprocess_env, "MLFLOW_TRACKING_URI": url, "TSP_SWEEP_STORAGE": storage}
-        cmd = [sys.executable, "-m", "tsp_mlflow", "sweep", "--trials", "8", "--study", "shared",
+        cmd = [sys.executable, "-m", "tsp_mlflow", "sweep", "--trials", "6", "--study", "shared",
                "--epochs", "1", "--overrides", "debug=tiny trainer.batch_size=256 sweep/pruner=none"]  # fmt: skip
         workers = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for _ in range(2)]  # fmt: skip
@@ -121,13 +121,52 @@ def test_two_workers_share_one_study(subprocess_env: dict[str, str], tmp_path: P
         trials = trials_of(client, parent.info.run_id)
     study = optuna.load_study(study_name="shared/scratch", storage=storage)
     counted = [t for t in study.trials if not t.user_attrs.get(SURPLUS_ATTR)]
-    assert len(counted) == 8
+    assert len(counted) == 6
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))  # no duplicate
     numbers = sorted(int(r.data.tags[schema.TRIAL_NUMBER]) for r in trials)
     assert numbers == sorted(t.number for t in counted)  # every trial tracked, once
     assert {r.info.run_id for r in trials} == {t.user_attrs[RUN_ATTR] for t in counted}
     assert all(r.info.status == "FINISHED" for r in trials)
     assert len({r.data.tags[schema.TRIAL_WORKER] for r in trials}) == 2, outputs  # both worked
+    # Each worker seeds its own sampler: no configuration is proposed twice.
+    assert len({r.data.tags[schema.TRIAL_PARAMS] for r in trials}) == len(trials)
+    best = max(counted, key=lambda t: t.value)
+    assert parent.data.tags[schema.sweep_best_tag("scratch", "run_id")] == best.user_attrs[RUN_ATTR]
+
+
+def test_an_interrupted_worker_leaves_its_trial_failed_and_a_resume_redoes_it(
+    subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    args = ["sweep", "--trials", "1", "--study", "stop", "--epochs", "3", "--overrides",
+            "representations=false trainer.batch_size=32 sweep/pruner=none"]  # fmt: skip
+    worker = subprocess.Popen([sys.executable, "-m", "tsp_mlflow", *args], env=subprocess_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    client = MlflowClient(tracking_uri)
+    deadline = time.monotonic() + 300
+    while not runs(
+        client, f"tags.`{schema.TRIAL_STATE}` = 'RUNNING' and metrics.`time/epoch_s` > 0"
+    ):
+        assert worker.poll() is None and time.monotonic() < deadline, worker.stdout.read()
+        time.sleep(0.5)
+    worker.send_signal(signal.SIGTERM)  # what a scheduler sends
+    output = worker.communicate(timeout=120)[0]
+    assert worker.returncode != 0
+    parent = sweep_parent(client)
+    assert (
+        parent.info.status == "KILLED" and "KeyboardInterrupt" in parent.data.tags[schema.ERROR]
+    ), output
+    (stopped,) = trials_of(client, parent.info.run_id)
+    assert stopped.info.status == "KILLED" and stopped.data.tags[schema.TRIAL_STATE] == "FAIL"
+
+    main(args)  # resume: the interrupted trial does not count, so one more trial runs
+    parent = sweep_parent(client)
+    assert parent.info.status == "FINISHED"
+    states = {int(r.data.tags[schema.TRIAL_NUMBER]): r.data.tags[schema.TRIAL_STATE]
+              for r in trials_of(client, parent.info.run_id)}  # fmt: skip
+    assert states == {0: "FAIL", 1: "COMPLETE"}
 
 
 def test_sensitivity_sweep_compares_scratch_and_pretrained(
@@ -139,8 +178,15 @@ def test_sensitivity_sweep_compares_scratch_and_pretrained(
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri)
     parent = sweep_parent(client)
-    assert parent.info.status == "FINISHED" and "mlflow.project.entryPoint" in parent.data.tags
+    assert parent.info.status == "FINISHED"
     kids = children(client, parent.info.run_id)
+    # `mlflow run`'s own run is this worker's record under the parent (`mlflow run` closes
+    # its run when the process ends; a parent must stay open while other workers run).
+    (worker,) = [r for r in kids if r.data.tags.get(schema.SWEEP_ROLE) == "worker"]
+    assert (
+        worker.data.tags["mlflow.project.entryPoint"] == "sweep"
+        and worker.info.status == "FINISHED"
+    )
     pretrain = {r.data.tags[schema.MODALITY]: r.info.run_id for r in kids
                 if r.data.tags[schema.STAGE] == schema.STAGE_PRETRAIN}  # fmt: skip
     assert set(pretrain) == {"audio", "image"}

@@ -91,3 +91,12 @@ def test_code_version_names_the_package_version() -> None:
     assert (
         code_version() == f"{__version__}+src.{source_digest(root / 'tsp_mlflow', root / 'conf')}"
     )
+
+
+def test_credentials_in_override_values_are_redacted() -> None:
+    from tsp_mlflow.tracking.params import redact_overrides
+
+    assert redact_overrides(["storage=postgresql+psycopg2://me:pw@db:5432/optuna", "a=1"]) == [
+        "storage=postgresql+psycopg2://***@db:5432/optuna",
+        "a=1",
+    ]

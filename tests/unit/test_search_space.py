@@ -100,3 +100,33 @@ def test_overrides_in_sweep_syntax_become_dimensions() -> None:
     )
     assert dims == {"optim.lr": "tag(log, interval(1e-5, 1e-1))", "seed": "1,2"}
     assert plain == ["trainer.epochs=3", "x=[1,2]"]
+
+
+def test_bool_choices_new_keys_and_huge_int_ranges() -> None:
+    space = parse_search_space({"model.flag": "choice(true, false)", "x": "tag(int, interval(1, 1e9))"})  # fmt: skip
+    assert space.distributions["model.flag"] == CategoricalDistribution([True, False])
+    assert space.overrides({"model.flag": False, "x": 5}) == ["model.flag=false", "x=5"]
+    assert [c["x"] for c in space.corners()] == [1, 1_000_000_000]  # bounds, not every value
+    with pytest.raises(UserInputError, match="choices must be numbers, strings"):
+        parse_search_space({"a": "choice([1, 2], [3])"})
+    dims, _ = split_sweep_overrides(["+model.extra=choice(1, 2)"])
+    assert dims == {"+model.extra": "choice(1, 2)"}  # the + survives: a key to add
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["seed=0,1"], "the sweep sets seed for every trial"),
+        (["encoders=pretrained"], "the sweep sets encoders"),
+        (["sweep.params.optim.lr=0.1"], "give a search dimension in sweep syntax"),
+        (["heartbeat_s=0"], "heartbeat_s=0: give a positive number of seconds"),
+        (["sweep.conditions=[nope]"], "grid condition 'nope' is unknown"),
+        (["model/fusion=choice(concat, nope)"], "nope"),
+        (["sweep/sampler=grid"], "a grid sampler needs every dimension as a list"),
+    ],
+)
+def test_a_bad_sweep_fails_before_any_run(overrides: list[str], message: str) -> None:
+    from tsp_mlflow.recipes.sweep import SweepRecipe
+
+    with pytest.raises(UserInputError, match=message):
+        SweepRecipe("avdigits", 1, overrides)

@@ -74,7 +74,9 @@ def test_equal_sensitivity_is_not_called_a_difference() -> None:
 def test_different_configurations_are_compared_unpaired() -> None:
     frame = grid_frame(np.random.default_rng(2), {"pretrained": 0.02, "scratch": 0.3})
     frame = frame[~((frame.condition == "scratch") & (frame["optim.lr"] == 1e-4))]
-    row = compare_sensitivity(regrets(frame, higher_is_better=True), a="pretrained", b="scratch")
+    row = compare_sensitivity(
+        regrets(frame, higher_is_better=True), a="pretrained", b="scratch", higher_is_better=True
+    )
     assert not row["paired"] and row["test"].startswith("Mann-Whitney")
     assert row["ci_high"] < 0 and row["p_value"] < 0.05
     assert row["spread_test_p"] < 0.05  # Brown-Forsythe sees the wider spread too

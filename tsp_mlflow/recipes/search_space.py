@@ -26,7 +26,6 @@ from hydra.core.override_parser.types import (
     IntervalSweep,
     Override,
     RangeSweep,
-    Transformer,
 )
 from hydra.errors import HydraException
 from optuna.distributions import (
@@ -77,8 +76,8 @@ class SearchSpace:
     def corners(self) -> list[dict[str, Any]]:
         """Values that together touch every bound and every choice, for validation: each
         categorical choice once, and every numeric dimension at its low and its high."""
-        lows = {k: _bounds(d)[0] for k, d in self.distributions.items()}
-        highs = {k: _bounds(d)[-1] for k, d in self.distributions.items()}
+        lows = {k: _ends(d)[0] for k, d in self.distributions.items()}
+        highs = {k: _ends(d)[1] for k, d in self.distributions.items()}
         out = [lows, highs]
         for key, dist in self.distributions.items():
             if isinstance(dist, CategoricalDistribution):
@@ -135,12 +134,19 @@ def to_distribution(override: Override, *, where: str) -> BaseDistribution:
     """One parsed Hydra sweep as an Optuna distribution."""
     value = override.value()
     if isinstance(value, ChoiceSweep):
-        choices = list(override.sweep_iterator(transformer=Transformer.encode))
+        choices = list(override.sweep_iterator())
+        odd = [c for c in choices if c is not None and not isinstance(c, bool | int | float | str)]
+        if odd:
+            raise UserInputError(
+                f"{where}: choices must be numbers, strings, booleans or null, got {odd}; "
+                "to search over lists or dicts, make each one a config option and choose "
+                "among the options (e.g. model/fusion)"
+            )
         if len(set(map(repr, choices))) != len(choices) or not choices:
             raise UserInputError(f"{where}: choice(...) needs distinct values, got {choices}")
         return CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
-        values = list(override.sweep_iterator(transformer=Transformer.encode))
+        values = list(override.sweep_iterator())
         if not values:
             raise UserInputError(f"{where}: {override.input_line} is empty (stop is exclusive)")
         if value.shuffle:
@@ -169,6 +175,16 @@ def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
         return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
     assert isinstance(dist, FloatDistribution)
     return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def _ends(dist: BaseDistribution) -> tuple[Any, Any]:
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[0], dist.choices[-1]
+    assert isinstance(dist, IntDistribution | FloatDistribution)
+    high = dist.high
+    if isinstance(dist, IntDistribution) and not dist.log:  # the last value on the step
+        high = dist.low + (dist.high - dist.low) // dist.step * dist.step
+    return dist.low, high
 
 
 def _bounds(dist: BaseDistribution) -> list[Any]:

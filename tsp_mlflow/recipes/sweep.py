@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -54,6 +55,8 @@ FINGERPRINT_ATTR = "tsp.fingerprint"
 RUN_ATTR = "tsp.mlflow_run_id"  # Optuna trial user attrs
 OVERRIDES_ATTR = "tsp.overrides"
 SURPLUS_ATTR = "tsp.surplus"  # a trial asked for after the study had its n_trials
+FAILED_ATTR = "tsp.failed"  # why a trial's training failed (such a FAIL counts)
+PRETRAIN_ATTR = "tsp.pretrain_runs"  # modality -> encoder run, set by the starting worker
 JOIN_TIMEOUT_S = 120.0
 STORAGE_ATTEMPTS = 4
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which worker ran a trial
@@ -106,7 +109,7 @@ class SweepRecipe:
         storage: str | None = None,
     ) -> None:
         dimensions, plain = split_sweep_overrides(overrides)
-        for item in plain:
+        for item in [*plain, *(f"{k}={v}" for k, v in dimensions.items())]:
             key = item.lstrip("+~").partition("=")[0]
             if key.startswith("sweep.params."):
                 dim = key.removeprefix("sweep.params.")
@@ -143,6 +146,12 @@ class SweepRecipe:
         self.storage_url = (
             storage or os.environ.get(STORAGE_ENV) or self.cfg.storage or default_storage()
         )
+        heartbeat = self.cfg.heartbeat_s
+        if not isinstance(heartbeat, int) or isinstance(heartbeat, bool) or heartbeat < 1:
+            raise UserInputError(
+                f"heartbeat_s={heartbeat!r}: give a positive number of seconds (without "
+                "heartbeats a dead worker's trial would stay RUNNING and the sweep never closes)"
+            )
         self.dataset = dataset
         self.overrides = list(overrides)
         self.epochs = epochs
@@ -205,19 +214,28 @@ class SweepRecipe:
                 raise UserInputError(f"sweep.{key}._target_ must name an Optuna {base.__name__}")
         self._sampler()  # e.g. a grid sampler over an interval fails here
 
-    def _sampler(self) -> optuna.samplers.BaseSampler:
-        """A fresh sampler per study (samplers keep state); a grid comes from the space."""
+    def _sampler(self, joining: bool = False) -> optuna.samplers.BaseSampler:
+        """A fresh sampler per study (samplers keep state); a grid comes from the space.
+
+        The worker that starts a sweep uses the configured seed (a one-worker sweep is
+        reproducible, and every condition sees the same sequence); a joining worker derives
+        its own from the seed and its identity, else two workers would propose the same
+        configurations side by side.
+        """
         node = self.cfg.sweep.sampler
-        if (
-            issubclass(get_class(node._target_), optuna.samplers.GridSampler)
-            and "search_space" not in node
-        ):
-            return instantiate(node, search_space=self.space.grid())
-        return instantiate(node)
+        kwargs: dict[str, Any] = {}
+        if issubclass(get_class(node._target_), optuna.samplers.GridSampler) and "search_space" not in node:  # fmt: skip
+            kwargs["search_space"] = self.space.grid()
+        if joining and node.get("seed") is not None:
+            digest = hashlib.sha256(f"{node.seed}:{WORKER}".encode()).digest()
+            kwargs["seed"] = int.from_bytes(digest[:4], "little")
+        return instantiate(node, **kwargs)
 
     def settings(self) -> dict[str, str]:
         """What a study was started with: a worker must match it to join (n_trials aside)."""
         node = self.cfg.sweep
+        overrides = [o for o in redact_overrides(self.overrides)
+                     if not o.lstrip("+~").startswith(("sweep.n_trials=", "storage="))]  # fmt: skip
         return {
             "sweep.study": self.name,
             "sweep.dataset": self.dataset,
@@ -226,7 +244,7 @@ class SweepRecipe:
             "sweep.metric": f"val/{self.monitor_pattern}/{self.task.monitor}",
             "sweep.direction": self.direction,
             "sweep.epochs": "config" if self.epochs is None else str(self.epochs),
-            "sweep.overrides": " ".join(redact_overrides(self.overrides)) or "none",
+            "sweep.overrides": " ".join(overrides) or "none",
             "sweep.trial_seed": str(self.cfg.trial_seed),
             "sweep.sampler": _target_line(node.sampler),
             "sweep.pruner": _target_line(node.pruner),
@@ -236,41 +254,57 @@ class SweepRecipe:
 
     # --- the run --------------------------------------------------------------------
     def run(self) -> SweepResult:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines say the same, once
+        """Join (or start) the sweep, run trials until each study has ``n_trials``, leave.
+
+        SIGTERM is turned into KeyboardInterrupt for the whole run, so a worker stopped by
+        a scheduler still leaves its trial and, if it is the last one, the parent closed.
+        """
+        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            return self._run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _run(self) -> SweepResult:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say it once
         storage = make_storage(self.storage_url, self.cfg.heartbeat_s)
         studies, created = self._open_studies(storage)
         client = MlflowClient()
         project_run = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s own run
         parent = self._attach_parent(client, studies, created, project_run)
-        worker_run = project_run if project_run and project_run != parent else None
         experiment_id = client.get_run(parent).info.experiment_id
         print(f"sweep {self.name}: parent run {parent}; storage {redact_uri(self.storage_url)}", flush=True)  # fmt: skip
         try:
-            pretrain_runs: dict[str, str] = {}
-            if self.pretrain:
-                pretrain_runs, _ = pretrain_or_reuse(self.pretrain, experiment_id, parent_run_id=parent)  # fmt: skip
+            pretrain_runs = self._pretrained_encoders(studies, created, parent, experiment_id)
             for arm in self.arms:
                 self._optimize(studies[arm.name], arm, parent, experiment_id, pretrain_runs)
         except BaseException as err:
             status = RunStatus.KILLED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED
-            self._leave(client, studies, parent, worker_run, status, f"{type(err).__name__}: {err}")
+            self._leave(client, studies, parent, project_run, status, f"{type(err).__name__}: {err}")  # fmt: skip
             raise
         best = {a.name: _best(studies[a.name]) for a in self.arms}
-        finished = self._leave(client, studies, parent, worker_run, RunStatus.FINISHED, None)
+        finished = self._leave(client, studies, parent, project_run, RunStatus.FINISHED, None)
         return SweepResult(parent, studies, best, finished)
 
     def _open_studies(self, storage: optuna.storages.BaseStorage) -> tuple[dict[str, optuna.Study], bool]:  # fmt: skip
-        """Create (or load) one study per arm; ``created`` says this worker made the first."""
-        studies, created = {}, False
+        """Create (or load) one study per arm; ``created``: this worker made the first one
+        (and so starts the sweep)."""
+        studies: dict[str, optuna.Study] = {}
+        created = False
         for i, arm in enumerate(self.arms):
             name = f"{self.name}/{arm.name}"
-            kwargs = dict(study_name=name, storage=storage, sampler=self._sampler(),
-                          pruner=instantiate(self.cfg.sweep.pruner))  # fmt: skip
             try:
-                study = optuna.create_study(direction=self.direction, **kwargs)
+                study = optuna.create_study(
+                    study_name=name, storage=storage, direction=self.direction,
+                    sampler=self._sampler(joining=i > 0 and not created),
+                    pruner=instantiate(self.cfg.sweep.pruner),
+                )  # fmt: skip
                 created = created or i == 0
             except optuna.exceptions.DuplicatedStudyError:
-                study = optuna.load_study(**kwargs)
+                study = optuna.load_study(
+                    study_name=name, storage=storage, sampler=self._sampler(joining=not created),
+                    pruner=instantiate(self.cfg.sweep.pruner),
+                )  # fmt: skip
                 if study.direction.name.lower() != self.direction:
                     raise UserInputError(
                         f"study {name!r} in {redact_uri(self.storage_url)} was started to "
@@ -288,7 +322,9 @@ class SweepRecipe:
         project_run: str | None,
     ) -> str:
         """The sweep's parent run: made by the worker that created the study, found by the
-        others through the study's user attributes."""
+        others through the study's user attributes. Under `mlflow run`, the project's own
+        run becomes this worker's record, nested under the parent (`mlflow run` closes its
+        run when the process ends, while the parent must stay open for other workers)."""
         first = studies[self.arms[0].name]
         settings = self.settings()
         fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -296,54 +332,66 @@ class SweepRecipe:
                 schema.MODALITIES: ",".join(self.modalities), schema.SWEEP_STUDY: self.name,
                 schema.SWEEP_N_TRIALS: str(self.n_trials), schema.TASK: self.task.name}  # fmt: skip
         if created:
-            if project_run:
-                parent = project_run
-                client.update_run(parent, name=f"sweep-{self.name}")
-            else:
-                # use_experiment() (the CLI) exported the experiment's id, as `mlflow run` does.
-                experiment_id = (
-                    os.environ.get("MLFLOW_EXPERIMENT_ID")
-                    or mlflow.set_experiment(self.cfg.tracking.experiment).experiment_id
-                )
-                parent = client.create_run(experiment_id, run_name=f"sweep-{self.name}").info.run_id
-            for key, value in {**tags, schema.SWEEP_ROLE: "parent"}.items():
-                client.set_tag(parent, key, value)
+            # use_experiment() (the CLI) exported the experiment's id, as `mlflow run` does.
+            experiment_id = (
+                os.environ.get("MLFLOW_EXPERIMENT_ID")
+                or mlflow.set_experiment(self.cfg.tracking.experiment).experiment_id
+            )
+            parent = client.create_run(
+                experiment_id, run_name=f"sweep-{self.name}", tags={**tags, schema.SWEEP_ROLE: "parent"}
+            ).info.run_id  # fmt: skip
             client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in settings.items()])  # fmt: skip
             for study in studies.values():
                 study.set_user_attr(SETTINGS_ATTR, settings)
                 study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
                 study.set_user_attr(PARENT_ATTR, parent)
-            return parent
-        parent = _wait_for_parent(first, self.name)
-        if first.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
-            theirs = first.user_attrs.get(SETTINGS_ATTR, {})
-            differ = "; ".join(f"{k}: study has {theirs.get(k)!r}, now {v!r}"
-                               for k, v in settings.items() if theirs.get(k) != v)  # fmt: skip
-            raise UserInputError(
-                f"study {self.name!r} was started with other settings ({differ or 'arms'}); "
-                "join or resume it with the same dataset, epochs and overrides, or start a "
-                "new one with another --study name"
-            )
-        try:
-            run = client.get_run(parent)
-        except MlflowException:
-            raise UserInputError(
-                f"study {self.name!r}'s parent run {parent} is not in the tracking store "
-                f"{redact_uri(mlflow.get_tracking_uri())}; every worker must use the tracking "
-                "URI the study was started with (MLFLOW_TRACKING_URI)"
-            ) from None
-        if run.info.lifecycle_stage == "deleted":
-            raise UserInputError(
-                f"study {self.name!r}'s parent run {parent} was deleted; start a new sweep "
-                "with another --study name"
-            )
-        client.update_run(parent, status="RUNNING")
-        client.set_tag(parent, schema.SWEEP_N_TRIALS, str(self.n_trials))
-        if project_run and project_run != parent:  # a joining worker under `mlflow run`
+        else:
+            parent = str(_wait_for_attr(first, PARENT_ATTR, self.name, timeout_s=JOIN_TIMEOUT_S))
+            if first.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
+                theirs = first.user_attrs.get(SETTINGS_ATTR, {})
+                differ = "; ".join(f"{k}: study has {theirs.get(k)!r}, now {v!r}"
+                                   for k, v in settings.items() if theirs.get(k) != v)  # fmt: skip
+                raise UserInputError(
+                    f"study {self.name!r} was started with other settings ({differ or 'arms'}); "
+                    "join or resume it with the same dataset, epochs and overrides, or start a "
+                    "new one with another --study name"
+                )
+            try:
+                run = client.get_run(parent)
+            except MlflowException:
+                raise UserInputError(
+                    f"study {self.name!r}'s parent run {parent} is not in the tracking store "
+                    f"{redact_uri(mlflow.get_tracking_uri())}; every worker must use the tracking "
+                    "URI the study was started with (MLFLOW_TRACKING_URI)"
+                ) from None
+            if run.info.lifecycle_stage == "deleted":
+                raise UserInputError(
+                    f"study {self.name!r}'s parent run {parent} was deleted; start a new sweep "
+                    "with another --study name"
+                )
+            client.update_run(parent, status="RUNNING")
+            client.set_tag(parent, schema.SWEEP_N_TRIALS, str(self.n_trials))
+        if project_run:
+            client.update_run(project_run, name=f"worker-{WORKER}")
             for key, value in {**tags, schema.SWEEP_ROLE: "worker",
                                schema.PARENT_RUN_ID: parent}.items():  # fmt: skip
                 client.set_tag(project_run, key, value)
         return parent
+
+    def _pretrained_encoders(
+        self, studies: dict[str, optuna.Study], created: bool, parent: str, experiment_id: str
+    ) -> dict[str, str]:
+        """The encoder run per modality for pretrained conditions: trained (or reused) once
+        by the worker that started the sweep, read by the others from the study, so every
+        trial of the sweep starts from the same encoders."""
+        if not self.pretrain:
+            return {}
+        first = studies[self.arms[0].name]
+        if not created:
+            return dict(_wait_for_attr(first, PRETRAIN_ATTR, self.name, parent=parent))
+        runs, _ = pretrain_or_reuse(self.pretrain, experiment_id, parent_run_id=parent)
+        first.set_user_attr(PRETRAIN_ATTR, runs)
+        return runs
 
     def _optimize(
         self,
@@ -382,30 +430,40 @@ class SweepRecipe:
                 client.set_tag(run_id, schema.TRIAL_STATE, "PRUNED")
                 client.set_tag(run_id, schema.TRIAL_PRUNED_EPOCH, str(report.epoch))
                 raise optuna.TrialPruned(str(stopped)) from None
-            except UserInputError:
+            except Exception as err:  # training failed: this configuration, counted
+                client.set_tag(run_id, schema.TRIAL_STATE, "FAIL")
+                if isinstance(err, UserInputError):
+                    raise
+                trial.set_user_attr(FAILED_ATTR, f"{type(err).__name__}: {err}"[:500])
+                raise TrialFailed(f"trial {trial.number} ({run_id}): {type(err).__name__}: {err}") from err  # fmt: skip
+            except BaseException:  # interrupted: FAIL, and not counted (a resume redoes it)
                 client.set_tag(run_id, schema.TRIAL_STATE, "FAIL")
                 raise
-            except Exception as err:
-                client.set_tag(run_id, schema.TRIAL_STATE, "FAIL")
-                raise TrialFailed(f"trial {trial.number} ({run_id}): {type(err).__name__}: {err}") from err  # fmt: skip
             value = client.get_run(run_id).data.metrics.get(schema.BEST_VALUE, math.nan)
-            client.set_tag(run_id, schema.TRIAL_STATE, "COMPLETE" if math.isfinite(value) else "FAIL")  # fmt: skip
+            if not math.isfinite(value):
+                client.set_tag(run_id, schema.TRIAL_STATE, "FAIL")
+                trial.set_user_attr(FAILED_ATTR, f"objective is {value}")
+                raise TrialFailed(f"trial {trial.number} ({run_id}): objective is {value}")
+            client.set_tag(run_id, schema.TRIAL_STATE, "COMPLETE")
             return value
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if trial.user_attrs.get(SURPLUS_ATTR):
+                return
             state = trial.state.name
             if trial.state == optuna.trial.TrialState.PRUNED:
-                state += f" after epoch {trial.last_step}"
-            if trial.value is not None:
-                state += (
-                    f", {'last ' if trial.state.name == 'PRUNED' else ''}value {trial.value:.4g}"
-                )
+                state += f" after epoch {trial.last_step}, last value {trial.value:.4g}"
+            elif trial.state == optuna.trial.TrialState.COMPLETE:
+                state += f", value {trial.value:.4g}"
+            elif trial.user_attrs.get(FAILED_ATTR):
+                state += f": {trial.user_attrs[FAILED_ATTR]}"
             print(f"trial {trial.number} ({arm.name}): {state}", flush=True)
+            finished = _counted(study, finished_only=True)
             if _counted(study) >= self.n_trials:
                 study.stop()
             best = _best(study)
             if best is not None and best.number == trial.number:
-                log_best(client, parent, arm.name, best, _counted(study))
+                log_best(client, parent, arm.name, best, finished)
 
         study.optimize(objective, callbacks=[after_trial], catch=(TrialFailed,))
 
@@ -419,27 +477,54 @@ class SweepRecipe:
         reason: str | None,
     ) -> bool:
         """Close this worker's part. The last worker out (no trial still running anywhere
-        in the sweep) writes the summary and closes the parent; returns whether it did."""
+        in the sweep) writes the summary and closes the parent; returns whether it did.
+        Trials of workers that died (no heartbeat) are failed in Optuna and in MLflow."""
         if worker_run:
             if reason:
                 client.set_tag(worker_run, schema.ERROR, reason[:MAX_TAG_LENGTH])
             client.set_terminated(worker_run, RunStatus.to_string(status))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            for study in studies.values():  # a dead worker's trial (no heartbeat) becomes FAIL
+            for study in studies.values():
                 optuna.storages.fail_stale_trials(study)
+        close_lost_trials(client, studies)
         running = any(s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                       for s in studies.values())  # fmt: skip
         if running:
             print(f"sweep {self.name}: other workers are still running trials; the last one "
                   "closes the parent run", flush=True)  # fmt: skip
             return False
-        if status == RunStatus.FINISHED:
-            summarize(client, parent, self, studies)
-        if reason:
-            client.set_tag(parent, schema.ERROR, reason[:MAX_TAG_LENGTH])
-        client.set_terminated(parent, RunStatus.to_string(status))
+        try:
+            if status == RunStatus.FINISHED:
+                summarize(client, parent, self, studies)
+        except Exception as err:  # the trials are done either way: close the parent
+            status, reason = RunStatus.FAILED, f"summary failed: {type(err).__name__}: {err}"
+            raise
+        finally:
+            if reason:
+                client.set_tag(parent, schema.ERROR, reason[:MAX_TAG_LENGTH])
+            client.set_terminated(parent, RunStatus.to_string(status))
         return True
+
+
+def close_lost_trials(client: MlflowClient, studies: dict[str, optuna.Study]) -> None:
+    """A trial Optuna failed for a lost heartbeat still has a RUNNING MLflow run (its
+    worker died before it could close it): close it FAILED, with the reason."""
+    for study in studies.values():
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+            run_id = trial.user_attrs.get(RUN_ATTR)
+            if not run_id or trial.user_attrs.get(FAILED_ATTR):
+                continue
+            run = client.get_run(run_id)
+            if run.info.status == "RUNNING":
+                client.set_tag(run_id, schema.TRIAL_STATE, "FAIL")
+                client.set_tag(run_id, schema.ERROR, "the worker running this trial stopped "
+                               "(no heartbeat); a resumed sweep runs the trial again")  # fmt: skip
+                client.set_terminated(run_id, "FAILED")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class PruningReport:
@@ -501,31 +586,56 @@ def default_storage() -> str:
     return f"sqlite:///{Path.cwd() / 'optuna.db'}"
 
 
-def _wait_for_parent(study: optuna.Study, name: str) -> str:
-    """The parent run id, which the creating worker sets right after creating the study."""
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
+def _wait_for_attr(
+    study: optuna.Study,
+    key: str,
+    name: str,
+    *,
+    timeout_s: float | None = None,
+    parent: str | None = None,
+) -> Any:
+    """A study user attribute the starting worker sets (the parent run id right after
+    creating the study; the encoder runs once pretrained). Without a timeout, waits while
+    the sweep's parent is RUNNING."""
+    deadline = time.monotonic() + timeout_s if timeout_s else math.inf
     while True:
-        parent = study.user_attrs.get(PARENT_ATTR)
-        if parent:
-            return str(parent)
+        value = study.user_attrs.get(key)
+        if value:
+            return value
         if time.monotonic() > deadline:
             raise UserInputError(
-                f"study {name!r} exists but has no MLflow parent run after {JOIN_TIMEOUT_S:.0f} s "
+                f"study {name!r} exists but has no MLflow parent run after {timeout_s:.0f} s "
                 "(its first worker died while starting?); start a new sweep with another --study"
             )
-        time.sleep(0.5)
+        if parent and MlflowClient().get_run(parent).info.status != "RUNNING":
+            raise UserInputError(
+                f"study {name!r}: the worker that started the sweep stopped before its "
+                f"pretrained encoders were ready (parent run {parent}); start it again"
+            )
+        time.sleep(1.0)
 
 
-def _counted(study: optuna.Study) -> int:
-    """Trials that count toward ``n_trials``: every state, surplus asks aside."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR))
+def _counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts toward ``n_trials``: not a surplus ask, and not a FAIL from
+    an interruption or a lost worker (a resumed sweep runs those again). A configuration
+    whose training failed does count: running it again would fail again."""
+    if trial.user_attrs.get(SURPLUS_ATTR):
+        return False
+    return trial.state != optuna.trial.TrialState.FAIL or bool(trial.user_attrs.get(FAILED_ATTR))
+
+
+def _counted(study: optuna.Study, finished_only: bool = False) -> int:
+    trials = [t for t in study.get_trials(deepcopy=False) if _counts(t)]
+    if finished_only:
+        return sum(1 for t in trials if t.state.is_finished())
+    return len(trials)
 
 
 def _position(trial: optuna.Trial) -> int:
     """The trial's place among counted trials. Trial numbers are dense and unique across
     workers (the storage assigns them), so exactly one worker gets each place."""
     earlier = trial.study.get_trials(deepcopy=False)[: trial.number]
-    return trial.number - sum(1 for t in earlier if t.user_attrs.get(SURPLUS_ATTR))
+    return trial.number - sum(1 for t in earlier if not _counts(t) and t.state.is_finished())
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -578,13 +688,14 @@ def summarize(
             client.log_batch(parent, metrics=[
                 mlflow.entities.Metric(f"sweep/{arm}/trials_{s.lower()}", n, int(time.time() * 1000), len(trials))
                 for s, n in counts.items()])  # fmt: skip
-            study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+            frame = study.trials_dataframe()
+            frame[frame["number"].isin([t.number for t in trials])].to_csv(folder / "trials.csv", index=False)  # fmt: skip
             best = _best(study)
             counted = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
             if best is None:
                 lines.append(f"- **{arm}**: no complete trial ({counted}).")
                 continue
-            log_best(client, parent, arm, best, len(trials))
+            log_best(client, parent, arm, best, _counted(study, finished_only=True))
             document = {
                 "trial": best.number, "value": best.value, "params": best.params,
                 "run_id": best.user_attrs.get(RUN_ATTR),
@@ -596,10 +707,14 @@ def summarize(
             lines.append(f"- **{arm}**: best {best.value:.4g} (trial {best.number}: {shown}); "
                          f"{counted}. {importance}")  # fmt: skip
         if recipe.stage == "multimodal" and len(studies) >= 2:
+            from analysis.errors import AnalysisInputError
             from analysis.sensitivity import sensitivity_report
 
-            report = sensitivity_report(parent, folder=Path(tmp) / "sensitivity")
-            lines += ["", report.headline]
+            try:
+                report = sensitivity_report(parent, folder=Path(tmp) / "sensitivity")
+                lines += ["", report.headline]
+            except AnalysisInputError as err:  # e.g. a condition without complete trials
+                lines += ["", f"No sensitivity report: {err}"]
         client.log_artifacts(parent, tmp, schema.SWEEP_DIR)
     client.set_tag(parent, "mlflow.note.content", "\n".join(lines)[:MAX_TAG_LENGTH])
 
@@ -615,12 +730,20 @@ def write_importance(study: optuna.Study, recipe: SweepRecipe, folder: Path) -> 
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         figure = optuna_plots.plot_optimization_history(study).figure
         figure.savefig(folder / "history.png", dpi=120, bbox_inches="tight")
-        if len(complete) < 2 or not varied:
-            note = f"Param importance needs 2 complete trials that differ (have {len(complete)})."
+        values = {t.value for t in complete}
+        if len(complete) < 2 or not varied or len(values) < 2:
+            note = (f"No param importance: it needs complete trials that differ in both their "
+                    f"parameters and their value ({len(complete)} complete, {len(values)} distinct "
+                    "values).")  # fmt: skip
             (folder / "importance.md").write_text(note + "\n")
             return note
         evaluator = instantiate(recipe.cfg.sweep.importance)
-        scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varied)
+        try:
+            scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varied)  # fmt: skip
+        except (RuntimeError, ValueError) as err:  # an evaluator that cannot fit these trials
+            note = f"No param importance: {type(evaluator).__name__} failed ({err})."
+            (folder / "importance.md").write_text(note + "\n")
+            return note
         lines = ["| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in scores.items()]
         (folder / "importance.csv").write_text(
@@ -649,7 +772,8 @@ def split_sweep_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], lis
         except HydraException as err:
             raise UserInputError(f"override {item!r}: {err}") from None
         if override.is_sweep_override():
-            dimensions[override.key_or_group] = item.partition("=")[2]
+            key, _, expression = item.partition("=")
+            dimensions[key.strip()] = expression  # as written: `+key` adds a new key
         else:
             plain.append(item)
     return dimensions, plain

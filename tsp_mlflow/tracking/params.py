@@ -51,11 +51,13 @@ def redact_uri(uri: str) -> str:
 
 
 def redact_overrides(overrides: list[str]) -> list[str]:
-    """Hydra overrides with the values of secret-looking keys replaced."""
+    """Hydra overrides with the values of secret-looking keys replaced, and credentials
+    in URI values (``storage=postgresql://me:pw@db/x``) removed."""
     out = []
     for item in overrides:
         key, sep, _ = item.partition("=")
-        out.append(f"{key}={REDACTED}" if sep and _SECRET_KEY.search(key.lstrip("+~")) else item)
+        secret = sep and _SECRET_KEY.search(key.lstrip("+~"))
+        out.append(f"{key}={REDACTED}" if secret else redact_uri(item))
     return out
 
 
