@@ -127,10 +127,10 @@ def sensitivity_report(
     )
     if log and folder is None:
         with tempfile.TemporaryDirectory(prefix="tsp-sensitivity-") as tmp:
-            write(result, markdown, Path(tmp))
+            write(result, markdown, Path(tmp), str(shown_metric))
             client.log_artifacts(parent_run_id, tmp, schema.SENSITIVITY_DIR)
     elif folder is not None:
-        write(result, markdown, folder)
+        write(result, markdown, folder, str(shown_metric))
         if log:
             client.log_artifacts(parent_run_id, str(folder), schema.SENSITIVITY_DIR)
     return SensitivityReport(result, markdown, headline, folder)
@@ -151,7 +151,9 @@ def render(
     })  # fmt: skip
     tables = [Table(f"Spread over configurations ({metric})", spread,
                     "Regret: how far a configuration falls below its condition's best; the mean "
-                    "regret is the area above the robustness curve (robustness.png).")]  # fmt: skip
+                    "regret is the area above the robustness curve (robustness.png). Read it "
+                    "with the best values: a condition that learns nothing is flat, hence "
+                    "'robust'.")]  # fmt: skip
     c = result.comparisons
     if len(c):
         compare = pd.DataFrame({
@@ -191,13 +193,13 @@ def render(
     return "\n".join(lines)
 
 
-def write(result: Sensitivity, markdown: str, folder: Path) -> list[Path]:
+def write(result: Sensitivity, markdown: str, folder: Path, metric: str = "value") -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / REPORT_FILE).write_text(markdown)
     result.regrets.to_csv(folder / VALUES_FILE, index=False)
     return [folder / REPORT_FILE, folder / VALUES_FILE,
             robustness_figure(result, folder / "robustness.png"),
-            landscape_figure(result, folder / "landscape.png")]  # fmt: skip
+            landscape_figure(result, folder / "landscape.png", metric)]  # fmt: skip
 
 
 def robustness_figure(result: Sensitivity, path: Path) -> Path:
@@ -208,7 +210,9 @@ def robustness_figure(result: Sensitivity, path: Path) -> Path:
     ax.set_xlabel("δ: distance below the condition's best")
     ax.set_ylabel("configurations within δ")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Robustness to hyperparameters (higher is more robust)")
+    ax.set_title(
+        "Robustness to hyperparameters\n(a curve that rises sooner is more robust)", fontsize=10
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -216,7 +220,7 @@ def robustness_figure(result: Sensitivity, path: Path) -> Path:
     return path
 
 
-def landscape_figure(result: Sensitivity, path: Path) -> Path:
+def landscape_figure(result: Sensitivity, path: Path, metric: str = "value") -> Path:
     """The metric against each parameter, per condition (level means joined by lines)."""
     params = result.params or ["trial"]
     fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.6), squeeze=False)
@@ -233,7 +237,7 @@ def landscape_figure(result: Sensitivity, path: Path) -> Path:
         if numeric.notna().all() and (numeric > 0).all() and numeric.max() / numeric.min() >= 10:
             ax.set_xscale("log")
         ax.set_xlabel(param)
-        ax.set_ylabel("value")
+        ax.set_ylabel(metric)
     axes[0][0].legend()
     fig.suptitle("Metric across the search space")
     fig.tight_layout()

@@ -728,7 +728,8 @@ def write_importance(study: optuna.Study, recipe: SweepRecipe, folder: Path) -> 
               if len({repr(t.params.get(k)) for t in complete}) > 1]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        figure = optuna_plots.plot_optimization_history(study).figure
+        target = recipe.settings()["sweep.metric"]
+        figure = optuna_plots.plot_optimization_history(study, target_name=target).figure
         figure.savefig(folder / "history.png", dpi=120, bbox_inches="tight")
         values = {t.value for t in complete}
         if len(complete) < 2 or not varied or len(values) < 2:
@@ -753,7 +754,9 @@ def write_importance(study: optuna.Study, recipe: SweepRecipe, folder: Path) -> 
             f"Param importance ({type(evaluator).__name__}, {len(complete)} complete trials)\n\n"
             + "\n".join(lines) + "\n"
         )  # fmt: skip
-        axes = optuna_plots.plot_param_importances(study, evaluator=evaluator, params=varied)
+        axes = optuna_plots.plot_param_importances(
+            study, evaluator=evaluator, params=varied, target_name=target
+        )
         axes.figure.savefig(folder / "importance.png", dpi=120, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
