@@ -27,7 +27,9 @@ def fusion_children(client: MlflowClient, parent_id: str) -> list:
 def test_six_fusion_methods_by_two_conditions_by_two_seeds(
     tracking_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pipeline("--overrides", "grid=fusions debug=tiny representations=true")
+    # Narrow encoders: this test is about the fusion methods, not the encoders' size.
+    pipeline("--overrides", "grid=fusions debug=tiny representations=true "
+             "model.encoders.audio.width=4 model.encoders.image.width=4")  # fmt: skip
     client = MlflowClient(tracking_uri)
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     kids = children(client, parent.info.run_id)

@@ -22,10 +22,12 @@ from tsp_mlflow.tracking.local_server import local_server
 
 pytestmark = pytest.mark.integration
 
+# Narrow encoders keep these tests fast; the sweep does not care about their size.
+NARROW = "model.encoders.audio.width=4 model.encoders.image.width=4"
 # Two epochs, so the median pruner has an epoch to stop a trial at; a learning rate of
 # 1e-5 learns nothing in two epochs, so such trials fall below the median and are pruned.
 PRUNING = ["--epochs", "2", "--overrides",
-           "representations=false trainer.batch_size=64 sweep.pruner.n_startup_trials=2 "
+           f"{NARROW} representations=false trainer.batch_size=64 sweep.pruner.n_startup_trials=2 "
            "'optim.lr=choice(1e-5, 3e-3)' model.head.dropout=0.1 optim.weight_decay=1e-4"]  # fmt: skip
 
 
@@ -110,7 +112,7 @@ def test_two_workers_share_one_study(subprocess_env: dict[str, str], tmp_path: P
     with local_server(tmp_path / "server") as url:
         env = {**subprocess_env, "MLFLOW_TRACKING_URI": url, "TSP_SWEEP_STORAGE": storage}
         cmd = [sys.executable, "-m", "tsp_mlflow", "sweep", "--trials", "5", "--study", "shared",
-               "--epochs", "1", "--overrides", "debug=tiny trainer.batch_size=256 sweep/pruner=none"]  # fmt: skip
+               "--epochs", "1", "--overrides", f"debug=tiny trainer.batch_size=256 sweep/pruner=none {NARROW}"]  # fmt: skip
         workers = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for _ in range(2)]  # fmt: skip
         outputs = [w.communicate(timeout=600)[0] for w in workers]
@@ -141,7 +143,7 @@ def test_an_interrupted_worker_leaves_its_trial_failed_and_a_resume_redoes_it(
     import time
 
     args = ["sweep", "--trials", "1", "--study", "stop", "--epochs", "3", "--overrides",
-            "representations=false trainer.batch_size=32 sweep/pruner=none"]  # fmt: skip
+            f"representations=false trainer.batch_size=32 sweep/pruner=none {NARROW}"]  # fmt: skip
     worker = subprocess.Popen([sys.executable, "-m", "tsp_mlflow", *args], env=subprocess_env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     client = MlflowClient(tracking_uri)
@@ -150,7 +152,7 @@ def test_an_interrupted_worker_leaves_its_trial_failed_and_a_resume_redoes_it(
         client, f"tags.`{schema.TRIAL_STATE}` = 'RUNNING' and metrics.`time/epoch_s` > 0"
     ):
         assert worker.poll() is None and time.monotonic() < deadline, worker.stdout.read()
-        time.sleep(0.5)
+        time.sleep(0.2)
     worker.send_signal(signal.SIGTERM)  # what a scheduler sends
     output = worker.communicate(timeout=120)[0]
     assert worker.returncode != 0
@@ -172,7 +174,7 @@ def test_an_interrupted_worker_leaves_its_trial_failed_and_a_resume_redoes_it(
 def test_sensitivity_sweep_compares_scratch_and_pretrained(
     subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:  # fmt: skip
-    params = {"trials": 4, "overrides": "sweep=sensitivity debug=tiny "
+    params = {"trials": 4, "overrides": f"sweep=sensitivity debug=tiny {NARROW} "
               "'optim.lr=choice(1e-3, 3e-3)' 'trainer.batch_size=choice(128, 256)'"}  # fmt: skip
     done = mlflow_run("sweep", params, subprocess_env)  # the MLproject entry point
     assert done.returncode == 0, done.stderr[-3000:]
