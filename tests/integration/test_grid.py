@@ -16,6 +16,10 @@ pytestmark = pytest.mark.integration
 FUSIONS = ["attention", "avg", "concat", "gated", "max", "sum"]
 
 
+# Narrow encoders: these tests are about the grid, not the encoders' size.
+NARROW = "model.encoders.audio.width=4 model.encoders.image.width=4"
+
+
 def pipeline(*args: str, seeds: int = 2) -> None:
     main(["pipeline", "--seeds", str(seeds), "--epochs", "1", *args])
 
@@ -27,9 +31,7 @@ def fusion_children(client: MlflowClient, parent_id: str) -> list:
 def test_six_fusion_methods_by_two_conditions_by_two_seeds(
     tracking_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Narrow encoders: this test is about the fusion methods, not the encoders' size.
-    pipeline("--overrides", "grid=fusions debug=tiny representations=true "
-             "model.encoders.audio.width=4 model.encoders.image.width=4")  # fmt: skip
+    pipeline("--overrides", f"grid=fusions debug=tiny representations=true {NARROW}")
     client = MlflowClient(tracking_uri)
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     kids = children(client, parent.info.run_id)
@@ -82,7 +84,7 @@ def test_missing_rate_grid_with_one_modality_from_scratch(tracking_uri: str) -> 
         pipeline("--overrides", "grid=missing grid.conditions=[audio_scratch,pretrained]")
     assert runs(MlflowClient(tracking_uri), "") == []
     pipeline("--overrides", "grid=missing grid.conditions=[audio_scratch,pretrained] "
-             "analysis.b=audio_scratch debug=tiny")  # fmt: skip
+             f"analysis.b=audio_scratch debug=tiny {NARROW}")  # fmt: skip
     client = MlflowClient(tracking_uri)
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     cells = fusion_children(client, parent.info.run_id)
@@ -117,7 +119,7 @@ def test_missing_rate_grid_with_one_modality_from_scratch(tracking_uri: str) -> 
 def test_a_stopped_grid_resumes_without_redoing_finished_cells(
     tracking_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ("--overrides", "grid.fusions=[concat,sum] debug=tiny")
+    args = ("--overrides", f"grid.fusions=[concat,sum] debug=tiny {NARROW}")
     pipeline(*args, seeds=1)
     client = MlflowClient(tracking_uri)
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
@@ -153,7 +155,7 @@ def test_the_same_grid_runs_through_hydra_multirun(
     import sys
 
     cmd = [sys.executable, "-m", "tsp_mlflow.multirun", "-m", "model/fusion=concat,gated",
-           "seed=0,1", "experiment=missing_20", "debug=tiny", "trainer.batch_size=512",
+           "seed=0,1", "experiment=missing_20", "debug=tiny", "trainer.batch_size=512", *NARROW.split(),
            f"hydra.sweep.dir={tmp_path / 'mr'}"]  # fmt: skip
     done = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
