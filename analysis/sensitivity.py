@@ -105,13 +105,14 @@ def sensitivity_report(
         )
     params_logged = client.get_run(parent_run_id).data.params
     direction = params_logged.get("sweep.direction", "maximize")
-    higher = direction == "maximize" if metric in (None, schema.BEST_VALUE) else _higher(metric)
+    objective = metric in (None, schema.BEST_VALUE)  # the sweep's own objective
+    higher = direction == "maximize" if objective else _higher(str(metric))
     frame = frame.dropna(axis=1, how="all")  # a dimension only failed trials sampled
     params = [c for c in frame.columns
               if c not in ("run_id", "condition", "trial", "config", "value")]  # fmt: skip
     result = sensitivity(frame, params=params, higher_is_better=higher, reference=reference,
                          confidence=confidence, seed=seed)  # fmt: skip
-    shown_metric = params_logged.get("sweep.metric", metric) if metric in (None, schema.BEST_VALUE) else metric  # fmt: skip
+    shown_metric = str(params_logged.get("sweep.metric", metric) if objective else metric)
     notes = [f"Left out (no final value): {', '.join(f'{n} {state.lower()} ({c})' for (c, state), n in dropped.items())}. "
              "Failed or pruned configurations can make a condition look more robust than it is."] if len(dropped) else []  # fmt: skip
     sampler, pruner = params_logged.get("sweep.sampler", ""), params_logged.get("sweep.pruner", "")
@@ -120,24 +121,30 @@ def sensitivity_report(
                      f"{pruner.split('(')[0] or '?'}, which choose what to measure from earlier "
                      "results, so each condition is measured on a self-selected part of the "
                      "space; use sweep=sensitivity (a grid, no pruning) for this question.")  # fmt: skip
-    markdown = render(result, metric=str(shown_metric), run_id=parent_run_id,
-                      confidence=confidence, notes=notes)  # fmt: skip
     headline = "\n".join(verdict(r) for _, r in result.comparisons.iterrows()) or (
         "One condition only: nothing to compare."
     )
+    markdown = render(result, metric=shown_metric, run_id=parent_run_id, headline=headline,
+                      confidence=confidence, notes=notes)  # fmt: skip
     if log and folder is None:
         with tempfile.TemporaryDirectory(prefix="tsp-sensitivity-") as tmp:
-            write(result, markdown, Path(tmp), str(shown_metric))
+            write(result, markdown, Path(tmp), shown_metric)
             client.log_artifacts(parent_run_id, tmp, schema.SENSITIVITY_DIR)
     elif folder is not None:
-        write(result, markdown, folder, str(shown_metric))
+        write(result, markdown, folder, shown_metric)
         if log:
             client.log_artifacts(parent_run_id, str(folder), schema.SENSITIVITY_DIR)
     return SensitivityReport(result, markdown, headline, folder)
 
 
 def render(
-    result: Sensitivity, *, metric: str, run_id: str, confidence: float, notes: list[str] = ()
+    result: Sensitivity,
+    *,
+    metric: str,
+    run_id: str,
+    headline: str,
+    confidence: float,
+    notes: list[str] = (),
 ) -> str:
     """The report as markdown: per-condition spread, comparisons, per-parameter effects."""
     level = f"{confidence:.0%}"
@@ -186,7 +193,7 @@ def render(
         wide["level"] = wide["level"].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
         tables.append(Table("Mean value per level", wide))
     lines = [f"# Hyperparameter sensitivity (sweep run {run_id})", ""]
-    lines += [verdict(r) for _, r in c.iterrows()] or ["One condition only: nothing to compare."]
+    lines += headline.splitlines()
     lines += ["", *[f"> {note}" for note in notes]] if notes else []
     lines.append("")
     lines += [t.markdown() for t in tables]

@@ -68,10 +68,11 @@ class MultirunParent(Callback):
         from tsp_mlflow.tracking import schema
 
         client = MlflowClient()
-        if client.get_run(self.run_id).info.status != "RUNNING":
+        parent = client.get_run(self.run_id).info
+        if parent.status != "RUNNING":
             return
         children = client.search_runs(
-            [client.get_run(self.run_id).info.experiment_id],
+            [parent.experiment_id],
             f"tags.`{schema.PARENT_RUN_ID}` = '{self.run_id}'",
         )
         failed = [r.info.run_id for r in children if r.info.status != "FINISHED"]

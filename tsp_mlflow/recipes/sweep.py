@@ -231,6 +231,11 @@ class SweepRecipe:
             kwargs["seed"] = int.from_bytes(digest[:4], "little")
         return instantiate(node, **kwargs)
 
+    @property
+    def objective_key(self) -> str:
+        """The metric a trial's objective is the best value of, e.g. ``val/audio-image/accuracy``."""
+        return schema.metric_key("val", self.monitor_pattern, self.task.monitor)
+
     def settings(self) -> dict[str, str]:
         """What a study was started with: a worker must match it to join (n_trials aside)."""
         node = self.cfg.sweep
@@ -241,7 +246,7 @@ class SweepRecipe:
             "sweep.dataset": self.dataset,
             "sweep.stage": self.stage,
             "sweep.arms": ",".join(a.name for a in self.arms),
-            "sweep.metric": f"val/{self.monitor_pattern}/{self.task.monitor}",
+            "sweep.metric": self.objective_key,
             "sweep.direction": self.direction,
             "sweep.epochs": "config" if self.epochs is None else str(self.epochs),
             "sweep.overrides": " ".join(overrides) or "none",
@@ -401,7 +406,7 @@ class SweepRecipe:
         experiment_id: str,
         pretrain_runs: dict[str, str],
     ) -> None:
-        if _counted(study) >= self.n_trials:
+        if len(_counted(study)) >= self.n_trials:
             print(f"study {study.study_name}: {self.n_trials} trials already", flush=True)
             return
         client = MlflowClient()
@@ -458,12 +463,12 @@ class SweepRecipe:
             elif trial.user_attrs.get(FAILED_ATTR):
                 state += f": {trial.user_attrs[FAILED_ATTR]}"
             print(f"trial {trial.number} ({arm.name}): {state}", flush=True)
-            finished = _counted(study, finished_only=True)
-            if _counted(study) >= self.n_trials:
+            counted = _counted(study)
+            if len(counted) >= self.n_trials:
                 study.stop()
-            best = _best(study)
+            best = _best(study, counted)
             if best is not None and best.number == trial.number:
-                log_best(client, parent, arm.name, best, finished)
+                log_best(client, parent, arm.name, best, _finished(counted))
 
         study.optimize(objective, callbacks=[after_trial], catch=(TrialFailed,))
 
@@ -624,11 +629,13 @@ def _counts(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state != optuna.trial.TrialState.FAIL or bool(trial.user_attrs.get(FAILED_ATTR))
 
 
-def _counted(study: optuna.Study, finished_only: bool = False) -> int:
-    trials = [t for t in study.get_trials(deepcopy=False) if _counts(t)]
-    if finished_only:
-        return sum(1 for t in trials if t.state.is_finished())
-    return len(trials)
+def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that count toward ``n_trials`` (one read of the storage)."""
+    return [t for t in study.get_trials(deepcopy=False) if _counts(t)]
+
+
+def _finished(trials: list[optuna.trial.FrozenTrial]) -> int:
+    return sum(1 for t in trials if t.state.is_finished())
 
 
 def _position(trial: optuna.Trial) -> int:
@@ -638,10 +645,13 @@ def _position(trial: optuna.Trial) -> int:
     return trial.number - sum(1 for t in earlier if not _counts(t) and t.state.is_finished())
 
 
-def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    complete = [t for t in study.get_trials(deepcopy=False,
-                                            states=(optuna.trial.TrialState.COMPLETE,))
-                if t.value is not None and math.isfinite(t.value)]  # fmt: skip
+def _best(
+    study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None
+) -> optuna.trial.FrozenTrial | None:
+    """The best COMPLETE trial (ties: the earliest) among ``trials`` (default: all)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+                and t.value is not None and math.isfinite(t.value)]  # fmt: skip
     if not complete:
         return None
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
@@ -678,7 +688,7 @@ def summarize(
     param-importance table and figure, the optimisation history; the sensitivity report
     when the sweep compares conditions; and a description shown in the MLflow UI."""
     lines = [f"**Optuna sweep `{recipe.name}`** on {recipe.dataset}: {recipe.direction} "
-             f"{recipe.settings()['sweep.metric']}.", ""]  # fmt: skip
+             f"{recipe.objective_key}.", ""]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tsp-sweep-") as tmp:
         for arm, study in studies.items():
             folder = Path(tmp) / arm
@@ -690,12 +700,12 @@ def summarize(
                 for s, n in counts.items()])  # fmt: skip
             frame = study.trials_dataframe()
             frame[frame["number"].isin([t.number for t in trials])].to_csv(folder / "trials.csv", index=False)  # fmt: skip
-            best = _best(study)
+            best = _best(study, trials)
             counted = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
             if best is None:
                 lines.append(f"- **{arm}**: no complete trial ({counted}).")
                 continue
-            log_best(client, parent, arm, best, _counted(study, finished_only=True))
+            log_best(client, parent, arm, best, _finished([t for t in trials if _counts(t)]))
             document = {
                 "trial": best.number, "value": best.value, "params": best.params,
                 "run_id": best.user_attrs.get(RUN_ATTR),
@@ -728,7 +738,7 @@ def write_importance(study: optuna.Study, recipe: SweepRecipe, folder: Path) -> 
               if len({repr(t.params.get(k)) for t in complete}) > 1]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        target = recipe.settings()["sweep.metric"]
+        target = recipe.objective_key
         figure = optuna_plots.plot_optimization_history(study, target_name=target).figure
         figure.savefig(folder / "history.png", dpi=120, bbox_inches="tight")
         values = {t.value for t in complete}
