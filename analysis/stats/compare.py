@@ -103,7 +103,8 @@ def compare_two(
             verdicts.append(r["verdict"])
             continue
         paired = r["design"] == "paired"
-        mde.append(minimum_detectable_effect(r["_n"], r["_sd"], alpha_m, power, paired=paired))
+        # int(): `_n` turns float in a table where another row has no n (NaN).
+        mde.append(minimum_detectable_effect(int(r["_n"]), r["_sd"], alpha_m, power, paired=paired))
         need.append(seeds_needed(r["effect_size"], r["_sd"], rope, alpha_m, power, paired=paired))
         r["seeds_needed"] = need[-1]
         better = higher_is_better(r.get("metric", ""))

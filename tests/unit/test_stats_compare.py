@@ -246,3 +246,19 @@ def test_summarize_uses_t_at_small_n_and_bootstrap_above() -> None:
     )
     table = summarize(pd.DataFrame({"condition": ["x"] * 8 + ["y"], "value": [*small, 1.0]}))
     assert list(table["n"]) == [8, 1] and table.loc[1, "ci_method"] == "none"
+
+
+def test_a_group_with_one_arm_does_not_break_the_others() -> None:
+    """Found by `make pipeline`: a value-at-equal-compute basis where one arm had no value
+    left `_n` NaN in one row, so every row's n became a float."""
+    rows = [
+        {"run_id": f"{basis}{cond}{s}", "condition": cond, "seed": s, "basis": basis,
+         "value": 0.5 + 0.01 * s + 0.1 * (cond == "pretrained")}
+        for basis in ("x", "y")
+        for cond, seeds in (("pretrained", (0, 1)), ("scratch", (5, 6)))
+        if not (basis == "y" and cond == "scratch")
+        for s in seeds
+    ]  # fmt: skip
+    table = compare_two(pd.DataFrame(rows), a="pretrained", b="scratch", by=("basis",))
+    design = dict(zip(table["basis"], table["design"], strict=True))
+    assert design["x"] == "welch" and design["y"] != "welch"
