@@ -54,6 +54,29 @@ def _check_dataset(dataset: str) -> None:
         )
 
 
+RESUME_HELP = (
+    "an interrupted run's id: continue that same run from its last checkpoint (give the "
+    "same other arguments as when it started)"
+)
+
+
+def _mark_project_run_as_resuming(run_id: str) -> None:
+    """Under `mlflow run`, the project run MLflow created only launches the resume: say so
+    on it, so the UI points to the run that was continued. It is then let go (MLflow
+    would otherwise take it for the first nested run we start)."""
+    pending = os.environ.pop("MLFLOW_RUN_ID", None)
+    if pending and pending != run_id:
+        from mlflow import MlflowClient
+
+        from tsp_mlflow.tracking import schema
+
+        client = MlflowClient()
+        client.set_tag(pending, schema.RESUMES, run_id)
+        client.set_tag(
+            pending, "mlflow.note.content", f"Resumed run {run_id}; its metrics are there."
+        )
+
+
 def _start() -> str:
     from tsp_mlflow.tracking.session import configure_tracking
 
@@ -71,8 +94,17 @@ def cli() -> None:
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
-def pretrain(dataset: str, modality: str, epochs: str, seed: int, overrides: str) -> None:
-    """Pretrain one modality's encoder and register it as <dataset>-<modality>-encoder."""
+@click.option("--resume", default="", help=RESUME_HELP)
+def pretrain(
+    dataset: str, modality: str, epochs: str, seed: int, overrides: str, resume: str
+) -> None:
+    """Pretrain one modality's encoder and register it as <dataset>-<modality>-encoder.
+
+    \b
+    Examples:
+      tsp pretrain --modality audio --epochs 5
+      tsp pretrain --modality audio --epochs 5 --resume <run id>   # after a crash
+    """
     from tsp_mlflow.config import compose_config, quote
     from tsp_mlflow.recipes.pretrain import PretrainRecipe
     from tsp_mlflow.tracking.session import use_experiment
@@ -84,8 +116,11 @@ def pretrain(dataset: str, modality: str, epochs: str, seed: int, overrides: str
     cfg, _ = compose_config("pretrain", stage)
     recipe = PretrainRecipe(cfg)
     _start()
+    if resume:
+        recipe.check_resume(resume)
+        _mark_project_run_as_resuming(resume)
     use_experiment(cfg.tracking.experiment)
-    run_id = recipe.run()
+    run_id = recipe.run(resume=resume or None)
     click.echo(
         f"pretrain run {run_id} finished; {registry_summary(cfg.data.name, modality, run_id)}"
     )
@@ -99,10 +134,18 @@ def pretrain(dataset: str, modality: str, epochs: str, seed: int, overrides: str
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
+@click.option("--resume", default="", help=RESUME_HELP)
 def multimodal(
-    dataset: str, encoders: str, fusion: str, epochs: str, seed: int, overrides: str
+    dataset: str, encoders: str, fusion: str, epochs: str, seed: int, overrides: str, resume: str
 ) -> None:
-    """Train a late-fusion model and evaluate every modality pattern."""
+    """Train a late-fusion model and evaluate every modality pattern.
+
+    \b
+    Examples:
+      tsp multimodal --encoders pretrained --fusion gated --epochs 5
+      tsp multimodal --encoders audio=scratch,image=pretrained --seed 3
+      tsp multimodal --fusion gated --epochs 5 --resume <run id>   # after a crash
+    """
     from tsp_mlflow.config import compose_config, group_options, quote
     from tsp_mlflow.recipes.multimodal import MultimodalRecipe
     from tsp_mlflow.tracking.session import use_experiment
@@ -117,8 +160,11 @@ def multimodal(
     _start()  # encoder URIs are resolved against the tracking server while validating
     cfg, choices = compose_config("multimodal", stage)
     recipe = MultimodalRecipe(cfg, fusion_name=choices["model/fusion"])
+    if resume:
+        recipe.check_resume(resume)
+        _mark_project_run_as_resuming(resume)
     use_experiment(cfg.tracking.experiment)
-    run_id = recipe.run()
+    run_id = recipe.run(resume=resume or None)
     click.echo(f"multimodal run {run_id} finished (condition {recipe.condition})")
 
 
@@ -149,6 +195,8 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
     recipe = PipelineRecipe(
         dataset, seeds, _optional_int("epochs", epochs), split_overrides(overrides), resume=resume
     )
+    if resume:
+        _mark_project_run_as_resuming(resume)
     use_experiment(recipe.cfg.tracking.experiment)
     result = recipe.run()
     click.echo("")
@@ -279,6 +327,54 @@ def data_check(dataset: str, root: str | None, overrides: str) -> None:
 
     _check_dataset(dataset)
     click.echo(check_dataset(dataset, root, split_overrides(overrides)))
+
+
+@cli.group()
+def runs() -> None:
+    """Inspect and repair runs in the tracking store."""
+
+
+@runs.command("reap")
+@click.option("--experiment", "experiments", multiple=True,
+              help="an experiment name (repeatable); default: every active experiment")  # fmt: skip
+@click.option("--stale-after", type=float, default=None,
+              help="seconds without a heartbeat after which a run on another host counts as "
+              "dead (default 300); runs on this host are checked by their process")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="list the dead runs, change nothing")
+def runs_reap(experiments: tuple[str, ...], stale_after: float | None, dry_run: bool) -> None:
+    """Mark runs left RUNNING by a dead process (SIGKILL, out of memory, a lost machine)
+    as KILLED, with the reason in tsp.error. Resume them with --resume <run id>.
+
+    \b
+    Examples:
+      tsp runs reap
+      tsp runs reap --experiment avdigits --dry-run
+      tsp runs reap --stale-after 120
+    """
+    from mlflow import MlflowClient
+
+    from tsp_mlflow.tracking import schema
+    from tsp_mlflow.tracking.liveness import STALE_AFTER_SECONDS, reap
+
+    _start()
+    ids = None
+    if experiments:
+        ids = []
+        for name in experiments:
+            found = MlflowClient().get_experiment_by_name(name)
+            if found is None:
+                raise UserInputError(f"experiment={name!r} not found in this tracking store")
+            ids.append(found.experiment_id)
+    dead = reap(ids, stale_after=STALE_AFTER_SECONDS if stale_after is None else stale_after,
+                dry_run=dry_run)  # fmt: skip
+    for d in dead:
+        stage = d.run.data.tags.get(schema.STAGE, "?")
+        click.echo(
+            f"{'dead' if dry_run else 'KILLED'} {d.run.info.run_id} ({d.run.info.run_name}, "
+            f"{stage}): {d.reason}; continue it with tsp {stage} ... --resume {d.run.info.run_id}"
+        )
+    verb = "would mark" if dry_run else "marked"
+    click.echo(f"{verb} {len(dead)} run(s) KILLED")
 
 
 @cli.command("analyze")
@@ -417,11 +513,13 @@ def main(argv: list[str] | None = None) -> None:
         err.show()
         sys.exit(err.exit_code)
     except user_errors as err:
-        _fail_project_run(str(err))
+        if not _server_is_gone(err):
+            _fail_project_run(str(err))
         click.echo(f"tsp: error: {err}", err=True)
         sys.exit(2)
     except Exception as err:  # not bad input: one line still, the traceback on request
-        _fail_project_run(f"{type(err).__name__}: {err}")
+        if not _server_is_gone(err):
+            _fail_project_run(f"{type(err).__name__}: {err}")
         if os.environ.get("TSP_TRACEBACK"):
             traceback.print_exc()
         click.echo(
@@ -429,6 +527,14 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(1)
+
+
+def _server_is_gone(err: BaseException) -> bool:
+    """Marking the project run FAILED would only retry against an unreachable server."""
+    from tsp_mlflow.tracking.server import TrackingServerError, is_unreachable
+    from tsp_mlflow.tracking.session import TrackingServerLost
+
+    return isinstance(err, (TrackingServerError, TrackingServerLost)) or is_unreachable(err)
 
 
 def _fail_project_run(reason: str, status: str = "FAILED") -> None:

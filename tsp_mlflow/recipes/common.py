@@ -24,9 +24,11 @@ from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.models.serialization import encoder_spec, save_encoder
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.checkpoints import RunCheckpointer, latest_checkpoint, logged_epochs
 from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
+from tsp_mlflow.training.checkpoint import capture, restore
 from tsp_mlflow.training.finetune import param_groups, parameter_counts
 from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has_missing
 from tsp_mlflow.training.tasks import Task
@@ -36,12 +38,53 @@ EpochHook = Callable[[int, EpochMetrics, float], None]
 
 
 def check_trainer(cfg: DictConfig) -> None:
-    """Validate trainer settings before any run exists."""
+    """Validate trainer, optimizer and scheduler settings before any run exists."""
     epochs = cfg.trainer.epochs
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
+    if not _is_int(epochs) or epochs <= 0:
         raise UserInputError(
             f"epochs must be a positive integer, got {epochs!r}; e.g. -P epochs=10"
         )
+    for key, minimum, example in (
+        ("batch_size", 1, "trainer.batch_size=32"),
+        ("num_workers", 0, "trainer.num_workers=2"),
+    ):
+        value = cfg.trainer[key]
+        if not _is_int(value) or value < minimum:
+            raise UserInputError(
+                f"trainer.{key} must be an integer >= {minimum}, got {value!r}; e.g. {example}"
+            )
+    every = cfg.trainer.checkpoint.every_n_epochs
+    if not _is_int(every) or every < 0:
+        raise UserInputError(
+            f"trainer.checkpoint.every_n_epochs must be an integer >= 0 (0: no checkpoints), "
+            f"got {every!r}"
+        )
+    check_optimizer(cfg)
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Build the configured optimizer and scheduler on a stand-in parameter, so that
+    torch's own argument checks (and ours: a learning rate must be positive) run before
+    any run exists rather than inside one."""
+    lr = cfg.optim.get("lr")  # per-encoder rates (finetune.lr) are checked by finetune
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0):
+        raise UserInputError(f"optim.lr must be a positive number, got {lr!r}; e.g. optim.lr=1e-3")
+    stand_in = [torch.nn.Parameter(torch.zeros(1))]
+    for group in ("optim", "scheduler"):
+        try:
+            optimizer = instantiate(cfg.optim)(stand_in)
+            if group == "scheduler":
+                instantiate(cfg.scheduler)(optimizer)
+        except (InstantiationException, TypeError, ValueError) as err:
+            cause = err.__cause__ if isinstance(err, InstantiationException) else err
+            raise UserInputError(
+                f"{group}: {str(cause or err).splitlines()[0]}; fix the values under {group}.* "
+                f"(conf/{group}/)"
+            ) from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_data_root(cfg: DictConfig) -> None:
@@ -105,20 +148,28 @@ def split_missing_rates(cfg: DictConfig, modalities: Sequence[str]) -> dict[str,
 
 
 def make_datasets(cfg: DictConfig, modalities: Sequence[str]) -> dict[str, Any]:
-    """train/val/test splits over ``modalities``, logged as the run's MLflow dataset inputs.
+    """train/val/test splits over ``modalities``, read and validated before any run exists
+    (a malformed file fails in seconds and leaves no run behind).
 
     Splits with missing rates are wrapped so their samples lack modalities (masks fixed by
-    the run's seed); the logged inputs are the complete data either way.
+    the run's seed); :func:`log_dataset_inputs` logs the complete data either way.
     """
     build = instantiate(cfg.data.dataset)  # partial: (split, modalities) -> Dataset
     datasets = {split: build(split=split, modalities=list(modalities)) for split in SPLITS}
-    log_datasets(datasets, cfg.data.name)
     out: dict[str, Any] = dict(datasets)
     for split, rates in split_missing_rates(cfg, modalities).items():
         if any(rates.values()):
             mask = missing_mask(len(datasets[split]), rates, seed=cfg.seed, split=split)
             out[split] = WithMissingModalities(datasets[split], mask)
     return out
+
+
+def log_dataset_inputs(cfg: DictConfig, datasets: dict[str, Any]) -> None:
+    """The splits as the active run's MLflow dataset inputs (complete data, with digests)."""
+    plain = {
+        s: d.dataset if isinstance(d, WithMissingModalities) else d for s, d in datasets.items()
+    }
+    log_datasets(plain, cfg.data.name)
 
 
 def make_loaders(
@@ -172,36 +223,64 @@ def train_and_test(
     device: torch.device,
     started: float,
     on_epoch_end: EpochHook | None = None,
+    resume_run_id: str | None = None,
 ) -> FitResult:
-    """Fit with per-epoch logging, restore the best-by-validation weights, log test metrics.
+    """Fit with per-epoch logging and checkpoints, restore the best-by-validation weights,
+    log test metrics.
 
     Every modality pattern is evaluated; the full pattern's ``task.monitor`` metric on val
     picks the best epoch. ``on_epoch_end`` runs after each epoch is logged; it may raise
     :class:`~tsp_mlflow.errors.RunStopped` to end the run early (a pruned trial).
+
+    Each epoch's checkpoint is written *before* its metrics, so every logged epoch has a
+    checkpoint. ``resume_run_id`` (the active run) continues from its newest checkpoint:
+    epochs the run lacks metrics for are logged from the checkpoint's history, and epochs
+    it already has are not logged twice, so the history ends with each epoch exactly once.
     """
     patterns = all_patterns(model.modalities)
     fit_tokenizers(model, loaders["train"].dataset)
+    model.to(device)  # before the optimizer state is restored onto the parameters
     optimizer, scheduler = make_optimizer(cfg, model)
-    logger = EpochLogger()
+    generator = loaders["train"].generator
+    epochs = cfg.trainer.epochs
+    state, logged = FitResult(), set[int]()
+    checkpointer = RunCheckpointer(cfg.trainer.checkpoint.every_n_epochs, last_epoch=epochs)
+    if resume_run_id is not None:
+        saved = latest_checkpoint(resume_run_id)
+        logged = logged_epochs(resume_run_id)
+        checkpointer.forget_older(resume_run_id)
+        if saved is not None:
+            state = restore(saved, model, optimizer, scheduler, generator, device)
+            checkpointer.saved_epoch = saved.epoch
+        mlflow.set_tag(schema.RESUMED, str(saved.epoch if saved else 0))
+        print(f"resuming run {resume_run_id} after epoch {state.epochs_run}", flush=True)
+    logger = EpochLogger(already_logged=logged)
+    logger.replay(state.history, state.epoch_seconds)
 
     def log_epoch(epoch: int, metrics: EpochMetrics, seconds: float) -> None:
+        checkpointer.offer(capture(epoch, model, optimizer, scheduler, generator, state))
         logger.log_epoch(epoch, metrics, seconds)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, seconds)
 
-    result = fit(
-        model,
-        loaders["train"],
-        loaders["val"],
-        optimizer=optimizer,
-        scheduler=scheduler,
-        epochs=cfg.trainer.epochs,
-        patterns=patterns,
-        task=task,
-        monitor_pattern=pattern_name(model.modalities, model.modalities),
-        device=device,
-        on_epoch_end=log_epoch,
-    )
+    try:
+        result = fit(
+            model,
+            loaders["train"],
+            loaders["val"],
+            optimizer=optimizer,
+            scheduler=scheduler,
+            epochs=epochs,
+            patterns=patterns,
+            task=task,
+            monitor_pattern=pattern_name(model.modalities, model.modalities),
+            device=device,
+            on_epoch_end=log_epoch,
+            resume_from=state,
+        )
+    except KeyboardInterrupt:  # SIGINT/SIGTERM: the last finished epoch is saved first
+        checkpointer.flush()
+        raise
     model.load_state_dict(result.best_state)
     latency: list[float] = []
     test = evaluate(model, loaders["test"], patterns, device, task,

@@ -21,6 +21,7 @@ from tsp_mlflow.recipes.common import (
     check_data_root,
     check_encoder_args,
     check_trainer,
+    log_dataset_inputs,
     make_datasets,
     make_loaders,
     provenance_tags,
@@ -30,8 +31,9 @@ from tsp_mlflow.recipes.common import (
 )
 from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.params import log_config
+from tsp_mlflow.tracking.params import flatten, log_config
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
+from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.finetune import apply_modes, check_learning_rates, encoder_modes
 from tsp_mlflow.training.representations import log_representations
@@ -111,6 +113,16 @@ class MultimodalRecipe:
                 tags[schema.encoder_run_tag(m)] = self.locations[m].run_id
         return tags
 
+    def check_resume(self, run_id: str) -> None:
+        """Refuse (clearly) a run that is not this recipe's interrupted fusion run: other
+        settings, or other encoder runs (``pretrained`` may point at a newer champion)."""
+        check_resumable(
+            run_id,
+            stage=schema.STAGE_MULTIMODAL,
+            params=flatten(to_plain(self.cfg)),
+            tags={schema.encoder_run_tag(m): loc.run_id for m, loc in self.locations.items()},
+        )
+
     def run(
         self,
         nested: bool = False,
@@ -119,11 +131,15 @@ class MultimodalRecipe:
         parent_run_id: str | None = None,
         on_epoch_end: EpochHook | None = None,
         tags: dict[str, str] | None = None,
+        resume: str | None = None,
     ) -> str:
         """Train and log. ``run_id`` fills a run created beforehand (a sweep's trial);
         ``parent_run_id`` nests under a parent this process does not hold open (a Hydra
-        multirun's); ``tags`` are added to the run's own."""
+        multirun's); ``tags`` are added to the run's own; ``resume`` continues that
+        (interrupted) run from its last checkpoint."""
         cfg = self.cfg
+        if resume:
+            self.check_resume(resume)
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
         device = resolve_device(cfg.runtime.device)
@@ -139,13 +155,17 @@ class MultimodalRecipe:
         model = LateFusionModel(encoders, fusion, head)
         apply_modes(model, self.modes)
 
+        datasets = make_datasets(cfg, self.modalities)  # a malformed file creates no run
         name = f"{self.condition}-seed{cfg.seed}"
         tags = {**self.tags(), **provenance_tags(config), **(tags or {})}
-        with tracked_run(run_name=name, tags=tags, nested=nested, run_id=run_id,
+        with tracked_run(run_name=name, tags=tags, nested=nested, run_id=run_id or resume,
                          parent_run_id=parent_run_id) as run:  # fmt: skip
-            log_config(config)
-            loaders = make_loaders(cfg, make_datasets(cfg, self.modalities), generator, device)
-            train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end)
+            if not resume:  # a resumed run has its params and inputs already
+                log_config(config)
+                log_dataset_inputs(cfg, datasets)
+            loaders = make_loaders(cfg, datasets, generator, device)
+            train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end,
+                           resume_run_id=resume)  # fmt: skip
             if cfg.representations:
                 log_representations(model, loaders, device, self.task)
         return run.info.run_id

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 import mlflow
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from analysis.analyze import Analysis, analyze
@@ -22,6 +20,7 @@ from tsp_mlflow.recipes.multimodal import MultimodalRecipe
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import flatten, redact_overrides
+from tsp_mlflow.tracking.resume import check_resumable, children
 from tsp_mlflow.tracking.reuse import find_identical_run
 from tsp_mlflow.tracking.session import tracked_run
 
@@ -94,7 +93,9 @@ class PipelineRecipe:
             "pipeline.grid.missing": ",".join(f"{r:g}" for r in self.grid.missing),
         }
         if self.resume:
-            check_resumable(self.resume, self.params)
+            check_resumable(
+                self.resume, stage=schema.STAGE_PIPELINE, params=self.params, allow_finished=True
+            )
         self.dataset = dataset
         self.seeds = seeds
         self.epochs = epochs
@@ -143,7 +144,10 @@ class PipelineRecipe:
             if not self.resume:  # a resumed run has them already (checked equal)
                 mlflow.log_params(self.params)
             experiment_id = parent.info.experiment_id
-            pretrain_runs, reused = pretrain_or_reuse(self.pretrain, experiment_id)
+            interrupted = interrupted_pretrain_runs(parent.info.run_id) if self.resume else {}
+            pretrain_runs, reused = pretrain_or_reuse(
+                self.pretrain, experiment_id, interrupted=interrupted
+            )
             for m in self.modalities:
                 mlflow.set_tags(
                     {
@@ -152,7 +156,7 @@ class PipelineRecipe:
                     }
                 )
 
-            done = finished_cells(parent.info.run_id) if self.resume else {}
+            done, cut_short = cell_runs(parent.info.run_id) if self.resume else ({}, {})
             fusion_runs = []
             for cell in self.cells:
                 label = f"{cell.fusion} {cell.condition} missing {cell.missing:g} seed {cell.seed}"
@@ -160,7 +164,8 @@ class PipelineRecipe:
                     fusion_runs.append(done[cell.key])
                     print(f"multimodal {label}: finished earlier, run {done[cell.key]}", flush=True)
                     continue
-                run_id = self._fusion_recipe(cell, pretrain_runs).run(nested=True)
+                recipe = self._fusion_recipe(cell, pretrain_runs)
+                run_id = recipe.run(nested=True, resume=cut_short.get(cell.key))
                 fusion_runs.append(run_id)
                 print(f"multimodal {label}: run {run_id}", flush=True)
 
@@ -170,11 +175,16 @@ class PipelineRecipe:
 
 
 def pretrain_or_reuse(
-    recipes: dict[str, PretrainRecipe], experiment_id: str, *, parent_run_id: str | None = None
+    recipes: dict[str, PretrainRecipe],
+    experiment_id: str,
+    *,
+    parent_run_id: str | None = None,
+    interrupted: dict[str, str] | None = None,
 ) -> tuple[dict[str, str], dict[str, bool]]:
     """Each modality's pretrain run: an identical FINISHED one if it exists, else trained
-    now as a child of the active run (or of ``parent_run_id``). Returns run ids and
-    whether each was reused."""
+    now as a child of the active run (or of ``parent_run_id``), continuing an
+    ``interrupted`` run of the same config hash in place. Returns run ids and whether
+    each was reused."""
     runs, reused = {}, {}
     for m, recipe in recipes.items():
         tags = recipe.tags()
@@ -189,7 +199,10 @@ def pretrain_or_reuse(
         if existing is not None:
             runs[m] = existing.info.run_id
         else:
-            runs[m] = recipe.run(nested=parent_run_id is None, parent_run_id=parent_run_id)
+            resume = (interrupted or {}).get(tags[schema.CONFIG_HASH])
+            runs[m] = recipe.run(
+                nested=parent_run_id is None, parent_run_id=parent_run_id, resume=resume
+            )
         print(f"pretrain {m}: {'reused' if reused[m] else 'trained'} run {runs[m]}", flush=True)
     return runs, reused
 
@@ -217,46 +230,33 @@ def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str
     return routed
 
 
-def check_resumable(run_id: str, params: dict[str, str]) -> None:
-    """Only a pipeline run with exactly these settings can be resumed."""
-    try:
-        run = MlflowClient().get_run(run_id)
-    except MlflowException:
-        raise UserInputError(f"resume={run_id!r}: no such run in this tracking store") from None
-    if run.data.tags.get(schema.STAGE) != schema.STAGE_PIPELINE:
-        raise UserInputError(f"resume={run_id!r} is not a pipeline run")
-    differ = {
-        k: (run.data.params.get(k), v) for k, v in params.items() if run.data.params.get(k) != v
+CellKey = tuple[str, str, str, int]
+
+
+def cell_runs(parent_id: str) -> tuple[dict[CellKey, str], dict[CellKey, str]]:
+    """A pipeline's fusion children by cell key (fusion, condition, missing, seed): the
+    FINISHED ones, and the interrupted (KILLED) ones a resume continues in place. A FAILED
+    cell is neither: it failed for a reason, so it runs again as a new run."""
+    finished: dict[CellKey, str] = {}
+    interrupted: dict[CellKey, str] = {}
+    for run in children(parent_id, schema.STAGE_MULTIMODAL):
+        tags = run.data.tags
+        key = (tags.get(schema.FUSION, ""), tags.get(schema.CONDITION, ""),
+               tags.get(schema.missing_tag("train"), "0"), int(tags.get(schema.SEED, -1)))  # fmt: skip
+        if run.info.status == "FINISHED":
+            finished[key] = run.info.run_id
+        elif run.info.status == "KILLED":
+            interrupted[key] = run.info.run_id  # oldest first: the newest wins
+    return finished, {k: r for k, r in interrupted.items() if k not in finished}
+
+
+def interrupted_pretrain_runs(parent_id: str) -> dict[str, str]:
+    """A pipeline's KILLED pretrain children by config hash: resumed, not trained anew."""
+    return {
+        run.data.tags.get(schema.CONFIG_HASH, ""): run.info.run_id
+        for run in children(parent_id, schema.STAGE_PRETRAIN)
+        if run.info.status == "KILLED"
     }
-    if differ:
-        details = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in differ.items())
-        raise UserInputError(
-            f"resume={run_id!r} was started with other settings ({details}); resume with the "
-            "same dataset, seeds, epochs and overrides"
-        )
-
-
-def finished_cells(parent_id: str) -> dict[tuple[str, str, str, int], str]:
-    """A pipeline's FINISHED fusion children by cell key (fusion, condition, missing, seed)."""
-    client = MlflowClient()
-    experiment_id = client.get_run(parent_id).info.experiment_id
-    found: dict[tuple[str, str, str, int], str] = {}
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            f"tags.`{schema.PARENT_RUN_ID}` = '{parent_id}' and tags.`{schema.STAGE}` = "
-            f"'{schema.STAGE_MULTIMODAL}' and attributes.status = 'FINISHED'",
-            page_token=token,
-        )
-        for run in page:
-            tags = run.data.tags
-            key = (tags.get(schema.FUSION, ""), tags.get(schema.CONDITION, ""),
-                   tags.get(schema.missing_tag("train"), "0"), int(tags.get(schema.SEED, -1)))  # fmt: skip
-            found[key] = run.info.run_id
-        token = page.token
-        if not token:
-            return found
 
 
 def build_grid(node: DictConfig) -> Grid:

@@ -18,6 +18,7 @@ from tsp_mlflow.recipes.common import (
     check_data_root,
     check_encoder_args,
     check_trainer,
+    log_dataset_inputs,
     log_encoder_artifact,
     make_datasets,
     make_loaders,
@@ -26,8 +27,9 @@ from tsp_mlflow.recipes.common import (
     train_and_test,
 )
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.params import log_config
+from tsp_mlflow.tracking.params import flatten, log_config
 from tsp_mlflow.tracking.registry import register_encoder
+from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
@@ -65,6 +67,10 @@ class PretrainRecipe:
             **provenance_tags(self.config),
         }
 
+    def check_resume(self, run_id: str) -> None:
+        """Refuse (clearly) a run that is not this recipe's interrupted pretrain run."""
+        check_resumable(run_id, stage=schema.STAGE_PRETRAIN, params=flatten(self.config))
+
     def run(
         self,
         nested: bool = False,
@@ -73,25 +79,34 @@ class PretrainRecipe:
         parent_run_id: str | None = None,
         on_epoch_end: EpochHook | None = None,
         register: bool = True,
+        resume: str | None = None,
     ) -> str:
         """Train, log and register. ``run_id`` fills a run created beforehand (a sweep's
         trial, which registers nothing: ``register=False``); ``parent_run_id`` nests the
-        run under a parent this process does not hold open."""
+        run under a parent this process does not hold open; ``resume`` continues that
+        (interrupted) run from its last checkpoint."""
         cfg, m = self.cfg, self.modality
+        if resume:
+            self.check_resume(resume)
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
         device = resolve_device(cfg.runtime.device)
-        # Built before the run, so a bad encoder argument (a hub id) creates no run.
+        # Built before the run, so a bad encoder argument (a hub id) or a malformed data
+        # file creates no run.
         encoder = build_encoder(cfg, m)
         head = instantiate(cfg.model.head)(
             in_features=encoder.out_dim, out_features=self.task.num_outputs
         )
         model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
+        datasets = make_datasets(cfg, [m])
         with tracked_run(run_name=f"pretrain-{m}", tags=self.tags(), nested=nested,
-                         run_id=run_id, parent_run_id=parent_run_id) as run:  # fmt: skip
-            log_config(self.config)
-            loaders = make_loaders(cfg, make_datasets(cfg, [m]), generator, device)
-            result = train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end)
+                         run_id=run_id or resume, parent_run_id=parent_run_id) as run:  # fmt: skip
+            if not resume:  # a resumed run has its params and inputs already
+                log_config(self.config)
+                log_dataset_inputs(cfg, datasets)
+            loaders = make_loaders(cfg, datasets, generator, device)
+            result = train_and_test(cfg, model, loaders, self.task, device, started,
+                                    on_epoch_end, resume_run_id=resume)  # fmt: skip
             artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
             if not register:
                 return run.info.run_id

@@ -187,7 +187,8 @@ class SweepRecipe:
         self, arm: Arm, values: dict[str, Any], pretrain_runs: dict[str, str] | None
     ) -> MultimodalRecipe | PretrainRecipe:
         """The trial's recipe; without ``pretrain_runs`` every encoder is scratch (validation)."""
-        shared = [f"seed={self.cfg.trial_seed}"]
+        # Trials are never resumed (an interrupted trial is redone), so they skip checkpoints.
+        shared = [f"seed={self.cfg.trial_seed}", "trainer.checkpoint.every_n_epochs=0"]
         if self.metric:
             shared.append(f"task.monitor={self.metric}")
         overrides = [*self.stage_overrides, *shared, *self.space.overrides(values)]

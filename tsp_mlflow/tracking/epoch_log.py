@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import mlflow
@@ -38,13 +39,29 @@ class EpochLogger:
     crashed run still has every finished epoch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, already_logged: Collection[int] = ()) -> None:
         self.document: dict[str, Any] = {"epochs": {}, "test": {}, "best_epoch": None}
+        # A resumed run: epochs whose metrics the run holds already are never logged twice.
+        self.logged = set(already_logged)
 
     def log_epoch(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
-        mlflow.log_metrics({**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}, step=epoch)
+        self._log_metrics(epoch, metrics, seconds)
         self.document["epochs"][str(epoch)] = metrics
         mlflow.log_dict(self.document, schema.METRICS_ARTIFACT)
+
+    def replay(self, history: Sequence[SplitMetrics], seconds: Sequence[float]) -> None:
+        """Epochs 1..N from a checkpoint: log those the run lacks, rebuild ``metrics.json``."""
+        for epoch, (metrics, s) in enumerate(zip(history, seconds, strict=True), start=1):
+            self._log_metrics(epoch, metrics, s)
+            self.document["epochs"][str(epoch)] = metrics
+        if history:
+            mlflow.log_dict(self.document, schema.METRICS_ARTIFACT)
+
+    def _log_metrics(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
+        if epoch in self.logged:
+            return
+        mlflow.log_metrics({**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}, step=epoch)
+        self.logged.add(epoch)
 
     def log_test(self, test: dict[str, dict[str, float]], best_epoch: int) -> None:
         mlflow.log_metrics(flatten_metrics({"test": test}), step=best_epoch)

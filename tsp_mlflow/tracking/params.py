@@ -26,7 +26,7 @@ _SECRET_KEY = re.compile(
 _URI_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 # Keys that change where or how fast a run goes, never what it computes: excluded from the
 # config hash and from the comparison that decides whether a finished run can be reused.
-NON_SEMANTIC_PREFIXES = ("tracking.", "runtime.", "data.dataset.cache_dir")
+NON_SEMANTIC_PREFIXES = ("tracking.", "runtime.", "data.dataset.cache_dir", "trainer.checkpoint.")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -23,6 +23,11 @@ CODE_VERSION = "tsp.code_version"
 ERROR = "tsp.error"  # why a run FAILED
 STOPPED = "tsp.stopped"  # why a run was stopped early on purpose (KILLED): a pruned trial
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
+PROCESS = "tsp.process"  # host:pid:start of the process that holds the run open
+HEARTBEAT = "tsp.heartbeat"  # Unix seconds, refreshed while the run is open
+REAPED = "tsp.reaped"  # Unix seconds: when `tsp runs reap` marked the dead run KILLED
+RESUMED = "tsp.resumed_from_epoch"  # set on resume: the checkpoint's epoch (0: none yet)
+RESUMES = "tsp.resumes"  # on an `mlflow run` project run: the run it resumed
 
 STAGE_PRETRAIN = "pretrain"
 STAGE_MULTIMODAL = "multimodal"
@@ -136,6 +141,13 @@ ENCODER_ARTIFACT_DIR = "encoder"
 REPRESENTATIONS_DIR = "representations"  # <modality>.npy test embeddings + targets.npy
 CONFIG_ARTIFACT = "config.yaml"
 METRICS_ARTIFACT = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"  # checkpoints/epoch-0003/{state.json,state.safetensors}
+
+
+def checkpoint_path(epoch: int) -> str:
+    return f"{CHECKPOINT_DIR}/epoch-{epoch:04d}"
+
+
 ANALYSIS_DIR = "analysis"  # an analysis run's artifacts, all under this folder:
 ANALYSIS_TABLE_ARTIFACT = "analysis/table.md"  # the headline table
 ANALYSIS_REPORT_ARTIFACT = "analysis/report.md"  # every table, verdicts, thesis-style tables

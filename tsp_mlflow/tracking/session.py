@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import mlflow
 from mlflow import MlflowClient
@@ -14,6 +17,10 @@ from mlflow.entities import RunStatus
 
 from tsp_mlflow.errors import RunStopped
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.liveness import HEARTBEAT, liveness_tags
+from tsp_mlflow.tracking.server import check_tracking_server, is_unreachable
+
+log = logging.getLogger(__name__)
 
 MAX_TAG_LENGTH = 5000
 
@@ -27,9 +34,14 @@ def configure_tracking() -> str:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline tool: no phone-home
     # One progress bar per encoder download floods pipeline logs (a grid loads many).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Ride out a server restart of up to ~8 minutes mid-run (retries at 1, 2, 4, ... 120 s)
+    # instead of MLflow's 4; the start-up check below does not retry at all.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "10")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     # Set explicitly either way: a URI set earlier in this process must not shadow the env.
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    check_tracking_server(uri)
     return uri
 
 
@@ -71,14 +83,20 @@ def tracked_run(
     On success the run ends FINISHED. On an exception it ends FAILED with the reason in
     ``tsp.error``; on Ctrl-C or SIGTERM it ends KILLED, and so does a :class:`RunStopped`
     (a pruned trial), with its reason in ``tsp.stopped``. The exception is re-raised.
+    While open, the run carries its process record and a heartbeat (``tsp runs reap``
+    tells a SIGKILLed run from a live one by them). When the tracking server itself is
+    unreachable the run cannot be closed: it stays RUNNING, and the error says how to
+    reap and resume it once the server is back.
     """
     if nested or parent_run_id or os.environ.get("MLFLOW_RUN_ID"):
         experiment_id = None
+    tags = {**tags, **liveness_tags()}
     if run_id:
         run = mlflow.start_run(run_id=run_id, nested=nested, tags=tags)
     else:
         run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags,
                                experiment_id=experiment_id, parent_run_id=parent_run_id)  # fmt: skip
+    HEARTBEAT.add(run.info.run_id)
     previous = signal.getsignal(signal.SIGTERM)
     if not nested:  # turn SIGTERM into an exception so the run is closed as KILLED
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -93,12 +111,60 @@ def tracked_run(
     except RunStopped as err:
         _end(run.info.run_id, RunStatus.KILLED, str(err), tag=schema.STOPPED)
         raise
+    except TrackingServerLost:
+        _forget_active_runs()
+        raise
     except BaseException as err:
+        if is_unreachable(err):
+            _forget_active_runs()
+            raise TrackingServerLost(run.info.run_id, err) from err
         _end(run.info.run_id, RunStatus.FAILED, f"{type(err).__name__}: {err}")
         raise
     finally:
+        HEARTBEAT.remove(run.info.run_id)
         if not nested:
             signal.signal(signal.SIGTERM, previous)
+
+
+class TrackingServerLost(RuntimeError):
+    """The server stayed unreachable past MLflow's retries: the run is left RUNNING."""
+
+    def __init__(self, run_id: str, cause: BaseException) -> None:
+        super().__init__(
+            f"the tracking server stayed unreachable ({type(cause).__name__}), so run {run_id} "
+            "could not be closed and stays RUNNING with its last checkpoint. Once the server "
+            f"is back: tsp runs reap, then rerun the same command with --resume {run_id}"
+        )
+        self.run_id = run_id
+
+
+def _forget_active_runs() -> None:
+    """Drop this process's open runs without ending them: ending one would only retry
+    against the unreachable server for minutes. (MLflow has no public call for this.)"""
+    stack = mlflow.tracking.fluent._active_run_stack.get()
+    stack.clear()
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block is done (a checkpoint upload is never torn by
+    them), then raise ``KeyboardInterrupt`` if one arrived. No-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]}")
 
 
 def fail_pending_project_run(reason: str, status: str = "FAILED") -> None:

@@ -51,6 +51,11 @@ def check_learning_rates(lrs: Mapping[str, float | None], modalities: Sequence[s
     unknown = sorted(set(lrs) - set(modalities))
     if unknown:
         raise UserInputError(f"finetune.lr names unknown modalities {unknown}")
+    for m, lr in lrs.items():
+        if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0):
+            raise UserInputError(
+                f"finetune.lr.{m} must be a positive number, got {lr!r}; e.g. finetune.lr={{{m}:1e-4}}"
+            )
 
 
 def param_groups(model: LateFusionModel, lrs: Mapping[str, float | None]) -> list[dict[str, Any]]:

@@ -23,12 +23,19 @@ EpochMetrics = dict[str, dict[str, dict[str, float]]]
 
 @dataclass
 class FitResult:
-    best_epoch: int
-    best_value: float
-    best_state: dict[str, torch.Tensor]
-    epochs_run: int
-    train_seconds: float
+    """The early-stopping state and history; a checkpoint saves it, a resume continues it."""
+
+    best_epoch: int = 0
+    best_value: float = float("nan")
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    epochs_run: int = 0
+    train_seconds: float = 0.0
     history: list[EpochMetrics] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops (FAILED) at that step."""
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -119,6 +126,7 @@ def fit(
     monitor_pattern: str,
     device: torch.device,
     on_epoch_end: Callable[[int, EpochMetrics, float], None] | None = None,
+    resume_from: FitResult | None = None,
 ) -> FitResult:
     """Train for ``epochs``, evaluating every pattern on val after each epoch.
 
@@ -126,24 +134,35 @@ def fit(
         task: loss and metrics; ``task.monitor`` on val, for ``monitor_pattern``, picks the
             best epoch (maximum, or minimum for lower-is-better metrics such as MAE).
         on_epoch_end: called as ``(epoch, metrics, epoch_seconds)``; epochs count from 1.
+            The returned :class:`FitResult` is already updated for that epoch (a
+            checkpoint taken there holds it).
+        resume_from: the early-stopping state of a checkpoint; training goes on after its
+            ``epochs_run`` (model, optimizer and RNG states are restored by the caller).
+
+    Raises:
+        TrainingDiverged: the loss is NaN or infinite; the message names epoch and step.
     """
     if epochs <= 0:
         raise ValueError(f"epochs must be a positive integer, got {epochs}")
     model.to(device)
     sign = 1.0 if task.higher_is_better(task.monitor) else -1.0
-    best = FitResult(
-        best_epoch=0, best_value=float("nan"), best_state={}, epochs_run=0, train_seconds=0.0
-    )
-    for epoch in range(1, epochs + 1):
+    best = resume_from or FitResult()
+    for epoch in range(best.epochs_run + 1, epochs + 1):
         start = time.perf_counter()
         model.train()
         outputs: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
-        for batch in train_loader:
+        for step, batch in enumerate(train_loader, start=1):
             batch = to_device(batch, device)
             target = task.target(batch["target"])
             logits = model(batch["inputs"], batch["present"])  # (B, num_outputs)
             loss = task.loss(logits, target)
+            if not torch.isfinite(loss):  # syncs, as the .cpu() below does anyway
+                raise TrainingDiverged(
+                    f"the training loss is {loss.item()} at epoch {epoch}, step {step} "
+                    f"(global step {(epoch - 1) * len(train_loader) + step}); lower optim.lr, "
+                    "or check the inputs for NaN/inf values (tsp data check)"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -162,6 +181,7 @@ def fit(
         metrics: EpochMetrics = {"train": {"all": train}, "val": val}
         best.history.append(metrics)
         best.epochs_run, best.train_seconds = epoch, best.train_seconds + seconds
+        best.epoch_seconds.append(seconds)
         # Strict: ties keep the earlier, cheaper epoch. A NaN (e.g. Pearson r of constant
         # predictions) only stands while no epoch has a real value.
         if best.best_epoch == 0 or (

@@ -1,0 +1,185 @@
+"""Acceptance: a SIGKILLed run resumes in place, with the results of an uninterrupted run
+and every epoch logged exactly once; a SIGKILLed pipeline finishes its grid on resume."""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from tests.integration.flow import artifact_paths, children, runs
+from tsp_mlflow.cli import main
+from tsp_mlflow.tracking import schema
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 5
+ARGS = ["multimodal", "--epochs", str(EPOCHS), "--seed", "3",
+        "--overrides", "representations=false trainer.batch_size=64"]  # fmt: skip
+
+
+def tsp_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tsp_mlflow", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(what: str, check: Callable[[], object], proc: subprocess.Popen[str]) -> object:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended before {what}: {proc.stderr.read()[-3000:]}")  # type: ignore[union-attr]
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def epochs_logged(client: MlflowClient, run_id: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, schema.TIME_EPOCH))
+
+
+def outcome(run: Run) -> dict[str, float]:
+    """What a run computed: every metric except timings (which no two runs share)."""
+    return {k: v for k, v in run.data.metrics.items() if not k.startswith("time/")}
+
+
+def test_sigkill_at_random_epochs_then_resume_equals_an_uninterrupted_run(
+    tracking_uri: str, subprocess_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = MlflowClient(tracking_uri)
+    main(ARGS)
+    (reference,) = runs(client, "")
+    want = outcome(reference)
+    epoch_s = max(
+        m.value for m in client.get_metric_history(reference.info.run_id, schema.TIME_EPOCH)
+    )
+
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    print(f"kill points drawn with random.Random({seed})")
+    for trial in range(3):
+        kill_after = rng.randint(0, EPOCHS - 2)  # 0: before the first epoch ends
+        delay = rng.uniform(0, 0.8 * epoch_s)
+        proc = tsp_process(ARGS, subprocess_env)
+        known = {r.info.run_id for r in runs(client, "")}
+
+        def new_run() -> Run | None:
+            fresh = [r for r in runs(client, "") if r.info.run_id not in known]
+            return fresh[0] if fresh else None
+
+        run = wait_for("the run to start", new_run, proc)
+        run_id = run.info.run_id  # type: ignore[union-attr]
+        wait_for(
+            f"epoch {kill_after}", lambda: len(epochs_logged(client, run_id)) >= kill_after, proc
+        )  # noqa: B023
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        cut = epochs_logged(client, run_id)
+        assert client.get_run(run_id).info.status == "RUNNING", (
+            f"trial {trial} ended before the kill"
+        )
+        assert len(cut) < EPOCHS
+
+        main([*ARGS, "--resume", run_id])  # reaps the dead run, then continues it
+        out = capsys.readouterr().out
+        assert f"was left RUNNING by a dead process" in out and f"resuming run {run_id}" in out
+        resumed = client.get_run(run_id)
+        assert resumed.info.status == "FINISHED"
+        assert "reaped: its process" in resumed.data.tags[schema.ERROR]  # the history says so
+        got = outcome(resumed)
+        assert got.keys() == want.keys()
+        for key, value in want.items():  # CPU, same seed: the same numbers
+            assert math.isclose(got[key], value, rel_tol=1e-6, abs_tol=1e-9), (trial, key)
+        for key in resumed.data.metrics:
+            steps = sorted(m.step for m in client.get_metric_history(run_id, key))
+            if key.startswith(("train/", "val/")) or key == schema.TIME_EPOCH:
+                assert steps == list(range(1, EPOCHS + 1)), (trial, key, cut)
+            else:
+                assert len(steps) == len(set(steps)), (trial, key)
+        ckpts = artifact_paths(client, run_id, schema.CHECKPOINT_DIR)
+        assert {p for p in ckpts if p.endswith("state.json")} == {
+            f"{schema.checkpoint_path(EPOCHS)}/state.json"
+        }  # superseded checkpoints are deleted
+    assert client.search_registered_models() == []
+
+
+def test_a_killed_pipeline_resumes_its_interrupted_cell_in_place(
+    tracking_uri: str, subprocess_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = MlflowClient(tracking_uri)
+    args = ["pipeline", "--seeds", "1", "--epochs", "3", "--overrides",
+            "grid.fusions=[concat,sum] representations=false trainer.batch_size=128 "
+            "model.encoders.audio.width=4 model.encoders.image.width=4"]  # fmt: skip
+    proc = tsp_process(args, subprocess_env)
+
+    def second_cell_midway() -> Run | None:
+        cells = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
+        done = [r for r in cells if r.info.status == "FINISHED"]
+        going = [r for r in cells if r.info.status == "RUNNING"]
+        if done and going and epochs_logged(client, going[0].info.run_id):
+            return going[0]
+        return None
+
+    cut_cell = wait_for("a cell midway", second_cell_midway, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
+    assert parent.info.status == "RUNNING"
+    before = {r.info.run_id for r in runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")}
+
+    main([*args, "--resume", parent.info.run_id])
+    out = capsys.readouterr().out
+    assert "finished earlier" in out
+    kids = children(client, parent.info.run_id)
+    cells = [r for r in kids if r.data.tags[schema.STAGE] == "multimodal"]
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" for r in kids)
+    # No cell ran twice: the interrupted one was continued in place, not started anew.
+    assert len(cells) == 4 and before <= {r.info.run_id for r in cells}
+    assert len({(r.data.tags[schema.FUSION], r.data.tags[schema.CONDITION]) for r in cells}) == 4
+    continued = client.get_run(cut_cell.info.run_id)  # type: ignore[union-attr]
+    assert continued.info.status == "FINISHED" and schema.RESUMED in continued.data.tags
+    assert epochs_logged(client, continued.info.run_id) == [1, 2, 3]
+    assert len(runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")) == 2
+
+
+def test_sigterm_saves_a_checkpoint_and_ends_the_run_killed(
+    tracking_uri: str, subprocess_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = MlflowClient(tracking_uri)
+    args = [*ARGS[:-1], ARGS[-1] + " trainer.checkpoint.every_n_epochs=100"]
+    proc = tsp_process(args, subprocess_env)
+    run = wait_for("an epoch", lambda: next(
+        (r for r in runs(client, "") if epochs_logged(client, r.info.run_id)), None), proc)  # fmt: skip
+    run_id = run.info.run_id  # type: ignore[union-attr]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    stopped = client.get_run(run_id)
+    assert stopped.info.status == "KILLED"
+    assert "interrupted" in stopped.data.tags[schema.ERROR]
+    # every_n_epochs=100 saves nothing on its own: this checkpoint is the SIGTERM one, of
+    # the last epoch that finished.
+    saved = [
+        p for p in artifact_paths(client, run_id, schema.CHECKPOINT_DIR) if p.endswith(".json")
+    ]
+    assert len(saved) == 1
+    assert saved[0] == f"{schema.checkpoint_path(max(epochs_logged(client, run_id)))}/state.json"
+
+    main([*args, "--resume", run_id])
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert epochs_logged(client, run_id) == list(range(1, EPOCHS + 1))

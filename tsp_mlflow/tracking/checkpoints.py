@@ -1,0 +1,112 @@
+"""Checkpoints as run artifacts: written every N epochs, read back to resume the same run.
+
+Each checkpoint goes to ``checkpoints/epoch-NNNN/``; the previous one is deleted only once
+the new one is complete, so a crash mid-upload always leaves one whole checkpoint behind.
+Writes happen with SIGINT/SIGTERM deferred, so an interrupt cannot tear them either.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.session import deferred_interrupts
+from tsp_mlflow.training import checkpoint
+from tsp_mlflow.training.checkpoint import CheckpointError, TrainingState
+
+log = logging.getLogger(__name__)
+_EPOCH_DIR = re.compile(r"epoch-(\d+)$")
+
+
+class RunCheckpointer:
+    """Saves the active run's training state every ``every_n_epochs`` epochs and at the last.
+
+    Between saves the newest state is held in memory, so :meth:`flush` (on SIGINT/SIGTERM)
+    still writes the last completed epoch. ``every_n_epochs=0`` turns checkpoints off.
+    """
+
+    def __init__(self, every_n_epochs: int, last_epoch: int) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.last_epoch = last_epoch
+        self.saved_epoch = 0
+        self._pending: TrainingState | None = None
+        self._saved_path: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_n_epochs > 0
+
+    def offer(self, state: TrainingState) -> None:
+        if not self.enabled:
+            return
+        self._pending = state
+        if state.epoch % self.every_n_epochs == 0 or state.epoch == self.last_epoch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the newest state unless it is written already."""
+        state, self._pending = self._pending, None
+        if state is None or state.epoch <= self.saved_epoch:
+            return
+        path = schema.checkpoint_path(state.epoch)
+        with deferred_interrupts(), tempfile.TemporaryDirectory(prefix="tsp-ckpt-") as tmp:
+            checkpoint.save(state, tmp)
+            mlflow.log_artifacts(tmp, path)
+            previous, self._saved_path, self.saved_epoch = self._saved_path, path, state.epoch
+            if previous is not None:
+                _delete(previous)
+
+    def forget_older(self, run_id: str) -> None:
+        """Adopt a resumed run's newest checkpoint as ``previous``, so the next save
+        replaces it (and any torn leftovers) instead of piling up."""
+        self._saved_path = None
+        paths = checkpoint_paths(run_id)
+        if paths:
+            self._saved_path = paths[0][1]
+            for _, stale in paths[1:]:
+                _delete(stale)
+
+
+def _delete(path: str) -> None:
+    try:
+        get_artifact_repository(mlflow.get_artifact_uri()).delete_artifacts(path)
+    except Exception as err:  # an old checkpoint left behind costs space, not correctness
+        log.warning("could not delete the superseded checkpoint %s: %s", path, err)
+
+
+def checkpoint_paths(run_id: str) -> list[tuple[int, str]]:
+    """(epoch, artifact path) of a run's checkpoints, newest first."""
+    found = []
+    for info in MlflowClient().list_artifacts(run_id, schema.CHECKPOINT_DIR):
+        match = _EPOCH_DIR.search(info.path)
+        if info.is_dir and match:
+            found.append((int(match.group(1)), info.path))
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(run_id: str) -> TrainingState | None:
+    """The newest complete checkpoint of ``run_id``; torn ones are skipped with a warning."""
+    for epoch, path in checkpoint_paths(run_id):
+        with tempfile.TemporaryDirectory(prefix="tsp-ckpt-") as tmp:
+            folder = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=tmp
+            )
+            try:
+                state = checkpoint.load(folder)
+            except CheckpointError as err:
+                log.warning("skipping the checkpoint of epoch %d: %s", epoch, err)
+                continue
+        return state
+    return None
+
+
+def logged_epochs(run_id: str) -> set[int]:
+    """Epochs whose metrics the run already holds (one batched call logs an epoch whole)."""
+    history = MlflowClient().get_metric_history(run_id, schema.TIME_EPOCH)
+    return {m.step for m in history}

@@ -1,0 +1,108 @@
+"""Which runs may be resumed, checked before anything is written to them."""
+
+from __future__ import annotations
+
+import time
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.liveness import STALE_AFTER_SECONDS, mark_killed, why_dead
+from tsp_mlflow.tracking.params import semantic_params
+
+
+def check_resumable(
+    run_id: str,
+    *,
+    stage: str,
+    params: dict[str, str],
+    tags: dict[str, str] | None = None,
+    allow_finished: bool = False,
+) -> Run:
+    """The run ``run_id`` if it can continue with these settings; else a clear error.
+
+    It must be a ``stage`` run, not finished (unless ``allow_finished``), not a sweep
+    trial, started with the same semantic ``params`` and ``tags`` (e.g. the same encoder
+    runs). A RUNNING run whose process is dead (SIGKILL) is reaped here first; one whose
+    process still lives is refused.
+    """
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UserInputError(
+            f"resume={run_id!r}: no such run in this tracking store; copy the id from the "
+            "run's page in the MLflow UI or from `tsp runs reap --dry-run`"
+        ) from None
+    have = run.data.tags
+    if have.get(schema.STAGE) != stage:
+        raise UserInputError(
+            f"resume={run_id!r} is a {have.get(schema.STAGE) or 'non-tsp-mlflow'} run, not a "
+            f"{stage} run; resume it with the command that started it"
+        )
+    if schema.TRIAL_NUMBER in have:
+        raise UserInputError(
+            f"resume={run_id!r} is a sweep trial; trials are not resumed, rerun the sweep with "
+            "the same --study to redo interrupted trials"
+        )
+    status = run.info.status
+    if status == "FINISHED" and not allow_finished:
+        raise UserInputError(
+            f"resume={run_id!r} finished already; there is nothing to resume (drop --resume "
+            "to start a new run)"
+        )
+    if status == "RUNNING":
+        dead = why_dead(run)
+        if dead is None:
+            beat = float(have.get(schema.HEARTBEAT) or run.info.start_time / 1000)
+            raise UserInputError(
+                f"resume={run_id!r} is still RUNNING in process {have.get(schema.PROCESS, '?')} "
+                f"(last heartbeat {time.time() - beat:.0f} s ago); stop that process first. If "
+                f"its machine is gone, `tsp runs reap` marks it KILLED after "
+                f"{STALE_AFTER_SECONDS:.0f} s without a heartbeat"
+            )
+        mark_killed(dead, client)
+        print(f"run {run_id} was left RUNNING by a dead process ({dead.reason}): marked KILLED")
+    differ = {
+        k: (run.data.params.get(k), v)
+        for k, v in semantic_params(params).items()
+        if run.data.params.get(k) != v
+    }
+    differ.update({k: (have.get(k), v) for k, v in (tags or {}).items() if have.get(k) != v})
+    if differ:
+        shown = sorted(differ.items())[:5]
+        details = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in shown)
+        more = f" (and {len(differ) - 5} more)" if len(differ) > 5 else ""
+        raise UserInputError(
+            f"resume={run_id!r} was started with other settings ({details}{more}); rerun the "
+            "command that started it, adding only --resume"
+        )
+    return run
+
+
+def children(parent_id: str, stage: str) -> list[Run]:
+    """A parent's ``stage`` children, oldest first, with those left RUNNING by a dead
+    process reaped (returned KILLED): what a resumed pipeline continues."""
+    client = MlflowClient()
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    found: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            f"tags.`{schema.PARENT_RUN_ID}` = '{parent_id}' and tags.`{schema.STAGE}` = '{stage}'",
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
+        for run in page:
+            dead = why_dead(run)
+            if dead is not None:
+                mark_killed(dead, client)
+                run = client.get_run(run.info.run_id)
+            found.append(run)
+        token = page.token
+        if not token:
+            return found
