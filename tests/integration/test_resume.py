@@ -77,7 +77,7 @@ def test_sigkill_at_random_epochs_then_resume_equals_an_uninterrupted_run(
         proc = tsp_process(ARGS, subprocess_env)
         known = {r.info.run_id for r in runs(client, "")}
 
-        def new_run() -> Run | None:
+        def new_run(known: set[str] = known) -> Run | None:
             fresh = [r for r in runs(client, "") if r.info.run_id not in known]
             return fresh[0] if fresh else None
 
@@ -97,7 +97,7 @@ def test_sigkill_at_random_epochs_then_resume_equals_an_uninterrupted_run(
 
         main([*ARGS, "--resume", run_id])  # reaps the dead run, then continues it
         out = capsys.readouterr().out
-        assert f"was left RUNNING by a dead process" in out and f"resuming run {run_id}" in out
+        assert "was left RUNNING by a dead process" in out and f"resuming run {run_id}" in out
         resumed = client.get_run(run_id)
         assert resumed.info.status == "FINISHED"
         assert "reaped: its process" in resumed.data.tags[schema.ERROR]  # the history says so
