@@ -83,9 +83,8 @@ def test_sigkill_at_random_epochs_then_resume_equals_an_uninterrupted_run(
 
         run = wait_for("the run to start", new_run, proc)
         run_id = run.info.run_id  # type: ignore[union-attr]
-        wait_for(
-            f"epoch {kill_after}", lambda: len(epochs_logged(client, run_id)) >= kill_after, proc
-        )  # noqa: B023
+        reached = lambda r=run_id, k=kill_after: len(epochs_logged(client, r)) >= k  # noqa: E731
+        wait_for(f"epoch {kill_after}", reached, proc)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
