@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 pipeline: $(STAMP)
 	PATH="$(BIN):$$PATH" mlflow run . -e pipeline --env-manager local --experiment-name avdigits $(ARGS)
 
+# One pytest worker per core (pytest-xdist); tests/conftest.py splits the cores' threads.
 test: $(STAMP)
-	PATH="$(BIN):$$PATH" python -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" python -m pytest -n auto --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tsp_mlflow analysis tests bench

@@ -12,6 +12,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # the suite runs offline
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # Parallel workers (make test: -n auto) share the cores; without this each worker's
+    # torch, and each `mlflow run` it starts, would claim them all. Read before torch loads.
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,23 +22,35 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(folder: Path, *, workers: int = 1, timeout_s: float = 90.0) -> Iterator[str]:
+def local_server(
+    folder: Path,
+    *,
+    workers: int = 1,
+    timeout_s: float = 90.0,
+    port: int | None = None,
+    app_name: str | None = None,
+    env: dict[str, str] | None = None,
+    stop_signal: int = signal.SIGTERM,
+) -> Iterator[str]:
     """Start ``mlflow server`` with a sqlite store and artifact proxying under ``folder``;
-    yield its URL; stop its whole process group on exit.
+    yield its URL; stop its whole process group on exit (with ``stop_signal``).
 
     One worker with job execution disabled takes 2 processes and ~0.5 GiB and answers in a
-    few ms (the defaults start 15 processes); see docs/decisions.md.
+    few ms (the defaults start 15 processes); see docs/decisions.md. The same ``folder``
+    and ``port`` restart the same server; ``app_name="basic-auth"`` turns on MLflow's
+    authentication (its admin from ``MLFLOW_AUTH_ADMIN_USERNAME``/``_PASSWORD`` in ``env``).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    port = port or free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log_path = folder / "server.log"
-    with log_path.open("w") as log:
+    app = ["--app-name", app_name] if app_name else []
+    with log_path.open("a") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
              "--workers", str(workers), "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-             "--artifacts-destination", str(folder / "server-artifacts")],  # fmt: skip
+             "--artifacts-destination", str(folder / "server-artifacts"), *app],  # fmt: skip
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
@@ -51,7 +64,8 @@ def local_server(folder: Path, *, workers: int = 1, timeout_s: float = 90.0) -> 
                 time.sleep(0.5)
             yield url
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it may have died on its own
+                os.killpg(proc.pid, stop_signal)
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

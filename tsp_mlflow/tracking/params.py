@@ -17,11 +17,10 @@ from tsp_mlflow.tracking import schema
 
 MAX_PARAMS_PER_CALL = 100  # MLflow's batch limit
 REDACTED = "***"
-# Whole key segments only: `api_token` and `db.password` are secrets; `max_tokens`,
-# `tokenizer` and `bypass_cache` are not.
+# Whole words of a key only: `api_token`, `db.password`, `access_key` and `client-secret`
+# are secrets; `max_tokens`, `tokenizer`, `keys` and `bypass_cache` are not.
 _SECRET_KEY = re.compile(
-    r"(^|[._-])(pass|passwd|password|secret|token|api[_-]?key|credentials?|private[_-]?key)($|[._-])",
-    re.I,
+    r"(^|[._-])(pass|passwd|password|secret|token|key|apikey|credentials?)($|[._-])", re.I
 )
 _URI_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 # Keys that change where or how fast a run goes, never what it computes: excluded from the
@@ -30,7 +29,8 @@ NON_SEMANTIC_PREFIXES = ("tracking.", "runtime.", "data.dataset.cache_dir", "tra
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists become JSON; secret-looking keys redacted."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists become JSON; the values of
+    secret-looking keys and the credentials in URIs are redacted."""
     flat: dict[str, str] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
@@ -39,9 +39,9 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         elif _SECRET_KEY.search(str(key)):
             flat[name] = REDACTED
         elif isinstance(value, (list, tuple)):
-            flat[name] = json.dumps(list(value))
+            flat[name] = redact_uri(json.dumps(list(value)))
         else:
-            flat[name] = str(value)
+            flat[name] = redact_uri(str(value))
     return flat
 
 
@@ -62,11 +62,14 @@ def redact_overrides(overrides: list[str]) -> list[str]:
 
 
 def redact(config: Any) -> Any:
-    """A copy of a plain config with secret-looking values replaced, for artifacts."""
+    """A copy of a plain config with secret-looking values and URI credentials replaced,
+    for artifacts."""
     if isinstance(config, Mapping):
         return {k: REDACTED if _SECRET_KEY.search(str(k)) else redact(v) for k, v in config.items()}
     if isinstance(config, list):
         return [redact(v) for v in config]
+    if isinstance(config, str):
+        return redact_uri(config)
     return config
 
 
