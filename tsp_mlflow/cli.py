@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.errors import TrackingServerLost, TrainingDiverged, UserInputError
 
 EPOCHS_HELP = "epochs (positive integer); empty keeps the config's trainer.epochs"
 OVERRIDES_HELP = "Hydra overrides, space-separated, e.g. 'optim.lr=1e-3 debug=tiny'"
@@ -517,6 +517,9 @@ def main(argv: list[str] | None = None) -> None:
             _fail_project_run(str(err))
         click.echo(f"tsp: error: {err}", err=True)
         sys.exit(2)
+    except (TrainingDiverged, TrackingServerLost) as err:  # explained in full already
+        click.echo(f"tsp: error: {err}", err=True)
+        sys.exit(1)
     except Exception as err:  # not bad input: one line still, the traceback on request
         if not _server_is_gone(err):
             _fail_project_run(f"{type(err).__name__}: {err}")
@@ -532,7 +535,6 @@ def main(argv: list[str] | None = None) -> None:
 def _server_is_gone(err: BaseException) -> bool:
     """Marking the project run FAILED would only retry against an unreachable server."""
     from tsp_mlflow.tracking.server import TrackingServerError, is_unreachable
-    from tsp_mlflow.tracking.session import TrackingServerLost
 
     return isinstance(err, (TrackingServerError, TrackingServerLost)) or is_unreachable(err)
 

@@ -129,9 +129,33 @@ def _target_nodes(node: Any, path: str) -> Iterator[tuple[Any, str]]:
             yield from _target_nodes(node[key], f"{path}.{key}" if path else str(key))
 
 
+def _did_you_mean(key: str, name: str) -> str:
+    """A close existing key, else how to add a new one (Hydra's ``+key=value``)."""
+    import difflib
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        known = _leaf_keys(compose(config_name=name))
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f"; check the spelling against conf/{name}.yaml, or add a new key with +{key}=..."
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, DictConfig):
+        return [prefix.rstrip(".")]
+    keys: list[str] = []
+    for k in node:
+        keys += _leaf_keys(node._get_node(k), f"{prefix}{k}.")
+    return keys
+
+
 def _explain(err: Exception, name: str) -> str:
     cause = err if str(err).strip() else (err.__cause__ or err)
     message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if "is not in struct" in str(err.__cause__ or ""):  # a misspelt or unknown key
+        key = str(err.__cause__).split("full_key: ", 1)[1].split()[0]
+        return f"unknown config key {key!r} for {name}{_did_you_mean(key, name)}"
     groups = ("data", "task", "model/fusion", "model/encoder", "model/head", "optim",
               "scheduler", "trainer", "experiment", "debug")  # fmt: skip
     if message.startswith("Interpolation key 'data."):

@@ -224,3 +224,199 @@ def test_a_malformed_data_file_fails_before_any_run_with_the_file_named(
     client = MlflowClient(tracking_uri)
     assert runs(client, "") == []  # the files are read before the run starts
     assert_nothing_left_behind(client)
+
+
+# --- The bad-input catalogue ----------------------------------------------------------
+# Each case: one line naming the problem and the fix, exit 2, no run created, nothing
+# registered, and an existing run and registered model left exactly as they were.
+
+
+def store_snapshot(client: MlflowClient) -> tuple[object, ...]:
+    found = sorted(
+        (r.info.run_id, r.info.status, r.info.end_time, sorted(r.data.params.items()),
+         sorted(r.data.metrics.items()), sorted(r.data.tags.items()))
+        for r in runs(client, "")
+    )  # fmt: skip
+    versions = sorted(
+        (v.name, v.version, v.run_id, v.source, v.status)
+        for m in client.search_registered_models()
+        for v in client.search_model_versions(f"name = '{m.name}'")
+    )
+    aliases = sorted((m.name, sorted(m.aliases.items())) for m in client.search_registered_models())
+    return found, versions, aliases
+
+
+@pytest.fixture
+def existing(tracking_uri: str, tmp_path: Path) -> str:
+    """A finished, registered encoder run (@champion) that no bad input may touch."""
+    run_id = encoder_run(tmp_path, "audio")
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params({"optim.lr": "0.001"})
+        mlflow.log_metric("val/audio/accuracy", 0.5, step=1)
+    client = MlflowClient(tracking_uri)
+    name = schema.registered_encoder_name("avdigits", "audio")
+    client.create_registered_model(name)
+    version = client.create_model_version(name, f"runs:/{run_id}/encoder", run_id=run_id)
+    client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, version.version)
+    return run_id
+
+
+def mmimdb(tmp_path: Path, damage: str) -> Path:
+    """A valid MM-IMDb hdf5 fixture, then one kind of damage."""
+    import h5py
+
+    from tests.formats import write_mmimdb_hdf5
+
+    path = write_mmimdb_hdf5(tmp_path / "mmimdb" / "multimodal_imdb.hdf5",
+                             sizes=(10, 0, 4) if damage == "empty split" else (24, 8, 8))  # fmt: skip
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:4000])
+    elif damage != "empty split":
+        with h5py.File(path, "a") as f:
+            if damage == "wrong shape":
+                del f["features"]
+                f["features"] = np.zeros((40, 299), np.float32)
+            elif damage == "labels out of range":
+                f["genres"][2, 5] = 3
+            elif damage == "nan":
+                f["features"][3, 7] = np.nan
+            elif damage == "inf":
+                f["features"][5, 0] = np.inf
+    return path.parent
+
+
+CATALOGUE = [
+    # config: unknown keys (struct mode), wrong types, out-of-range values
+    ("unknown key", ["multimodal", "--overrides", "trainer.epoch=3"],
+     "unknown config key 'trainer.epoch' for multimodal; did you mean trainer.epochs?"),
+    ("unknown key, pipeline", ["pipeline", "--overrides", "optim.lrr=0.1"],
+     "unknown config key 'optim.lrr' for multimodal; did you mean optim.lr?"),
+    ("wrong type", ["multimodal", "--overrides", "trainer.batch_size=abc"],
+     "trainer.batch_size must be an integer >= 1, got 'abc'; e.g. trainer.batch_size=32"),
+    ("wrong type", ["pretrain", "--modality", "audio", "--overrides", "optim.lr=fast"],
+     "optim.lr must be a positive number, got 'fast'; e.g. optim.lr=1e-3"),
+    ("wrong type", ["pipeline", "--seeds", "many"], "Invalid value for '--seeds'"),
+    ("missing rate 1.2", ["multimodal", "--overrides", "missing.train=1.2"],
+     "missing.train: missing rates must lie in [0, 1), got {'audio': 1.2, 'image': 1.2}; e.g. missing.train=0.5"),
+    ("lr = 0", ["multimodal", "--overrides", "optim.lr=0"], "optim.lr must be a positive number, got 0"),
+    ("lr < 0", ["pretrain", "--modality", "image", "--overrides", "optim.lr=-0.001"],
+     "optim.lr must be a positive number, got -0.001"),
+    ("encoder lr < 0", ["multimodal", "--overrides", "finetune.lr={image:-1}"],
+     "finetune.lr.image must be a positive number, got -1"),
+    ("seeds < 1", ["pipeline", "--seeds", "0"], "seeds must be a positive integer, got 0; e.g. -P seeds=5"),
+    ("scheduler", ["multimodal", "--overrides", "scheduler.factor=2"],
+     "scheduler: Factor should be < 1.0.; fix the values under scheduler.*"),
+    # encoder sources
+    ("no such run", ["multimodal", "--encoders", "audio=run:0123abcd"],
+     "encoder run '0123abcd' (from 'run:0123abcd') does not exist"),
+    ("misspelt model", ["multimodal", "--encoders", "audio=models:/avdigits-audio-encodr@champion"],
+     "registered model 'avdigits-audio-encodr'"),
+    ("missing alias", ["multimodal", "--encoders", "audio=models:/avdigits-audio-encoder@best"],
+     "'models:/avdigits-audio-encoder@best' does not exist: model 'avdigits-audio-encoder' has aliases ['champion']"),
+]  # fmt: skip
+DAMAGE = ["missing", "truncated", "wrong shape", "labels out of range", "nan", "inf", "empty split"]
+DAMAGE_MESSAGES = {
+    "missing": "expected multimodal_imdb.hdf5 (Arevalo's MM-IMDb release) under the data root",
+    "truncated": "is not an HDF5 file",
+    "wrong shape": "['features'] with shape (N,300), found (40, 299)",
+    "labels out of range": "['genres'] must be multi-hot 0/1; labels out of range: [3]",
+    "nan": "['features'] holds 1 NaN/inf values in 1 rows (first rows: [3])",
+    "inf": "['features'] holds 1 NaN/inf values in 1 rows (first rows: [5])",
+    "empty split": "the val split of",
+}
+
+
+@pytest.mark.parametrize(("case", "args", "message"), CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_the_bad_input_catalogue(
+    case: str,
+    args: list[str],
+    message: str,
+    existing: str,
+    tracking_uri: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = MlflowClient(tracking_uri)
+    before = store_snapshot(client)
+    code, err = tsp(args, capsys)
+    assert code == 2 and message in err, err
+    assert store_snapshot(client) == before  # no new run, no new version, nothing altered
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_dataset_files_fail_before_any_run(
+    damage: str,
+    existing: str,
+    tracking_uri: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = mmimdb(tmp_path, damage)
+    client = MlflowClient(tracking_uri)
+    before = store_snapshot(client)
+    code, err = tsp(["pretrain", "--dataset", "mmimdb", "--modality", "text", "--epochs", "1",
+                     "--overrides", f"data.root={root}"], capsys)  # fmt: skip
+    assert code == 2 and DAMAGE_MESSAGES[damage] in err, err
+    assert "multimodal_imdb.hdf5" in err  # the file is named
+    assert store_snapshot(client) == before
+
+
+def test_a_corrupted_encoder_file_is_named_and_nothing_runs(
+    existing: str, tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = MlflowClient(tracking_uri)
+    broken = encoder_run(tmp_path / "b", "image")
+    weights = (
+        Path(client.download_artifacts(broken, "encoder", str(tmp_path / "dl")))
+        / "model.safetensors"
+    )
+    weights.write_bytes(b"\x00not safetensors" * 64)
+    with mlflow.start_run(run_id=broken):
+        mlflow.log_artifact(str(weights), schema.ENCODER_ARTIFACT_DIR)
+    before = store_snapshot(client)
+    code, err = tsp(["multimodal", "--encoders", f"image=run:{broken}"], capsys)
+    assert code == 2
+    assert "model.safetensors is not a readable safetensors file" in err
+    assert "pretrain the encoder again or pick another version" in err
+    assert store_snapshot(client) == before
+
+
+def test_a_malicious_encoder_config_is_refused_and_never_run(
+    existing: str, tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An encoder.json on the server that names os.system: refused, never executed."""
+    client = MlflowClient(tracking_uri)
+    evil = encoder_run(tmp_path / "e", "audio")
+    folder = Path(client.download_artifacts(evil, "encoder", str(tmp_path / "dl")))
+    marker = tmp_path / "pwned"
+    spec = json.loads((folder / "encoder.json").read_text())
+    spec.update({"_target_": "os.system", "kwargs": {"command": f"touch {marker}"}})
+    (folder / "encoder.json").write_text(json.dumps(spec))
+    with mlflow.start_run(run_id=evil):
+        mlflow.log_artifact(str(folder / "encoder.json"), schema.ENCODER_ARTIFACT_DIR)
+    before = store_snapshot(client)
+    code, err = tsp(["multimodal", "--encoders", f"audio=run:{evil}"], capsys)
+    assert code == 2 and "refusing to build 'os.system' named by an encoder artifact" in err
+    assert not marker.exists()
+    assert store_snapshot(client) == before
+
+
+def test_a_diverging_loss_fails_the_run_with_its_step_and_registers_nothing(
+    existing: str, tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = MlflowClient(tracking_uri)
+    versions = store_snapshot(client)[1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--modality", "image", "--epochs", "2",
+              "--overrides", "optim.lr=1e30 debug=tiny trainer.epochs=2"])  # fmt: skip
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("tsp: error: the training loss is nan at epoch 1, step ")
+    assert "lower optim.lr" in err
+    (failed,) = runs(client, f"tags.`{schema.STAGE}` = 'pretrain' and attributes.status = 'FAILED'")
+    assert failed.data.tags[schema.ERROR].startswith(
+        "TrainingDiverged: the training loss is nan at epoch 1, step "
+    )
+    assert store_snapshot(client)[1] == versions  # nothing registered
+    assert client.get_run(existing).info.status == "FINISHED"

@@ -10,8 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from tsp_mlflow.models import SmallCNN
+from tsp_mlflow.models.encoders import ENCODER_CLASSES
 from tsp_mlflow.models.serialization import (
     EncoderWeightsMismatch,
+    UnsafeArtifact,
     encoder_spec,
     load_encoder_folder,
     save_encoder,
@@ -40,14 +42,35 @@ def test_weights_that_do_not_fit_list_every_mismatched_key(tmp_path: Path) -> No
     assert "project.weight" in message and "do not fit the architecture SmallCNN" in message
 
 
-def test_only_allow_listed_classes_are_ever_built(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "target",
+    ["os.system", "builtins.exec", "subprocess.call",
+     "tsp_mlflow.tracking.local_server.local_server",  # inside tsp_mlflow, but no encoder
+     "tsp_mlflow_evil.models.SmallCNN"],  # a look-alike package
+)  # fmt: skip
+def test_only_allow_listed_classes_are_ever_built(tmp_path: Path, target: str) -> None:
     enc = SmallCNN(out_dim=4, width=2)
     save_encoder(enc, encoder_spec(enc, {"out_dim": 4, "width": 2}), tmp_path)
+    marker = tmp_path / "pwned"
     spec = json.loads((tmp_path / "encoder.json").read_text())
-    spec["_target_"] = "os.system"
-    spec["kwargs"] = {"command": "echo pwned"}
+    spec["_target_"] = target
+    spec["kwargs"] = {"command": f"touch {marker}"}
     (tmp_path / "encoder.json").write_text(json.dumps(spec))
-    with pytest.raises(ValueError, match="refusing to build encoder class 'os.system'"):
+    with pytest.raises(UnsafeArtifact, match=f"refusing to build '{target}' named by an encoder"):
+        load_encoder_folder(tmp_path)
+    assert not marker.exists()
+
+
+def test_every_loadable_encoder_class_lives_in_tsp_mlflow() -> None:
+    assert ENCODER_CLASSES and all(t.startswith("tsp_mlflow.") for t in ENCODER_CLASSES)
+    assert all(cls.__module__.startswith("tsp_mlflow.") for cls in ENCODER_CLASSES.values())
+
+
+def test_a_corrupted_weights_file_is_named_with_the_fix(tmp_path: Path) -> None:
+    enc = SmallCNN(out_dim=4, width=2)
+    save_encoder(enc, encoder_spec(enc, {"out_dim": 4, "width": 2}), tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(EncoderWeightsMismatch, match="is not a readable safetensors file"):
         load_encoder_folder(tmp_path)
 
 

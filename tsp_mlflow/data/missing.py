@@ -37,7 +37,10 @@ def missing_rates(
         rates = dict.fromkeys(modalities, float(value))
     bad = {m: r for m, r in rates.items() if not 0.0 <= r < 1.0}
     if bad:
-        raise UserInputError(f"{where}: missing rates must lie in [0, 1), got {bad}")
+        raise UserInputError(
+            f"{where}: missing rates must lie in [0, 1), got {bad}; e.g. {where}=0.5 "
+            f"(every modality) or {where}={{{modalities[0]}:0.5}}"
+        )
     return rates
 
 

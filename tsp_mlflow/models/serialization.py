@@ -21,10 +21,10 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tsp_mlflow.errors import EncoderWeightsMismatch
+from tsp_mlflow.errors import EncoderWeightsMismatch, UnsafeArtifact
 from tsp_mlflow.models.encoders import ENCODER_CLASSES
 
-__all__ = ["EncoderWeightsMismatch", "load_encoder_folder", "save_encoder"]
+__all__ = ["EncoderWeightsMismatch", "UnsafeArtifact", "load_encoder_folder", "save_encoder"]
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "encoder.json"
@@ -60,26 +60,48 @@ def read_encoder_spec(folder: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path} is missing: this artifact is not a tsp-mlflow encoder "
             f"(expected {SPEC_FILE} and {WEIGHTS_FILE})"
         )
-    spec = json.loads(path.read_text())
-    if spec.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported encoder format {spec.get('format')!r}")
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UnsafeArtifact(
+            f"{path} is not valid JSON ({err}); the artifact is corrupted"
+        ) from None
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT_VERSION:
+        raise UnsafeArtifact(
+            f"{path}: unsupported encoder format "
+            f"{spec.get('format') if isinstance(spec, dict) else spec!r}"
+        )
     return spec
 
 
-def build_encoder(spec: dict[str, Any]) -> nn.Module:
-    """Construct an encoder from a spec, refusing any class outside the allow-list."""
-    target = spec.get("_target_")
-    cls = ENCODER_CLASSES.get(str(target))
+def allowed_class(spec: dict[str, Any]) -> type[nn.Module]:
+    """The encoder class a spec names, if it is on the allow-list; else refused."""
+    target = str(spec.get("_target_"))
+    cls = ENCODER_CLASSES.get(target) if target.startswith("tsp_mlflow.") else None
     if cls is None:
-        raise ValueError(
-            f"refusing to build encoder class {target!r}: only {', '.join(ENCODER_CLASSES)} "
-            "may be loaded from a tracking server"
+        raise UnsafeArtifact(
+            f"refusing to build {target!r} named by an encoder artifact: only tsp-mlflow's "
+            f"encoder classes may be loaded from a tracking server ({', '.join(ENCODER_CLASSES)})"
         )
+    return cls
+
+
+def build_encoder(spec: dict[str, Any]) -> nn.Module:
+    """Construct an encoder from a spec read back from an artifact.
+
+    The spec comes from a tracking server, which anyone with write access can fill, so it
+    may only name a constructor inside ``tsp_mlflow`` that is on the encoder allow-list,
+    with plain JSON arguments (never instantiated recursively, unlike a Hydra config).
+    Anything else is refused before any of it is imported or called.
+    """
+    cls, target = allowed_class(spec), spec["_target_"]
     kwargs = spec.get("kwargs", {})
     try:
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a mapping, got {type(kwargs).__name__}")
         inspect.signature(cls).bind(**kwargs)
     except TypeError as err:
-        raise ValueError(
+        raise UnsafeArtifact(
             f"encoder spec for {target} has invalid arguments {kwargs}: {err}"
         ) from None
     return cls(**kwargs)
@@ -96,6 +118,7 @@ def load_encoder_folder(
     """
     folder = Path(folder)
     spec = read_encoder_spec(folder)
+    allowed_class(spec)  # before anything else reads the spec
     if expected is not None:
         check_same_architecture(spec, expected)
     encoder = build_encoder(spec)
@@ -104,7 +127,15 @@ def load_encoder_folder(
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing")
-    load_weights_strict(encoder, load_file(str(weights)), source=str(weights))
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error type for any bad header
+        raise EncoderWeightsMismatch(
+            f"{weights} is not a readable safetensors file ({str(err).splitlines()[0]}); the "
+            "artifact is corrupted: pretrain the encoder again or pick another version "
+            "(models:/<name>/<version> or run:<id>)"
+        ) from None
+    load_weights_strict(encoder, state, source=str(weights))
     return encoder, spec
 
 

@@ -225,7 +225,7 @@ def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str
                 routed[stage].append(override)
         if len(errors) == len(stages):
             raise UserInputError(
-                f"override {override!r} fits none of the configs ({', '.join(stages)}): {errors[0]}"
+                f"override {override!r} fits none of the configs ({', '.join(stages)}): {errors[-1]}"
             )
     return routed
 

@@ -15,7 +15,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-from tsp_mlflow.errors import RunStopped
+from tsp_mlflow.errors import RunStopped, TrackingServerLost
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.liveness import HEARTBEAT, liveness_tags
 from tsp_mlflow.tracking.server import check_tracking_server, is_unreachable
@@ -124,18 +124,6 @@ def tracked_run(
         HEARTBEAT.remove(run.info.run_id)
         if not nested:
             signal.signal(signal.SIGTERM, previous)
-
-
-class TrackingServerLost(RuntimeError):
-    """The server stayed unreachable past MLflow's retries: the run is left RUNNING."""
-
-    def __init__(self, run_id: str, cause: BaseException) -> None:
-        super().__init__(
-            f"the tracking server stayed unreachable ({type(cause).__name__}), so run {run_id} "
-            "could not be closed and stays RUNNING with its last checkpoint. Once the server "
-            f"is back: tsp runs reap, then rerun the same command with --resume {run_id}"
-        )
-        self.run_id = run_id
 
 
 def _forget_active_runs() -> None:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from tsp_mlflow.data.batch import Batch, ModalityInput, pattern_mask, pattern_name
 from tsp_mlflow.data.missing import WithMissingModalities
+from tsp_mlflow.errors import TrainingDiverged
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.tracking.schema import OBSERVED_PATTERN
 from tsp_mlflow.training.tasks import Task
@@ -32,10 +33,6 @@ class FitResult:
     train_seconds: float = 0.0
     history: list[EpochMetrics] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: the run stops (FAILED) at that step."""
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:

@@ -1,0 +1,85 @@
+"""Checkpoints: exact round trips without pickle, torn files refused, training continues
+exactly where it stopped."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tsp_mlflow.training import checkpoint
+from tsp_mlflow.training.checkpoint import CheckpointError
+from tsp_mlflow.training.loop import FitResult
+
+
+def tiny_training() -> tuple[torch.nn.Module, torch.optim.Optimizer, object, torch.Generator]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=0)
+    return model, optimizer, scheduler, torch.Generator().manual_seed(1)
+
+
+def step(model, optimizer, scheduler, generator) -> float:  # type: ignore[no-untyped-def]
+    # Every RNG shapes the step: data (loader generator), dropout (torch), NumPy, Python.
+    x = torch.randn(16, 4, generator=generator) * (1 + np.random.rand()) + random.random()
+    loss = model(x).pow(2).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step(-loss.item())
+    return loss.item()
+
+
+def test_training_continues_exactly_where_a_checkpoint_left_it(tmp_path: Path) -> None:
+    model, optimizer, scheduler, generator = tiny_training()
+    for _ in range(3):
+        step(model, optimizer, scheduler, generator)
+    fit = FitResult(best_epoch=2, best_value=float("nan"), epochs_run=3, train_seconds=1.5,
+                    best_state={k: v.clone() for k, v in model.state_dict().items()},
+                    history=[{"val": {"audio": {"accuracy": 0.5}}}] * 3, epoch_seconds=[0.5] * 3)  # fmt: skip
+    saved = checkpoint.save(
+        checkpoint.capture(3, model, optimizer, scheduler, generator, fit), tmp_path
+    )
+    after = [step(model, optimizer, scheduler, generator) for _ in range(4)]  # the truth
+
+    fresh, opt2, sched2, gen2 = tiny_training()
+    for _ in range(5):  # other state everywhere: every RNG, moments, the plateau counter
+        step(fresh, opt2, sched2, gen2)
+    state = checkpoint.load(saved)
+    restored = checkpoint.restore(state, fresh, opt2, sched2, gen2, torch.device("cpu"))
+    assert [step(fresh, opt2, sched2, gen2) for _ in range(4)] == after  # bit for bit
+    assert restored.epochs_run == 3 and restored.best_epoch == 2 and restored.train_seconds == 1.5
+    assert np.isnan(restored.best_value) and restored.epoch_seconds == [0.5] * 3
+    assert restored.history == fit.history
+    assert state.optimizer["param_groups"][0]["betas"] == (0.9, 0.999)  # tuples stay tuples
+    assert set(state.optimizer["state"]) == {0, 1, 2, 3}  # int keys stay ints
+
+
+def test_a_checkpoint_is_plain_json_and_safetensors(tmp_path: Path) -> None:
+    model, optimizer, scheduler, generator = tiny_training()
+    step(model, optimizer, scheduler, generator)
+    checkpoint.save(
+        checkpoint.capture(1, model, optimizer, scheduler, generator, FitResult()), tmp_path
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.safetensors"]
+    header = json.loads((tmp_path / "state.json").read_text())
+    assert header["epoch"] == 1 and header["format"] == 1 and len(header["sha256"]) == 64
+
+
+def test_torn_or_altered_checkpoints_are_refused(tmp_path: Path) -> None:
+    model, optimizer, scheduler, generator = tiny_training()
+    checkpoint.save(
+        checkpoint.capture(1, model, optimizer, scheduler, generator, FitResult()), tmp_path
+    )
+    tensors = tmp_path / "state.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:-8])  # cut short mid-upload
+    with pytest.raises(CheckpointError, match="torn .* or altered"):
+        checkpoint.load(tmp_path)
+    tensors.unlink()
+    with pytest.raises(CheckpointError, match="is incomplete"):
+        checkpoint.load(tmp_path)
