@@ -198,16 +198,30 @@ def test_secrets_in_pipeline_overrides_are_redacted(
         assert "s3cr3t-value" not in json.dumps(run.data.params) + json.dumps(run.data.tags)
 
 
-def test_secrets_in_overrides_never_reach_params_or_artifacts(
-    tracking_uri: str, capsys: pytest.CaptureFixture[str]
+SECRET_OVERRIDES = {
+    "+tracking.api_token": "tok-s3cr3t-1", "+tracking.db_password": "pw-s3cr3t-2",
+    "+tracking.client_secret": "sec-s3cr3t-3", "+tracking.access_key": "key-s3cr3t-4",
+}  # fmt: skip
+URI_PASSWORD = "uri-s3cr3t-5"
+
+
+def test_secrets_in_overrides_never_reach_params_tags_or_artifacts(
+    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    main(["pretrain", "--modality", "image", "--epochs", "1",
-          "--overrides", "debug=tiny +tracking.api_token=s3cr3t-value"])  # fmt: skip
+    overrides = " ".join(f"{k}={v}" for k, v in SECRET_OVERRIDES.items())
+    overrides += f" +tracking.store=postgresql://alice:{URI_PASSWORD}@db:5432/x debug=tiny"
+    main(["pretrain", "--modality", "image", "--epochs", "1", "--overrides", overrides])
     client = MlflowClient(tracking_uri)
     (run,) = runs(client, "")
     assert run.data.params["tracking.api_token"] == "***"
-    config = Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text()
-    assert "s3cr3t-value" not in config and "s3cr3t-value" not in json.dumps(run.data.tags)
+    assert run.data.params["tracking.store"] == "postgresql://***@db:5432/x"
+    recorded = json.dumps(run.data.params) + json.dumps(run.data.tags)
+    folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "artifacts")))
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"config.yaml", "metrics.json", "model.safetensors"}
+    for secret in [*SECRET_OVERRIDES.values(), URI_PASSWORD]:
+        assert secret not in recorded
+        assert not any(secret.encode() in p.read_bytes() for p in files), secret
 
 
 def test_a_malformed_data_file_fails_before_any_run_with_the_file_named(

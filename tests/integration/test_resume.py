@@ -21,9 +21,10 @@ from tsp_mlflow.tracking import schema
 
 pytestmark = pytest.mark.integration
 
-EPOCHS = 5
-ARGS = ["multimodal", "--epochs", str(EPOCHS), "--seed", "3",
-        "--overrides", "representations=false trainer.batch_size=64"]  # fmt: skip
+EPOCHS = 4
+ARGS = ["multimodal", "--epochs", str(EPOCHS), "--seed", "3", "--overrides",
+        "representations=false trainer.batch_size=64 model.encoders.audio.width=8 "
+        "model.encoders.image.width=8"]  # fmt: skip
 
 
 def tsp_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:

@@ -28,9 +28,10 @@ from tsp_mlflow.tracking.local_server import free_port, local_server
 
 pytestmark = pytest.mark.integration
 
-EPOCHS = 4
+EPOCHS = 3
 TRAIN = ["multimodal", "--epochs", str(EPOCHS), "--overrides",
-         "representations=false trainer.batch_size=64"]  # fmt: skip
+         "representations=false trainer.batch_size=64 model.encoders.audio.width=8 "
+         "model.encoders.image.width=8"]  # fmt: skip
 
 
 def client_env(url: str, **extra: str) -> dict[str, str]:

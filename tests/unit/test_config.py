@@ -131,7 +131,7 @@ def test_a_typo_in_a_constructor_argument_fails_before_any_run() -> None:
         UserInputError, match=r"model.head: tsp_mlflow.models.MLPHead does not accept hiddn"
     ):
         compose_config("multimodal", ["+model.head.hiddn=[3]"])
-    with pytest.raises(UserInputError, match="Could not override 'optim.lrr'"):
+    with pytest.raises(UserInputError, match="unknown config key 'optim.lrr'"):
         compose_config("multimodal", ["optim.lrr=0.1"])
 
 
