@@ -376,18 +376,22 @@ def test_damaged_dataset_files_fail_before_any_run(
     assert store_snapshot(client) == before
 
 
+def tampered_encoder_run(tmp_path: Path, modality: str, name: str, content: bytes) -> str:
+    """An encoder run on the tracking store whose ``encoder/<name>`` was replaced, as
+    anyone with write access to the server could do."""
+    run_id = encoder_run(tmp_path / "tampered", modality)
+    folder = Path(MlflowClient().download_artifacts(run_id, "encoder", str(tmp_path / "dl")))
+    (folder / name).write_bytes(content)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifact(str(folder / name), schema.ENCODER_ARTIFACT_DIR)
+    return run_id
+
+
 def test_a_corrupted_encoder_file_is_named_and_nothing_runs(
     existing: str, tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    broken = tampered_encoder_run(tmp_path, "image", "model.safetensors", b"\x00garbage" * 64)
     client = MlflowClient(tracking_uri)
-    broken = encoder_run(tmp_path / "b", "image")
-    weights = (
-        Path(client.download_artifacts(broken, "encoder", str(tmp_path / "dl")))
-        / "model.safetensors"
-    )
-    weights.write_bytes(b"\x00not safetensors" * 64)
-    with mlflow.start_run(run_id=broken):
-        mlflow.log_artifact(str(weights), schema.ENCODER_ARTIFACT_DIR)
     before = store_snapshot(client)
     code, err = tsp(["multimodal", "--encoders", f"image=run:{broken}"], capsys)
     assert code == 2
@@ -400,15 +404,10 @@ def test_a_malicious_encoder_config_is_refused_and_never_run(
     existing: str, tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An encoder.json on the server that names os.system: refused, never executed."""
-    client = MlflowClient(tracking_uri)
-    evil = encoder_run(tmp_path / "e", "audio")
-    folder = Path(client.download_artifacts(evil, "encoder", str(tmp_path / "dl")))
     marker = tmp_path / "pwned"
-    spec = json.loads((folder / "encoder.json").read_text())
-    spec.update({"_target_": "os.system", "kwargs": {"command": f"touch {marker}"}})
-    (folder / "encoder.json").write_text(json.dumps(spec))
-    with mlflow.start_run(run_id=evil):
-        mlflow.log_artifact(str(folder / "encoder.json"), schema.ENCODER_ARTIFACT_DIR)
+    spec = {"format": 1, "_target_": "os.system", "kwargs": {"command": f"touch {marker}"}}
+    evil = tampered_encoder_run(tmp_path, "audio", "encoder.json", json.dumps(spec).encode())
+    client = MlflowClient(tracking_uri)
     before = store_snapshot(client)
     code, err = tsp(["multimodal", "--encoders", f"audio=run:{evil}"], capsys)
     assert code == 2 and "refusing to build 'os.system' named by an encoder artifact" in err

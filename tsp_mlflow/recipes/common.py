@@ -258,7 +258,8 @@ def train_and_test(
     logger.replay(state.history, state.epoch_seconds)
 
     def log_epoch(epoch: int, metrics: EpochMetrics, seconds: float) -> None:
-        checkpointer.offer(capture(epoch, model, optimizer, scheduler, generator, state))
+        if checkpointer.enabled:  # a CPU copy of the state, only when it may be saved
+            checkpointer.offer(capture(epoch, model, optimizer, scheduler, generator, state))
         logger.log_epoch(epoch, metrics, seconds)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, seconds)
