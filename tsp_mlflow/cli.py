@@ -116,10 +116,11 @@ def pretrain(
     cfg, _ = compose_config("pretrain", stage)
     recipe = PretrainRecipe(cfg)
     _start()
-    if resume:
+    if resume:  # the run's experiment is fixed already
         recipe.check_resume(resume)
         _mark_project_run_as_resuming(resume)
-    use_experiment(cfg.tracking.experiment)
+    else:
+        use_experiment(cfg.tracking.experiment)
     run_id = recipe.run(resume=resume or None)
     click.echo(
         f"pretrain run {run_id} finished; {registry_summary(cfg.data.name, modality, run_id)}"
@@ -147,7 +148,7 @@ def multimodal(
       tsp multimodal --fusion gated --epochs 5 --resume <run id>   # after a crash
     """
     from tsp_mlflow.config import compose_config, group_options, quote
-    from tsp_mlflow.recipes.multimodal import MultimodalRecipe
+    from tsp_mlflow.recipes.multimodal import MultimodalRecipe, encoders_of_run
     from tsp_mlflow.tracking.session import use_experiment
 
     _check_dataset(dataset)
@@ -155,15 +156,18 @@ def multimodal(
         raise UserInputError(
             f"unknown fusion {fusion!r} (-P fusion); choose one of {', '.join(group_options('model/fusion'))}"
         )
+    _start()  # encoder URIs are resolved against the tracking server while validating
+    if resume:  # the exact encoder runs it used, wherever `pretrained` points now
+        encoders = encoders_of_run(resume) or encoders
     params = (f"model/fusion={fusion}", f"encoders={quote(encoders)}", f"seed={seed}")
     stage = _stage_overrides(dataset, epochs, overrides, *params)
-    _start()  # encoder URIs are resolved against the tracking server while validating
     cfg, choices = compose_config("multimodal", stage)
     recipe = MultimodalRecipe(cfg, fusion_name=choices["model/fusion"])
-    if resume:
+    if resume:  # the run's experiment is fixed already
         recipe.check_resume(resume)
         _mark_project_run_as_resuming(resume)
-    use_experiment(cfg.tracking.experiment)
+    else:
+        use_experiment(cfg.tracking.experiment)
     run_id = recipe.run(resume=resume or None)
     click.echo(f"multimodal run {run_id} finished (condition {recipe.condition})")
 
@@ -195,9 +199,10 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
     recipe = PipelineRecipe(
         dataset, seeds, _optional_int("epochs", epochs), split_overrides(overrides), resume=resume
     )
-    if resume:
+    if resume:  # the run's experiment is fixed already
         _mark_project_run_as_resuming(resume)
-    use_experiment(recipe.cfg.tracking.experiment)
+    else:
+        use_experiment(recipe.cfg.tracking.experiment)
     result = recipe.run()
     click.echo("")
     click.echo(f"Pretrained vs scratch on {dataset} (pipeline run {result.run_id}):")
@@ -354,7 +359,7 @@ def runs_reap(experiments: tuple[str, ...], stale_after: float | None, dry_run: 
     from mlflow import MlflowClient
 
     from tsp_mlflow.tracking import schema
-    from tsp_mlflow.tracking.liveness import STALE_AFTER_SECONDS, reap
+    from tsp_mlflow.tracking.liveness import STALE_AFTER_SECONDS, reap, resume_hint
 
     _start()
     ids = None
@@ -371,7 +376,7 @@ def runs_reap(experiments: tuple[str, ...], stale_after: float | None, dry_run: 
         stage = d.run.data.tags.get(schema.STAGE, "?")
         click.echo(
             f"{'dead' if dry_run else 'KILLED'} {d.run.info.run_id} ({d.run.info.run_name}, "
-            f"{stage}): {d.reason}; continue it with tsp {stage} ... --resume {d.run.info.run_id}"
+            f"{stage}): {d.reason}; {resume_hint(d.run)}"
         )
     verb = "would mark" if dry_run else "marked"
     click.echo(f"{verb} {len(dead)} run(s) KILLED")
@@ -515,10 +520,10 @@ def main(argv: list[str] | None = None) -> None:
     except user_errors as err:
         if not _server_is_gone(err):
             _fail_project_run(str(err))
-        click.echo(f"tsp: error: {err}", err=True)
+        click.echo(f"tsp: error: {_redact(err)}", err=True)
         sys.exit(2)
     except (TrainingDiverged, TrackingServerLost) as err:  # explained in full already
-        click.echo(f"tsp: error: {err}", err=True)
+        click.echo(f"tsp: error: {_redact(err)}", err=True)
         sys.exit(1)
     except Exception as err:  # not bad input: one line still, the traceback on request
         if not _server_is_gone(err):
@@ -526,10 +531,18 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("TSP_TRACEBACK"):
             traceback.print_exc()
         click.echo(
-            f"tsp: error: {type(err).__name__}: {err} (set TSP_TRACEBACK=1 for the traceback)",
+            f"tsp: error: {type(err).__name__}: {_redact(err)} (set TSP_TRACEBACK=1 for the "
+            "traceback)",
             err=True,
         )
         sys.exit(1)
+
+
+def _redact(err: BaseException) -> str:
+    """The message without credentials (an MLflow error quotes the URL it called)."""
+    from tsp_mlflow.tracking.params import redact_uri
+
+    return redact_uri(str(err))
 
 
 def _server_is_gone(err: BaseException) -> bool:

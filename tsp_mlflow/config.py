@@ -153,8 +153,9 @@ def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
 def _explain(err: Exception, name: str) -> str:
     cause = err if str(err).strip() else (err.__cause__ or err)
     message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    if "is not in struct" in str(err.__cause__ or ""):  # a misspelt or unknown key
-        key = str(err.__cause__).split("full_key: ", 1)[1].split()[0]
+    cause_text = str(err.__cause__ or "")
+    if "is not in struct" in cause_text and "full_key: " in cause_text:  # an unknown key
+        key = cause_text.split("full_key: ", 1)[1].split()[0]
         return f"unknown config key {key!r} for {name}{_did_you_mean(key, name)}"
     groups = ("data", "task", "model/fusion", "model/encoder", "model/head", "optim",
               "scheduler", "trainer", "experiment", "debug")  # fmt: skip

@@ -83,3 +83,37 @@ def test_torn_or_altered_checkpoints_are_refused(tmp_path: Path) -> None:
     tensors.unlink()
     with pytest.raises(CheckpointError, match="is incomplete"):
         checkpoint.load(tmp_path)
+
+
+def test_a_torn_newest_checkpoint_falls_back_and_the_good_one_survives(tracking_uri: str) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tsp_mlflow.tracking import schema
+    from tsp_mlflow.tracking.checkpoints import RunCheckpointer, checkpoint_paths, latest_checkpoint
+
+    model, optimizer, scheduler, generator = tiny_training()
+    with mlflow.start_run() as run:
+        saver = RunCheckpointer(every_n_epochs=1, last_epoch=3)
+        for epoch in (1, 2):
+            saver.offer(
+                checkpoint.capture(epoch, model, optimizer, scheduler, generator, FitResult())
+            )
+        run_id = run.info.run_id
+        assert [e for e, _ in checkpoint_paths(run_id)] == [2]  # the superseded one is gone
+        # As a crash mid-upload leaves them: a whole epoch-1 checkpoint beside a torn epoch 2.
+        RunCheckpointer(1, 3).offer(
+            checkpoint.capture(1, model, optimizer, scheduler, generator, FitResult())
+        )
+        torn = Path(mlflow.get_artifact_uri().removeprefix("file://")) / schema.checkpoint_path(2)
+        (torn / "state.safetensors").write_bytes(b"cut")
+
+        loaded = latest_checkpoint(run_id)
+        assert loaded is not None and loaded.epoch == 1
+        resumed = RunCheckpointer(every_n_epochs=1, last_epoch=3)
+        resumed.adopt(run_id, loaded.epoch)
+        assert [e for e, _ in checkpoint_paths(run_id)] == [1]  # torn one deleted, good kept
+        resumed.offer(checkpoint.capture(2, model, optimizer, scheduler, generator, FitResult()))
+        assert [e for e, _ in checkpoint_paths(run_id)] == [2]
+        assert latest_checkpoint(run_id).epoch == 2  # type: ignore[union-attr]
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"

@@ -12,6 +12,7 @@ import mlflow
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
+from mlflow import MlflowClient
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -77,9 +78,9 @@ def check_optimizer(cfg: DictConfig) -> None:
                 instantiate(cfg.scheduler)(optimizer)
         except (InstantiationException, TypeError, ValueError) as err:
             cause = err.__cause__ if isinstance(err, InstantiationException) else err
+            first = (str(cause or err).splitlines() or [type(cause or err).__name__])[0]
             raise UserInputError(
-                f"{group}: {str(cause or err).splitlines()[0]}; fix the values under {group}.* "
-                f"(conf/{group}/)"
+                f"{group}: {first}; fix the values under {group}.* (conf/{group}/)"
             ) from None
 
 
@@ -243,23 +244,25 @@ def train_and_test(
     optimizer, scheduler = make_optimizer(cfg, model)
     generator = loaders["train"].generator
     epochs = cfg.trainer.epochs
-    state, logged = FitResult(), set[int]()
+    state, logged, earlier_s = FitResult(), set[int](), 0.0
     checkpointer = RunCheckpointer(cfg.trainer.checkpoint.every_n_epochs, last_epoch=epochs)
     if resume_run_id is not None:
         saved = latest_checkpoint(resume_run_id)
         logged = logged_epochs(resume_run_id)
-        checkpointer.forget_older(resume_run_id)
         if saved is not None:
             state = restore(saved, model, optimizer, scheduler, generator, device)
-            checkpointer.saved_epoch = saved.epoch
-        mlflow.set_tag(schema.RESUMED, str(saved.epoch if saved else 0))
+            earlier_s = float(saved.extra.get("elapsed_s", 0.0))
+        checkpointer.adopt(resume_run_id, saved.epoch if saved else None)
+        mark_resumed(resume_run_id, saved.epoch if saved else 0)
         print(f"resuming run {resume_run_id} after epoch {state.epochs_run}", flush=True)
     logger = EpochLogger(already_logged=logged)
     logger.replay(state.history, state.epoch_seconds)
 
     def log_epoch(epoch: int, metrics: EpochMetrics, seconds: float) -> None:
         if checkpointer.enabled:  # a CPU copy of the state, only when it may be saved
-            checkpointer.offer(capture(epoch, model, optimizer, scheduler, generator, state))
+            snapshot = capture(epoch, model, optimizer, scheduler, generator, state, device)
+            snapshot.extra["elapsed_s"] = earlier_s + time.perf_counter() - started
+            checkpointer.offer(snapshot)
         logger.log_epoch(epoch, metrics, seconds)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, seconds)
@@ -286,18 +289,34 @@ def train_and_test(
     latency: list[float] = []
     test = evaluate(model, loaders["test"], patterns, device, task,
                     observed=has_missing(loaders["test"]), latency=latency)  # fmt: skip
-    logger.log_test(test, result.best_epoch)
-    mlflow.log_metrics(
-        {
-            schema.BEST_EPOCH: result.best_epoch,
-            schema.BEST_VALUE: result.best_value,
-            schema.TIME_TRAIN_TOTAL: result.train_seconds,
-            schema.TIME_TEST_BATCH_MS: 1000 * sum(latency) / max(len(latency), 1),
-            schema.TIME_TOTAL: time.perf_counter() - started,
-            **parameter_counts(model),
-        }
-    )
+    # A run resumed after these were logged (killed while closing) logs none of them twice.
+    done = set(mlflow.get_run(resume_run_id).data.metrics) if resume_run_id else set()
+    logger.log_test(test, result.best_epoch, skip=done)
+    summary = {
+        schema.BEST_EPOCH: result.best_epoch,
+        schema.BEST_VALUE: result.best_value,
+        schema.TIME_TRAIN_TOTAL: result.train_seconds,
+        schema.TIME_TEST_BATCH_MS: 1000 * sum(latency) / max(len(latency), 1),
+        # Over every process the run took; the time between its last checkpoint and a
+        # crash is unknowable and not counted.
+        schema.TIME_TOTAL: earlier_s + time.perf_counter() - started,
+        **parameter_counts(model),
+    }
+    mlflow.log_metrics({k: v for k, v in summary.items() if k not in done})
     return result
+
+
+def mark_resumed(run_id: str, epoch: int) -> None:
+    """The run is running again: its old failure reason moves to ``tsp.interrupted``, so a
+    resumed run that finishes carries no ``tsp.error``."""
+    client = MlflowClient()
+    tags = client.get_run(run_id).data.tags
+    if schema.ERROR in tags:
+        client.set_tag(run_id, schema.INTERRUPTED, tags[schema.ERROR])
+        client.delete_tag(run_id, schema.ERROR)
+    if schema.REAPED in tags:
+        client.delete_tag(run_id, schema.REAPED)
+    client.set_tag(run_id, schema.RESUMED, str(epoch))
 
 
 def provenance_tags(config: dict[str, Any]) -> dict[str, str]:

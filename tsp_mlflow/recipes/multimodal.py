@@ -7,6 +7,7 @@ import time
 import torch
 from hydra.utils import instantiate
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from tsp_mlflow.api import load_encoder_with_location
@@ -31,13 +32,32 @@ from tsp_mlflow.recipes.common import (
 )
 from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.params import flatten, log_config
+from tsp_mlflow.tracking.params import code_version, flatten, log_config
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
 from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.finetune import apply_modes, check_learning_rates, encoder_modes
 from tsp_mlflow.training.representations import log_representations
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
+
+
+def encoders_of_run(run_id: str) -> str | None:
+    """The ``encoders`` value that names the exact encoder runs a fusion run used
+    (``audio=run:<id>,image=scratch``): a resume loads those, wherever ``@champion`` is
+    now. None when ``run_id`` is not a fusion run (the resume check then says so)."""
+    try:
+        tags = MlflowClient().get_run(run_id).data.tags
+    except MlflowException:
+        return None
+    modalities = [m for m in tags.get(schema.MODALITIES, "").split(",") if m]
+    if tags.get(schema.STAGE) != schema.STAGE_MULTIMODAL or not modalities:
+        return None
+    return ",".join(
+        f"{m}=run:{tags[schema.encoder_run_tag(m)]}"
+        if schema.encoder_run_tag(m) in tags
+        else f"{m}={SCRATCH}"
+        for m in modalities
+    )
 
 
 def check_encoder_run(location: EncoderLocation, *, modality: str, dataset: str, task: str) -> None:
@@ -116,11 +136,17 @@ class MultimodalRecipe:
     def check_resume(self, run_id: str) -> None:
         """Refuse (clearly) a run that is not this recipe's interrupted fusion run: other
         settings, or other encoder runs (``pretrained`` may point at a newer champion)."""
+        # `encoders` may say `pretrained` while the champion moved on: the encoder runs
+        # themselves must match (encoders_of_run gives them back for a resume).
+        params = {k: v for k, v in flatten(to_plain(self.cfg)).items() if k != "encoders"}
         check_resumable(
             run_id,
             stage=schema.STAGE_MULTIMODAL,
-            params=flatten(to_plain(self.cfg)),
-            tags={schema.encoder_run_tag(m): loc.run_id for m, loc in self.locations.items()},
+            params=params,
+            tags={
+                **{schema.encoder_run_tag(m): loc.run_id for m, loc in self.locations.items()},
+                schema.CODE_VERSION: code_version(),
+            },
         )
 
     def run(
@@ -158,10 +184,12 @@ class MultimodalRecipe:
         datasets = make_datasets(cfg, self.modalities)  # a malformed file creates no run
         name = f"{self.condition}-seed{cfg.seed}"
         tags = {**self.tags(), **provenance_tags(config), **(tags or {})}
+        if resume:  # keep the run's own tags (its encoder sources as first given)
+            tags = {}
         with tracked_run(run_name=name, tags=tags, nested=nested, run_id=run_id or resume,
                          parent_run_id=parent_run_id) as run:  # fmt: skip
-            if not resume:  # a resumed run has its params and inputs already
-                log_config(config)
+            log_config(config, resumed=bool(resume))
+            if not (resume and run.inputs.dataset_inputs):  # a resumed run may have them
                 log_dataset_inputs(cfg, datasets)
             loaders = make_loaders(cfg, datasets, generator, device)
             train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import mlflow
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from analysis.analyze import Analysis, analyze
@@ -144,10 +145,14 @@ class PipelineRecipe:
             if not self.resume:  # a resumed run has them already (checked equal)
                 mlflow.log_params(self.params)
             experiment_id = parent.info.experiment_id
-            interrupted = interrupted_pretrain_runs(parent.info.run_id) if self.resume else {}
-            pretrain_runs, reused = pretrain_or_reuse(
-                self.pretrain, experiment_id, interrupted=interrupted
-            )
+            if self.resume:  # the encoders its finished cells used, else go on with them
+                pretrain_runs, reused = recorded_pretrain_runs(parent.info.run_id)
+                todo = {m: r for m, r in self.pretrain.items() if m not in pretrain_runs}
+                interrupted = interrupted_pretrain_runs(parent.info.run_id)
+                more, more_reused = pretrain_or_reuse(todo, experiment_id, interrupted=interrupted)
+                pretrain_runs, reused = {**pretrain_runs, **more}, {**reused, **more_reused}
+            else:
+                pretrain_runs, reused = pretrain_or_reuse(self.pretrain, experiment_id)
             for m in self.modalities:
                 mlflow.set_tags(
                     {
@@ -248,6 +253,21 @@ def cell_runs(parent_id: str) -> tuple[dict[CellKey, str], dict[CellKey, str]]:
         elif run.info.status == "KILLED":
             interrupted[key] = run.info.run_id  # oldest first: the newest wins
     return finished, {k: r for k, r in interrupted.items() if k not in finished}
+
+
+def recorded_pretrain_runs(parent_id: str) -> tuple[dict[str, str], dict[str, bool]]:
+    """The FINISHED pretrain runs a pipeline recorded before it stopped, and whether each
+    was reused: a resume keeps them, even if an identical run has appeared since."""
+    client = MlflowClient()
+    tags = client.get_run(parent_id).data.tags
+    runs, reused = {}, {}
+    for m in tags.get(schema.MODALITIES, "").split(","):
+        run_id = tags.get(schema.pipeline_pretrain_tag(m))
+        if run_id and client.get_run(run_id).info.status == "FINISHED":
+            runs[m] = run_id
+            reused[m] = tags.get(schema.pipeline_reused_tag(m)) == "true"
+            print(f"pretrain {m}: recorded by this pipeline, run {run_id}", flush=True)
+    return runs, reused
 
 
 def interrupted_pretrain_runs(parent_id: str) -> dict[str, str]:

@@ -27,8 +27,8 @@ from tsp_mlflow.recipes.common import (
     train_and_test,
 )
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.params import flatten, log_config
-from tsp_mlflow.tracking.registry import register_encoder
+from tsp_mlflow.tracking.params import code_version, flatten, log_config
+from tsp_mlflow.tracking.registry import is_registered, register_encoder
 from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
@@ -69,7 +69,12 @@ class PretrainRecipe:
 
     def check_resume(self, run_id: str) -> None:
         """Refuse (clearly) a run that is not this recipe's interrupted pretrain run."""
-        check_resumable(run_id, stage=schema.STAGE_PRETRAIN, params=flatten(self.config))
+        check_resumable(
+            run_id,
+            stage=schema.STAGE_PRETRAIN,
+            params=flatten(self.config),
+            tags={schema.CODE_VERSION: code_version()},
+        )
 
     def run(
         self,
@@ -99,20 +104,22 @@ class PretrainRecipe:
         )
         model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
         datasets = make_datasets(cfg, [m])
-        with tracked_run(run_name=f"pretrain-{m}", tags=self.tags(), nested=nested,
+        tags = {} if resume else self.tags()  # a resumed run keeps its own
+        with tracked_run(run_name=f"pretrain-{m}", tags=tags, nested=nested,
                          run_id=run_id or resume, parent_run_id=parent_run_id) as run:  # fmt: skip
-            if not resume:  # a resumed run has its params and inputs already
-                log_config(self.config)
+            log_config(self.config, resumed=bool(resume))
+            if not (resume and run.inputs.dataset_inputs):
                 log_dataset_inputs(cfg, datasets)
             loaders = make_loaders(cfg, datasets, generator, device)
             result = train_and_test(cfg, model, loaders, self.task, device, started,
                                     on_epoch_end, resume_run_id=resume)  # fmt: skip
             artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
-            if not register:
-                return run.info.run_id
+            name = schema.registered_encoder_name(cfg.data.name, m)
+            if not register or (resume and is_registered(name, run.info.run_id)):
+                return run.info.run_id  # (a resumed run killed after registering: done)
             # Last step, so that a run that fails anywhere above registers nothing.
             register_encoder(
-                name=schema.registered_encoder_name(cfg.data.name, m),
+                name=name,
                 artifact_uri=artifact_uri,
                 run_id=run.info.run_id,
                 monitor=schema.metric_key("val", m, self.task.monitor),

@@ -59,18 +59,18 @@ class RunCheckpointer:
             checkpoint.save(state, tmp)
             mlflow.log_artifacts(tmp, path)
             previous, self._saved_path, self.saved_epoch = self._saved_path, path, state.epoch
-            if previous is not None:
+            if previous is not None and previous != path:  # the same path was overwritten
                 _delete(previous)
 
-    def forget_older(self, run_id: str) -> None:
-        """Adopt a resumed run's newest checkpoint as ``previous``, so the next save
-        replaces it (and any torn leftovers) instead of piling up."""
-        self._saved_path = None
-        paths = checkpoint_paths(run_id)
-        if paths:
-            self._saved_path = paths[0][1]
-            for _, stale in paths[1:]:
-                _delete(stale)
+    def adopt(self, run_id: str, loaded_epoch: int | None) -> None:
+        """After a resume from ``loaded_epoch``: keep that checkpoint as the one the next
+        save supersedes, and delete every other (a torn newer one, older leftovers)."""
+        keep = schema.checkpoint_path(loaded_epoch) if loaded_epoch else None
+        for _, path in checkpoint_paths(run_id):
+            if path != keep:
+                _delete(path)
+        self._saved_path = keep
+        self.saved_epoch = loaded_epoch or 0
 
 
 def _delete(path: str) -> None:

@@ -63,8 +63,13 @@ class EpochLogger:
         mlflow.log_metrics({**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}, step=epoch)
         self.logged.add(epoch)
 
-    def log_test(self, test: dict[str, dict[str, float]], best_epoch: int) -> None:
-        mlflow.log_metrics(flatten_metrics({"test": test}), step=best_epoch)
+    def log_test(
+        self, test: dict[str, dict[str, float]], best_epoch: int, skip: Collection[str] = ()
+    ) -> None:
+        """Test metrics at ``step=best_epoch``; keys in ``skip`` (logged by an earlier
+        process of a resumed run) are not logged again."""
+        flat = flatten_metrics({"test": test})
+        mlflow.log_metrics({k: v for k, v in flat.items() if k not in skip}, step=best_epoch)
         self.document["test"] = test
         self.document["best_epoch"] = best_epoch
         mlflow.log_dict(self.document, schema.METRICS_ARTIFACT)

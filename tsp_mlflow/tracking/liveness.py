@@ -26,6 +26,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus, ViewType
 
+from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.tracking import schema
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ def process_alive(record: str) -> bool | None:
 
 
 def liveness_tags() -> dict[str, str]:
-    return {schema.PROCESS: this_process(), schema.HEARTBEAT: f"{time.time():.0f}"}
+    return {
+        schema.PROCESS: this_process(),
+        schema.HEARTBEAT: f"{time.time():.0f}",
+        schema.HEARTBEAT_INTERVAL: f"{HEARTBEAT.interval:g}",
+    }
 
 
 class Heartbeat:
@@ -121,13 +126,26 @@ def why_dead(run: Run, stale_after: float = STALE_AFTER_SECONDS) -> DeadRun | No
         return None
     beat = float(tags.get(schema.HEARTBEAT) or run.info.start_time / 1000)
     last_seen_ms = int(beat * 1000)
-    age = time.time() - beat
     host, pid = record.split(":")[:2]
-    if process_alive(record) is False:
+    alive = process_alive(record)
+    if alive is False:
         return DeadRun(run, f"its process (pid {pid} on {host}) no longer exists", last_seen_ms)
-    if age > stale_after:
+    if alive:  # on this host, the process is the truth (a suspended job beats no more)
+        return None
+    # Another host: silence counts only when it spans many of that run's own intervals.
+    age = time.time() - beat
+    interval = float(tags.get(schema.HEARTBEAT_INTERVAL) or HEARTBEAT_SECONDS)
+    if age > max(stale_after, 3 * interval):
         return DeadRun(run, f"no heartbeat from {host} for {age:.0f} s", last_seen_ms)
     return None
+
+
+def resume_hint(run: Run) -> str:
+    """How to continue ``run``: a nested run (a pipeline's cell) through its parent."""
+    parent = run.data.tags.get(schema.PARENT_RUN_ID)
+    if parent:
+        return f"continue it by resuming its parent: --resume {parent}"
+    return f"continue it with --resume {run.info.run_id}"
 
 
 def mark_killed(dead: DeadRun, client: MlflowClient | None = None) -> None:
@@ -137,7 +155,7 @@ def mark_killed(dead: DeadRun, client: MlflowClient | None = None) -> None:
         run_id,
         schema.ERROR,
         f"reaped: {dead.reason}; the run was left RUNNING by a process that did not close it "
-        f"(SIGKILL, out of memory, a lost machine). Continue it with --resume {run_id}",
+        f"(SIGKILL, out of memory, a lost machine); {resume_hint(dead.run)}",
     )
     client.set_tag(run_id, schema.REAPED, f"{time.time():.0f}")
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED), end_time=dead.last_seen_ms)
@@ -154,6 +172,8 @@ def reap(
     Only runs that tsp-mlflow opened (they carry ``tsp.process``) are considered: a run
     without a process record may belong to any other tool.
     """
+    if stale_after <= 0:
+        raise UserInputError(f"stale_after must be a positive number of seconds, got {stale_after}")
     client = MlflowClient()
     if experiment_ids is None:
         experiment_ids = [e.experiment_id for e in client.search_experiments(ViewType.ACTIVE_ONLY)]

@@ -17,12 +17,20 @@ from tsp_mlflow.tracking import schema
 
 MAX_PARAMS_PER_CALL = 100  # MLflow's batch limit
 REDACTED = "***"
-# Whole words of a key only: `api_token`, `db.password`, `access_key` and `client-secret`
-# are secrets; `max_tokens`, `tokenizer`, `keys` and `bypass_cache` are not.
-_SECRET_KEY = re.compile(
-    r"(^|[._-])(pass|passwd|password|secret|token|key|apikey|credentials?)($|[._-])", re.I
+# Whole words of a key only (split at `.`, `_`, `-` and camelCase): `api_token`,
+# `db.password`, `access_key`, `clientSecret` and `secrets` are secrets; `max_tokens`,
+# `tokenizer`, `keys` and `bypass_cache` are not.
+_SECRET_WORDS = re.compile(
+    r"(^|[._-])(pass|passwd|password|secrets?|token|key|apikey|credentials?)($|[._-])", re.I
 )
-_URI_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+# Userinfo runs to the last `@` before the host: `me:p@ss@db` hides all of `me:p@ss`.
+_URI_USERINFO = re.compile(r"(?<=://)[^/\s]+@")
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_WORDS.search(re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key))))
+
+
 # Keys that change where or how fast a run goes, never what it computes: excluded from the
 # config hash and from the comparison that decides whether a finished run can be reused.
 NON_SEMANTIC_PREFIXES = ("tracking.", "runtime.", "data.dataset.cache_dir", "trainer.checkpoint.")
@@ -34,12 +42,12 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, prefix=f"{name}."))
-        elif _SECRET_KEY.search(str(key)):
+        if is_secret_key(key):  # the whole value, even a mapping of parts
             flat[name] = REDACTED
+        elif isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
         elif isinstance(value, (list, tuple)):
-            flat[name] = redact_uri(json.dumps(list(value)))
+            flat[name] = json.dumps(redact(list(value)))
         else:
             flat[name] = redact_uri(str(value))
     return flat
@@ -56,7 +64,7 @@ def redact_overrides(overrides: list[str]) -> list[str]:
     out = []
     for item in overrides:
         key, sep, _ = item.partition("=")
-        secret = sep and _SECRET_KEY.search(key.lstrip("+~"))
+        secret = sep and is_secret_key(key.lstrip("+~"))
         out.append(f"{key}={REDACTED}" if secret else redact_uri(item))
     return out
 
@@ -65,8 +73,8 @@ def redact(config: Any) -> Any:
     """A copy of a plain config with secret-looking values and URI credentials replaced,
     for artifacts."""
     if isinstance(config, Mapping):
-        return {k: REDACTED if _SECRET_KEY.search(str(k)) else redact(v) for k, v in config.items()}
-    if isinstance(config, list):
+        return {k: REDACTED if is_secret_key(k) else redact(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
         return [redact(v) for v in config]
     if isinstance(config, str):
         return redact_uri(config)
@@ -84,13 +92,22 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def log_config(config: Mapping[str, Any]) -> None:
-    """Log the flattened config as params (in chunks) and as ``config.yaml``, both redacted."""
+def log_config(config: Mapping[str, Any], *, resumed: bool = False) -> None:
+    """Log the flattened config as params (in chunks) and as ``config.yaml``, both redacted.
+
+    ``resumed``: the run was started earlier. Logging the same params again is harmless and
+    fills in any that a killed process never logged; ``encoders`` keeps its first value
+    (a resume names the exact encoder runs that ``pretrained`` once resolved to), and
+    ``config.yaml`` stays as first written.
+    """
     items = sorted(flatten(config).items())
+    if resumed:
+        items = [(k, v) for k, v in items if k != "encoders"]
     for i in range(0, len(items), MAX_PARAMS_PER_CALL):
         mlflow.log_params(dict(items[i : i + MAX_PARAMS_PER_CALL]))
-    text = yaml.safe_dump(redact(dict(config)), sort_keys=False, default_flow_style=None)
-    mlflow.log_text(text, schema.CONFIG_ARTIFACT)
+    if not resumed:
+        text = yaml.safe_dump(redact(dict(config)), sort_keys=False, default_flow_style=None)
+        mlflow.log_text(text, schema.CONFIG_ARTIFACT)
 
 
 @cache

@@ -10,6 +10,11 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from tsp_mlflow.tracking import schema
 
 
+def is_registered(name: str, run_id: str) -> bool:
+    """Whether ``run_id`` has a version of registered model ``name`` already."""
+    return bool(MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
+
+
 def register_encoder(
     *,
     name: str,

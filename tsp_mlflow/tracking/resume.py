@@ -32,7 +32,9 @@ def check_resumable(
     client = MlflowClient()
     try:
         run = client.get_run(run_id)
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         raise UserInputError(
             f"resume={run_id!r}: no such run in this tracking store; copy the id from the "
             "run's page in the MLflow UI or from `tsp runs reap --dry-run`"
@@ -66,10 +68,18 @@ def check_resumable(
             )
         mark_killed(dead, client)
         print(f"run {run_id} was left RUNNING by a dead process ({dead.reason}): marked KILLED")
+    code = (tags or {}).get(schema.CODE_VERSION)
+    if code and have.get(schema.CODE_VERSION, code) != code:
+        raise UserInputError(
+            f"resume={run_id!r} was trained by other code ({schema.CODE_VERSION}: run has "
+            f"{have[schema.CODE_VERSION]!r}, now {code!r}); a run is continued only by the code "
+            "that started it: check that version out, or start a new run"
+        )
+    # A param the run lacks was never logged (killed while logging them): not a conflict.
     differ = {
-        k: (run.data.params.get(k), v)
+        k: (run.data.params[k], v)
         for k, v in semantic_params(params).items()
-        if run.data.params.get(k) != v
+        if k in run.data.params and run.data.params[k] != v
     }
     differ.update({k: (have.get(k), v) for k, v in (tags or {}).items() if have.get(k) != v})
     if differ:

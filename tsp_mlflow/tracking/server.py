@@ -88,7 +88,7 @@ def is_unreachable(err: BaseException) -> bool:
 
 
 def _short(err: BaseException) -> str:
-    text = str(err)
+    text = redact_uri(str(err))
     for marker in ("Connection refused", "Name or service not known", "timed out",
                    "No route to host", "Temporary failure in name resolution"):  # fmt: skip
         if marker in text:

@@ -18,6 +18,7 @@ from mlflow.entities import RunStatus
 from tsp_mlflow.errors import RunStopped, TrackingServerLost
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.liveness import HEARTBEAT, liveness_tags
+from tsp_mlflow.tracking.params import redact_uri
 from tsp_mlflow.tracking.server import check_tracking_server, is_unreachable
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,12 @@ def tracked_run(
     except RunStopped as err:
         _end(run.info.run_id, RunStatus.KILLED, str(err), tag=schema.STOPPED)
         raise
-    except TrackingServerLost:
+    except TrackingServerLost as err:
         _forget_active_runs()
-        raise
+        if nested:
+            raise
+        # The outermost run is the one to resume (a pipeline, not its cell).
+        raise TrackingServerLost(run.info.run_id, err.__cause__ or err) from err
     except BaseException as err:
         if is_unreachable(err):
             _forget_active_runs()
@@ -143,6 +147,8 @@ def deferred_interrupts() -> Iterator[None]:
     received: list[int] = []
 
     def hold(signum: int, frame: FrameType | None) -> None:
+        if received:  # asked twice: the user means it now
+            raise KeyboardInterrupt(f"signal {signum}")
         received.append(signum)
 
     previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -161,14 +167,14 @@ def fail_pending_project_run(reason: str, status: str = "FAILED") -> None:
     if not run_id:
         return
     client = MlflowClient()
-    client.set_tag(run_id, schema.ERROR, reason[:MAX_TAG_LENGTH])
+    client.set_tag(run_id, schema.ERROR, redact_uri(reason)[:MAX_TAG_LENGTH])
     client.set_terminated(run_id, status)
 
 
 def _end(run_id: str, status: int, reason: str, tag: str = schema.ERROR) -> None:
     client = MlflowClient()
     try:
-        client.set_tag(run_id, tag, reason[:MAX_TAG_LENGTH])
+        client.set_tag(run_id, tag, redact_uri(reason)[:MAX_TAG_LENGTH])
     finally:
         active = mlflow.active_run()
         if active is not None and active.info.run_id == run_id:

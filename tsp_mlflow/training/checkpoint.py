@@ -8,7 +8,8 @@ A checkpoint is a folder of two files:
                         and the SHA-256 of that file
 
 ``state.json`` names the digest of the tensors it belongs to, so a checkpoint torn by a
-crash mid-upload is detected (:class:`CheckpointError`) instead of half-loaded. Nothing in
+crash mid-upload is detected (:class:`CheckpointError`) instead of half-loaded. (The digest
+detects tearing, not tampering: whoever can write one file can write both.) Nothing in
 either file can run code when read: safetensors holds raw tensors, JSON holds plain data.
 """
 
@@ -60,6 +61,7 @@ def capture(
     scheduler: Any,
     generator: torch.Generator | None,
     fit: FitResult,
+    device: torch.device | None = None,
 ) -> TrainingState:
     """A CPU copy of the state at the end of ``epoch`` (training may go on meanwhile)."""
     return TrainingState(
@@ -67,7 +69,7 @@ def capture(
         model=_cpu(model.state_dict()),
         optimizer=_cpu(optimizer.state_dict()),
         scheduler=_cpu(scheduler.state_dict()) if scheduler is not None else None,
-        rng=rng_state(generator),
+        rng=rng_state(generator, device),
         fit=FitResult(
             best_epoch=fit.best_epoch,
             best_value=fit.best_value,
@@ -93,31 +95,35 @@ def restore(
     optimizer.load_state_dict(state.optimizer)  # moves moments to the parameters' device
     if scheduler is not None and state.scheduler is not None:
         scheduler.load_state_dict(state.scheduler)
-    set_rng_state(state.rng, generator)
+    set_rng_state(state.rng, generator, device)
     fit = state.fit
     fit.best_state = {k: v.to(device) for k, v in fit.best_state.items()}
     return fit
 
 
-def rng_state(generator: torch.Generator | None) -> dict[str, Any]:
+def rng_state(
+    generator: torch.Generator | None, device: torch.device | None = None
+) -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":  # the training GPU's only: a resume
+        state["cuda"] = torch.cuda.get_rng_state(device)  # may land on a node with fewer
     if generator is not None:
         state["loader"] = generator.get_state()
     return state
 
 
-def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> None:
+def set_rng_state(
+    state: dict[str, Any], generator: torch.Generator | None, device: torch.device | None = None
+) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
     if generator is not None and "loader" in state:
         generator.set_state(state["loader"])
 
