@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -100,7 +101,8 @@ def test_sigkill_at_random_epochs_then_resume_equals_an_uninterrupted_run(
         assert "was left RUNNING by a dead process" in out and f"resuming run {run_id}" in out
         resumed = client.get_run(run_id)
         assert resumed.info.status == "FINISHED"
-        assert "reaped: its process" in resumed.data.tags[schema.ERROR]  # the history says so
+        assert "reaped: its process" in resumed.data.tags[schema.INTERRUPTED]  # its history
+        assert schema.ERROR not in resumed.data.tags
         got = outcome(resumed)
         assert got.keys() == want.keys()
         for key, value in want.items():  # CPU, same seed: the same numbers
@@ -183,3 +185,52 @@ def test_sigterm_saves_a_checkpoint_and_ends_the_run_killed(
     main([*args, "--resume", run_id])
     assert client.get_run(run_id).info.status == "FINISHED"
     assert epochs_logged(client, run_id) == list(range(1, EPOCHS + 1))
+
+
+def test_an_interrupted_run_resumes_with_its_own_encoders_after_the_champion_moved(
+    tracking_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C after epoch 1 leaves a KILLED run with a checkpoint; a newer @champion must
+    not change which encoder the resumed run continues with."""
+    from tests.integration.test_bad_input import encoder_run
+    from tsp_mlflow.tracking.epoch_log import EpochLogger
+
+    client = MlflowClient(tracking_uri)
+    name = schema.registered_encoder_name("avdigits", "image")
+    first, second = encoder_run(tmp_path / "v1", "image"), encoder_run(tmp_path / "v2", "image")
+    client.create_registered_model(name)
+    for run_id in (first, second):
+        client.create_model_version(name, f"runs:/{run_id}/encoder", run_id=run_id)
+    client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, "1")
+
+    log_epoch = EpochLogger.log_epoch
+
+    def interrupted(self, epoch, metrics, seconds):  # type: ignore[no-untyped-def]
+        log_epoch(self, epoch, metrics, seconds)
+        raise KeyboardInterrupt  # as Ctrl-C right after epoch 1
+
+    args = ["multimodal", "--encoders", "audio=scratch,image=pretrained", "--epochs", "2",
+            "--overrides", "debug=tiny trainer.epochs=2"]  # fmt: skip
+    monkeypatch.setattr(EpochLogger, "log_epoch", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 130
+    monkeypatch.setattr(EpochLogger, "log_epoch", log_epoch)
+    (run,) = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
+    assert run.info.status == "KILLED" and epochs_logged(client, run.info.run_id) == [1]
+    assert {p for p in artifact_paths(client, run.info.run_id, schema.CHECKPOINT_DIR)
+            if p.endswith(".json")} == {f"{schema.checkpoint_path(1)}/state.json"}  # fmt: skip
+
+    client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, "2")  # champion moves on
+    main([*args, "--resume", run.info.run_id])
+    resumed = client.get_run(run.info.run_id)
+    assert resumed.info.status == "FINISHED" and epochs_logged(client, run.info.run_id) == [1, 2]
+    assert resumed.data.tags[schema.encoder_run_tag("image")] == first  # not the new champion
+    assert resumed.data.tags[schema.encoder_source_tag("image")].endswith("@champion")  # as given
+    assert resumed.data.params["encoders"] == "audio=scratch,image=pretrained"
+    assert schema.ERROR not in resumed.data.tags
+    assert resumed.data.tags[schema.INTERRUPTED] == "interrupted (SIGINT/SIGTERM)"
+    assert resumed.data.tags[schema.RESUMED] == "1"
