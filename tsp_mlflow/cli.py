@@ -158,7 +158,7 @@ def multimodal(
         )
     _start()  # encoder URIs are resolved against the tracking server while validating
     if resume:  # the exact encoder runs it used, wherever `pretrained` points now
-        encoders = encoders_of_run(resume) or encoders
+        encoders = encoders_of_run(resume, given=encoders) or encoders
     params = (f"model/fusion={fusion}", f"encoders={quote(encoders)}", f"seed={seed}")
     stage = _stage_overrides(dataset, epochs, overrides, *params)
     cfg, choices = compose_config("multimodal", stage)
@@ -512,7 +512,9 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         _fail_project_run("interrupted", "KILLED")
         click.echo("tsp: interrupted", err=True)
-        sys.exit(130)
+        from tsp_mlflow.tracking import session
+
+        sys.exit(128 + (session.last_signal or 2))  # 130 for Ctrl-C, 143 for SIGTERM
     except click.ClickException as err:
         _fail_project_run(err.format_message())
         err.show()

@@ -138,7 +138,13 @@ def _did_you_mean(key: str, name: str) -> str:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     if close:
         return f"; did you mean {close[0]}?"
-    return f"; check the spelling against conf/{name}.yaml, or add a new key with +{key}=..."
+    parent = key.rpartition(".")[0]
+    siblings = sorted(
+        {k[len(parent) + 1 :].split(".")[0] for k in known if k.startswith(f"{parent}.")}
+    )
+    if parent and siblings:
+        return f"; {parent} has {', '.join(siblings)}"
+    return f"; see conf/{name}.yaml for the keys it has"
 
 
 def _leaf_keys(node: Any, prefix: str = "") -> list[str]:

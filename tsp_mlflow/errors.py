@@ -41,6 +41,11 @@ class TrainingDiverged(RuntimeError):
     the epoch and step, and what to change."""
 
 
+class ResumeTaken(UserInputError):
+    """Another process resumed the same run at the same moment; this one stands down
+    without touching the run."""
+
+
 class TrackingServerLost(RuntimeError):
     """The tracking server stayed unreachable past MLflow's retries mid-run. The run
     cannot be closed, so it stays RUNNING with its last checkpoint: reap, then resume."""

@@ -310,13 +310,19 @@ CATALOGUE = [
     ("wrong type", ["multimodal", "--overrides", "trainer.batch_size=abc"],
      "trainer.batch_size must be an integer >= 1, got 'abc'; e.g. trainer.batch_size=32"),
     ("wrong type", ["pretrain", "--modality", "audio", "--overrides", "optim.lr=fast"],
-     "optim.lr must be a positive number, got 'fast'; e.g. optim.lr=1e-3"),
+     "optim.lr must be a positive, finite number, got 'fast'; e.g. optim.lr=1e-3"),
     ("wrong type", ["pipeline", "--seeds", "many"], "Invalid value for '--seeds'"),
     ("missing rate 1.2", ["multimodal", "--overrides", "missing.train=1.2"],
      "missing.train: missing rates must lie in [0, 1), got {'audio': 1.2, 'image': 1.2}; e.g. missing.train=0.5"),
-    ("lr = 0", ["multimodal", "--overrides", "optim.lr=0"], "optim.lr must be a positive number, got 0"),
+    ("lr = 0", ["multimodal", "--overrides", "optim.lr=0"], "optim.lr must be a positive, finite number, got 0"),
+    ("lr = inf", ["multimodal", "--overrides", "optim.lr=inf"], "optim.lr must be a positive, finite number, got inf"),
+    ("lr = null", ["multimodal", "--overrides", "optim.lr=null"], "optim.lr must be a positive, finite number, got None"),
+    ("missing rate not a number", ["multimodal", "--overrides", "missing.val=abc"],
+     "missing.val: a missing rate must be a number in [0, 1), got 'abc'; e.g. missing.val=0.2"),
+    ("unknown key, no close one", ["multimodal", "--overrides", "optim.learning_rate=0.1"],
+     "unknown config key 'optim.learning_rate' for multimodal; optim has _partial_, _target_, lr, weight_decay"),
     ("lr < 0", ["pretrain", "--modality", "image", "--overrides", "optim.lr=-0.001"],
-     "optim.lr must be a positive number, got -0.001"),
+     "optim.lr must be a positive, finite number, got -0.001"),
     ("encoder lr < 0", ["multimodal", "--overrides", "finetune.lr={image:-1}"],
      "finetune.lr.image must be a positive number, got -1"),
     ("seeds < 1", ["pipeline", "--seeds", "0"], "seeds must be a positive integer, got 0; e.g. -P seeds=5"),
@@ -433,3 +439,14 @@ def test_a_diverging_loss_fails_the_run_with_its_step_and_registers_nothing(
     )
     assert store_snapshot(client)[1] == versions  # nothing registered
     assert client.get_run(existing).info.status == "FINISHED"
+
+
+def test_a_run_without_an_encoder_is_named_as_such(
+    existing: str, tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = MlflowClient(tracking_uri)
+    before = store_snapshot(client)
+    code, err = tsp(["multimodal", "--encoders", f"audio=runs:/{existing}/nothere"], capsys)
+    assert code == 2 and f"run {existing} has no encoder at" in err
+    assert "name a pretrain run (run:<id>) or a registered encoder" in err
+    assert store_snapshot(client) == before

@@ -170,7 +170,8 @@ def test_sigterm_saves_a_checkpoint_and_ends_the_run_killed(
         (r for r in runs(client, "") if epochs_logged(client, r.info.run_id)), None), proc)  # fmt: skip
     run_id = run.info.run_id  # type: ignore[union-attr]
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) != 0
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    assert f"rerunning the same command with --resume {run_id}" in proc.stderr.read()  # type: ignore[union-attr]
     stopped = client.get_run(run_id)
     assert stopped.info.status == "KILLED"
     assert "interrupted" in stopped.data.tags[schema.ERROR]
@@ -225,6 +226,14 @@ def test_an_interrupted_run_resumes_with_its_own_encoders_after_the_champion_mov
             if p.endswith(".json")} == {f"{schema.checkpoint_path(1)}/state.json"}  # fmt: skip
 
     client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, "2")  # champion moves on
+    other = ["--encoders", "scratch", *args[3:]]
+    with pytest.raises(SystemExit) as refused:
+        main([*args[:1], *other, "--resume", run.info.run_id])
+    assert refused.value.code == 2
+    assert (
+        "encoders: run has 'audio=scratch,image=pretrained', now 'scratch'"
+        in capsys.readouterr().err
+    )
     main([*args, "--resume", run.info.run_id])
     resumed = client.get_run(run.info.run_id)
     assert resumed.info.status == "FINISHED" and epochs_logged(client, run.info.run_id) == [1, 2]
@@ -232,5 +241,29 @@ def test_an_interrupted_run_resumes_with_its_own_encoders_after_the_champion_mov
     assert resumed.data.tags[schema.encoder_source_tag("image")].endswith("@champion")  # as given
     assert resumed.data.params["encoders"] == "audio=scratch,image=pretrained"
     assert schema.ERROR not in resumed.data.tags
-    assert resumed.data.tags[schema.INTERRUPTED] == "interrupted (SIGINT/SIGTERM)"
+    assert resumed.data.tags[schema.INTERRUPTED] == "interrupted (SIGINT/SIGTERM/SIGHUP)"
     assert resumed.data.tags[schema.RESUMED] == "1"
+
+
+def test_two_resumes_of_one_run_at_once_leave_one_writer(
+    tracking_uri: str, subprocess_env: dict[str, str]
+) -> None:
+    client = MlflowClient(tracking_uri)
+    proc = tsp_process(ARGS, subprocess_env)
+    run = wait_for("an epoch", lambda: next(
+        (r for r in runs(client, "") if epochs_logged(client, r.info.run_id)), None), proc)  # fmt: skip
+    run_id = run.info.run_id  # type: ignore[union-attr]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumes = [tsp_process([*ARGS, "--resume", run_id], subprocess_env) for _ in range(2)]
+    codes = sorted(p.wait(timeout=300) for p in resumes)
+    errors = "".join(p.stderr.read() for p in resumes)  # type: ignore[union-attr]
+    # One continues the run; the other stands down (or is refused: the run is live).
+    assert codes == [0, 2], errors[-3000:]
+    assert "another process" in errors or "is still RUNNING" in errors
+    done = client.get_run(run_id)
+    assert done.info.status == "FINISHED" and schema.ERROR not in done.data.tags
+    for key in done.data.metrics:
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert len(steps) == len(set(steps)), key  # nothing logged twice
+    assert epochs_logged(client, run_id) == list(range(1, EPOCHS + 1))

@@ -32,9 +32,9 @@ def missing_rates(
                 f"{where} names unknown modalities {unknown}; this dataset has "
                 f"{', '.join(modalities)}"
             )
-        rates = {m: float(value.get(m, 0.0)) for m in modalities}
+        rates = {m: _rate(value.get(m, 0.0), where) for m in modalities}
     else:
-        rates = dict.fromkeys(modalities, float(value))
+        rates = dict.fromkeys(modalities, _rate(value, where))
     bad = {m: r for m, r in rates.items() if not 0.0 <= r < 1.0}
     if bad:
         raise UserInputError(
@@ -42,6 +42,15 @@ def missing_rates(
             f"(every modality) or {where}={{{modalities[0]}:0.5}}"
         )
     return rates
+
+
+def _rate(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(
+            f"{where}: a missing rate must be a number in [0, 1), got {value!r}; e.g. {where}=0.2"
+        ) from None
 
 
 def describe_rates(rates: Mapping[str, float]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -13,6 +15,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -68,8 +71,12 @@ def check_optimizer(cfg: DictConfig) -> None:
     torch's own argument checks (and ours: a learning rate must be positive) run before
     any run exists rather than inside one."""
     lr = cfg.optim.get("lr")  # per-encoder rates (finetune.lr) are checked by finetune
-    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0):
-        raise UserInputError(f"optim.lr must be a positive number, got {lr!r}; e.g. optim.lr=1e-3")
+    if "lr" in cfg.optim and not (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < math.inf
+    ):
+        raise UserInputError(
+            f"optim.lr must be a positive, finite number, got {lr!r}; e.g. optim.lr=1e-3"
+        )
     stand_in = [torch.nn.Parameter(torch.zeros(1))]
     for group in ("optim", "scheduler"):
         try:
@@ -313,9 +320,10 @@ def mark_resumed(run_id: str, epoch: int) -> None:
     tags = client.get_run(run_id).data.tags
     if schema.ERROR in tags:
         client.set_tag(run_id, schema.INTERRUPTED, tags[schema.ERROR])
-        client.delete_tag(run_id, schema.ERROR)
-    if schema.REAPED in tags:
-        client.delete_tag(run_id, schema.REAPED)
+    for tag in (schema.ERROR, schema.REAPED):
+        if tag in tags:
+            with contextlib.suppress(MlflowException):  # gone already: nothing to move
+                client.delete_tag(run_id, tag)
     client.set_tag(run_id, schema.RESUMED, str(epoch))
 
 

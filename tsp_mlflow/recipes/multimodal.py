@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import mlflow
 import torch
 from hydra.utils import instantiate
 from mlflow import MlflowClient
@@ -34,21 +35,29 @@ from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_en
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten, log_config
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
-from tsp_mlflow.tracking.resume import check_resumable
+from tsp_mlflow.tracking.resume import check_resumable, claim
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.finetune import apply_modes, check_learning_rates, encoder_modes
 from tsp_mlflow.training.representations import log_representations
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
-def encoders_of_run(run_id: str) -> str | None:
+def encoders_of_run(run_id: str, given: str) -> str | None:
     """The ``encoders`` value that names the exact encoder runs a fusion run used
     (``audio=run:<id>,image=scratch``): a resume loads those, wherever ``@champion`` is
-    now. None when ``run_id`` is not a fusion run (the resume check then says so)."""
+    now. ``given`` must be what the run was started with. None when ``run_id`` is not a
+    fusion run (the resume check then says so)."""
     try:
-        tags = MlflowClient().get_run(run_id).data.tags
+        run = MlflowClient().get_run(run_id)
     except MlflowException:
         return None
+    tags, started_with = run.data.tags, run.data.params.get("encoders")
+    if started_with is not None and started_with != given:
+        raise UserInputError(
+            f"resume={run_id!r} was started with other settings (encoders: run has "
+            f"{started_with!r}, now {given!r}); rerun the command that started it, adding "
+            "only --resume"
+        )
     modalities = [m for m in tags.get(schema.MODALITIES, "").split(",") if m]
     if tags.get(schema.STAGE) != schema.STAGE_MULTIMODAL or not modalities:
         return None
@@ -164,8 +173,6 @@ class MultimodalRecipe:
         multirun's); ``tags`` are added to the run's own; ``resume`` continues that
         (interrupted) run from its last checkpoint."""
         cfg = self.cfg
-        if resume:
-            self.check_resume(resume)
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
         device = resolve_device(cfg.runtime.device)
@@ -182,18 +189,23 @@ class MultimodalRecipe:
         apply_modes(model, self.modes)
 
         datasets = make_datasets(cfg, self.modalities)  # a malformed file creates no run
+        if resume:  # checked last, so that no other resume can slip in between
+            self.check_resume(resume)
         name = f"{self.condition}-seed{cfg.seed}"
         tags = {**self.tags(), **provenance_tags(config), **(tags or {})}
         if resume:  # keep the run's own tags (its encoder sources as first given)
             tags = {}
         with tracked_run(run_name=name, tags=tags, nested=nested, run_id=run_id or resume,
                          parent_run_id=parent_run_id) as run:  # fmt: skip
+            if resume:
+                claim(resume)
             log_config(config, resumed=bool(resume))
             if not (resume and run.inputs.dataset_inputs):  # a resumed run may have them
                 log_dataset_inputs(cfg, datasets)
             loaders = make_loaders(cfg, datasets, generator, device)
             train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end,
                            resume_run_id=resume)  # fmt: skip
-            if cfg.representations:
+            logged = set(mlflow.get_run(run.info.run_id).data.metrics) if resume else set()
+            if cfg.representations and not any(k.startswith("probe/") for k in logged):
                 log_representations(model, loaders, device, self.task)
         return run.info.run_id

@@ -29,7 +29,7 @@ from tsp_mlflow.recipes.common import (
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten, log_config
 from tsp_mlflow.tracking.registry import is_registered, register_encoder
-from tsp_mlflow.tracking.resume import check_resumable
+from tsp_mlflow.tracking.resume import check_resumable, claim
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
@@ -91,8 +91,6 @@ class PretrainRecipe:
         run under a parent this process does not hold open; ``resume`` continues that
         (interrupted) run from its last checkpoint."""
         cfg, m = self.cfg, self.modality
-        if resume:
-            self.check_resume(resume)
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
         device = resolve_device(cfg.runtime.device)
@@ -104,9 +102,13 @@ class PretrainRecipe:
         )
         model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
         datasets = make_datasets(cfg, [m])
+        if resume:  # checked last, so that no other resume can slip in between
+            self.check_resume(resume)
         tags = {} if resume else self.tags()  # a resumed run keeps its own
         with tracked_run(run_name=f"pretrain-{m}", tags=tags, nested=nested,
                          run_id=run_id or resume, parent_run_id=parent_run_id) as run:  # fmt: skip
+            if resume:
+                claim(resume)
             log_config(self.config, resumed=bool(resume))
             if not (resume and run.inputs.dataset_inputs):
                 log_dataset_inputs(cfg, datasets)

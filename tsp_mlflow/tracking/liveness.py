@@ -144,8 +144,8 @@ def resume_hint(run: Run) -> str:
     """How to continue ``run``: a nested run (a pipeline's cell) through its parent."""
     parent = run.data.tags.get(schema.PARENT_RUN_ID)
     if parent:
-        return f"continue it by resuming its parent: --resume {parent}"
-    return f"continue it with --resume {run.info.run_id}"
+        return f"continue it by rerunning its parent's command with --resume {parent}"
+    return f"continue it by rerunning the command that started it with --resume {run.info.run_id}"
 
 
 def mark_killed(dead: DeadRun, client: MlflowClient | None = None) -> None:

@@ -74,6 +74,17 @@ def resolve_encoder(uri: str) -> EncoderLocation:
 
 def download_encoder(location: EncoderLocation, dst: Path) -> Path:
     """Download the encoder folder; only JSON and safetensors are read from it afterwards."""
-    return Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=location.artifact_uri, dst_path=str(dst))
-    )
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=location.artifact_uri, dst_path=str(dst)
+            )
+        )
+    except MlflowException as err:
+        if "No such artifact" not in str(err) and "does not exist" not in str(err):
+            raise
+        raise EncoderNotFound(
+            f"{location.uri!r}: run {location.run_id} has no encoder at {location.artifact_uri} "
+            "(it is not a pretrain run, or the path is wrong); name a pretrain run "
+            "(run:<id>) or a registered encoder (models:/<name>@champion)"
+        ) from None

@@ -8,9 +8,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.errors import ResumeTaken, UserInputError
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.liveness import STALE_AFTER_SECONDS, mark_killed, why_dead
+from tsp_mlflow.tracking.liveness import STALE_AFTER_SECONDS, mark_killed, this_process, why_dead
 from tsp_mlflow.tracking.params import semantic_params
 
 
@@ -116,3 +116,20 @@ def children(parent_id: str, stage: str) -> list[Run]:
         token = page.token
         if not token:
             return found
+
+
+CLAIM_SECONDS = 1.0
+
+
+def claim(run_id: str) -> None:
+    """Called right after reopening ``run_id`` for a resume: two processes resuming the
+    same run at once both passed :func:`check_resumable`, and both just wrote their process
+    record. After a pause only the last writer still finds its own; the other stands down
+    (:class:`ResumeTaken`) before it logs anything."""
+    time.sleep(CLAIM_SECONDS)
+    holder = MlflowClient().get_run(run_id).data.tags.get(schema.PROCESS)
+    if holder != this_process():
+        raise ResumeTaken(
+            f"resume={run_id!r}: another process ({holder}) is resuming this run at the same "
+            "time; it continues the run, and this one stops without touching it"
+        )

@@ -47,9 +47,15 @@ def check_tracking_server(uri: str) -> None:
             raise_on_status=False,
         )
     except (requests.exceptions.RequestException, MlflowException) as err:
+        reason = _short(err)
+        if reason == "timed out":  # something listens but does not answer
+            fix = "it accepts connections but does not answer: is it overloaded or hung?"
+        else:
+            port = urlparse(uri).port or (443 if uri.startswith("https") else 80)
+            fix = (f"start it (e.g. `mlflow server --port {port}`) or point "
+                   "MLFLOW_TRACKING_URI at a running one")  # fmt: skip
         raise TrackingServerError(
-            f"cannot reach the tracking server at {shown} ({_short(err)}); start it (e.g. "
-            "`mlflow server --port 5000`) or point MLFLOW_TRACKING_URI at a running one"
+            f"cannot reach the tracking server at {shown} ({reason}); {fix}"
         ) from None
     if response.status_code == 401:
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")

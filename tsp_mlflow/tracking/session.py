@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-from tsp_mlflow.errors import RunStopped, TrackingServerLost
+from tsp_mlflow.errors import ResumeTaken, RunStopped, TrackingServerLost
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.liveness import HEARTBEAT, liveness_tags
 from tsp_mlflow.tracking.params import redact_uri
@@ -91,6 +92,9 @@ def tracked_run(
     """
     if nested or parent_run_id or os.environ.get("MLFLOW_RUN_ID"):
         experiment_id = None
+    global last_signal
+    if not nested:
+        last_signal = None
     tags = {**tags, **liveness_tags()}
     if run_id:
         run = mlflow.start_run(run_id=run_id, nested=nested, tags=tags)
@@ -98,16 +102,24 @@ def tracked_run(
         run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags,
                                experiment_id=experiment_id, parent_run_id=parent_run_id)  # fmt: skip
     HEARTBEAT.add(run.info.run_id)
-    previous = signal.getsignal(signal.SIGTERM)
-    if not nested:  # turn SIGTERM into an exception so the run is closed as KILLED
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    if not nested:  # turn SIGTERM/SIGHUP into an exception so the run is closed as KILLED
+        for s in STOP_SIGNALS:
+            signal.signal(s, _raise_keyboard_interrupt)
     try:
         yield run
         mlflow.end_run(
             RunStatus.to_string(RunStatus.FINISHED)
         )  # inside try: a failure here fails the run
     except KeyboardInterrupt:
-        _end(run.info.run_id, RunStatus.KILLED, "interrupted (SIGINT/SIGTERM)")
+        _end(run.info.run_id, RunStatus.KILLED, "interrupted (SIGINT/SIGTERM/SIGHUP)")
+        if not nested:
+            print(f"run {run.info.run_id} stopped (KILLED) after saving a checkpoint; continue it "
+                  f"by rerunning the same command with --resume {run.info.run_id}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        raise
+    except ResumeTaken:  # another process holds the run now: leave it alone
+        _forget_active_runs()
         raise
     except RunStopped as err:
         _end(run.info.run_id, RunStatus.KILLED, str(err), tag=schema.STOPPED)
@@ -127,7 +139,8 @@ def tracked_run(
     finally:
         HEARTBEAT.remove(run.info.run_id)
         if not nested:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _forget_active_runs() -> None:
@@ -147,11 +160,13 @@ def deferred_interrupts() -> Iterator[None]:
     received: list[int] = []
 
     def hold(signum: int, frame: FrameType | None) -> None:
+        global last_signal
+        last_signal = signum
         if received:  # asked twice: the user means it now
             raise KeyboardInterrupt(f"signal {signum}")
         received.append(signum)
 
-    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, *STOP_SIGNALS)}
     try:
         yield
     finally:
@@ -183,5 +198,12 @@ def _end(run_id: str, status: int, reason: str, tag: str = schema.ERROR) -> None
             client.set_terminated(run_id, RunStatus.to_string(status))
 
 
+# SIGHUP: a closed terminal or a lost ssh session.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+last_signal: int | None = None  # the CLI exits with 128 + it
+
+
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    global last_signal
+    last_signal = signum
     raise KeyboardInterrupt(f"signal {signum}")

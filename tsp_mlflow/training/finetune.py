@@ -50,9 +50,14 @@ def _is_bias(name: str) -> bool:
 def check_learning_rates(lrs: Mapping[str, float | None], modalities: Sequence[str]) -> None:
     unknown = sorted(set(lrs) - set(modalities))
     if unknown:
-        raise UserInputError(f"finetune.lr names unknown modalities {unknown}")
+        raise UserInputError(
+            f"finetune.lr names unknown modalities {unknown}; this dataset has "
+            f"{', '.join(modalities)}"
+        )
     for m, lr in lrs.items():
-        if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0):
+        if lr is not None and not (
+            isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")
+        ):
             raise UserInputError(
                 f"finetune.lr.{m} must be a positive number, got {lr!r}; e.g. finetune.lr={{{m}:1e-4}}"
             )
