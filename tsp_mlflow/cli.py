@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -77,6 +78,19 @@ def _mark_project_run_as_resuming(run_id: str) -> None:
         )
 
 
+def _run_or_resume(recipe: Any, resume: str, experiment: str) -> str:
+    """Run a training recipe: anew in ``experiment``, or continuing run ``resume`` (whose
+    experiment is fixed already)."""
+    from tsp_mlflow.tracking.session import use_experiment
+
+    if resume:
+        recipe.check_resume(resume)  # fails fast; run() checks again just before reopening
+        _mark_project_run_as_resuming(resume)
+    else:
+        use_experiment(experiment)
+    return str(recipe.run(resume=resume or None))
+
+
 def _start() -> str:
     from tsp_mlflow.tracking.session import configure_tracking
 
@@ -107,7 +121,6 @@ def pretrain(
     """
     from tsp_mlflow.config import compose_config, quote
     from tsp_mlflow.recipes.pretrain import PretrainRecipe
-    from tsp_mlflow.tracking.session import use_experiment
 
     _check_dataset(dataset)
     stage = _stage_overrides(
@@ -116,12 +129,7 @@ def pretrain(
     cfg, _ = compose_config("pretrain", stage)
     recipe = PretrainRecipe(cfg)
     _start()
-    if resume:  # the run's experiment is fixed already
-        recipe.check_resume(resume)
-        _mark_project_run_as_resuming(resume)
-    else:
-        use_experiment(cfg.tracking.experiment)
-    run_id = recipe.run(resume=resume or None)
+    run_id = _run_or_resume(recipe, resume, cfg.tracking.experiment)
     click.echo(
         f"pretrain run {run_id} finished; {registry_summary(cfg.data.name, modality, run_id)}"
     )
@@ -149,7 +157,6 @@ def multimodal(
     """
     from tsp_mlflow.config import compose_config, group_options, quote
     from tsp_mlflow.recipes.multimodal import MultimodalRecipe, encoders_of_run
-    from tsp_mlflow.tracking.session import use_experiment
 
     _check_dataset(dataset)
     if fusion not in group_options("model/fusion"):
@@ -163,12 +170,7 @@ def multimodal(
     stage = _stage_overrides(dataset, epochs, overrides, *params)
     cfg, choices = compose_config("multimodal", stage)
     recipe = MultimodalRecipe(cfg, fusion_name=choices["model/fusion"])
-    if resume:  # the run's experiment is fixed already
-        recipe.check_resume(resume)
-        _mark_project_run_as_resuming(resume)
-    else:
-        use_experiment(cfg.tracking.experiment)
-    run_id = recipe.run(resume=resume or None)
+    run_id = _run_or_resume(recipe, resume, cfg.tracking.experiment)
     click.echo(f"multimodal run {run_id} finished (condition {recipe.condition})")
 
 
