@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
 from tsp_mlflow.training.checkpoint import capture, restore
-from tsp_mlflow.training.finetune import param_groups, parameter_counts
+from tsp_mlflow.training.finetune import is_learning_rate, param_groups, parameter_counts
 from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has_missing
 from tsp_mlflow.training.tasks import Task
 
@@ -71,24 +70,28 @@ def check_optimizer(cfg: DictConfig) -> None:
     torch's own argument checks (and ours: a learning rate must be positive) run before
     any run exists rather than inside one."""
     lr = cfg.optim.get("lr")  # per-encoder rates (finetune.lr) are checked by finetune
-    if "lr" in cfg.optim and not (
-        isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < math.inf
-    ):
+    if "lr" in cfg.optim and not is_learning_rate(lr):
         raise UserInputError(
             f"optim.lr must be a positive, finite number, got {lr!r}; e.g. optim.lr=1e-3"
         )
     stand_in = [torch.nn.Parameter(torch.zeros(1))]
-    for group in ("optim", "scheduler"):
-        try:
-            optimizer = instantiate(cfg.optim)(stand_in)
-            if group == "scheduler":
-                instantiate(cfg.scheduler)(optimizer)
-        except (InstantiationException, TypeError, ValueError) as err:
-            cause = err.__cause__ if isinstance(err, InstantiationException) else err
-            first = (str(cause or err).splitlines() or [type(cause or err).__name__])[0]
-            raise UserInputError(
-                f"{group}: {first}; fix the values under {group}.* (conf/{group}/)"
-            ) from None
+    with _config_errors("optim"):
+        optimizer = instantiate(cfg.optim)(stand_in)
+    with _config_errors("scheduler"):
+        instantiate(cfg.scheduler)(optimizer)
+
+
+@contextlib.contextmanager
+def _config_errors(group: str) -> Iterator[None]:
+    """A constructor's own argument error, as a one-line error naming the config group."""
+    try:
+        yield
+    except (InstantiationException, TypeError, ValueError) as err:
+        cause = (err.__cause__ if isinstance(err, InstantiationException) else None) or err
+        first = (str(cause).splitlines() or [type(cause).__name__])[0]
+        raise UserInputError(
+            f"{group}: {first}; fix the values under {group}.* (conf/{group}/)"
+        ) from None
 
 
 def _is_int(value: object) -> bool:

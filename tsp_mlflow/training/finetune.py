@@ -4,6 +4,7 @@ learning rate per modality becomes its own optimizer parameter group."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,11 @@ def _is_bias(name: str) -> bool:
     return name.rsplit(".", 1)[-1] == "bias"
 
 
+def is_learning_rate(value: object) -> bool:
+    """A positive, finite number (torch itself accepts 0, and inf only fails mid-run)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
+
+
 def check_learning_rates(lrs: Mapping[str, float | None], modalities: Sequence[str]) -> None:
     unknown = sorted(set(lrs) - set(modalities))
     if unknown:
@@ -55,9 +61,7 @@ def check_learning_rates(lrs: Mapping[str, float | None], modalities: Sequence[s
             f"{', '.join(modalities)}"
         )
     for m, lr in lrs.items():
-        if lr is not None and not (
-            isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")
-        ):
+        if lr is not None and not is_learning_rate(lr):
             raise UserInputError(
                 f"finetune.lr.{m} must be a positive number, got {lr!r}; e.g. finetune.lr={{{m}:1e-4}}"
             )
