@@ -5,18 +5,19 @@ The naive loop is what a researcher writes first: search the runs, then call
 (bulk history requests, bounded concurrency). Both run side by side in one process
 against the same server; only their ratio is meaningful on a shared machine.
 
-    python bench/analysis_fetch.py            # 1,000 runs × 20 epochs × 3 patterns
-    python bench/analysis_fetch.py --quick    # 60 runs: a smoke test (CI runs it)
+    python -m bench.analysis_fetch            # 1,000 runs x 20 epochs x 3 patterns, 2 rounds
+    python -m bench.analysis_fetch --quick    # 60 runs: a smoke test (CI runs it)
+
+Target: >= 5x.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from mlflow import MlflowClient
 
 from analysis.data import (
@@ -29,20 +30,22 @@ from analysis.data import (
 )
 from analysis.results import AnalysisInputs, AnalysisSettings, compute_results
 from analysis.synthetic import log_synthetic_pipeline
+from bench.harness import Result, Table, arguments, interleave, quiet_mlflow, ratio, save
 from tsp_mlflow.tracking.local_server import local_server
 
 PATTERNS = ("audio", "image", "audio-image")
+TARGET = ">= 5"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000, help="fusion runs to create")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="60 runs, 5 epochs")
     args = parser.parse_args()
-    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # one line per run otherwise
-    runs, epochs = (60, 5) if args.quick else (args.runs, args.epochs)
+    quiet_mlflow()
+    runs, epochs, rounds = (60, 5, 1) if args.quick else (args.runs, args.epochs, 2)
     keys = [*(f"val/{p}/accuracy" for p in PATTERNS), "time/epoch_s"]
+    result = Result("analysis_fetch", "Analysis fetch", quick=args.quick)
 
     with tempfile.TemporaryDirectory(prefix="tsp-bench-") as tmp, local_server(Path(tmp)) as url:
         client = MlflowClient(url)
@@ -50,37 +53,54 @@ def main() -> None:
         start = time.perf_counter()
         log_synthetic_pipeline(client, experiment_id, seeds=runs // 2, epochs=epochs,
                                metrics=("accuracy",))  # fmt: skip
-        print(f"populated {runs} runs × {epochs} epochs × {len(PATTERNS)} patterns "
+        print(f"populated {runs} runs x {epochs} epochs x {len(PATTERNS)} patterns "
               f"in {time.perf_counter() - start:.1f} s ({url})")  # fmt: skip
+        points: dict[str, int] = {}
 
-        start = time.perf_counter()
-        naive_runs = _naive_search(client, experiment_id)
-        naive_points = sum(
-            len(client.get_metric_history(r.info.run_id, key)) for r in naive_runs for key in keys
+        def naive() -> list[float]:
+            start = time.perf_counter()
+            found = _naive_search(client, experiment_id)
+            points["naive"] = sum(
+                len(client.get_metric_history(r.info.run_id, key)) for r in found for key in keys
+            )
+            return [time.perf_counter() - start]
+
+        def ours() -> list[float]:
+            start = time.perf_counter()
+            found = select_runs(client, Selection((experiment_id,)))
+            histories = fetch_histories(client, [r.info.run_id for r in found], keys)
+            points["ours"] = len(histories)
+            return [time.perf_counter() - start]
+
+        def ours_with_analysis() -> list[float]:
+            start = time.perf_counter()
+            found = select_runs(client, Selection((experiment_id,)))
+            histories = fetch_histories(client, [r.info.run_id for r in found], keys)
+            inputs = AnalysisInputs(runs_frame(found), pattern_values(found), histories,
+                                    lineage_frame(client, found))  # fmt: skip
+            compute_results(inputs, AnalysisSettings(metrics=("accuracy",)))
+            return [time.perf_counter() - start]
+
+        samples = interleave(
+            {"naive": naive, "ours": ours, "ours + analysis": ours_with_analysis}, rounds
         )
-        naive_s = time.perf_counter() - start
 
-        start = time.perf_counter()
-        found = select_runs(client, Selection((experiment_id,)))
-        histories = fetch_histories(client, [r.info.run_id for r in found], keys)
-        fetch_s = time.perf_counter() - start
-        inputs = AnalysisInputs(runs_frame(found), pattern_values(found), histories,
-                                lineage_frame(client, found))  # fmt: skip
-        compute_results(inputs, AnalysisSettings(metrics=("accuracy",)))
-        total_s = time.perf_counter() - start
-
-    assert naive_points == len(histories), (naive_points, len(histories))
-    print()
-    print("| what | seconds | points |")
-    print("|---|---|---|")
-    print(
-        f"| naive: search + get_metric_history per run and key | {naive_s:.2f} | {naive_points} |"
-    )
-    print(f"| ours: search + bulk histories | {fetch_s:.2f} | {len(histories)} |")
-    print(f"| ours: fetch + the whole analysis | {total_s:.2f} | |")
-    print()
-    print(f"fetch speed-up (naive / ours): {naive_s / fetch_s:.1f}x")
-    print(f"fetch + analysis vs naive fetch alone: {naive_s / total_s:.1f}x")
+    if points["naive"] != points["ours"]:
+        raise SystemExit(f"the two fetches disagree: {points}")
+    result.add_table(Table(
+        f"{runs} fusion runs x {epochs} epochs x {len(keys)} metric keys from a local "
+        f"`mlflow server`, {rounds} round(s)",
+        ["what", "median seconds", "points"],
+        [["naive: search + get_metric_history per run and key",
+          float(np.median(samples["naive"])), points["naive"]],
+         ["ours: search + bulk histories", float(np.median(samples["ours"])), points["ours"]],
+         ["ours: fetch + the whole analysis", float(np.median(samples["ours + analysis"])), ""]],
+    ))  # fmt: skip
+    result.add_ratio(ratio("fetch speed-up, naive / ours", samples["naive"], samples["ours"],
+                           TARGET))  # fmt: skip
+    result.add_ratio(ratio("naive fetch alone / our fetch + the whole analysis",
+                           samples["naive"], samples["ours + analysis"]))  # fmt: skip
+    save(result, args.out)
 
 
 def _naive_search(client: MlflowClient, experiment_id: str) -> list:

@@ -94,15 +94,15 @@ def test_a_torn_newest_checkpoint_falls_back_and_the_good_one_survives(tracking_
 
     model, optimizer, scheduler, generator = tiny_training()
     with mlflow.start_run() as run:
-        saver = RunCheckpointer(every_n_epochs=1, last_epoch=3)
+        run_id = run.info.run_id
+        saver = RunCheckpointer(run_id, every_n_epochs=1, last_epoch=3)
         for epoch in (1, 2):
             saver.offer(
                 checkpoint.capture(epoch, model, optimizer, scheduler, generator, FitResult())
             )
-        run_id = run.info.run_id
         assert [e for e, _ in checkpoint_paths(run_id)] == [2]  # the superseded one is gone
         # As a crash mid-upload leaves them: a whole epoch-1 checkpoint beside a torn epoch 2.
-        RunCheckpointer(1, 3).offer(
+        RunCheckpointer(run_id, 1, 3).offer(
             checkpoint.capture(1, model, optimizer, scheduler, generator, FitResult())
         )
         torn = Path(mlflow.get_artifact_uri().removeprefix("file://")) / schema.checkpoint_path(2)
@@ -110,8 +110,8 @@ def test_a_torn_newest_checkpoint_falls_back_and_the_good_one_survives(tracking_
 
         loaded = latest_checkpoint(run_id)
         assert loaded is not None and loaded.epoch == 1
-        resumed = RunCheckpointer(every_n_epochs=1, last_epoch=3)
-        resumed.adopt(run_id, loaded.epoch)
+        resumed = RunCheckpointer(run_id, every_n_epochs=1, last_epoch=3)
+        resumed.adopt(loaded.epoch)
         assert [e for e, _ in checkpoint_paths(run_id)] == [1]  # torn one deleted, good kept
         resumed.offer(checkpoint.capture(2, model, optimizer, scheduler, generator, FitResult()))
         assert [e for e, _ in checkpoint_paths(run_id)] == [2]

@@ -27,11 +27,12 @@ from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.models.serialization import encoder_spec, save_encoder
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.background import BackgroundWriter, writes_in_background
 from tsp_mlflow.tracking.checkpoints import RunCheckpointer, latest_checkpoint, logged_epochs
 from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
-from tsp_mlflow.training.checkpoint import capture, restore
+from tsp_mlflow.training.checkpoint import TrainingState, capture, restore
 from tsp_mlflow.training.finetune import is_learning_rate, param_groups, parameter_counts
 from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has_missing
 from tsp_mlflow.training.tasks import Task
@@ -62,6 +63,7 @@ def check_trainer(cfg: DictConfig) -> None:
             f"trainer.checkpoint.every_n_epochs must be an integer >= 0 (0: no checkpoints), "
             f"got {every!r}"
         )
+    writes_in_background(cfg.tracking.background_writes, torch.device("cpu"))  # a valid value
     check_optimizer(cfg)
 
 
@@ -189,16 +191,22 @@ def make_loaders(
     generator: torch.Generator,
     device: torch.device,
 ) -> dict[str, DataLoader]:
-    """One loader per split; only train shuffles."""
-    pin = device.type == "cuda"
+    """One loader per split; only train shuffles.
+
+    Worker processes, when asked for, persist across epochs: every epoch iterates the val
+    loader too, and starting workers twice an epoch measured slower than keeping them
+    (bench/data.py). ``pin_memory`` speeds host-to-GPU copies and is only set on CUDA.
+    """
+    workers = cfg.trainer.num_workers
     return {
         split: DataLoader(
             dataset,
             batch_size=cfg.trainer.batch_size,
             shuffle=split == "train",
             generator=generator if split == "train" else None,
-            num_workers=cfg.trainer.num_workers,
-            pin_memory=pin,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
         )
         for split, dataset in datasets.items()
     }
@@ -255,46 +263,59 @@ def train_and_test(
     generator = loaders["train"].generator
     epochs = cfg.trainer.epochs
     state, logged, earlier_s = FitResult(), set[int](), 0.0
-    checkpointer = RunCheckpointer(cfg.trainer.checkpoint.every_n_epochs, last_epoch=epochs)
+    run_id = resume_run_id or mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    every = cfg.trainer.checkpoint.every_n_epochs
+    checkpointer = RunCheckpointer(run_id, every, last_epoch=epochs)
     if resume_run_id is not None:
         saved = latest_checkpoint(resume_run_id)
         logged = logged_epochs(resume_run_id)
         if saved is not None:
             state = restore(saved, model, optimizer, scheduler, generator, device)
             earlier_s = float(saved.extra.get("elapsed_s", 0.0))
-        checkpointer.adopt(resume_run_id, saved.epoch if saved else None)
+        checkpointer.adopt(saved.epoch if saved else None)
         mark_resumed(resume_run_id, saved.epoch if saved else 0)
         print(f"resuming run {resume_run_id} after epoch {state.epochs_run}", flush=True)
-    logger = EpochLogger(already_logged=logged)
+    logger = EpochLogger(run_id, already_logged=logged)
     logger.replay(state.history, state.epoch_seconds)
 
     def log_epoch(epoch: int, metrics: EpochMetrics, seconds: float) -> None:
+        snapshot = None
         if checkpointer.enabled:  # a CPU copy of the state, only when it may be saved
             snapshot = capture(epoch, model, optimizer, scheduler, generator, state, device)
             snapshot.extra["elapsed_s"] = earlier_s + time.perf_counter() - started
-            checkpointer.offer(snapshot)
-        logger.log_epoch(epoch, metrics, seconds)
+        writer.submit(lambda: write_epoch(snapshot, epoch, metrics, seconds))
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, seconds)
 
-    try:
-        result = fit(
-            model,
-            loaders["train"],
-            loaders["val"],
-            optimizer=optimizer,
-            scheduler=scheduler,
-            epochs=epochs,
-            patterns=patterns,
-            task=task,
-            monitor_pattern=pattern_name(model.modalities, model.modalities),
-            device=device,
-            on_epoch_end=log_epoch,
-            resume_from=state,
-        )
-    except KeyboardInterrupt:  # SIGINT/SIGTERM: the last finished epoch is saved first
-        checkpointer.flush()
-        raise
+    def write_epoch(
+        snapshot: TrainingState | None, epoch: int, metrics: EpochMetrics, seconds: float
+    ) -> None:  # on the writer thread while the next epoch trains: checkpoint, then metrics
+        if snapshot is not None:
+            checkpointer.offer(snapshot)
+        logger.log_epoch(epoch, metrics, seconds)
+
+    background = writes_in_background(cfg.tracking.background_writes, device)
+    with BackgroundWriter(enabled=background) as writer:
+        try:
+            result = fit(
+                model,
+                loaders["train"],
+                loaders["val"],
+                optimizer=optimizer,
+                scheduler=scheduler,
+                epochs=epochs,
+                patterns=patterns,
+                task=task,
+                monitor_pattern=pattern_name(model.modalities, model.modalities),
+                device=device,
+                on_epoch_end=log_epoch,
+                resume_from=state,
+            )
+        except KeyboardInterrupt:  # SIGINT/SIGTERM: the last finished epoch is saved first
+            with contextlib.suppress(Exception):  # its writes may have failed: flush anyway
+                writer.drain()
+            checkpointer.flush()
+            raise
     model.load_state_dict(result.best_state)
     latency: list[float] = []
     test = evaluate(model, loaders["test"], patterns, device, task,

@@ -2,7 +2,8 @@
 
 Each checkpoint goes to ``checkpoints/epoch-NNNN/``; the previous one is deleted only once
 the new one is complete, so a crash mid-upload always leaves one whole checkpoint behind.
-Writes happen with SIGINT/SIGTERM deferred, so an interrupt cannot tear them either.
+Writes happen with SIGINT/SIGTERM deferred, so an interrupt cannot tear them either (on
+the :class:`~tsp_mlflow.tracking.background.BackgroundWriter` thread signals never arrive).
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ _EPOCH_DIR = re.compile(r"epoch-(\d+)$")
 
 
 class RunCheckpointer:
-    """Saves the active run's training state every ``every_n_epochs`` epochs and at the last.
+    """Saves run ``run_id``'s training state every ``every_n_epochs`` epochs and at the last.
 
     Between saves the newest state is held in memory, so :meth:`flush` (on SIGINT/SIGTERM)
     still writes the last completed epoch. ``every_n_epochs=0`` turns checkpoints off.
     """
 
-    def __init__(self, every_n_epochs: int, last_epoch: int) -> None:
+    def __init__(self, run_id: str, every_n_epochs: int, last_epoch: int) -> None:
+        self.run_id = run_id
+        self.client = MlflowClient()
+        self._artifact_uri: str | None = None
         self.every_n_epochs = every_n_epochs
         self.last_epoch = last_epoch
         self.saved_epoch = 0
@@ -57,27 +61,28 @@ class RunCheckpointer:
         path = schema.checkpoint_path(state.epoch)
         with deferred_interrupts(), tempfile.TemporaryDirectory(prefix="tsp-ckpt-") as tmp:
             checkpoint.save(state, tmp)
-            mlflow.log_artifacts(tmp, path)
+            self.client.log_artifacts(self.run_id, tmp, path)
             previous, self._saved_path, self.saved_epoch = self._saved_path, path, state.epoch
             if previous is not None and previous != path:  # the same path was overwritten
-                _delete(previous)
+                self._delete(previous)
 
-    def adopt(self, run_id: str, loaded_epoch: int | None) -> None:
+    def adopt(self, loaded_epoch: int | None) -> None:
         """After a resume from ``loaded_epoch``: keep that checkpoint as the one the next
         save supersedes, and delete every other (a torn newer one, older leftovers)."""
         keep = schema.checkpoint_path(loaded_epoch) if loaded_epoch else None
-        for _, path in checkpoint_paths(run_id):
+        for _, path in checkpoint_paths(self.run_id):
             if path != keep:
-                _delete(path)
+                self._delete(path)
         self._saved_path = keep
         self.saved_epoch = loaded_epoch or 0
 
-
-def _delete(path: str) -> None:
-    try:
-        get_artifact_repository(mlflow.get_artifact_uri()).delete_artifacts(path)
-    except Exception as err:  # an old checkpoint left behind costs space, not correctness
-        log.warning("could not delete the superseded checkpoint %s: %s", path, err)
+    def _delete(self, path: str) -> None:
+        try:
+            if self._artifact_uri is None:
+                self._artifact_uri = self.client.get_run(self.run_id).info.artifact_uri
+            get_artifact_repository(self._artifact_uri).delete_artifacts(path)
+        except Exception as err:  # an old checkpoint left behind costs space, not correctness
+            log.warning("could not delete the superseded checkpoint %s: %s", path, err)
 
 
 def checkpoint_paths(run_id: str) -> list[tuple[int, str]]:

@@ -1,11 +1,17 @@
-"""Per-epoch metrics to MLflow: one batched call per epoch, plus a ``metrics.json`` artifact."""
+"""Per-epoch metrics to MLflow: one batched call per epoch, plus a ``metrics.json`` artifact.
+
+Writes name their run explicitly (no fluent active run), so they may run on the
+:class:`~tsp_mlflow.tracking.background.BackgroundWriter` thread.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from typing import Any
 
-import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.utils.time import get_current_time_millis
 
 from tsp_mlflow.tracking import schema
 
@@ -39,7 +45,9 @@ class EpochLogger:
     crashed run still has every finished epoch.
     """
 
-    def __init__(self, already_logged: Collection[int] = ()) -> None:
+    def __init__(self, run_id: str, already_logged: Collection[int] = ()) -> None:
+        self.run_id = run_id
+        self.client = MlflowClient()
         self.document: dict[str, Any] = {"epochs": {}, "test": {}, "best_epoch": None}
         # A resumed run: epochs whose metrics the run holds already are never logged twice.
         self.logged = set(already_logged)
@@ -47,7 +55,7 @@ class EpochLogger:
     def log_epoch(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
         self._log_metrics(epoch, metrics, seconds)
         self.document["epochs"][str(epoch)] = metrics
-        mlflow.log_dict(self.document, schema.METRICS_ARTIFACT)
+        self._write_document()
 
     def replay(self, history: Sequence[SplitMetrics], seconds: Sequence[float]) -> None:
         """Epochs 1..N from a checkpoint: log those the run lacks, rebuild ``metrics.json``."""
@@ -55,13 +63,22 @@ class EpochLogger:
             self._log_metrics(epoch, metrics, s)
             self.document["epochs"][str(epoch)] = metrics
         if history:
-            mlflow.log_dict(self.document, schema.METRICS_ARTIFACT)
+            self._write_document()
 
     def _log_metrics(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
         if epoch in self.logged:
             return
-        mlflow.log_metrics({**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}, step=epoch)
+        self._log({**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}, step=epoch)
         self.logged.add(epoch)
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        now = get_current_time_millis()
+        batch = [Metric(key, float(value), now, step) for key, value in values.items()]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def _write_document(self) -> None:
+        self.client.log_dict(self.run_id, self.document, schema.METRICS_ARTIFACT)
 
     def log_test(
         self, test: dict[str, dict[str, float]], best_epoch: int, skip: Collection[str] = ()
@@ -69,7 +86,7 @@ class EpochLogger:
         """Test metrics at ``step=best_epoch``; keys in ``skip`` (logged by an earlier
         process of a resumed run) are not logged again."""
         flat = flatten_metrics({"test": test})
-        mlflow.log_metrics({k: v for k, v in flat.items() if k not in skip}, step=best_epoch)
+        self._log({k: v for k, v in flat.items() if k not in skip}, step=best_epoch)
         self.document["test"] = test
         self.document["best_epoch"] = best_epoch
-        mlflow.log_dict(self.document, schema.METRICS_ARTIFACT)
+        self._write_document()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 
 from tsp_mlflow.data.batch import Batch, ModalityInput, pattern_mask, pattern_name
@@ -168,7 +169,10 @@ def fit(
         # Metrics of the weights as they moved through the epoch; the loss over all
         # outputs equals the batch losses averaged with batch-size weights.
         train = task.metrics(torch.cat(outputs), torch.cat(targets))
-        val = evaluate(model, val_loader, patterns, device, task, observed=has_missing(val_loader))
+        with record_function("validate"):  # a named range in profiles (bench/profile_epoch.py)
+            val = evaluate(
+                model, val_loader, patterns, device, task, observed=has_missing(val_loader)
+            )
         value = val[monitor_pattern][task.monitor]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(sign * value)  # configs say mode=max: flip lower-is-better metrics

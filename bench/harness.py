@@ -1,0 +1,280 @@
+"""What every benchmark shares: the avdigits set-up, interleaved timing, ratios with
+bootstrap intervals, and the results file that ``bench.report`` renders into
+``docs/benchmarks.md``.
+
+Only ratios of arms measured side by side in one process mean anything on a shared
+machine, so arms run in alternating rounds (the order rotates every round) and each
+ratio comes with a 95% bootstrap interval over the repeated measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from scipy import stats
+from torch.utils.data import DataLoader
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+DOCS = REPO / "docs" / "benchmarks.md"
+
+
+@dataclass
+class Ratio:
+    """A headline ratio, its 95% bootstrap interval and its target (if the issue set one)."""
+
+    name: str
+    value: float
+    low: float
+    high: float
+    target: str = ""  # e.g. "<= 1.03"; empty: reported, no target
+
+    @property
+    def met(self) -> bool | None:
+        if not self.target:
+            return None
+        op, bound = self.target.split()
+        return self.value <= float(bound) if op == "<=" else self.value >= float(bound)
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Result:
+    """One benchmark's output: what ``bench.report`` renders and plots."""
+
+    name: str
+    title: str
+    quick: bool
+    ratios: list[Ratio] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)
+    date: str = ""
+
+    def add_ratio(self, ratio: Ratio) -> None:
+        self.ratios.append(ratio)
+        verdict = {True: " (target met)", False: " (TARGET MISSED)", None: ""}[ratio.met]
+        target = f", target {ratio.target}" if ratio.target else ""
+        print(f"{ratio.name}: {ratio.value:.3f} [95% CI {ratio.low:.3f}, {ratio.high:.3f}]"
+              f"{target}{verdict}", flush=True)  # fmt: skip
+
+    def add_table(self, table: Table) -> None:
+        self.tables.append(table)
+        print(f"\n{table.title}")
+        for line in markdown_table(table):
+            print(line)
+        print(flush=True)
+
+
+def markdown_table(table: Table) -> list[str]:
+    head = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    return [head, rule, *("| " + " | ".join(map(_cell, row)) + " |" for row in table.rows)]
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+def arguments(description: str, **defaults: Any) -> argparse.ArgumentParser:
+    """``--quick`` (the CI smoke test: seconds, writes nowhere in the repository) and
+    ``--out`` (where the results and the rendered page go)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true",
+                        help="a few seconds, for CI: the numbers are not meaningful")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default: bench/results; --quick: a temp folder)")  # fmt: skip
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+def save(result: Result, out: Path | None) -> Path:
+    """Write ``<name>.json`` and re-render the page beside it: ``docs/benchmarks.md`` for
+    full runs into ``bench/results``, ``<out>/benchmarks.md`` otherwise."""
+    from bench.report import render
+
+    if out is None and result.quick:
+        out = Path(os.environ.get("TSP_BENCH_OUT") or _temp_folder())
+    out = out or RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    result.machine = machine()
+    result.date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    path = out / f"{result.name}.json"
+    path.write_text(json.dumps(asdict(result), indent=1) + "\n")
+    page = DOCS if out.resolve() == RESULTS.resolve() else out / "benchmarks.md"
+    render(out, page)
+    print(f"results: {path}\npage: {page}")
+    return path
+
+
+def _temp_folder() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="tsp-bench-")
+
+
+def load(path: Path) -> Result:
+    raw = json.loads(path.read_text())
+    raw["ratios"] = [Ratio(**r) for r in raw["ratios"]]
+    raw["tables"] = [Table(**t) for t in raw["tables"]]
+    return Result(**raw)
+
+
+# --- timing ------------------------------------------------------------------------------
+
+
+def interleave(
+    arms: Mapping[str, Callable[[], Sequence[float]]], rounds: int
+) -> dict[str, list[float]]:
+    """Run every arm once per round, rotating the order each round; pool their samples.
+
+    Rotation spreads slow drift of the machine (another tenant, thermal state) over all
+    arms instead of charging it to whichever ran last.
+    """
+    names = list(arms)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            samples[name].extend(arms[name]())
+    return samples
+
+
+def ratio(
+    name: str, numerator: Sequence[float], denominator: Sequence[float], target: str = ""
+) -> Ratio:
+    """median(numerator) / median(denominator), with a 95% percentile-bootstrap interval
+    (independent resampling of both arms)."""
+    a, b = np.asarray(numerator, float), np.asarray(denominator, float)
+    value = float(np.median(a) / np.median(b))
+    if len(a) < 2 or len(b) < 2:
+        return Ratio(name, value, float("nan"), float("nan"), target)
+    boot = stats.bootstrap(
+        (a, b),
+        lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(0),
+    )
+    interval = boot.confidence_interval
+    return Ratio(name, value, float(interval.low), float(interval.high), target)
+
+
+class EpochClock:
+    """Wall time between consecutive epoch ends: an ``on_epoch_end`` hook.
+
+    An interval covers everything between two epoch ends (training, validation of every
+    pattern and whatever the recipe does with the epoch), unlike the loop's own
+    ``time/epoch_s``, which stops before the epoch is logged.
+    """
+
+    def __init__(self) -> None:
+        self.ends = [time.perf_counter()]
+
+    def __call__(self, *_: object) -> None:
+        self.ends.append(time.perf_counter())
+
+    def intervals(self, skip_first: bool = True) -> list[float]:
+        """Per-epoch seconds; the first epoch (allocator and cache warm-up) is left out."""
+        gaps = list(np.diff(self.ends))
+        return gaps[1:] if skip_first and len(gaps) > 1 else gaps
+
+
+# --- the avdigits set-up -------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """A composed ``multimodal`` config with its task and datasets, built once."""
+
+    cfg: DictConfig
+    task: Any
+    modalities: tuple[str, ...]
+    datasets: dict[str, Any]
+    device: torch.device
+
+    def model(self, seed: int = 0) -> Any:
+        from tsp_mlflow.models.late_fusion import LateFusionModel
+        from tsp_mlflow.recipes.common import build_encoder
+        from tsp_mlflow.training.runtime import seed_everything
+
+        seed_everything(seed)
+        encoders = {m: build_encoder(self.cfg, m) for m in self.modalities}
+        fusion = instantiate(self.cfg.model.fusion)(
+            in_dims={m: e.out_dim for m, e in encoders.items()}
+        )
+        head = instantiate(self.cfg.model.head)(
+            in_features=fusion.out_dim, out_features=self.task.num_outputs
+        )
+        return LateFusionModel(encoders, fusion, head).to(self.device)
+
+    def loaders(self, seed: int = 0, **loader_kwargs: Any) -> dict[str, DataLoader]:
+        from tsp_mlflow.recipes.common import make_loaders
+
+        generator = torch.Generator().manual_seed(seed)
+        if not loader_kwargs:
+            return make_loaders(self.cfg, self.datasets, generator, self.device)
+        return {
+            split: DataLoader(d, batch_size=self.cfg.trainer.batch_size, shuffle=split == "train",
+                              generator=generator if split == "train" else None, **loader_kwargs)
+            for split, d in self.datasets.items()
+        }  # fmt: skip
+
+    def optimizer(self, model: torch.nn.Module) -> tuple[Any, Any]:
+        from tsp_mlflow.recipes.common import make_optimizer
+
+        return make_optimizer(self.cfg, model)
+
+    @property
+    def monitor_pattern(self) -> str:
+        from tsp_mlflow.data.batch import pattern_name
+
+        return pattern_name(self.modalities, self.modalities)
+
+
+def avdigits(overrides: Sequence[str] = ()) -> Setup:
+    """The built-in dataset with the ``multimodal`` defaults (small CNNs, batch 32)."""
+    from tsp_mlflow.config import compose_config
+    from tsp_mlflow.recipes.common import build_task, make_datasets
+    from tsp_mlflow.training.runtime import resolve_device
+
+    cfg, _ = compose_config("multimodal", ["representations=false", *overrides])
+    modalities = tuple(cfg.data.modalities)
+    return Setup(cfg, build_task(cfg), modalities, make_datasets(cfg, modalities),
+                 resolve_device(cfg.runtime.device))  # fmt: skip
+
+
+def quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
