@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # MLflow's own default when unset, made explicit so that a stray ./mlruns cannot flip it.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: setup pipeline test lint ui constraints clean-venv
+.PHONY: setup pipeline test bench lint ui constraints clean-venv
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ pipeline: $(STAMP)
 # One pytest worker per core (pytest-xdist); tests/conftest.py splits the cores' threads.
 test: $(STAMP)
 	PATH="$(BIN):$$PATH" python -m pytest -n auto --dist worksteal $(PYTEST_ARGS)
+
+# Every benchmark, side by side (~15 min); rewrites bench/results and docs/benchmarks.md.
+bench: $(STAMP)
+	PATH="$(BIN):$$PATH" python -m bench $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tsp_mlflow analysis tests bench
