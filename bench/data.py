@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.harness import (
+    QUICK_OVERRIDES,
     EpochClock,
     Result,
     Setup,
@@ -95,9 +96,9 @@ def throughput(setup: Setup, result: Result, rounds: int) -> None:
                            samples["model"]))  # fmt: skip
 
 
-def loader_settings(setup: Setup, result: Result, rounds: int) -> None:
+def loader_settings(setup: Setup, result: Result, rounds: int, quick: bool) -> None:
     settings: dict[str, dict[str, object]] = {"default (num_workers=0)": {}}
-    for workers in (1, 2):
+    for workers in (1,) if quick else (1, 2):
         for persistent in (False, True):
             settings[f"num_workers={workers}, persistent={persistent}"] = {
                 "num_workers": workers, "persistent_workers": persistent,
@@ -148,7 +149,7 @@ def peak_rss(result: Result, quick: bool) -> None:
         epochs = "1" if quick else "5"
         training = ["multimodal", "--epochs", epochs]
         if quick:
-            training += ["--overrides", "debug=tiny"]
+            training += ["--overrides", " ".join(["debug=tiny", *QUICK_OVERRIDES])]
         rows.append(["`python -m tsp_mlflow --help` (imports only)",
                      _max_rss(["tsp_mlflow", "--help"], tmp, env)])  # fmt: skip
         rows.append([f"tsp multimodal --epochs {epochs} (avdigits)",
@@ -195,9 +196,9 @@ def main() -> None:
     rounds = 1 if args.quick else 3
     result = Result("data", "Data", quick=args.quick)
     generation(result, rounds)
-    setup = avdigits([f"trainer.epochs={2 if args.quick else 3}"])
+    setup = avdigits([f"trainer.epochs={2 if args.quick else 3}"], quick=args.quick)
     throughput(setup, result, 2 if args.quick else 5)
-    loader_settings(setup, result, rounds)
+    loader_settings(setup, result, rounds, args.quick)
     peak_rss(result, args.quick)
     save(result, args.out)
 

@@ -87,7 +87,7 @@ def minimal(setup: Setup) -> list[float]:
 def main() -> None:
     args = arguments(__doc__.split("\n\n")[0]).parse_args()
     epochs, rounds = (2, 1) if args.quick else (5, 5)
-    setup = avdigits([f"trainer.epochs={epochs}"])
+    setup = avdigits([f"trainer.epochs={epochs}"], quick=args.quick)
     samples = interleave({"ours": lambda: ours(setup), "minimal": lambda: minimal(setup)}, rounds)
     result = Result("framework_overhead", "Framework overhead", quick=args.quick)
     result.add_table(Table(

@@ -262,13 +262,18 @@ class Setup:
         return pattern_name(self.modalities, self.modalities)
 
 
-def avdigits(overrides: Sequence[str] = ()) -> Setup:
+# --quick: encoders 4 channels wide instead of 16, so a smoke test trains in seconds.
+QUICK_OVERRIDES = ("model.encoders.audio.width=4", "model.encoders.image.width=4")
+
+
+def avdigits(overrides: Sequence[str] = (), quick: bool = False) -> Setup:
     """The built-in dataset with the ``multimodal`` defaults (small CNNs, batch 32)."""
     from tsp_mlflow.config import compose_config
     from tsp_mlflow.recipes.common import build_task, make_datasets
     from tsp_mlflow.training.runtime import resolve_device
 
-    cfg, _ = compose_config("multimodal", ["representations=false", *overrides])
+    extra = QUICK_OVERRIDES if quick else ()
+    cfg, _ = compose_config("multimodal", ["representations=false", *extra, *overrides])
     modalities = tuple(cfg.data.modalities)
     return Setup(cfg, build_task(cfg), modalities, make_datasets(cfg, modalities),
                  resolve_device(cfg.runtime.device))  # fmt: skip

@@ -108,7 +108,7 @@ def main() -> None:
     args = arguments(__doc__.split("\n\n")[0]).parse_args()
     rounds = 2 if args.quick else 10
     result = Result("pattern_eval", "Pattern evaluation", quick=args.quick)
-    setup = avdigits()
+    setup = avdigits(quick=args.quick)
     loader = setup.loaders()["test"]
     rows = [compare("avdigits test, M=2", setup.model(), loader, setup.device, setup.task,
                     rounds, result)]  # fmt: skip

@@ -7,7 +7,7 @@ it, in its own process, on a fresh sqlite store per round; the ratio is wall tim
 second / first, and the second must create no pretrain run (checked here).
 
     python -m bench.pipeline_reuse               # seeds 2, 3 epochs, 2 rounds (~4 min)
-    python -m bench.pipeline_reuse --quick       # seeds 1, 1 epoch, 1 round
+    python -m bench.pipeline_reuse --quick       # seeds 1, 1 epoch, narrow encoders, 1 round
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 from mlflow import MlflowClient
 
-from bench.harness import Result, Table, arguments, ratio, save
+from bench.harness import QUICK_OVERRIDES, Result, Table, arguments, ratio, save
 from tsp_mlflow.tracking import schema
 
 
-def pipeline(store: Path, seeds: int, epochs: int) -> float:
+def pipeline(store: Path, seeds: int, epochs: int, overrides: str) -> float:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
            "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # fmt: skip
     command = [sys.executable, "-m", "tsp_mlflow", "pipeline", "--seeds", str(seeds),
-               "--epochs", str(epochs)]  # fmt: skip
+               "--epochs", str(epochs), "--overrides", overrides]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(command, cwd=store, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -50,14 +50,15 @@ def pretrain_runs(client: MlflowClient) -> set[str]:
 def main() -> None:
     args = arguments(__doc__.split("\n\n")[0]).parse_args()
     seeds, epochs, rounds = (1, 1, 1) if args.quick else (2, 3, 2)
+    overrides = " ".join(["debug=tiny", *QUICK_OVERRIDES]) if args.quick else ""
     first, second, rows = [], [], []
     for r in range(rounds):
         with tempfile.TemporaryDirectory(prefix="tsp-bench-") as tmp:
             store = Path(tmp)
-            first.append(pipeline(store, seeds, epochs))
+            first.append(pipeline(store, seeds, epochs, overrides))
             client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
             after_first = pretrain_runs(client)
-            second.append(pipeline(store, seeds, epochs))
+            second.append(pipeline(store, seeds, epochs, overrides))
             after_second = pretrain_runs(client)
             new = after_second - after_first
             if new:
@@ -72,9 +73,10 @@ def main() -> None:
             rows.append([r + 1, first[-1], second[-1], len(after_first), len(new),
                          ",".join(reused)])  # fmt: skip
     result = Result("pipeline_reuse", "Pipeline reuse", quick=args.quick)
+    command = f"tsp pipeline --seeds {seeds} --epochs {epochs}"
+    command += f' --overrides "{overrides}"' if overrides else ""
     result.add_table(Table(
-        f"`tsp pipeline --seeds {seeds} --epochs {epochs}` twice per round, a fresh store "
-        "per round",
+        f"`{command}` twice per round, a fresh store per round",
         ["round", "first (s)", "second (s)", "pretrain runs after first",
          "pretrain runs the second created", "encoders the second reused"], rows,
     ))  # fmt: skip

@@ -52,7 +52,7 @@ class ProfileSecondEpoch:
 def main() -> None:
     args = arguments(__doc__.split("\n\n")[0]).parse_args()
     quiet_mlflow()
-    setup = avdigits(["trainer.epochs=2"])
+    setup = avdigits(["trainer.epochs=2"], quick=args.quick)
     activities = [ProfilerActivity.CPU]
     if setup.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)

@@ -79,6 +79,8 @@ def figure(results: list[Result], path: Path) -> None:
         if r.target:
             bound = float(r.target.split()[1])
             ax.plot([bound, bound], [y - 0.35, y + 0.35], color="black", linewidth=2)
+        ax.annotate(f"{r.value:.3g}", (r.value, y), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=7, color=colour)  # fmt: skip
     ax.set_yticks(range(len(ratios)))
     ax.set_yticklabels([r.name for r in reversed(ratios)], fontsize=8)
     ax.set_xscale("log")

@@ -24,9 +24,10 @@ from tsp_mlflow.tracking import schema
 pytestmark = pytest.mark.integration
 
 EPOCHS = 4
+# min_interval_s=0: a checkpoint every epoch, so kills land between checkpoints of any epoch.
 ARGS = ["multimodal", "--epochs", str(EPOCHS), "--seed", "3", "--overrides",
         "representations=false trainer.batch_size=64 model.encoders.audio.width=8 "
-        "model.encoders.image.width=8"]  # fmt: skip
+        "model.encoders.image.width=8 trainer.checkpoint.min_interval_s=0"]  # fmt: skip
 
 
 def tsp_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -131,7 +132,8 @@ def test_a_killed_pipeline_resumes_its_interrupted_cell_in_place(
     client = MlflowClient(tracking_uri)
     args = ["pipeline", "--seeds", "1", "--epochs", "3", "--overrides",
             "grid.fusions=[concat,sum] representations=false trainer.batch_size=128 "
-            "model.encoders.audio.width=4 model.encoders.image.width=4"]  # fmt: skip
+            "model.encoders.audio.width=4 model.encoders.image.width=4 "
+            "trainer.checkpoint.min_interval_s=0"]  # fmt: skip
     proc = tsp_process(args, subprocess_env)
 
     def second_cell_midway() -> Run | None:
@@ -214,8 +216,8 @@ def test_an_interrupted_run_resumes_with_its_own_encoders_after_the_champion_mov
 
     log_epoch = EpochLogger.log_epoch
 
-    def interrupted(self, epoch, metrics, seconds):  # type: ignore[no-untyped-def]
-        log_epoch(self, epoch, metrics, seconds)
+    def interrupted(self, epoch, metrics, seconds, **kwargs):  # type: ignore[no-untyped-def]
+        log_epoch(self, epoch, metrics, seconds, **kwargs)
         if epoch == 1:  # from the writer thread; the signal interrupts training in the main one
             os.kill(os.getpid(), signal.SIGTERM)
 

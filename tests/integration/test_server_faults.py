@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 EPOCHS = 3
 TRAIN = ["multimodal", "--epochs", str(EPOCHS), "--overrides",
          "representations=false trainer.batch_size=64 model.encoders.audio.width=8 "
-         "model.encoders.image.width=8"]  # fmt: skip
+         "model.encoders.image.width=8 trainer.checkpoint.min_interval_s=0"]  # fmt: skip
 
 
 def client_env(url: str, **extra: str) -> dict[str, str]:

@@ -117,3 +117,27 @@ def test_a_torn_newest_checkpoint_falls_back_and_the_good_one_survives(tracking_
         assert [e for e, _ in checkpoint_paths(run_id)] == [2]
         assert latest_checkpoint(run_id).epoch == 2  # type: ignore[union-attr]
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+
+
+def test_the_interval_holds_saves_back_but_the_last_epoch_and_a_flush_always_write(
+    tracking_uri: str,
+) -> None:
+    import mlflow
+
+    from tsp_mlflow.tracking.checkpoints import RunCheckpointer, checkpoint_paths
+
+    model, optimizer, scheduler, generator = tiny_training()
+    with mlflow.start_run() as run:
+        run_id = run.info.run_id
+        saver = RunCheckpointer(run_id, every_n_epochs=1, last_epoch=4, min_interval_s=3600)
+        state = lambda e: checkpoint.capture(e, model, optimizer, scheduler, generator, FitResult())  # noqa: E731
+        assert saver.offer(state(1)) is False and saver.offer(state(2)) is False
+        assert checkpoint_paths(run_id) == []  # within the interval: held in memory only
+        assert saver.flush() is True  # as on Ctrl-C: the newest finished epoch is written
+        assert [e for e, _ in checkpoint_paths(run_id)] == [2]
+        assert saver.flush() is False  # nothing newer to write
+        assert saver.offer(state(3)) is False
+        assert saver.offer(state(4)) is True  # the last epoch is always written
+        assert [e for e, _ in checkpoint_paths(run_id)] == [4]
+        every = RunCheckpointer(run_id, every_n_epochs=2, last_epoch=9, min_interval_s=0)
+        assert [every.offer(state(e)) for e in (5, 6, 7)] == [False, True, False]

@@ -63,6 +63,12 @@ def check_trainer(cfg: DictConfig) -> None:
             f"trainer.checkpoint.every_n_epochs must be an integer >= 0 (0: no checkpoints), "
             f"got {every!r}"
         )
+    interval = cfg.trainer.checkpoint.min_interval_s
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval >= 0:
+        raise UserInputError(
+            f"trainer.checkpoint.min_interval_s must be a number of seconds >= 0 (0: every "
+            f"due epoch), got {interval!r}"
+        )
     writes_in_background(cfg.tracking.background_writes, torch.device("cpu"))  # a valid value
     check_optimizer(cfg)
 
@@ -264,8 +270,8 @@ def train_and_test(
     epochs = cfg.trainer.epochs
     state, logged, earlier_s = FitResult(), set[int](), 0.0
     run_id = resume_run_id or mlflow.active_run().info.run_id  # type: ignore[union-attr]
-    every = cfg.trainer.checkpoint.every_n_epochs
-    checkpointer = RunCheckpointer(run_id, every, last_epoch=epochs)
+    ckpt = cfg.trainer.checkpoint
+    checkpointer = RunCheckpointer(run_id, ckpt.every_n_epochs, epochs, ckpt.min_interval_s)
     if resume_run_id is not None:
         saved = latest_checkpoint(resume_run_id)
         logged = logged_epochs(resume_run_id)
@@ -289,10 +295,9 @@ def train_and_test(
 
     def write_epoch(
         snapshot: TrainingState | None, epoch: int, metrics: EpochMetrics, seconds: float
-    ) -> None:  # on the writer thread while the next epoch trains: checkpoint, then metrics
-        if snapshot is not None:
-            checkpointer.offer(snapshot)
-        logger.log_epoch(epoch, metrics, seconds)
+    ) -> None:  # checkpoint, then metrics (on the writer thread: while the next epoch trains)
+        saved = checkpointer.offer(snapshot) if snapshot is not None else False
+        logger.log_epoch(epoch, metrics, seconds, write_document=saved)
 
     background = writes_in_background(cfg.tracking.background_writes, device)
     with BackgroundWriter(enabled=background) as writer:
@@ -314,7 +319,8 @@ def train_and_test(
         except KeyboardInterrupt:  # SIGINT/SIGTERM: the last finished epoch is saved first
             with contextlib.suppress(Exception):  # its writes may have failed: flush anyway
                 writer.drain()
-            checkpointer.flush()
+            if checkpointer.flush():
+                logger.write_document()
             raise
     model.load_state_dict(result.best_state)
     latency: list[float] = []

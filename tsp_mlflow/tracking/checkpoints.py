@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+import time
 
 import mlflow
 from mlflow import MlflowClient
@@ -26,19 +27,26 @@ _EPOCH_DIR = re.compile(r"epoch-(\d+)$")
 
 
 class RunCheckpointer:
-    """Saves run ``run_id``'s training state every ``every_n_epochs`` epochs and at the last.
+    """Saves run ``run_id``'s training state every ``every_n_epochs`` epochs, at most once
+    per ``min_interval_s`` seconds, and always at the last epoch.
 
     Between saves the newest state is held in memory, so :meth:`flush` (on SIGINT/SIGTERM)
     still writes the last completed epoch. ``every_n_epochs=0`` turns checkpoints off.
+    The interval bounds what a checkpoint of short epochs costs (bench/tracking_overhead.py);
+    a SIGKILL loses at most that much training, a graceful stop none.
     """
 
-    def __init__(self, run_id: str, every_n_epochs: int, last_epoch: int) -> None:
+    def __init__(
+        self, run_id: str, every_n_epochs: int, last_epoch: int, min_interval_s: float = 0.0
+    ) -> None:
         self.run_id = run_id
         self.client = MlflowClient()
         self._artifact_uri: str | None = None
         self.every_n_epochs = every_n_epochs
         self.last_epoch = last_epoch
+        self.min_interval_s = min_interval_s
         self.saved_epoch = 0
+        self._saved_at = time.monotonic()  # the interval also runs from the start
         self._pending: TrainingState | None = None
         self._saved_path: str | None = None
 
@@ -46,18 +54,23 @@ class RunCheckpointer:
     def enabled(self) -> bool:
         return self.every_n_epochs > 0
 
-    def offer(self, state: TrainingState) -> None:
+    def offer(self, state: TrainingState) -> bool:
+        """Keep ``state`` as the newest; write it if a save is due. True if written."""
         if not self.enabled:
-            return
+            return False
         self._pending = state
-        if state.epoch % self.every_n_epochs == 0 or state.epoch == self.last_epoch:
-            self.flush()
+        due = state.epoch % self.every_n_epochs == 0 and (
+            time.monotonic() - self._saved_at >= self.min_interval_s
+        )
+        if due or state.epoch == self.last_epoch:
+            return self.flush()
+        return False
 
-    def flush(self) -> None:
-        """Write the newest state unless it is written already."""
+    def flush(self) -> bool:
+        """Write the newest state unless it is written already. True if written."""
         state, self._pending = self._pending, None
         if state is None or state.epoch <= self.saved_epoch:
-            return
+            return False
         path = schema.checkpoint_path(state.epoch)
         with deferred_interrupts(), tempfile.TemporaryDirectory(prefix="tsp-ckpt-") as tmp:
             checkpoint.save(state, tmp)
@@ -65,6 +78,8 @@ class RunCheckpointer:
             previous, self._saved_path, self.saved_epoch = self._saved_path, path, state.epoch
             if previous is not None and previous != path:  # the same path was overwritten
                 self._delete(previous)
+        self._saved_at = time.monotonic()
+        return True
 
     def adopt(self, loaded_epoch: int | None) -> None:
         """After a resume from ``loaded_epoch``: keep that checkpoint as the one the next

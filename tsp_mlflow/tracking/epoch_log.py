@@ -41,8 +41,9 @@ class EpochLogger:
     """Collects the thesis's ``epoch_metrics.json`` shape and mirrors it to MLflow.
 
     ``metrics.json`` is ``{"epochs": {"1": {split: {pattern: {metric: value}}}, ...},
-    "test": {pattern: {metric: value}}, "best_epoch": int}``, rewritten every epoch so a
-    crashed run still has every finished epoch.
+    "test": {pattern: {metric: value}}, "best_epoch": int}``. It is rewritten with every
+    checkpoint and at the end, so it always matches the newest checkpoint; the run's
+    metrics themselves are logged every epoch.
     """
 
     def __init__(self, run_id: str, already_logged: Collection[int] = ()) -> None:
@@ -52,10 +53,13 @@ class EpochLogger:
         # A resumed run: epochs whose metrics the run holds already are never logged twice.
         self.logged = set(already_logged)
 
-    def log_epoch(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
+    def log_epoch(
+        self, epoch: int, metrics: SplitMetrics, seconds: float, write_document: bool = True
+    ) -> None:
         self._log_metrics(epoch, metrics, seconds)
         self.document["epochs"][str(epoch)] = metrics
-        self._write_document()
+        if write_document:
+            self.write_document()
 
     def replay(self, history: Sequence[SplitMetrics], seconds: Sequence[float]) -> None:
         """Epochs 1..N from a checkpoint: log those the run lacks, rebuild ``metrics.json``."""
@@ -63,7 +67,7 @@ class EpochLogger:
             self._log_metrics(epoch, metrics, s)
             self.document["epochs"][str(epoch)] = metrics
         if history:
-            self._write_document()
+            self.write_document()
 
     def _log_metrics(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
         if epoch in self.logged:
@@ -77,7 +81,7 @@ class EpochLogger:
         if batch:
             self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
 
-    def _write_document(self) -> None:
+    def write_document(self) -> None:
         self.client.log_dict(self.run_id, self.document, schema.METRICS_ARTIFACT)
 
     def log_test(
@@ -89,4 +93,4 @@ class EpochLogger:
         self._log({k: v for k, v in flat.items() if k not in skip}, step=best_epoch)
         self.document["test"] = test
         self.document["best_epoch"] = best_epoch
-        self._write_document()
+        self.write_document()

@@ -12,6 +12,7 @@ from typing import Any
 
 import mlflow
 import yaml
+from mlflow import MlflowClient
 
 from tsp_mlflow.tracking import schema
 
@@ -95,14 +96,18 @@ def config_hash(config: Mapping[str, Any]) -> str:
 def log_config(config: Mapping[str, Any], *, resumed: bool = False) -> None:
     """Log the flattened config as params (in chunks) and as ``config.yaml``, both redacted.
 
-    ``resumed``: the run was started earlier. Logging the same params again is harmless and
-    fills in any that a killed process never logged; ``encoders`` keeps its first value
-    (a resume names the exact encoder runs that ``pretrained`` once resolved to), and
-    ``config.yaml`` stays as first written.
+    ``resumed``: the run was started earlier. Only params it lacks are logged (a killed
+    process may not have logged them all); the rest keep their first values, since MLflow
+    refuses to change a param. Semantic params were checked equal before; the others
+    (``runtime.device``, ``tracking.*``, checkpoint cadence) may differ on a resume, and
+    ``encoders`` names the exact runs ``pretrained`` once resolved to. ``config.yaml``
+    stays as first written.
     """
     items = sorted(flatten(config).items())
     if resumed:
-        items = [(k, v) for k, v in items if k != "encoders"]
+        run = mlflow.active_run()
+        have = MlflowClient().get_run(run.info.run_id).data.params if run else {}
+        items = [(k, v) for k, v in items if k not in have and k != "encoders"]
     for i in range(0, len(items), MAX_PARAMS_PER_CALL):
         mlflow.log_params(dict(items[i : i + MAX_PARAMS_PER_CALL]))
     if not resumed:
