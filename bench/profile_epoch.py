@@ -101,7 +101,7 @@ def main() -> None:
     result.add_table(Table("operators with the most self CPU time in that epoch",
                            ["operator", "calls", "self CPU (ms)", "of the epoch"], rows))  # fmt: skip
     path = save(result, args.out)
-    prof.export_chrome_trace(str(path.with_name("trace.json")))
+    prof.export_chrome_trace(str(path.with_name("trace.json.gz")))  # gzip: smaller
     print(top if not args.quick else "", end="")
 
 

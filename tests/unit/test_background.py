@@ -104,3 +104,35 @@ def test_a_run_with_background_writes_logs_every_epoch_once(tracking_uri: str) -
     assert sorted(document["epochs"]) == ["1", "2", "3"] and document["test"]
     checkpoints = {f.path for f in client.list_artifacts(run.info.run_id, schema.CHECKPOINT_DIR)}
     assert checkpoints == {schema.checkpoint_path(3)}
+
+
+def test_epoch_metrics_are_batched_until_due_and_sent_with_each_checkpoint(
+    tracking_uri: str,
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tsp_mlflow.tracking.epoch_log import EpochLogger
+
+    client = MlflowClient(tracking_uri)
+    metrics = {"train": {"all": {"loss": 0.5}}, "val": {"audio": {"accuracy": 0.75}}}
+    with mlflow.start_run() as run:
+        run_id = run.info.run_id
+        logger = EpochLogger(run_id, flush_interval_s=3600)
+
+        def steps() -> list[int]:
+            return [m.step for m in client.get_metric_history(run_id, "val/audio/accuracy")]
+
+        logger.log_epoch(1, metrics, 1.0, write_document=False)
+        logger.log_epoch(2, metrics, 1.0, write_document=False)
+        assert steps() == []  # queued: the interval has not passed
+        logger.log_epoch(3, metrics, 1.0, write_document=True)  # a checkpoint was written
+        assert sorted(steps()) == [1, 2, 3]  # one call, each epoch at its own step
+        logger.log_epoch(4, metrics, 1.0, write_document=False)
+        logger.log_epoch(4, metrics, 1.0, write_document=False)  # never queued twice
+        logger.log_test({"audio": {"accuracy": 0.5}}, best_epoch=3)  # sends what is queued
+        assert sorted(steps()) == [1, 2, 3, 4]
+        assert [m.step for m in client.get_metric_history(run_id, "test/audio/accuracy")] == [3]
+        every = EpochLogger(run_id, already_logged={1, 2, 3, 4}, flush_interval_s=0)
+        every.log_epoch(5, metrics, 1.0, write_document=False)
+        assert sorted(steps()) == [1, 2, 3, 4, 5]  # interval 0: every epoch as it ends

@@ -63,12 +63,14 @@ def check_trainer(cfg: DictConfig) -> None:
             f"trainer.checkpoint.every_n_epochs must be an integer >= 0 (0: no checkpoints), "
             f"got {every!r}"
         )
-    interval = cfg.trainer.checkpoint.min_interval_s
-    if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval >= 0:
-        raise UserInputError(
-            f"trainer.checkpoint.min_interval_s must be a number of seconds >= 0 (0: every "
-            f"due epoch), got {interval!r}"
-        )
+    for key, value in (
+        ("trainer.checkpoint.min_interval_s", cfg.trainer.checkpoint.min_interval_s),
+        ("tracking.metrics_interval_s", cfg.tracking.metrics_interval_s),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise UserInputError(
+                f"{key} must be a number of seconds >= 0 (0: every epoch), got {value!r}"
+            )
     writes_in_background(cfg.tracking.background_writes, torch.device("cpu"))  # a valid value
     check_optimizer(cfg)
 
@@ -281,7 +283,7 @@ def train_and_test(
         checkpointer.adopt(saved.epoch if saved else None)
         mark_resumed(resume_run_id, saved.epoch if saved else 0)
         print(f"resuming run {resume_run_id} after epoch {state.epochs_run}", flush=True)
-    logger = EpochLogger(run_id, already_logged=logged)
+    logger = EpochLogger(run_id, logged, flush_interval_s=cfg.tracking.metrics_interval_s)
     logger.replay(state.history, state.epoch_seconds)
 
     def log_epoch(epoch: int, metrics: EpochMetrics, seconds: float) -> None:
@@ -319,8 +321,15 @@ def train_and_test(
         except KeyboardInterrupt:  # SIGINT/SIGTERM: the last finished epoch is saved first
             with contextlib.suppress(Exception):  # its writes may have failed: flush anyway
                 writer.drain()
-            if checkpointer.flush():
+            saved = checkpointer.flush()
+            logger.flush()
+            if saved:
                 logger.write_document()
+            raise
+        except Exception:  # the run fails; the epochs it finished still show
+            with contextlib.suppress(Exception):  # e.g. the server is gone
+                writer.drain()
+                logger.flush()
             raise
     model.load_state_dict(result.best_state)
     latency: list[float] = []

@@ -6,6 +6,7 @@ Writes name their run explicitly (no fluent active run), so they may run on the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -42,22 +43,34 @@ class EpochLogger:
 
     ``metrics.json`` is ``{"epochs": {"1": {split: {pattern: {metric: value}}}, ...},
     "test": {pattern: {metric: value}}, "best_epoch": int}``. It is rewritten with every
-    checkpoint and at the end, so it always matches the newest checkpoint; the run's
-    metrics themselves are logged every epoch.
+    checkpoint and at the end, so it always matches the newest checkpoint.
+
+    Epoch metrics go out in one batched call at most every ``flush_interval_s`` seconds, and
+    at every checkpoint (each with its own step and time). A 1-second epoch would otherwise
+    pay a server round trip each; an epoch longer than the interval is sent as it ends.
     """
 
-    def __init__(self, run_id: str, already_logged: Collection[int] = ()) -> None:
+    def __init__(
+        self, run_id: str, already_logged: Collection[int] = (), flush_interval_s: float = 0.0
+    ) -> None:
         self.run_id = run_id
         self.client = MlflowClient()
+        self.flush_interval_s = flush_interval_s
         self.document: dict[str, Any] = {"epochs": {}, "test": {}, "best_epoch": None}
         # A resumed run: epochs whose metrics the run holds already are never logged twice.
         self.logged = set(already_logged)
+        self._pending: list[Metric] = []
+        self._sent_at = time.monotonic()
 
     def log_epoch(
         self, epoch: int, metrics: SplitMetrics, seconds: float, write_document: bool = True
     ) -> None:
+        """Queue the epoch's metrics; send them when due or with the document (after a
+        checkpoint, whose epoch they then never outrun)."""
         self._log_metrics(epoch, metrics, seconds)
         self.document["epochs"][str(epoch)] = metrics
+        if write_document or time.monotonic() - self._sent_at >= self.flush_interval_s:
+            self.flush()
         if write_document:
             self.write_document()
 
@@ -66,20 +79,24 @@ class EpochLogger:
         for epoch, (metrics, s) in enumerate(zip(history, seconds, strict=True), start=1):
             self._log_metrics(epoch, metrics, s)
             self.document["epochs"][str(epoch)] = metrics
+        self.flush()
         if history:
             self.write_document()
+
+    def flush(self) -> None:
+        """Send every queued epoch in one call (MLflow splits batches over its limit)."""
+        pending, self._pending = self._pending, []
+        self._sent_at = time.monotonic()
+        if pending:
+            self.client.log_batch(self.run_id, metrics=pending, synchronous=True)
 
     def _log_metrics(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
         if epoch in self.logged:
             return
-        self._log({**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}, step=epoch)
-        self.logged.add(epoch)
-
-    def _log(self, values: dict[str, float], step: int) -> None:
         now = get_current_time_millis()
-        batch = [Metric(key, float(value), now, step) for key, value in values.items()]
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+        values = {**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}
+        self._pending += [Metric(key, float(v), now, epoch) for key, v in values.items()]
+        self.logged.add(epoch)
 
     def write_document(self) -> None:
         self.client.log_dict(self.run_id, self.document, schema.METRICS_ARTIFACT)
@@ -89,8 +106,12 @@ class EpochLogger:
     ) -> None:
         """Test metrics at ``step=best_epoch``; keys in ``skip`` (logged by an earlier
         process of a resumed run) are not logged again."""
+        now = get_current_time_millis()
         flat = flatten_metrics({"test": test})
-        self._log({k: v for k, v in flat.items() if k not in skip}, step=best_epoch)
+        self._pending += [
+            Metric(k, float(v), now, best_epoch) for k, v in flat.items() if k not in skip
+        ]
+        self.flush()
         self.document["test"] = test
         self.document["best_epoch"] = best_epoch
         self.write_document()
