@@ -32,9 +32,25 @@ def render(results: Path, page: Path) -> None:
             text = marked.sub(lambda _, s=section: s, text)
         else:
             text = f"{text.rstrip()}\n\n## {result.title}\n\n{section}\n"
+    summary = re.compile(r"<!-- bench:summary -->.*?<!-- /bench:summary -->", re.DOTALL)
+    text = summary.sub(
+        lambda _: f"<!-- bench:summary -->\n{_summary(found)}\n<!-- /bench:summary -->", text
+    )
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)
     figure(found, page.parent / FIGURE)
+
+
+def _summary(results: list[Result]) -> str:
+    """Every ratio of every benchmark in one table, targets first."""
+    lines = ["| benchmark | ratio | value | 95% CI | target | met |", "|---|---|---|---|---|---|"]
+    rows = [(res, r) for res in results for r in res.ratios]
+    for res, r in sorted(rows, key=lambda row: not row[1].target):
+        met = {True: "yes", False: "**no**", None: ""}[r.met]
+        quick = " (quick)" if res.quick else ""
+        lines.append(f"| {res.title}{quick} | {r.name} | **{r.value:.3f}** | "
+                     f"{r.low:.3f}–{r.high:.3f} | {r.target} | {met} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _section(result: Result) -> str:
