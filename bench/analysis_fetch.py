@@ -5,7 +5,7 @@ The naive loop is what a researcher writes first: search the runs, then call
 (bulk history requests, bounded concurrency). Both run side by side in one process
 against the same server; only their ratio is meaningful on a shared machine.
 
-    python -m bench.analysis_fetch            # 1,000 runs x 20 epochs x 3 patterns, 2 rounds
+    python -m bench.analysis_fetch            # 1,000 runs x 20 epochs x 3 patterns, 3 rounds
     python -m bench.analysis_fetch --quick    # 30 runs: a smoke test (CI runs it)
 
 Target: >= 5x.
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
     quiet_mlflow()
-    runs, epochs, rounds = (30, 5, 1) if args.quick else (args.runs, args.epochs, 2)
+    runs, epochs, rounds = (30, 5, 1) if args.quick else (args.runs, args.epochs, 3)
     keys = [*(f"val/{p}/accuracy" for p in PATTERNS), "time/epoch_s"]
     result = Result("analysis_fetch", "Analysis fetch", quick=args.quick)
 

@@ -4,7 +4,7 @@ bootstrap intervals, and the results file that ``bench.report`` renders into
 
 Only ratios of arms measured side by side in one process mean anything on a shared
 machine, so arms run in alternating rounds (the order rotates every round) and each
-ratio comes with a 95% bootstrap interval over the repeated measurements.
+ratio comes with a 95% bootstrap interval over the rounds.
 """
 
 from __future__ import annotations
@@ -154,40 +154,68 @@ def load(path: Path) -> Result:
 # --- timing ------------------------------------------------------------------------------
 
 
+class Measured(list[float]):
+    """One arm's samples, each with the round it was measured in (``rounds``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rounds: list[int] = []
+
+
 def interleave(
     arms: Mapping[str, Callable[[], Sequence[float]]], rounds: int
-) -> dict[str, list[float]]:
-    """Run every arm once per round, rotating the order each round; pool their samples.
+) -> dict[str, Measured]:
+    """Run every arm once per round, rotating the order each round; keep the samples by
+    round.
 
     Rotation spreads slow drift of the machine (another tenant, thermal state) over all
     arms instead of charging it to whichever ran last.
     """
     names = list(arms)
-    samples: dict[str, list[float]] = {n: [] for n in names}
+    samples = {n: Measured() for n in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            samples[name].extend(arms[name]())
+            found = arms[name]()
+            samples[name].extend(found)
+            samples[name].rounds.extend([r] * len(found))
     return samples
 
 
 def ratio(
     name: str, numerator: Sequence[float], denominator: Sequence[float], target: str = ""
 ) -> Ratio:
-    """median(numerator) / median(denominator), with a 95% percentile-bootstrap interval
-    (independent resampling of both arms)."""
-    a, b = np.asarray(numerator, float), np.asarray(denominator, float)
-    value = float(np.median(a) / np.median(b))
-    if len(a) < 2 or len(b) < 2:
+    """median(numerator) / median(denominator), with a 95% percentile bootstrap interval.
+
+    The bootstrap resamples whole rounds, both arms together: the epochs of one run are
+    not independent, and arms measured in the same round share the machine's state then.
+    Plain lists count one round per sample (paired by position). Fewer than 3 rounds
+    give no interval.
+    """
+    a, b = _by_round(numerator), _by_round(denominator)
+    value = float(np.median(np.concatenate(list(a.values()))) /
+                  np.median(np.concatenate(list(b.values()))))  # fmt: skip
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 3:
         return Ratio(name, value, float("nan"), float("nan"), target)
-    boot = stats.bootstrap(
-        (a, b),
-        lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
-        n_resamples=2000,
-        method="percentile",
-        random_state=np.random.default_rng(0),
-    )
+
+    def statistic(picked: np.ndarray) -> float:
+        top = np.concatenate([a[keys[int(i)]] for i in picked])
+        bottom = np.concatenate([b[keys[int(i)]] for i in picked])
+        return float(np.median(top) / np.median(bottom))
+
+    boot = stats.bootstrap((np.arange(len(keys)),), statistic, vectorized=False,
+                           n_resamples=2000, method="percentile",
+                           random_state=np.random.default_rng(0))  # fmt: skip
     interval = boot.confidence_interval
     return Ratio(name, value, float(interval.low), float(interval.high), target)
+
+
+def _by_round(values: Sequence[float]) -> dict[int, np.ndarray]:
+    rounds = getattr(values, "rounds", None) or list(range(len(values)))
+    grouped: dict[int, list[float]] = {}
+    for r, v in zip(rounds, values, strict=True):
+        grouped.setdefault(r, []).append(float(v))
+    return {r: np.asarray(v) for r, v in grouped.items()}
 
 
 class EpochClock:
@@ -204,10 +232,13 @@ class EpochClock:
     def __call__(self, *_: object) -> None:
         self.ends.append(time.perf_counter())
 
-    def intervals(self, skip_first: bool = True) -> list[float]:
-        """Per-epoch seconds; the first epoch (allocator and cache warm-up) is left out."""
+    def intervals(self) -> list[float]:
+        """Per-epoch seconds. The first epoch (allocator and cache warm-up) is left out, and
+        so is the last one when there are three or more: its end-of-training writes are
+        waited for at different points inline and in the background, so no arm's last
+        interval is comparable."""
         gaps = list(np.diff(self.ends))
-        return gaps[1:] if skip_first and len(gaps) > 1 else gaps
+        return gaps[1:-1] if len(gaps) > 2 else gaps[1:] or gaps
 
 
 # --- the avdigits set-up -------------------------------------------------------------------

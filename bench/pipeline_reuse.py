@@ -6,7 +6,7 @@ and reuses them, so it only trains the fusion grid again. Each command runs as a
 it, in its own process, on a fresh sqlite store per round; the ratio is wall time
 second / first, and the second must create no pretrain run (checked here).
 
-    python -m bench.pipeline_reuse               # seeds 2, 3 epochs, 2 rounds (~4 min)
+    python -m bench.pipeline_reuse               # seeds 2, 3 epochs, 4 rounds (~8 min)
     python -m bench.pipeline_reuse --quick       # seeds 1, 1 epoch, narrow encoders, 1 round
 """
 
@@ -49,7 +49,7 @@ def pretrain_runs(client: MlflowClient) -> set[str]:
 
 def main() -> None:
     args = arguments(__doc__.split("\n\n")[0]).parse_args()
-    seeds, epochs, rounds = (1, 1, 1) if args.quick else (2, 3, 2)
+    seeds, epochs, rounds = (1, 1, 1) if args.quick else (2, 3, 4)
     overrides = " ".join(["debug=tiny", *QUICK_OVERRIDES]) if args.quick else ""
     first, second, rows = [], [], []
     for r in range(rounds):

@@ -1,12 +1,13 @@
 """Where the time goes: ``torch.profiler`` over one tracked avdigits epoch.
 
-One ``multimodal``-style epoch (the real loop, a sqlite store, background writes) after a
-warm-up epoch, split into what runs on the training thread: data loading, forward,
-backward, optimizer, validation of every pattern, and the rest (Python: metrics, the
-epoch hook, the checkpoint snapshot). The tracking writes run on their own thread; their
-time on it is reported beside. The table lists the operators with the most self time.
+The second of three ``multimodal``-style epochs (the real loop and tracking calls with the
+defaults, a sqlite store): after a warm-up epoch, and not the last, whose writes are the
+end of training. Its wall time is split into what runs on the training thread: data
+loading, backward, optimizer, validation of every pattern, the other torch operators
+(the forward pass and loss, the state snapshot) and the rest (Python: metrics, the epoch
+hook, the tracking calls). The table lists the operators with the most self time.
 
-    python -m bench.profile_epoch                # writes trace.json beside the results
+    python -m bench.profile_epoch                # also writes trace.json.gz beside the results
     python -m bench.profile_epoch --quick
 """
 
@@ -52,7 +53,7 @@ class ProfileSecondEpoch:
 def main() -> None:
     args = arguments(__doc__.split("\n\n")[0]).parse_args()
     quiet_mlflow()
-    setup = avdigits(["trainer.epochs=2"], quick=args.quick)
+    setup = avdigits(["trainer.epochs=3"], quick=args.quick)
     activities = [ProfilerActivity.CPU]
     if setup.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
@@ -78,8 +79,8 @@ def main() -> None:
             writer_s += seconds
             continue
         label = next((lab for prefix, lab in PHASES if event.name.startswith(prefix)), None)
-        phases[label or "forward and loss (train)"] += seconds
-    phases["the rest (Python: metrics, hooks, snapshot)"] = hook.wall - sum(phases.values())
+        phases[label or "other torch operators (forward pass, loss, snapshot)"] += seconds
+    phases["the rest (Python: metrics, hooks, tracking calls)"] = hook.wall - sum(phases.values())
 
     result = Result("profile_epoch", "Where the time goes", quick=args.quick)
     result.add_table(Table(
@@ -90,8 +91,8 @@ def main() -> None:
          for name, s in sorted(phases.items(), key=lambda kv: -kv[1])],
     ))  # fmt: skip
     result.notes.append(
-        f"Operators recorded on other threads (the tracking writer; DataLoader workers run "
-        f"in their own processes): {writer_s * 1000:.1f} ms."
+        f"Operators recorded on other threads (a background tracking writer, when on; "
+        f"DataLoader workers run in their own processes): {writer_s * 1000:.1f} ms."
     )
     top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     rows = []

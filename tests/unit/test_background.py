@@ -106,33 +106,41 @@ def test_a_run_with_background_writes_logs_every_epoch_once(tracking_uri: str) -
     assert checkpoints == {schema.checkpoint_path(3)}
 
 
-def test_epoch_metrics_are_batched_until_due_and_sent_with_each_checkpoint(
-    tracking_uri: str,
+def test_epoch_metrics_are_queued_and_sent_whole_with_each_checkpoint(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
     from mlflow import MlflowClient
 
+    from tsp_mlflow.tracking import epoch_log
     from tsp_mlflow.tracking.epoch_log import EpochLogger
 
     client = MlflowClient(tracking_uri)
     metrics = {"train": {"all": {"loss": 0.5}}, "val": {"audio": {"accuracy": 0.75}}}
     with mlflow.start_run() as run:
         run_id = run.info.run_id
-        logger = EpochLogger(run_id, flush_interval_s=3600)
+        logger = EpochLogger(run_id)
 
-        def steps() -> list[int]:
-            return [m.step for m in client.get_metric_history(run_id, "val/audio/accuracy")]
+        def steps(key: str = "val/audio/accuracy") -> list[int]:
+            return sorted(m.step for m in client.get_metric_history(run_id, key))
 
-        logger.log_epoch(1, metrics, 1.0, write_document=False)
-        logger.log_epoch(2, metrics, 1.0, write_document=False)
-        assert steps() == []  # queued: the interval has not passed
-        logger.log_epoch(3, metrics, 1.0, write_document=True)  # a checkpoint was written
-        assert sorted(steps()) == [1, 2, 3]  # one call, each epoch at its own step
-        logger.log_epoch(4, metrics, 1.0, write_document=False)
-        logger.log_epoch(4, metrics, 1.0, write_document=False)  # never queued twice
+        logger.log_epoch(1, metrics, 1.0, send=False)
+        logger.log_epoch(2, metrics, 1.0, send=False)
+        assert steps() == []  # queued: no checkpoint holds these epochs yet
+        logger.log_epoch(3, metrics, 1.0, send=True)  # a checkpoint of epoch 3 was written
+        assert steps() == [1, 2, 3]  # one call, each epoch at its own step
+        logger.log_epoch(4, metrics, 1.0, send=False)
+        logger.log_epoch(4, metrics, 1.0, send=False)  # never queued twice
         logger.log_test({"audio": {"accuracy": 0.5}}, best_epoch=3)  # sends what is queued
-        assert sorted(steps()) == [1, 2, 3, 4]
-        assert [m.step for m in client.get_metric_history(run_id, "test/audio/accuracy")] == [3]
-        every = EpochLogger(run_id, already_logged={1, 2, 3, 4}, flush_interval_s=0)
-        every.log_epoch(5, metrics, 1.0, write_document=False)
-        assert sorted(steps()) == [1, 2, 3, 4, 5]  # interval 0: every epoch as it ends
+        assert steps() == [1, 2, 3, 4] and steps("test/audio/accuracy") == [3]
+
+        # Calls hold whole epochs: 3 metrics an epoch, at most 7 a call -> epochs 2 + 2 + 1.
+        monkeypatch.setattr(epoch_log, "MAX_METRICS_PER_CALL", 7)
+        calls: list[list[int]] = []
+        send = logger.client.log_batch
+        monkeypatch.setattr(logger.client, "log_batch", lambda run, metrics, **kw: (
+            calls.append(sorted({m.step for m in metrics})), send(run, metrics=metrics, **kw)))  # fmt: skip
+        for epoch in (5, 6, 7, 8):
+            logger.log_epoch(epoch, metrics, 1.0, send=False)
+        logger.log_epoch(9, metrics, 1.0, send=True)
+        assert calls == [[5, 6], [7, 8], [9]] and steps("time/epoch_s") == list(range(1, 10))

@@ -63,14 +63,12 @@ def check_trainer(cfg: DictConfig) -> None:
             f"trainer.checkpoint.every_n_epochs must be an integer >= 0 (0: no checkpoints), "
             f"got {every!r}"
         )
-    for key, value in (
-        ("trainer.checkpoint.min_interval_s", cfg.trainer.checkpoint.min_interval_s),
-        ("tracking.metrics_interval_s", cfg.tracking.metrics_interval_s),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise UserInputError(
-                f"{key} must be a number of seconds >= 0 (0: every epoch), got {value!r}"
-            )
+    interval = cfg.trainer.checkpoint.min_interval_s
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval >= 0:
+        raise UserInputError(
+            "trainer.checkpoint.min_interval_s must be a number of seconds >= 0 (0: every "
+            f"epoch), got {interval!r}"
+        )
     writes_in_background(cfg.tracking.background_writes, torch.device("cpu"))  # a valid value
     check_optimizer(cfg)
 
@@ -283,14 +281,16 @@ def train_and_test(
         checkpointer.adopt(saved.epoch if saved else None)
         mark_resumed(resume_run_id, saved.epoch if saved else 0)
         print(f"resuming run {resume_run_id} after epoch {state.epochs_run}", flush=True)
-    logger = EpochLogger(run_id, logged, flush_interval_s=cfg.tracking.metrics_interval_s)
+    logger = EpochLogger(run_id, logged)
     logger.replay(state.history, state.epoch_seconds)
+    last: list[tuple[TrainingState | None, int, EpochMetrics, float]] = []  # the newest epoch
 
     def log_epoch(epoch: int, metrics: EpochMetrics, seconds: float) -> None:
         snapshot = None
         if checkpointer.enabled:  # a CPU copy of the state, only when it may be saved
             snapshot = capture(epoch, model, optimizer, scheduler, generator, state, device)
             snapshot.extra["elapsed_s"] = earlier_s + time.perf_counter() - started
+        last[:] = [(snapshot, epoch, metrics, seconds)]
         writer.submit(lambda: write_epoch(snapshot, epoch, metrics, seconds))
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, seconds)
@@ -299,7 +299,17 @@ def train_and_test(
         snapshot: TrainingState | None, epoch: int, metrics: EpochMetrics, seconds: float
     ) -> None:  # checkpoint, then metrics (on the writer thread: while the next epoch trains)
         saved = checkpointer.offer(snapshot) if snapshot is not None else False
-        logger.log_epoch(epoch, metrics, seconds, write_document=saved)
+        logger.log_epoch(epoch, metrics, seconds, send=saved or not checkpointer.enabled)
+
+    def write_last_epoch() -> None:
+        """The newest finished epoch written whole (checkpoint, metrics, metrics.json), when
+        training stops early; what was written already is not written again."""
+        if last:
+            snapshot, epoch, metrics, seconds = last[0]
+            if snapshot is not None:
+                checkpointer.offer(snapshot)
+                checkpointer.flush()
+            logger.log_epoch(epoch, metrics, seconds, send=True)
 
     background = writes_in_background(cfg.tracking.background_writes, device)
     with BackgroundWriter(enabled=background) as writer:
@@ -319,17 +329,15 @@ def train_and_test(
                 resume_from=state,
             )
         except KeyboardInterrupt:  # SIGINT/SIGTERM: the last finished epoch is saved first
-            with contextlib.suppress(Exception):  # its writes may have failed: flush anyway
+            with contextlib.suppress(Exception):  # a write that failed is redone just below
                 writer.drain()
-            saved = checkpointer.flush()
-            logger.flush()
-            if saved:
-                logger.write_document()
+            write_last_epoch()
             raise
-        except Exception:  # the run fails; the epochs it finished still show
-            with contextlib.suppress(Exception):  # e.g. the server is gone
+        except Exception:  # the run fails: keep what it finished, if the store still answers
+            with contextlib.suppress(Exception):
                 writer.drain()
-                logger.flush()
+            with contextlib.suppress(Exception):
+                write_last_epoch()
             raise
     model.load_state_dict(result.best_state)
     latency: list[float] = []

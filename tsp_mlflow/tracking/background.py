@@ -65,10 +65,16 @@ class BackgroundWriter:
             self._pending = self._pool.submit(job)
 
     def drain(self) -> None:
-        """Wait for the job in flight; raise its exception, if any."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
+        """Wait for the job in flight; raise its exception, if any. A wait cut short (a
+        signal) keeps the job in flight, so the next drain waits for it again."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
             pending.result()
+        finally:
+            if pending.done():
+                self._pending = None
 
     def __enter__(self) -> BackgroundWriter:
         return self

@@ -6,7 +6,6 @@ Writes name their run explicitly (no fluent active run), so they may run on the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -15,6 +14,10 @@ from mlflow.entities import Metric
 from mlflow.utils.time import get_current_time_millis
 
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.session import deferred_interrupts
+
+# MLflow's limit per log_batch request (its client splits bigger batches anywhere).
+MAX_METRICS_PER_CALL = 1000
 
 # split -> pattern -> metric -> value; "train" has the single pseudo-pattern "all".
 SplitMetrics = dict[str, dict[str, dict[str, float]]]
@@ -45,33 +48,30 @@ class EpochLogger:
     "test": {pattern: {metric: value}}, "best_epoch": int}``. It is rewritten with every
     checkpoint and at the end, so it always matches the newest checkpoint.
 
-    Epoch metrics go out in one batched call at most every ``flush_interval_s`` seconds, and
-    at every checkpoint (each with its own step and time). A 1-second epoch would otherwise
-    pay a server round trip each; an epoch longer than the interval is sent as it ends.
+    Epoch metrics are queued and sent in one batched call (each epoch with its own step
+    and time) with every checkpoint, so the run's history never runs ahead of its newest
+    checkpoint, and a resume (which continues from that checkpoint) logs each epoch once.
+    A 1-second epoch would otherwise pay a server round trip each. Without checkpoints,
+    every epoch is sent as it ends.
     """
 
-    def __init__(
-        self, run_id: str, already_logged: Collection[int] = (), flush_interval_s: float = 0.0
-    ) -> None:
+    def __init__(self, run_id: str, already_logged: Collection[int] = ()) -> None:
         self.run_id = run_id
         self.client = MlflowClient()
-        self.flush_interval_s = flush_interval_s
         self.document: dict[str, Any] = {"epochs": {}, "test": {}, "best_epoch": None}
         # A resumed run: epochs whose metrics the run holds already are never logged twice.
         self.logged = set(already_logged)
-        self._pending: list[Metric] = []
-        self._sent_at = time.monotonic()
+        self._pending: list[list[Metric]] = []  # one list per queued epoch
 
     def log_epoch(
-        self, epoch: int, metrics: SplitMetrics, seconds: float, write_document: bool = True
+        self, epoch: int, metrics: SplitMetrics, seconds: float, send: bool = True
     ) -> None:
-        """Queue the epoch's metrics; send them when due or with the document (after a
-        checkpoint, whose epoch they then never outrun)."""
+        """Queue the epoch's metrics; with ``send`` (a checkpoint holds this epoch now, or
+        there are none), send the queue and rewrite ``metrics.json``."""
         self._log_metrics(epoch, metrics, seconds)
         self.document["epochs"][str(epoch)] = metrics
-        if write_document or time.monotonic() - self._sent_at >= self.flush_interval_s:
+        if send:
             self.flush()
-        if write_document:
             self.write_document()
 
     def replay(self, history: Sequence[SplitMetrics], seconds: Sequence[float]) -> None:
@@ -84,18 +84,30 @@ class EpochLogger:
             self.write_document()
 
     def flush(self) -> None:
-        """Send every queued epoch in one call (MLflow splits batches over its limit)."""
-        pending, self._pending = self._pending, []
-        self._sent_at = time.monotonic()
-        if pending:
-            self.client.log_batch(self.run_id, metrics=pending, synchronous=True)
+        """Send every queued epoch, in calls of whole epochs.
+
+        MLflow sends at most 1,000 metrics per request; splitting inside an epoch could leave
+        it half logged, which a resume would log again. An epoch leaves the queue only once
+        sent, and SIGINT/SIGTERM wait for the call (on the main thread)."""
+        with deferred_interrupts():
+            while self._pending:
+                count, size = 0, 0
+                while count < len(self._pending) and (
+                    count == 0 or size + len(self._pending[count]) <= MAX_METRICS_PER_CALL
+                ):
+                    size += len(self._pending[count])
+                    count += 1
+                batch = [m for epoch in self._pending[:count] for m in epoch]
+                if batch:
+                    self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+                del self._pending[:count]
 
     def _log_metrics(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
         if epoch in self.logged:
             return
         now = get_current_time_millis()
         values = {**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}
-        self._pending += [Metric(key, float(v), now, epoch) for key, v in values.items()]
+        self._pending.append([Metric(key, float(v), now, epoch) for key, v in values.items()])
         self.logged.add(epoch)
 
     def write_document(self) -> None:
@@ -108,9 +120,9 @@ class EpochLogger:
         process of a resumed run) are not logged again."""
         now = get_current_time_millis()
         flat = flatten_metrics({"test": test})
-        self._pending += [
-            Metric(k, float(v), now, best_epoch) for k, v in flat.items() if k not in skip
-        ]
+        self._pending.append(
+            [Metric(k, float(v), now, best_epoch) for k, v in flat.items() if k not in skip]
+        )
         self.flush()
         self.document["test"] = test
         self.document["best_epoch"] = best_epoch
