@@ -28,7 +28,6 @@ import numpy as np
 
 from bench.harness import (
     QUICK_OVERRIDES,
-    EpochClock,
     Result,
     Setup,
     Table,
@@ -39,8 +38,7 @@ from bench.harness import (
     save,
 )
 from tsp_mlflow.data.avdigits import AVDigitsSpec, ensure_avdigits
-from tsp_mlflow.data.batch import all_patterns
-from tsp_mlflow.training.loop import fit, to_device
+from tsp_mlflow.training.loop import to_device
 
 
 def generation(result: Result, rounds: int) -> None:
@@ -106,19 +104,9 @@ def loader_settings(setup: Setup, result: Result, rounds: int, quick: bool) -> N
     if setup.device.type == "cuda":
         settings["num_workers=0, pin_memory=False"] = {"pin_memory": False}
 
-    def epochs_with(kwargs: dict[str, object]) -> list[float]:
-        model = setup.model()
-        loaders = setup.loaders(**kwargs) if kwargs else setup.loaders()
-        optimizer, scheduler = setup.optimizer(model)
-        clock = EpochClock()
-        fit(model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler,
-            epochs=setup.cfg.trainer.epochs, patterns=all_patterns(setup.modalities),
-            task=setup.task, monitor_pattern=setup.monitor_pattern, device=setup.device,
-            on_epoch_end=clock)  # fmt: skip
-        return clock.intervals()
-
     samples = interleave(
-        {name: (lambda k=kwargs: epochs_with(k)) for name, kwargs in settings.items()}, rounds
+        {name: (lambda k=kwargs: setup.fit_epochs(**k)) for name, kwargs in settings.items()},
+        rounds,
     )
     default = "default (num_workers=0)"
     result.add_table(Table(

@@ -35,21 +35,12 @@ from bench.harness import (
     ratio,
     save,
 )
-from tsp_mlflow.data.batch import all_patterns
-from tsp_mlflow.training.loop import fit
 
 TARGET = ">= 0.95"
 
 
 def ours(setup: Setup) -> list[float]:
-    model, loaders = setup.model(), setup.loaders()
-    optimizer, scheduler = setup.optimizer(model)
-    clock = EpochClock()
-    fit(model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler,
-        epochs=setup.cfg.trainer.epochs, patterns=all_patterns(setup.modalities),
-        task=setup.task, monitor_pattern=setup.monitor_pattern, device=setup.device,
-        on_epoch_end=clock)  # fmt: skip
-    return [len(setup.datasets["train"]) / s for s in clock.intervals()]
+    return [len(setup.datasets["train"]) / s for s in setup.fit_epochs()]
 
 
 def minimal(setup: Setup) -> list[float]:

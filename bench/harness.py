@@ -281,6 +281,21 @@ class Setup:
             for split, d in self.datasets.items()
         }  # fmt: skip
 
+    def fit_epochs(self, **loader_kwargs: Any) -> list[float]:
+        """Seconds per epoch (``EpochClock``) of the real loop, untracked, on a fresh model."""
+        from tsp_mlflow.data.batch import all_patterns
+        from tsp_mlflow.training.loop import fit
+
+        model = self.model()
+        loaders = self.loaders(**loader_kwargs)
+        optimizer, scheduler = self.optimizer(model)
+        clock = EpochClock()
+        fit(model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler,
+            epochs=self.cfg.trainer.epochs, patterns=all_patterns(self.modalities),
+            task=self.task, monitor_pattern=self.monitor_pattern, device=self.device,
+            on_epoch_end=clock)  # fmt: skip
+        return clock.intervals()
+
     def optimizer(self, model: torch.nn.Module) -> tuple[Any, Any]:
         from tsp_mlflow.recipes.common import make_optimizer
 

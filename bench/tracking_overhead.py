@@ -42,11 +42,9 @@ from bench.harness import (
     ratio,
     save,
 )
-from tsp_mlflow.data.batch import all_patterns
 from tsp_mlflow.recipes.common import train_and_test
 from tsp_mlflow.tracking.local_server import local_server
 from tsp_mlflow.tracking.session import tracked_run
-from tsp_mlflow.training.loop import fit
 
 TARGET = "<= 1.03"
 
@@ -67,17 +65,6 @@ ARMS = (
     Arm("server, everything every epoch", "server", every_epoch=True),
     Arm("server, everything every epoch, background writes", "server", True, True),
 )
-
-
-def untracked(setup: Setup) -> list[float]:
-    model, loaders = setup.model(), setup.loaders()
-    optimizer, scheduler = setup.optimizer(model)
-    clock = EpochClock()
-    fit(model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler,
-        epochs=setup.cfg.trainer.epochs, patterns=all_patterns(setup.modalities),
-        task=setup.task, monitor_pattern=setup.monitor_pattern, device=setup.device,
-        on_epoch_end=clock)  # fmt: skip
-    return clock.intervals()
 
 
 def tracked(setup: Setup, arm: Arm, uri: str, server_cpu: list[float]) -> list[float]:
@@ -104,31 +91,40 @@ def tracked(setup: Setup, arm: Arm, uri: str, server_cpu: list[float]) -> list[f
 
 class ServerCpu:
     """CPU seconds the local ``mlflow server`` processes spent between epoch ends (Linux
-    /proc): on a machine it shares with training, every one of them is taken from it."""
+    /proc): on a machine it shares with training, every one of them is taken from it.
+    Its processes are found once, so a mark costs two small reads inside the epoch."""
 
     def __init__(self, uri: str) -> None:
-        self.port = uri.rsplit(":", 1)[-1] if uri.startswith("http") else None
+        port = uri.rsplit(":", 1)[-1] if uri.startswith("http") else None
+        self.stats = [] if port is None else _server_stat_files(port)
         self.marks = [self._seconds()]
 
     def mark(self) -> None:
         self.marks.append(self._seconds())
 
     def per_epoch(self) -> list[float]:
-        return list(np.diff(self.marks))[1:] if self.port else []
+        return list(np.diff(self.marks))[1:-1] if self.stats else []  # as EpochClock
 
     def _seconds(self) -> float:
-        if self.port is None:
-            return 0.0
         ticks = 0
-        for proc in Path("/proc").iterdir():
+        for stat in self.stats:
             try:
-                if f"--port\x00{self.port}".encode() not in (proc / "cmdline").read_bytes():
-                    continue
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:  # not a process, or it ended meanwhile
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended
                 continue
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
         return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _server_stat_files(port: str) -> list[Path]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if f"--port\x00{port}".encode() in (proc / "cmdline").read_bytes():
+                found.append(proc / "stat")
+        except OSError:  # not a process, or it ended meanwhile
+            continue
+    return found
 
 
 def main() -> None:
@@ -142,7 +138,7 @@ def main() -> None:
         local_server(Path(tmp) / "server") as server,
     ):
         stores = {"sqlite": f"sqlite:///{tmp}/mlflow.db", "server": server}
-        arms = {"none": lambda: untracked(setup)}
+        arms = {"none": setup.fit_epochs}  # the same loop, no tracking call
         server_cpu: dict[str, list[float]] = {a.name: [] for a in ARMS}
         for arm in ARMS:
             arms[arm.name] = lambda a=arm: tracked(setup, a, stores[a.store], server_cpu[a.name])
