@@ -228,9 +228,20 @@ class EpochClock:
 
     def __init__(self) -> None:
         self.ends = [time.perf_counter()]
+        self.compute: list[float] = []  # the loop's own seconds per epoch (time/epoch_s)
 
-    def __call__(self, *_: object) -> None:
+    def __call__(self, epoch: int = 0, metrics: object = None, seconds: float = 0.0) -> None:
         self.ends.append(time.perf_counter())
+        self.compute.append(seconds)
+
+    def wall_over_compute(self) -> list[float]:
+        """Per epoch, wall time between epoch ends / the loop's own time for that epoch:
+        the share spent outside training (logging, checkpoints), paired within each epoch,
+        so drift of the machine's speed cancels. It cannot see work that slows training
+        itself down (a writer thread, a server on the same cores)."""
+        gaps = list(np.diff(self.ends))
+        paired = [g / c for g, c in zip(gaps, self.compute, strict=True) if c > 0]
+        return paired[1:-1] if len(paired) > 2 else paired[1:] or paired
 
     def intervals(self) -> list[float]:
         """Per-epoch seconds. The first epoch (allocator and cache warm-up) is left out, and

@@ -14,7 +14,7 @@ The ratio is of median epoch times, an epoch being the wall time between two epo
 (so the time spent logging is inside it). Target for the defaults: <= 1.03. The server
 shares this machine's cores; the CPU its processes spend per epoch is measured beside.
 
-    python -m bench.tracking_overhead            # 4 rounds x 14 epochs per arm (~7 min)
+    python -m bench.tracking_overhead            # 5 rounds x 14 epochs per arm (~9 min)
     python -m bench.tracking_overhead --quick    # 1 round x 3 epochs: a smoke test
 """
 
@@ -67,7 +67,9 @@ ARMS = (
 )
 
 
-def tracked(setup: Setup, arm: Arm, uri: str, server_cpu: list[float]) -> list[float]:
+def tracked(
+    setup: Setup, arm: Arm, uri: str, server_cpu: list[float], outside: list[float]
+) -> list[float]:
     cfg = copy.deepcopy(setup.cfg)
     cfg.tracking.background_writes = arm.background_writes
     if arm.every_epoch:
@@ -86,6 +88,7 @@ def tracked(setup: Setup, arm: Arm, uri: str, server_cpu: list[float]) -> list[f
         train_and_test(cfg, model, loaders, setup.task, setup.device, start,
                        on_epoch_end=on_epoch_end)  # fmt: skip
     server_cpu.extend(cpu.per_epoch())
+    outside.extend(clock.wall_over_compute())
     return clock.intervals()
 
 
@@ -130,7 +133,7 @@ def _server_stat_files(port: str) -> list[Path]:
 def main() -> None:
     args = arguments(__doc__.split("\n\n")[0]).parse_args()
     quiet_mlflow()
-    epochs, rounds = (3, 1) if args.quick else (14, 4)
+    epochs, rounds = (3, 1) if args.quick else (14, 5)
     setup = avdigits([f"trainer.epochs={epochs}"], quick=args.quick)
     result = Result("tracking_overhead", "Tracking overhead", quick=args.quick)
     with (
@@ -140,8 +143,11 @@ def main() -> None:
         stores = {"sqlite": f"sqlite:///{tmp}/mlflow.db", "server": server}
         arms = {"none": setup.fit_epochs}  # the same loop, no tracking call
         server_cpu: dict[str, list[float]] = {a.name: [] for a in ARMS}
+        outside: dict[str, list[float]] = {a.name: [] for a in ARMS}
         for arm in ARMS:
-            arms[arm.name] = lambda a=arm: tracked(setup, a, stores[a.store], server_cpu[a.name])
+            arms[arm.name] = lambda a=arm: tracked(
+                setup, a, stores[a.store], server_cpu[a.name], outside[a.name]
+            )
         samples = interleave(arms, rounds)
 
     none = np.median(samples["none"])
@@ -149,15 +155,21 @@ def main() -> None:
         f"avdigits, {epochs} epochs x {rounds} rounds per arm; epoch = wall time between "
         "epoch ends (the first and last epoch of each run left out)",
         ["tracking", "median epoch (s)", "epochs measured", "overhead per epoch (ms)",
-         "server CPU per epoch (ms)"],
+         "server CPU per epoch (ms)", "epoch wall / own compute, mean"],
         [[name, float(np.median(s)), len(s), 1000 * float(np.median(s) - none),
-          1000 * float(np.median(server_cpu[name])) if server_cpu.get(name) else ""]
+          1000 * float(np.median(server_cpu[name])) if server_cpu.get(name) else "",
+          float(np.mean(outside[name])) if outside.get(name) else ""]
          for name, s in samples.items()],
     ))  # fmt: skip
     for arm in ARMS:
         target = TARGET if arm.default else ""
         result.add_ratio(ratio(f"epoch time, {arm.name} / none", samples[arm.name],
                                samples["none"], target))  # fmt: skip
+    result.notes.append(
+        "The last column pairs each epoch's wall time with the loop's own time for that "
+        "epoch (mean over epochs): the share spent outside training, free of the machine's "
+        "drift between arms, but blind to slowdowns of training itself."
+    )
     save(result, args.out)
 
 
