@@ -1,4 +1,4 @@
-"""Per-epoch metrics to MLflow: one batched call per epoch, plus a ``metrics.json`` artifact.
+"""Per-epoch metrics to MLflow, batched with each checkpoint, plus a ``metrics.json`` artifact.
 
 Writes name their run explicitly (no fluent active run), so they may run on the
 :class:`~tsp_mlflow.tracking.background.BackgroundWriter` thread.
@@ -12,12 +12,13 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.utils.time import get_current_time_millis
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.session import deferred_interrupts
 
 # MLflow's limit per log_batch request (its client splits bigger batches anywhere).
-MAX_METRICS_PER_CALL = 1000
+MAX_METRICS_PER_CALL = MAX_METRICS_PER_BATCH
 
 # split -> pattern -> metric -> value; "train" has the single pseudo-pattern "all".
 SplitMetrics = dict[str, dict[str, dict[str, float]]]
@@ -91,12 +92,11 @@ class EpochLogger:
         sent, and SIGINT/SIGTERM wait for the call (on the main thread)."""
         with deferred_interrupts():
             while self._pending:
-                count, size = 0, 0
-                while count < len(self._pending) and (
-                    count == 0 or size + len(self._pending[count]) <= MAX_METRICS_PER_CALL
-                ):
-                    size += len(self._pending[count])
-                    count += 1
+                count = size = 0
+                for epoch in self._pending:  # whole epochs up to the limit (at least one)
+                    if count and size + len(epoch) > MAX_METRICS_PER_CALL:
+                        break
+                    count, size = count + 1, size + len(epoch)
                 batch = [m for epoch in self._pending[:count] for m in epoch]
                 if batch:
                     self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
