@@ -159,6 +159,7 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
                 "seed": int(seed) if seed not in (None, "") else None,
                 "fusion": tags.get(schema.FUSION),
                 "missing": tags.get(schema.missing_tag("train"), "0"),
+                **method_columns(tags),
                 "modalities": tags.get(schema.MODALITIES) or tags.get(schema.MODALITY),
                 "parent_run_id": tags.get(schema.PARENT_RUN_ID),
                 "config_hash": tags.get(schema.CONFIG_HASH),
@@ -175,6 +176,15 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
     if "seed" in frame:
         frame["seed"] = frame["seed"].astype("Int64")
     return frame
+
+
+def method_columns(tags: dict[str, str]) -> dict[str, str]:
+    """A fusion run's gradient strategy and imputation; runs logged before they existed
+    used the multimodal loss only and the fusion's own rule."""
+    return {
+        "gradient": tags.get(schema.GRADIENT, schema.GRADIENT_JOINT),
+        "imputation": tags.get(schema.IMPUTATION, schema.IMPUTATION_NONE),
+    }
 
 
 def pattern_values(
@@ -197,11 +207,12 @@ def pattern_values(
             rows.append({"run_id": run.info.run_id, "condition": tags.get(schema.CONDITION),
                          "seed": int(seed) if seed not in (None, "") else None,
                          "fusion": tags.get(schema.FUSION),
-                         "missing": tags.get(schema.missing_tag("train"), "0"), "split": parsed.split,
+                         "missing": tags.get(schema.missing_tag("train"), "0"),
+                         **method_columns(tags), "split": parsed.split,
                          "pattern": parsed.pattern, "metric": parsed.metric,
                          "value": float(value)})  # fmt: skip
-    columns = ["run_id", "condition", "seed", "fusion", "missing", "split", "pattern", "metric",
-               "value"]  # fmt: skip
+    columns = ["run_id", "condition", "seed", "fusion", "missing", "gradient", "imputation",
+               "split", "pattern", "metric", "value"]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
     frame["seed"] = frame["seed"].astype("Int64")
     return frame

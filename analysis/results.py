@@ -130,6 +130,9 @@ class Results:
     conditions: ManyResult | None = None
     fusions: ManyResult | pd.DataFrame | None = None
     missing_rates: ManyResult | pd.DataFrame | None = None
+    gradients: ManyResult | pd.DataFrame | None = None  # joint vs uniform vs mmpareto
+    imputations: ManyResult | pd.DataFrame | None = None  # predicted vs none (zero-fill)
+    objectives: ManyResult | pd.DataFrame | None = None  # contrastive vs supervised
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # data.runs_frame
     probes: pd.DataFrame = field(default_factory=pd.DataFrame)  # linear probes, a vs b
     notes: list[str] = field(default_factory=list)
@@ -151,12 +154,22 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     notes: list[str] = []
     fusions = sorted(values["fusion"].dropna().unique())
     rates = sorted(values["missing"].dropna().unique(), key=_rate) if "missing" in values else []
-    # A grid is compared cell by cell: one stratum per fusion method and missing rate.
-    strata = (("fusion",) if len(fusions) > 1 else ()) + (("missing",) if len(rates) > 1 else ())
+    # A grid is compared cell by cell: one stratum per fusion method, missing rate,
+    # gradient strategy and imputation that the runs vary.
+    varying = [axis for axis in METHOD_AXES if axis in values and values[axis].nunique() > 1]
+    strata = tuple(varying)
     by = (*strata, "pattern", "metric")
     common = {"alpha": s.alpha, "confidence": s.confidence, "correction": s.correction,
               "rope": s.rope, "seed": s.seed, "pair_on": s.pair_on}  # fmt: skip
-    comparison = compare_two(values, a=s.a, b=s.b, by=by, **common)
+    # A grid of several blocks crosses a and b only in some cells: compare those.
+    crossed = _complete_groups(values[values["condition"].isin([s.a, s.b])], "condition",
+                               [s.a, s.b], strata)  # fmt: skip
+    if strata and len(crossed) < len(values[values["condition"].isin([s.a, s.b])]):
+        notes.append(
+            f"{s.a} vs {s.b} is compared only in the grid cells that run both "
+            f"({', '.join(strata)} strata); the other cells appear in the method comparisons"
+        )
+    comparison = compare_two(crossed if len(crossed) else values, a=s.a, b=s.b, by=by, **common)
     summary = summarize(values, by=("condition", *by), confidence=s.confidence, seed=s.seed)
 
     full = full_pattern(list(values["pattern"].unique()))
@@ -222,22 +235,25 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     if values["condition"].nunique() >= 3:
         conditions = compare_many(values, arm="condition", block=s.pair_on, by=by,
                                   alpha=s.alpha, correction=s.correction)  # fmt: skip
-    fusion_result: ManyResult | pd.DataFrame | None = None
-    fusion_by = ("condition", *(("missing",) if len(rates) > 1 else ()), "pattern", "metric")
-    if len(fusions) >= 3:
-        fusion_result = compare_many(values, arm="fusion", block=s.pair_on, by=fusion_by,
-                                     alpha=s.alpha, correction=s.correction)  # fmt: skip
-    elif len(fusions) == 2:
-        fusion_result = compare_two(values, a=fusions[0], b=fusions[1], arm="fusion",
-                                    by=fusion_by, **common)  # fmt: skip
-    missing_result: ManyResult | pd.DataFrame | None = None
-    missing_by = ("condition", *(("fusion",) if len(fusions) > 1 else ()), "pattern", "metric")
-    if len(rates) >= 3:
-        missing_result = compare_many(values, arm="missing", block=s.pair_on, by=missing_by,
-                                      alpha=s.alpha, correction=s.correction)  # fmt: skip
-    elif len(rates) == 2:  # Δ = lower rate − higher rate: what losing modalities costs
-        missing_result = compare_two(values, a=rates[0], b=rates[1], arm="missing",
-                                     by=missing_by, **common)  # fmt: skip
+
+    def axis(name: str, levels: list[str], frame: pd.DataFrame = values) -> AxisResult:
+        others = tuple(a for a in ("condition", *varying) if a != name)
+        try:
+            return compare_axis(frame, name, levels, others, common)
+        except AnalysisInputError as err:  # e.g. one seed: no complete blocks
+            notes.append(f"no comparison across {name}: {err}")
+            return None
+
+    fusion_result = axis("fusion", fusions)
+    missing_result = axis("missing", rates)  # Δ = lower rate − higher: what losing modalities costs
+    gradient_levels = [g for g in GRADIENT_ORDER if g in set(values["gradient"])]
+    imputation_levels = [i for i in IMPUTATION_ORDER if i in set(values["imputation"])]
+    gradient_result = axis("gradient", gradient_levels)
+    imputation_result = axis("imputation", imputation_levels)
+    objective_result = None
+    objectives = values[values["condition"].isin(OBJECTIVE_ORDER)]
+    if objectives["condition"].nunique() == 2 and {s.a, s.b} != set(OBJECTIVE_ORDER):
+        objective_result = axis("condition", list(OBJECTIVE_ORDER), objectives)
 
     probes = _probe_values(inputs.runs, strata)
     probe_cmp = (
@@ -256,8 +272,51 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
         equal_compute=eq_cmp, equal_compute_values=eq_values, efficiency=eff,
         multimodal=gain_cmp, multimodal_summary=gain_summary, lineage=inputs.lineage,
         conditions=conditions, fusions=fusion_result, missing_rates=missing_result,
+        gradients=gradient_result, imputations=imputation_result, objectives=objective_result,
         runs=inputs.runs, probes=probe_cmp, notes=notes,
     )  # fmt: skip
+
+
+AxisResult = ManyResult | pd.DataFrame | None
+# Strata of the main comparison, and the factors compared level against level.
+METHOD_AXES = ("fusion", "missing", "gradient", "imputation")
+# Level order: Δ = a − b is "the method minus its baseline".
+GRADIENT_ORDER = ("mmpareto", "uniform", schema.GRADIENT_JOINT)
+IMPUTATION_ORDER = ("predicted", schema.IMPUTATION_NONE)
+OBJECTIVE_ORDER = (schema.CONDITION_CONTRASTIVE, schema.CONDITION_PRETRAINED)
+
+
+def compare_axis(
+    values: pd.DataFrame,
+    axis: str,
+    levels: list[str],
+    others: tuple[str, ...],
+    common: dict[str, object],
+) -> AxisResult:
+    """The levels of ``axis`` compared within every group of ``others`` × pattern × metric
+    that has all of them (paired by seed): two levels with :func:`compare_two`
+    (Δ = levels[0] − levels[1]), three or more with :func:`compare_many`. None when no
+    group crosses every level."""
+    if len(levels) < 2:
+        return None
+    data = _complete_groups(values[values[axis].isin(levels)], axis, levels, others)
+    if data.empty:
+        return None
+    by = (*others, "pattern", "metric")
+    if len(levels) == 2:
+        return compare_two(data, a=levels[0], b=levels[1], arm=axis, by=by, **common)
+    return compare_many(data, arm=axis, block=str(common["pair_on"]), by=by,
+                        alpha=float(common["alpha"]), correction=common["correction"])  # type: ignore[arg-type]  # fmt: skip
+
+
+def _complete_groups(
+    values: pd.DataFrame, axis: str, levels: list[str], others: tuple[str, ...]
+) -> pd.DataFrame:
+    """The rows of ``values`` whose group of ``others`` holds every level of ``axis``."""
+    if not others or values.empty:
+        return values if set(levels) <= set(values[axis]) else values.iloc[0:0]
+    count = values.groupby(list(others), dropna=False)[axis].transform("nunique")
+    return values[count == len(levels)]
 
 
 def _probe_values(runs: pd.DataFrame, strata: tuple[str, ...]) -> pd.DataFrame:

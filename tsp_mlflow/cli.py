@@ -104,32 +104,63 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--dataset", default="avdigits", show_default=True)
-@click.option("--modality", required=True, help="which modality's encoder to pretrain")
+@click.option("--modality", default="",
+              help="supervised: the modality whose encoder to pretrain; contrastive: the "
+                   "modalities, comma-separated (empty or 'all': every one)")  # fmt: skip
+@click.option("--objective", default="supervised", show_default=True,
+              help="supervised (the modality's own labels) | contrastive (paired, label-free)")  # fmt: skip
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
 @click.option("--resume", default="", help=RESUME_HELP)
 def pretrain(
-    dataset: str, modality: str, epochs: str, seed: int, overrides: str, resume: str
+    dataset: str,
+    modality: str,
+    objective: str,
+    epochs: str,
+    seed: int,
+    overrides: str,
+    resume: str,
 ) -> None:
-    """Pretrain one modality's encoder and register it as <dataset>-<modality>-encoder.
+    """Pretrain one modality's encoder and register it as <dataset>-<modality>-encoder;
+    or, contrastively, several encoders at once, each registered as
+    <dataset>-<modality>-contrastive-encoder.
 
     \b
     Examples:
       tsp pretrain --modality audio --epochs 5
       tsp pretrain --modality audio --epochs 5 --resume <run id>   # after a crash
+      tsp pretrain --objective contrastive --epochs 5               # every modality
     """
-    from tsp_mlflow.config import compose_config, quote
-    from tsp_mlflow.recipes.pretrain import PretrainRecipe
+    from tsp_mlflow.config import compose_config, group_options, quote
+    from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
+    from tsp_mlflow.recipes.pretrain import make_pretrain_recipe
 
     _check_dataset(dataset)
-    stage = _stage_overrides(
-        dataset, epochs, overrides, f"modality={quote(modality)}", f"seed={seed}"
-    )
-    cfg, _ = compose_config("pretrain", stage)
-    recipe = PretrainRecipe(cfg)
+    if objective not in group_options("objective"):
+        raise UserInputError(
+            f"unknown objective {objective!r} (-P objective); choose one of "
+            f"{', '.join(group_options('objective'))}"
+        )
+    params = [f"objective={objective}", f"seed={seed}"]
+    if objective == "supervised":
+        if not modality.strip():
+            raise UserInputError(
+                f"give the modality to pretrain, e.g. -P modality=audio (dataset {dataset!r})"
+            )
+        params.append(f"modality={quote(modality)}")
+    elif modality.strip() and modality.strip() != "all":
+        params.append(f"objective.modalities=[{modality.strip()}]")
+    cfg, _ = compose_config("pretrain", _stage_overrides(dataset, epochs, overrides, *params))
+    recipe = make_pretrain_recipe(cfg)
     _start()
     run_id = _run_or_resume(recipe, resume, cfg.tracking.experiment)
+    if isinstance(recipe, ContrastivePretrainRecipe):
+        summaries = [
+            registry_summary(cfg.data.name, m, run_id, objective) for m in recipe.modalities
+        ]
+        click.echo(f"pretrain run {run_id} finished; " + "; ".join(summaries))
+        return
     click.echo(
         f"pretrain run {run_id} finished; {registry_summary(cfg.data.name, modality, run_id)}"
     )
@@ -464,14 +495,16 @@ def _optional_float(name: str, text: str) -> float | None:
         raise UserInputError(f"{name} must be a number, got {text!r}") from None
 
 
-def registry_summary(dataset: str, modality: str, run_id: str) -> str:
+def registry_summary(
+    dataset: str, modality: str, run_id: str, objective: str = "supervised"
+) -> str:
     """Which version this run registered and where ``@champion`` stands now."""
     from mlflow import MlflowClient
 
     from tsp_mlflow.tracking import schema
 
     client = MlflowClient()
-    name = schema.registered_encoder_name(dataset, modality)
+    name = schema.registered_encoder_name(dataset, modality, objective)
     (mine,) = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     champion = client.get_model_version_by_alias(name, schema.CHAMPION_ALIAS)
     monitor = champion.tags.get(schema.MODEL_VERSION_MONITOR, "?")

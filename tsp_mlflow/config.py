@@ -164,7 +164,8 @@ def _explain(err: Exception, name: str) -> str:
         key = cause_text.split("full_key: ", 1)[1].split()[0]
         return f"unknown config key {key!r} for {name}{_did_you_mean(key, name)}"
     groups = ("data", "task", "model/fusion", "model/encoder", "model/head", "optim",
-              "scheduler", "trainer", "experiment", "debug")  # fmt: skip
+              "scheduler", "trainer", "gradient", "imputation", "objective", "experiment",
+              "debug")  # fmt: skip
     if message.startswith("Interpolation key 'data."):
         key = message.split("'")[1]
         return (

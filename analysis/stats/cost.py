@@ -28,7 +28,10 @@ def cost_table(
     runs in ``fusion`` that consumed it, so summing amortised totals over the runs
     counts every pretraining second exactly once.
     """
-    lineage = lineage[lineage["run_id"].isin(fusion["run_id"])]
+    # A contrastive pretrain run feeds several encoders of one fusion run: count it once.
+    lineage = lineage[lineage["run_id"].isin(fusion["run_id"])].drop_duplicates(
+        ["run_id", "pretrain_run_id"]
+    )
     reuses = lineage.groupby("pretrain_run_id")["run_id"].nunique()
     shares = lineage.assign(
         reuses=lineage["pretrain_run_id"].map(reuses),

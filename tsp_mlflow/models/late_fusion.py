@@ -18,14 +18,31 @@ class LateFusionModel(nn.Module):
         encoders: modality -> encoder, in the dataset's modality order.
         fusion: module with ``forward(feats, present)`` and ``out_dim``.
         head: maps the fused embedding to logits.
+        unimodal_heads: modality -> head on that encoder's embedding alone, trained with
+            unimodal auxiliary losses (``gradient=uniform|mmpareto``); never used to
+            predict.
+        predictor: completes missing embeddings before fusion
+            (:class:`~tsp_mlflow.models.prediction.EmbeddingPredictor`,
+            ``imputation=predicted``); None leaves them to the fusion's own rule.
     """
 
-    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, head: nn.Module) -> None:
+    def __init__(
+        self,
+        encoders: dict[str, nn.Module],
+        fusion: nn.Module,
+        head: nn.Module,
+        *,
+        unimodal_heads: dict[str, nn.Module] | None = None,
+        predictor: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.modalities = tuple(encoders)
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         self.head = head
+        # Absent (not empty) when unused, so the state dict of a plain model is unchanged.
+        self.unimodal_heads = nn.ModuleDict(unimodal_heads) if unimodal_heads else None
+        self.predictor = predictor
         self.frozen: set[str] = set()  # encoders that stay in eval mode (finetune=frozen)
 
     def train(self, mode: bool = True) -> LateFusionModel:
@@ -39,8 +56,23 @@ class LateFusionModel(nn.Module):
         return {m: self.encoders[m](inputs[m]) for m in self.modalities if m in inputs}
 
     def classify(self, feats: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C) from embeddings; ``present`` (B, M) decides which ones count."""
+        """Logits (B, C) from embeddings; ``present`` (B, M) decides which ones count (or,
+        with a predictor, which ones are predicted from the others)."""
+        if self.predictor is not None:
+            feats, present = self.predictor.complete(feats, present)
         return self.head(self.fusion(feats, present))
+
+    def unimodal_logits(
+        self, feats: dict[str, torch.Tensor], present: torch.Tensor
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """modality -> (logits of its unimodal head, (B,) rows where it is present)."""
+        if self.unimodal_heads is None:
+            return {}
+        return {
+            m: (self.unimodal_heads[m](feats[m]), present[:, i])
+            for i, m in enumerate(self.modalities)
+            if m in feats
+        }
 
     def forward(self, inputs: dict[str, ModalityInput], present: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(inputs), present)

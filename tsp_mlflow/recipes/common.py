@@ -34,6 +34,7 @@ from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash
 from tsp_mlflow.training.checkpoint import TrainingState, capture, restore
 from tsp_mlflow.training.finetune import is_learning_rate, param_groups, parameter_counts
+from tsp_mlflow.training.gradients import GradientStrategy
 from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has_missing
 from tsp_mlflow.training.tasks import Task
 
@@ -83,14 +84,14 @@ def check_optimizer(cfg: DictConfig) -> None:
             f"optim.lr must be a positive, finite number, got {lr!r}; e.g. optim.lr=1e-3"
         )
     stand_in = [torch.nn.Parameter(torch.zeros(1))]
-    with _config_errors("optim"):
+    with config_errors("optim"):
         optimizer = instantiate(cfg.optim)(stand_in)
-    with _config_errors("scheduler"):
+    with config_errors("scheduler"):
         instantiate(cfg.scheduler)(optimizer)
 
 
 @contextlib.contextmanager
-def _config_errors(group: str) -> Iterator[None]:
+def config_errors(group: str) -> Iterator[None]:
     """A constructor's own argument error, as a one-line error naming the config group."""
     try:
         yield
@@ -249,12 +250,16 @@ def train_and_test(
     started: float,
     on_epoch_end: EpochHook | None = None,
     resume_run_id: str | None = None,
+    gradient: GradientStrategy | None = None,
+    patterns: Sequence[Sequence[str]] | None = None,
 ) -> FitResult:
     """Fit with per-epoch logging and checkpoints, restore the best-by-validation weights,
     log test metrics.
 
     Every modality pattern is evaluated; the full pattern's ``task.monitor`` metric on val
-    picks the best epoch. ``on_epoch_end`` runs after each epoch is logged; it may raise
+    picks the best epoch (``patterns`` narrows them: contrastive pretraining evaluates only
+    the full one). ``gradient`` is the update rule (default: the multimodal loss only).
+    ``on_epoch_end`` runs after each epoch is logged; it may raise
     :class:`~tsp_mlflow.errors.RunStopped` to end the run early (a pruned trial).
 
     Each epoch's checkpoint is written *before* its metrics, so every logged epoch has a
@@ -262,7 +267,7 @@ def train_and_test(
     epochs the run lacks metrics for are logged from the checkpoint's history, and epochs
     it already has are not logged twice, so the history ends with each epoch exactly once.
     """
-    patterns = all_patterns(model.modalities)
+    patterns = patterns or all_patterns(model.modalities)
     fit_tokenizers(model, loaders["train"].dataset)
     model.to(device)  # before the optimizer state is restored onto the parameters
     optimizer, scheduler = make_optimizer(cfg, model)
@@ -327,6 +332,7 @@ def train_and_test(
                 device=device,
                 on_epoch_end=log_epoch,
                 resume_from=state,
+                gradient=gradient,
             )
         except KeyboardInterrupt:  # SIGINT/SIGTERM: the last finished epoch is saved first
             with contextlib.suppress(Exception):  # a write that failed is redone just below
@@ -378,11 +384,16 @@ def provenance_tags(config: dict[str, Any]) -> dict[str, str]:
     return {schema.CONFIG_HASH: config_hash(config), schema.CODE_VERSION: code_version()}
 
 
-def log_encoder_artifact(encoder: torch.nn.Module, config_node: dict[str, Any]) -> str:
-    """Save the encoder as safetensors + JSON spec under the run's ``encoder/`` artifact."""
+def log_encoder_artifact(
+    encoder: torch.nn.Module,
+    config_node: dict[str, Any],
+    path: str = schema.ENCODER_ARTIFACT_DIR,
+) -> str:
+    """Save the encoder as safetensors + JSON spec under the run's ``path`` artifact
+    (``encoder/``; ``encoder/<modality>/`` for a contrastive run's encoders)."""
     kwargs = {k: v for k, v in config_node.items() if not k.startswith("_")}
     spec = encoder_spec(encoder, kwargs)
     with tempfile.TemporaryDirectory(prefix="tsp-encoder-") as tmp:
         save_encoder(encoder, spec, Path(tmp))
-        mlflow.log_artifacts(tmp, schema.ENCODER_ARTIFACT_DIR)
-    return f"{mlflow.get_artifact_uri().rstrip('/')}/{schema.ENCODER_ARTIFACT_DIR}"
+        mlflow.log_artifacts(tmp, path)
+    return f"{mlflow.get_artifact_uri().rstrip('/')}/{path}"

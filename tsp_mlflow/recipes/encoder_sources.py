@@ -10,21 +10,25 @@ from tsp_mlflow.tracking.resolve import URI_FORMS, is_encoder_uri
 
 SCRATCH = "scratch"
 PRETRAINED = "pretrained"
+CONTRASTIVE = "contrastive"
+KEYWORDS = (SCRATCH, PRETRAINED, CONTRASTIVE)
 
 
 def parse_encoder_sources(text: str, modalities: Sequence[str], dataset: str) -> dict[str, str]:
     """Map every modality to ``scratch`` or an encoder URI.
 
-    Accepted: ``scratch``; ``pretrained`` (each modality's ``@champion``); or a comma list
-    ``<modality>=<scratch|pretrained|URI>``, where unlisted modalities train from scratch.
+    Accepted: ``scratch``; ``pretrained`` (each modality's ``@champion``); ``contrastive``
+    (each modality's contrastive ``@champion``); or a comma list
+    ``<modality>=<scratch|pretrained|contrastive|URI>``, where unlisted modalities train
+    from scratch.
     """
     text = (text or "").strip()
     usage = (
-        f"-P encoders=scratch | pretrained | e.g. {modalities[0]}=scratch,"
+        f"-P encoders=scratch | pretrained | contrastive | e.g. {modalities[0]}=scratch,"
         f"{modalities[-1]}=models:/{schema.registered_encoder_name(dataset, modalities[-1])}@champion "
-        f"(sources: scratch, pretrained, {URI_FORMS})"
+        f"(sources: scratch, pretrained, contrastive, {URI_FORMS})"
     )
-    if text in (SCRATCH, PRETRAINED):
+    if text in KEYWORDS:
         return {m: _source(text, m, dataset) for m in modalities}
     sources = dict.fromkeys(modalities, SCRATCH)
     seen: set[str] = set()
@@ -41,26 +45,29 @@ def parse_encoder_sources(text: str, modalities: Sequence[str], dataset: str) ->
             )
         if modality in seen:
             raise UserInputError(f"encoders={text!r} gives modality {modality!r} twice")
-        if source not in (SCRATCH, PRETRAINED) and not is_encoder_uri(source):
+        if source not in KEYWORDS and not is_encoder_uri(source):
             raise UserInputError(f"encoders={text!r}: {source!r} is not a valid source; {usage}")
         seen.add(modality)
         sources[modality] = _source(source, modality, dataset)
     return sources
 
 
-def condition_name(sources: dict[str, str]) -> str:
-    """``scratch``, ``pretrained``, or ``<m>[_<m>...]_scratch`` for a mix."""
+def condition_name(sources: dict[str, str], contrastive: Sequence[str] = ()) -> str:
+    """``scratch``, ``pretrained``, ``contrastive`` (every encoder from contrastive
+    pretraining, listed in ``contrastive``), or ``<m>[_<m>...]_scratch`` for a mix."""
     scratch = [m for m, s in sources.items() if s == SCRATCH]
     if len(scratch) == len(sources):
         return schema.CONDITION_SCRATCH
+    if set(contrastive) == set(sources):
+        return schema.CONDITION_CONTRASTIVE
     if not scratch:
         return schema.CONDITION_PRETRAINED
     return "_".join(scratch) + "_scratch"
 
 
 def _source(source: str, modality: str, dataset: str) -> str:
-    if source == PRETRAINED:
-        return (
-            f"models:/{schema.registered_encoder_name(dataset, modality)}@{schema.CHAMPION_ALIAS}"
-        )
+    if source in (PRETRAINED, CONTRASTIVE):
+        objective = schema.OBJECTIVE_SUPERVISED if source == PRETRAINED else source
+        name = schema.registered_encoder_name(dataset, modality, objective)
+        return f"models:/{name}@{schema.CHAMPION_ALIAS}"
     return source

@@ -1,10 +1,12 @@
-"""The grid a pipeline runs: fusion methods x encoder conditions x missing rates x seeds."""
+"""The grid a pipeline runs: fusion methods x encoder conditions x missing rates x
+gradient strategies x missing-embedding imputations x seeds, or a union of such blocks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from itertools import combinations, product
+from typing import Any
 
 from tsp_mlflow.config import group_options
 from tsp_mlflow.errors import UserInputError
@@ -20,11 +22,26 @@ class Cell:
     scratch: tuple[str, ...]  # modalities trained from scratch in this condition
     missing: float
     seed: int
+    gradient: str = schema.GRADIENT_JOINT
+    imputation: str = schema.IMPUTATION_NONE
 
     @property
-    def key(self) -> tuple[str, str, str, int]:
+    def key(self) -> tuple[str, str, str, int, str, str]:
         """What identifies a finished cell among a pipeline's children (via their tags)."""
-        return (self.fusion, self.condition, f"{self.missing:g}", self.seed)
+        return (self.fusion, self.condition, f"{self.missing:g}", self.seed, self.gradient,
+                self.imputation)  # fmt: skip
+
+    @property
+    def label(self) -> str:
+        extra = "".join(
+            f" {value}"
+            for value, default in (
+                (self.gradient, schema.GRADIENT_JOINT),
+                (self.imputation, schema.IMPUTATION_NONE),
+            )  # fmt: skip
+            if value != default
+        )
+        return f"{self.fusion} {self.condition} missing {self.missing:g}{extra} seed {self.seed}"
 
 
 @dataclass(frozen=True)
@@ -33,32 +50,61 @@ class Grid:
 
     Args:
         fusions: ``model/fusion`` options.
-        conditions: ``scratch``, ``pretrained``, ``<m>[_<m>...]_scratch``, or ``all``.
+        conditions: ``scratch``, ``pretrained``, ``contrastive`` (every encoder from one
+            contrastive pretrain run), ``<m>[_<m>...]_scratch``, or ``all``.
         missing: missing rates, each applied to every modality in train, val and test.
+        gradients: ``gradient`` options (joint, uniform, mmpareto).
+        imputations: ``imputation`` options (none, predicted).
+        blocks: further products, each a mapping that replaces some of the fields above
+            (the others are inherited); the grid is the union of its own product and
+            every block's, so a study can cross some factors without all the others.
     """
 
     fusions: Sequence[str] = ("concat",)
     conditions: Sequence[str] = (schema.CONDITION_SCRATCH, schema.CONDITION_PRETRAINED)
     missing: Sequence[float] = (0.0,)
+    gradients: Sequence[str] = (schema.GRADIENT_JOINT,)
+    imputations: Sequence[str] = (schema.IMPUTATION_NONE,)
+    blocks: Sequence[Mapping[str, Any]] = ()
 
     def __post_init__(self) -> None:
-        options = group_options("model/fusion")
-        unknown = [f for f in self.fusions if f not in options]
-        if unknown or not self.fusions:
-            raise UserInputError(
-                f"grid.fusions={list(self.fusions)}: choose from {', '.join(options)}"
-            )
+        for name, group in (("fusions", "model/fusion"), ("gradients", "gradient"),
+                            ("imputations", "imputation")):  # fmt: skip
+            options = group_options(group)
+            values = list(getattr(self, name))
+            if not values or any(v not in options for v in values):
+                raise UserInputError(f"grid.{name}={values}: choose from {', '.join(options)}")
         bad = [r for r in self.missing if not 0.0 <= float(r) < 1.0]
         if bad or not self.missing:
             raise UserInputError(f"grid.missing={list(self.missing)}: rates must lie in [0, 1)")
+        known = {f.name for f in fields(self)} - {"blocks"}
+        for block in self.blocks:
+            unknown = sorted(set(block) - known)
+            if unknown:
+                raise UserInputError(
+                    f"grid.blocks: unknown key(s) {unknown}; a block sets some of "
+                    f"{', '.join(sorted(known))}"
+                )
+
+    def products(self) -> list[Grid]:
+        """This grid's own product, then one per block (fields inherited from this one)."""
+        return [replace(self, blocks=()),
+                *(replace(self, blocks=(), **dict(block)) for block in self.blocks)]  # fmt: skip
 
     def cells(self, modalities: Sequence[str], seeds: int) -> Iterator[Cell]:
-        """Every cell, missing rate outermost and seed innermost-but-one, so a stopped
-        grid has whole (fusion, missing) blocks of seeds done first."""
-        conditions = expand_conditions(self.conditions, modalities)
-        for missing, fusion, seed in product(self.missing, self.fusions, range(seeds)):
-            for name, scratch in conditions.items():
-                yield Cell(fusion, name, scratch, float(missing), seed)
+        """Every cell once, block by block; within one, missing rate outermost and seed
+        innermost-but-one, so a stopped grid has whole blocks of seeds done first."""
+        seen: set[tuple[str, str, str, int, str, str]] = set()
+        for grid in self.products():
+            conditions = expand_conditions(grid.conditions, modalities)
+            for missing, fusion, gradient, imputation, seed in product(
+                grid.missing, grid.fusions, grid.gradients, grid.imputations, range(seeds)
+            ):
+                for name, scratch in conditions.items():
+                    cell = Cell(fusion, name, scratch, float(missing), seed, gradient, imputation)
+                    if cell.key not in seen:
+                        seen.add(cell.key)
+                        yield cell
 
 
 def expand_conditions(
@@ -77,9 +123,17 @@ def expand_conditions(
 
 
 def encoders_for(
-    scratch: Sequence[str], modalities: Sequence[str], pretrain_runs: dict[str, str]
+    scratch: Sequence[str],
+    modalities: Sequence[str],
+    pretrain_runs: dict[str, str],
+    contrastive_run: str | None = None,
 ) -> str:
-    """The ``encoders`` value of a condition: ``audio=scratch,image=run:<id>``."""
+    """The ``encoders`` value of a condition: ``audio=scratch,image=run:<id>``; with
+    ``contrastive_run``, every encoder comes from that run's ``encoder/<m>``."""
+    if contrastive_run is not None:
+        return ",".join(
+            f"{m}=runs:/{contrastive_run}/{schema.encoder_artifact_path(m)}" for m in modalities
+        )
     return ",".join(
         f"{m}=" + ("scratch" if m in scratch else f"run:{pretrain_runs[m]}") for m in modalities
     )
@@ -97,7 +151,7 @@ def scratch_of(name: str, modalities: Sequence[str]) -> tuple[str, ...]:
     """The modalities a condition name trains from scratch (the inverse of condition_for)."""
     if name == schema.CONDITION_SCRATCH:
         return tuple(modalities)
-    if name == schema.CONDITION_PRETRAINED:
+    if name in (schema.CONDITION_PRETRAINED, schema.CONDITION_CONTRASTIVE):
         return ()
     if name.endswith("_scratch"):
         wanted = name.removesuffix("_scratch")
@@ -107,6 +161,6 @@ def scratch_of(name: str, modalities: Sequence[str]) -> tuple[str, ...]:
                     return scratch
     examples = ", ".join(f"{m}_scratch" for m in modalities)
     raise UserInputError(
-        f"grid condition {name!r} is unknown; use scratch, pretrained, {examples} "
+        f"grid condition {name!r} is unknown; use scratch, pretrained, contrastive, {examples} "
         f"(modalities in dataset order, joined by _), or all"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import mlflow
 import torch
@@ -12,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from tsp_mlflow.api import load_encoder_with_location
-from tsp_mlflow.config import to_plain
+from tsp_mlflow.config import group_options, to_plain
 from tsp_mlflow.data.missing import describe_rates
 from tsp_mlflow.errors import EncoderWeightsMismatch, UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
@@ -23,6 +24,7 @@ from tsp_mlflow.recipes.common import (
     check_data_root,
     check_encoder_args,
     check_trainer,
+    config_errors,
     log_dataset_inputs,
     make_datasets,
     make_loaders,
@@ -38,6 +40,7 @@ from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
 from tsp_mlflow.tracking.resume import check_resumable, claim
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.finetune import apply_modes, check_learning_rates, encoder_modes
+from tsp_mlflow.training.gradients import GradientStrategy
 from tsp_mlflow.training.representations import log_representations
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
@@ -69,12 +72,25 @@ def encoders_of_run(run_id: str, given: str) -> str | None:
     )
 
 
-def check_encoder_run(location: EncoderLocation, *, modality: str, dataset: str, task: str) -> None:
+def check_encoder_run(location: EncoderLocation, *, modality: str, dataset: str, task: str) -> str:
     """An encoder must come from a pretrain run of the same modality, dataset and task:
     task-specific pretraining on another task (MOSI 3-class vs regression) is another
-    experiment, and ``pretrained`` must never pick one up silently."""
+    experiment, and ``pretrained`` must never pick one up silently. A contrastive run used
+    no labels, so any task may use it; it must hold ``modality``. Returns the run's
+    objective (supervised | contrastive)."""
     tags = MlflowClient().get_run(location.run_id).data.tags
-    for tag, want in ((schema.MODALITY, modality), (schema.DATASET, dataset), (schema.TASK, task)):
+    objective = tags.get(schema.OBJECTIVE, schema.OBJECTIVE_SUPERVISED)
+    wanted = [(schema.MODALITY, modality), (schema.DATASET, dataset), (schema.TASK, task)]
+    if objective == schema.OBJECTIVE_CONTRASTIVE:
+        held = tags.get(schema.MODALITIES, "").split(",")
+        if modality not in held:
+            raise UserInputError(
+                f"encoders: {location.uri} (run {location.run_id}) was pretrained "
+                f"contrastively on {', '.join(held)}, not {modality}; pretrain one with "
+                f"tsp pretrain --objective contrastive --dataset {dataset}"
+            )
+        wanted = [(schema.DATASET, dataset)]
+    for tag, want in wanted:
         have = tags.get(tag)
         if have is not None and have != want:
             raise UserInputError(
@@ -83,6 +99,31 @@ def check_encoder_run(location: EncoderLocation, *, modality: str, dataset: str,
                 f"pretrain one (tsp pretrain --dataset {dataset} --modality {modality}, with the "
                 f"same task) and pass it as run:<id> or models:/<name>/<version>"
             )
+    return objective
+
+
+def build_gradient(cfg: DictConfig) -> GradientStrategy:
+    """The ``gradient`` option (joint | uniform | mmpareto), its arguments checked."""
+    with config_errors("gradient"):
+        strategy = instantiate(cfg.gradient)
+    if not isinstance(strategy, GradientStrategy):
+        raise UserInputError(
+            f"gradient: {cfg.gradient._target_} is not a gradient strategy; choose "
+            f"{', '.join(group_options('gradient'))}"
+        )
+    return strategy
+
+
+def check_imputation(cfg: DictConfig, modalities: Sequence[str]) -> str:
+    """The ``imputation`` option's name; its predictor is built on a stand-in here, so a
+    bad argument fails before any run exists."""
+    node = cfg.imputation
+    if node.predictor is not None:
+        if len(modalities) < 2:
+            raise UserInputError("imputation=predicted needs at least two modalities")
+        with config_errors("imputation"):
+            instantiate(node.predictor)(in_dims=dict.fromkeys(modalities, 2))
+    return str(node.name)
 
 
 class MultimodalRecipe:
@@ -100,18 +141,23 @@ class MultimodalRecipe:
         )
         check_learning_rates(to_plain(cfg.finetune.lr) or {}, self.modalities)
         check_encoder_args(cfg, [m for m, src in self.sources.items() if src == SCRATCH])
+        self.gradient = build_gradient(cfg)
+        self.imputation = check_imputation(cfg, self.modalities)
         resolve_device(cfg.runtime.device)
         # Resolving checks that every named run / model exists before any run is created.
         self.locations: dict[str, EncoderLocation] = {
-            m: resolve_encoder(src) for m, src in self.sources.items() if src != SCRATCH
+            m: resolve_encoder(src, modality=m) for m, src in self.sources.items() if src != SCRATCH
         }
-        for m, location in self.locations.items():
-            check_encoder_run(location, modality=m, dataset=cfg.data.name, task=self.task.name)
+        objectives = {
+            m: check_encoder_run(location, modality=m, dataset=cfg.data.name, task=self.task.name)
+            for m, location in self.locations.items()
+        }
         # Loading up front checks the architecture and weights before any run exists.
         self.pretrained = {m: self._load(cfg, m, loc) for m, loc in self.locations.items()}
         self.cfg = cfg
         self.fusion_name = fusion_name
-        self.condition = condition or condition_name(self.sources)
+        contrastive = [m for m, o in objectives.items() if o == schema.OBJECTIVE_CONTRASTIVE]
+        self.condition = condition or condition_name(self.sources, contrastive)
 
     @staticmethod
     def _load(cfg: DictConfig, modality: str, location: EncoderLocation) -> torch.nn.Module:
@@ -132,6 +178,8 @@ class MultimodalRecipe:
             schema.CONDITION: self.condition,
             schema.SEED: str(self.cfg.seed),
             schema.FUSION: self.fusion_name,
+            schema.GRADIENT: self.gradient.name,
+            schema.IMPUTATION: self.imputation,
             **task_tags(self.task),
             **{schema.missing_tag(s): describe_rates(r) for s, r in self.missing.items()},
             **{schema.finetune_tag(m): mode for m, mode in self.modes.items()},
@@ -185,7 +233,21 @@ class MultimodalRecipe:
         head = instantiate(cfg.model.head)(
             in_features=fusion.out_dim, out_features=self.task.num_outputs
         )
-        model = LateFusionModel(encoders, fusion, head)
+        in_dims = {m: e.out_dim for m, e in encoders.items()}
+        unimodal_heads = (
+            {m: instantiate(cfg.model.unimodal_head)(in_features=d,
+                                                     out_features=self.task.num_outputs)
+             for m, d in in_dims.items()}
+            if self.gradient.unimodal else None
+        )  # fmt: skip
+        predictor = (
+            instantiate(cfg.imputation.predictor)(in_dims=in_dims)
+            if cfg.imputation.predictor is not None
+            else None
+        )
+        model = LateFusionModel(
+            encoders, fusion, head, unimodal_heads=unimodal_heads, predictor=predictor
+        )
         apply_modes(model, self.modes)
 
         datasets = make_datasets(cfg, self.modalities)  # a malformed file creates no run
@@ -204,7 +266,7 @@ class MultimodalRecipe:
                 log_dataset_inputs(cfg, datasets)
             loaders = make_loaders(cfg, datasets, generator, device)
             train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end,
-                           resume_run_id=resume)  # fmt: skip
+                           resume_run_id=resume, gradient=self.gradient)  # fmt: skip
             logged = set(mlflow.get_run(run.info.run_id).data.metrics) if resume else set()
             if cfg.representations and not any(k.startswith("probe/") for k in logged):
                 log_representations(model, loaders, device, self.task)

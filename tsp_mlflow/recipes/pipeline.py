@@ -3,8 +3,9 @@ models over several seeds, then analyse, all as children of one parent run."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import mlflow
 from hydra.errors import InstantiationException
@@ -16,6 +17,7 @@ from analysis.analyze import Analysis, analyze
 from analysis.results import AnalysisSettings
 from tsp_mlflow.config import compose_config, quote
 from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
 from tsp_mlflow.recipes.grid import Cell, Grid, encoders_for
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
@@ -28,8 +30,8 @@ from tsp_mlflow.tracking.session import tracked_run
 STAGE_CONFIGS = ("pretrain", "multimodal")
 # Set by the pipeline for every run it creates; an override of them would be ignored.
 PER_RUN_KEYS = ("seed", "modality", "encoders")
-# Set per grid cell: choose them with grid.fusions / grid.missing instead.
-GRID_KEYS = ("model/fusion", "missing")
+# Set per grid cell: choose them with grid.fusions / grid.missing / ... instead.
+GRID_KEYS = ("model/fusion", "missing", "gradient", "imputation")
 
 
 @dataclass
@@ -39,6 +41,7 @@ class PipelineResult:
     reused: dict[str, bool]
     fusion_runs: list[str]
     analysis: Analysis
+    contrastive_run: str | None = None
 
 
 class PipelineRecipe:
@@ -74,7 +77,8 @@ class PipelineRecipe:
             if key.split(".")[0] in GRID_KEYS:
                 raise UserInputError(
                     f"override {item!r}: the pipeline sets {key.split('.')[0]} per grid cell; "
-                    "use grid.fusions=[...] or grid.missing=[...] (or grid=fusions, grid=missing)"
+                    "use grid.fusions=[...], grid.missing=[...], grid.gradients=[...] or "
+                    "grid.imputations=[...] (or grid=fusions, grid=missing, grid=methods)"
                 )
         common = [f"data={dataset}"] + ([f"trainer.epochs={epochs}"] if epochs is not None else [])
         routed = route_overrides([*common, *overrides], ("pipeline", *STAGE_CONFIGS))
@@ -93,6 +97,16 @@ class PipelineRecipe:
             "pipeline.grid.conditions": ",".join(self.grid.conditions),
             "pipeline.grid.missing": ",".join(f"{r:g}" for r in self.grid.missing),
         }
+        if (
+            self.grid.gradients != (schema.GRADIENT_JOINT,)
+            or self.grid.imputations != (schema.IMPUTATION_NONE,)
+            or self.grid.blocks
+        ):  # (absent otherwise: resuming an older pipeline still works)
+            self.params["pipeline.grid.gradients"] = ",".join(self.grid.gradients)
+            self.params["pipeline.grid.imputations"] = ",".join(self.grid.imputations)
+            self.params["pipeline.grid.blocks"] = json.dumps(
+                [dict(b) for b in self.grid.blocks], sort_keys=True
+            )
         if self.resume:
             check_resumable(
                 self.resume, stage=schema.STAGE_PIPELINE, params=self.params, allow_finished=True
@@ -111,9 +125,22 @@ class PipelineRecipe:
             )
             for m in self.modalities
         }
+        self.cells = list(self.grid.cells(self.modalities, seeds))
+        # Contrastive pretraining, once, when a cell uses it.
+        self.contrastive = None
+        if any(c.condition == schema.CONDITION_CONTRASTIVE for c in self.cells):
+            self.contrastive = ContrastivePretrainRecipe(
+                compose_config(
+                    "pretrain",
+                    [
+                        *routed["pretrain"],
+                        "objective=contrastive",
+                        f"seed={self.cfg.pretrain_seed}",
+                    ],
+                )[0]
+            )
         # Validates every fusion config now; the pretrained arms need encoder runs first.
         self._multimodal_overrides = routed["multimodal"]
-        self.cells = list(self.grid.cells(self.modalities, seeds))
         conditions = {c.condition for c in self.cells}
         for arm, name in (("a", self.analysis.a), ("b", self.analysis.b)):
             if name not in conditions:
@@ -122,17 +149,23 @@ class PipelineRecipe:
                     f"not run (grid.conditions: {', '.join(sorted(conditions))}); add it to "
                     f"grid.conditions or set analysis.{arm} to one of them"
                 )
-        for fusion, missing in {(c.fusion, c.missing) for c in self.cells}:
-            self._fusion_recipe(Cell(fusion, "scratch", tuple(self.modalities), missing, 0), {})
+        for cell in {replace(c, condition="scratch", scratch=tuple(self.modalities), seed=0)
+                     for c in self.cells}:  # fmt: skip
+            self._fusion_recipe(cell, {})
 
-    def _fusion_recipe(self, cell: Cell, pretrain_runs: dict[str, str]) -> MultimodalRecipe:
-        encoders = encoders_for(cell.scratch, self.modalities, pretrain_runs)
+    def _fusion_recipe(
+        self, cell: Cell, pretrain_runs: dict[str, str], contrastive_run: str | None = None
+    ) -> MultimodalRecipe:
+        from_contrastive = cell.condition == schema.CONDITION_CONTRASTIVE
+        encoders = encoders_for(cell.scratch, self.modalities, pretrain_runs,
+                                contrastive_run if from_contrastive else None)  # fmt: skip
         rate = f"{cell.missing:g}"
         cfg, choices = compose_config(
             "multimodal",
             [*self._multimodal_overrides, f"model/fusion={cell.fusion}", f"seed={cell.seed}",
              f"encoders={quote(encoders)}", f"missing.train={rate}", f"missing.val={rate}",
-             f"missing.test={rate}"],
+             f"missing.test={rate}", f"gradient={cell.gradient}",
+             f"imputation={cell.imputation}"],
         )  # fmt: skip
         return MultimodalRecipe(cfg, fusion_name=choices["model/fusion"], condition=cell.condition)
 
@@ -153,6 +186,7 @@ class PipelineRecipe:
                 pretrain_runs, reused = {**pretrain_runs, **more}, {**reused, **more_reused}
             else:
                 pretrain_runs, reused = pretrain_or_reuse(self.pretrain, experiment_id)
+            contrastive_run = self._contrastive_run(parent.info.run_id, experiment_id)
             for m in self.modalities:
                 mlflow.set_tags(
                     {
@@ -164,23 +198,42 @@ class PipelineRecipe:
             done, cut_short = cell_runs(parent.info.run_id) if self.resume else ({}, {})
             fusion_runs = []
             for cell in self.cells:
-                label = f"{cell.fusion} {cell.condition} missing {cell.missing:g} seed {cell.seed}"
+                label = cell.label
                 if cell.key in done:
                     fusion_runs.append(done[cell.key])
                     print(f"multimodal {label}: finished earlier, run {done[cell.key]}", flush=True)
                     continue
-                recipe = self._fusion_recipe(cell, pretrain_runs)
+                recipe = self._fusion_recipe(cell, pretrain_runs, contrastive_run)
                 run_id = recipe.run(nested=True, resume=cut_short.get(cell.key))
                 fusion_runs.append(run_id)
                 print(f"multimodal {label}: run {run_id}", flush=True)
 
             result = analyze(parent_run=parent.info.run_id, settings=self.analysis, nested=True)
             mlflow.log_text(result.markdown, schema.ANALYSIS_TABLE_ARTIFACT)
-        return PipelineResult(parent.info.run_id, pretrain_runs, reused, fusion_runs, result)
+        return PipelineResult(parent.info.run_id, pretrain_runs, reused, fusion_runs, result,
+                              contrastive_run)  # fmt: skip
+
+    def _contrastive_run(self, parent_id: str, experiment_id: str) -> str | None:
+        """The contrastive pretrain run the ``contrastive`` cells use: the one this pipeline
+        recorded (a resume), an identical FINISHED one, or trained now as a child."""
+        if self.contrastive is None:
+            return None
+        tag = schema.pipeline_contrastive_tag()
+        client = MlflowClient()
+        recorded = client.get_run(parent_id).data.tags.get(tag)
+        if recorded and client.get_run(recorded).info.status == "FINISHED":
+            print(f"pretrain contrastive: recorded by this pipeline, run {recorded}", flush=True)
+            return recorded
+        interrupted = interrupted_pretrain_runs(parent_id) if self.resume else {}
+        runs, _ = pretrain_or_reuse(
+            {schema.OBJECTIVE_CONTRASTIVE: self.contrastive}, experiment_id, interrupted=interrupted
+        )
+        mlflow.set_tag(tag, runs[schema.OBJECTIVE_CONTRASTIVE])
+        return runs[schema.OBJECTIVE_CONTRASTIVE]
 
 
 def pretrain_or_reuse(
-    recipes: dict[str, PretrainRecipe],
+    recipes: Mapping[str, PretrainRecipe | ContrastivePretrainRecipe],
     experiment_id: str,
     *,
     parent_run_id: str | None = None,
@@ -235,11 +288,12 @@ def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str
     return routed
 
 
-CellKey = tuple[str, str, str, int]
+CellKey = tuple[str, str, str, int, str, str]
 
 
 def cell_runs(parent_id: str) -> tuple[dict[CellKey, str], dict[CellKey, str]]:
-    """A pipeline's fusion children by cell key (fusion, condition, missing, seed): the
+    """A pipeline's fusion children by cell key (fusion, condition, missing, seed, gradient,
+    imputation): the
     FINISHED ones, and the interrupted (KILLED) ones a resume continues in place. A FAILED
     cell is neither: it failed for a reason, so it runs again as a new run."""
     finished: dict[CellKey, str] = {}
@@ -247,7 +301,9 @@ def cell_runs(parent_id: str) -> tuple[dict[CellKey, str], dict[CellKey, str]]:
     for run in children(parent_id, schema.STAGE_MULTIMODAL):
         tags = run.data.tags
         key = (tags.get(schema.FUSION, ""), tags.get(schema.CONDITION, ""),
-               tags.get(schema.missing_tag("train"), "0"), int(tags.get(schema.SEED, -1)))  # fmt: skip
+               tags.get(schema.missing_tag("train"), "0"), int(tags.get(schema.SEED, -1)),
+               tags.get(schema.GRADIENT, schema.GRADIENT_JOINT),
+               tags.get(schema.IMPUTATION, schema.IMPUTATION_NONE))  # fmt: skip
         if run.info.status == "FINISHED":
             finished[key] = run.info.run_id
         elif run.info.status == "KILLED":

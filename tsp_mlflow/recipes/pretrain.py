@@ -26,6 +26,7 @@ from tsp_mlflow.recipes.common import (
     task_tags,
     train_and_test,
 )
+from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten, log_config
 from tsp_mlflow.tracking.registry import is_registered, register_encoder
@@ -34,10 +35,22 @@ from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
+def make_pretrain_recipe(cfg: DictConfig) -> PretrainRecipe | ContrastivePretrainRecipe:
+    """The recipe of ``cfg.objective``: supervised (one modality) or contrastive."""
+    if cfg.objective.name == schema.OBJECTIVE_CONTRASTIVE:
+        return ContrastivePretrainRecipe(cfg)
+    return PretrainRecipe(cfg)
+
+
 class PretrainRecipe:
     """Validate on construction (no run exists yet), then ``run()`` trains, logs, registers."""
 
     def __init__(self, cfg: DictConfig) -> None:
+        if cfg.objective.name != schema.OBJECTIVE_SUPERVISED:
+            raise UserInputError(
+                f"objective={cfg.objective.name}: this recipe pretrains one modality on its "
+                "labels (objective=supervised); use make_pretrain_recipe for the others"
+            )
         modalities = list(cfg.data.modalities)
         if cfg.modality not in modalities:
             raise UserInputError(
@@ -62,6 +75,7 @@ class PretrainRecipe:
             schema.STAGE: schema.STAGE_PRETRAIN,
             schema.DATASET: self.cfg.data.name,
             schema.MODALITY: self.modality,
+            schema.OBJECTIVE: schema.OBJECTIVE_SUPERVISED,
             schema.SEED: str(self.cfg.seed),
             **task_tags(self.task),
             **provenance_tags(self.config),

@@ -32,11 +32,15 @@ def is_encoder_uri(text: str) -> bool:
     return bool(_RUN.match(text) or _MODEL.match(text))
 
 
-def resolve_encoder(uri: str) -> EncoderLocation:
-    """Resolve ``uri`` against the tracking server, checking that its target exists."""
+def resolve_encoder(uri: str, modality: str | None = None) -> EncoderLocation:
+    """Resolve ``uri`` against the tracking server, checking that its target exists.
+
+    A contrastive pretrain run holds one encoder per modality (``encoder/<modality>``):
+    ``run:<id>`` then picks ``modality``'s.
+    """
     client = MlflowClient()
     if m := _RUN.match(uri):
-        run_id, path = m["run_id"], (m["path"] or schema.ENCODER_ARTIFACT_DIR).strip("/")
+        run_id = m["run_id"]
         try:
             run = client.get_run(run_id)
         except MlflowException:
@@ -45,6 +49,7 @@ def resolve_encoder(uri: str) -> EncoderLocation:
                 f"{redact_uri(mlflow.get_tracking_uri())}; find pretrain runs with tags.`tsp.stage` = 'pretrain' "
                 "in the MLflow UI, or use a registered model URI"
             ) from None
+        path = (m["path"] or _default_path(run.data.tags, modality, uri)).strip("/")
         return EncoderLocation(uri, run_id, f"{run.info.artifact_uri.rstrip('/')}/{path}")
     if m := _MODEL.match(uri):
         name = m["name"]
@@ -70,6 +75,20 @@ def resolve_encoder(uri: str) -> EncoderLocation:
             ) from None
         return EncoderLocation(uri, mv.run_id, mv.source)
     raise UserInputError(f"cannot read encoder URI {uri!r}; expected {URI_FORMS}")
+
+
+def _default_path(tags: dict[str, str], modality: str | None, uri: str) -> str:
+    if tags.get(schema.OBJECTIVE) != schema.OBJECTIVE_CONTRASTIVE:
+        return schema.ENCODER_ARTIFACT_DIR
+    held = [m for m in tags.get(schema.MODALITIES, "").split(",") if m]
+    if modality is None or modality not in held:
+        forms = ", ".join(f"{uri.rstrip('/')}/{schema.encoder_artifact_path(m)}" for m in held)
+        raise EncoderNotFound(
+            f"{uri!r} is a contrastive pretrain run holding encoders for {', '.join(held)}"
+            + (f", not {modality}" if modality else "")
+            + f"; name one: {forms.replace('run:', 'runs:/')}"
+        )
+    return schema.encoder_artifact_path(modality)
 
 
 def download_encoder(location: EncoderLocation, dst: Path) -> Path:

@@ -11,11 +11,14 @@ from typing import NamedTuple
 # --- tags -----------------------------------------------------------------------------
 STAGE = "tsp.stage"
 DATASET = "tsp.dataset"
-MODALITY = "tsp.modality"  # pretrain runs: the one modality
-MODALITIES = "tsp.modalities"  # fusion runs: comma-separated, dataset order
+MODALITY = "tsp.modality"  # supervised pretrain runs: the one modality
+MODALITIES = "tsp.modalities"  # fusion and contrastive runs: comma-separated, dataset order
 CONDITION = "tsp.condition"  # scratch | pretrained | <m>_scratch ...
 SEED = "tsp.seed"
 FUSION = "tsp.fusion"
+GRADIENT = "tsp.gradient"  # fusion runs: joint | uniform | mmpareto (absent on old runs: joint)
+IMPUTATION = "tsp.imputation"  # fusion runs: none | predicted (absent on old runs: none)
+OBJECTIVE = "tsp.objective"  # pretrain runs: supervised | contrastive (absent: supervised)
 TASK = "tsp.task"  # multiclass | multilabel | sentiment3 | sentiment_regression
 HEADLINE_METRICS = "tsp.headline_metrics"  # what `analyze` compares unless told otherwise
 CONFIG_HASH = "tsp.config_hash"
@@ -42,6 +45,12 @@ STAGES = (STAGE_PRETRAIN, STAGE_MULTIMODAL, STAGE_PIPELINE, STAGE_ANALYSIS, STAG
 
 CONDITION_SCRATCH = "scratch"
 CONDITION_PRETRAINED = "pretrained"
+CONDITION_CONTRASTIVE = "contrastive"  # every encoder from one contrastive pretrain run
+
+GRADIENT_JOINT = "joint"
+IMPUTATION_NONE = "none"
+OBJECTIVE_SUPERVISED = "supervised"
+OBJECTIVE_CONTRASTIVE = "contrastive"
 
 
 def encoder_source_tag(modality: str) -> str:
@@ -94,6 +103,8 @@ def sweep_best_metric(condition: str) -> str:
     """On a sweep parent: the best objective so far (step = finished trials)."""
     return f"sweep/{condition}/best_value"
 
+
+GRADIENT_SPLIT = "gradient"  # gradient/<modality>/{cosine,weight_multimodal,...}: MMPareto
 
 # --- metrics --------------------------------------------------------------------------
 TRAIN_LOSS = "train/loss"
@@ -166,5 +177,22 @@ MODEL_VERSION_MONITOR_VALUE = "tsp.monitor_value"
 MODEL_VERSION_MONITOR_MODE = "tsp.monitor_mode"  # max | min (absent on old versions: max)
 
 
-def registered_encoder_name(dataset: str, modality: str) -> str:
-    return f"{dataset}-{modality}-encoder"
+def registered_encoder_name(
+    dataset: str, modality: str, objective: str = OBJECTIVE_SUPERVISED
+) -> str:
+    """``avdigits-audio-encoder``; contrastive encoders have their own registered model
+    (``avdigits-audio-contrastive-encoder``), ranked by their own validation metric."""
+    if objective == OBJECTIVE_SUPERVISED:
+        return f"{dataset}-{modality}-encoder"
+    return f"{dataset}-{modality}-{objective}-encoder"
+
+
+def encoder_artifact_path(modality: str | None = None) -> str:
+    """Where a pretrain run keeps an encoder: ``encoder`` (supervised: the one modality) or
+    ``encoder/<modality>`` (contrastive: one folder per modality)."""
+    return ENCODER_ARTIFACT_DIR if modality is None else f"{ENCODER_ARTIFACT_DIR}/{modality}"
+
+
+def pipeline_contrastive_tag() -> str:
+    """On a pipeline run: the contrastive pretrain run its ``contrastive`` cells used."""
+    return "tsp.pipeline.contrastive.run_id"

@@ -84,7 +84,8 @@ def param_groups(model: LateFusionModel, lrs: Mapping[str, float | None]) -> lis
 
 
 def parameter_counts(model: LateFusionModel) -> dict[str, float]:
-    """``params/total``, ``params/trainable`` and the same per encoder, fusion and head."""
+    """``params/total``, ``params/trainable`` and the same per encoder, fusion and head
+    (and the unimodal heads and the predictor, when the model has them)."""
 
     def count(module: nn.Module, trainable: bool = False) -> float:
         return float(
@@ -93,6 +94,10 @@ def parameter_counts(model: LateFusionModel) -> dict[str, float]:
 
     counts = {"params/total": count(model), "params/trainable": count(model, True),
               "params/fusion": count(model.fusion), "params/head": count(model.head)}  # fmt: skip
+    if model.unimodal_heads is not None:
+        counts["params/unimodal_heads"] = count(model.unimodal_heads)
+    if model.predictor is not None:
+        counts["params/predictor"] = count(model.predictor)
     for m, encoder in model.encoders.items():
         counts[f"params/encoder/{m}"] = count(encoder)
         counts[f"params/encoder/{m}/trainable"] = count(encoder, True)

@@ -17,6 +17,7 @@ from tsp_mlflow.data.missing import WithMissingModalities
 from tsp_mlflow.errors import TrainingDiverged
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.tracking.schema import OBSERVED_PATTERN
+from tsp_mlflow.training.gradients import GradientStrategy, Joint
 from tsp_mlflow.training.tasks import Task
 
 # split -> pattern -> metric -> value ("train" holds one pseudo-pattern, "all").
@@ -125,6 +126,7 @@ def fit(
     device: torch.device,
     on_epoch_end: Callable[[int, EpochMetrics, float], None] | None = None,
     resume_from: FitResult | None = None,
+    gradient: GradientStrategy | None = None,
 ) -> FitResult:
     """Train for ``epochs``, evaluating every pattern on val after each epoch.
 
@@ -136,6 +138,11 @@ def fit(
             checkpoint taken there holds it).
         resume_from: the early-stopping state of a checkpoint; training goes on after its
             ``epochs_run`` (model, optimizer and RNG states are restored by the caller).
+        gradient: how the multimodal loss, the unimodal heads' losses and the predictor's
+            loss become one update (:mod:`~tsp_mlflow.training.gradients`; default
+            :class:`~tsp_mlflow.training.gradients.Joint`). Train metrics then also hold
+            ``loss_<m>`` per unimodal head and the predictor's VICReg terms, and
+            ``metrics["gradient"][m]`` MMPareto's per-encoder statistics (epoch means).
 
     Raises:
         TrainingDiverged: the loss is NaN or infinite; the message names epoch and step.
@@ -145,27 +152,44 @@ def fit(
     model.to(device)
     sign = 1.0 if task.higher_is_better(task.monitor) else -1.0
     best = resume_from or FitResult()
+    strategy = gradient or Joint()
     for epoch in range(best.epochs_run + 1, epochs + 1):
         start = time.perf_counter()
         model.train()
         outputs: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
+        extra = _EpochMeans()
         for step, batch in enumerate(train_loader, start=1):
             batch = to_device(batch, device)
             target = task.target(batch["target"])
-            logits = model(batch["inputs"], batch["present"])  # (B, num_outputs)
+            present = batch["present"]
+            feats = model.encode(batch["inputs"])
+            logits = model.classify(feats, present)  # (B, num_outputs)
             loss = task.loss(logits, target)
-            if not torch.isfinite(loss):  # syncs, as the .cpu() below does anyway
+            unimodal = unimodal_losses(model, feats, present, target, task)
+            auxiliary, predictor_stats = (
+                model.predictor.loss(feats, present) if model.predictor is not None else (None, {})
+            )
+            watched = sum((x.detach() for x in unimodal.values()), loss.detach())
+            if not torch.isfinite(watched):  # syncs, as the .cpu() below does anyway
                 raise TrainingDiverged(
                     f"the training loss is {loss.item()} at epoch {epoch}, step {step} "
                     f"(global step {(epoch - 1) * len(train_loader) + step}); lower optim.lr, "
                     "or check the inputs for NaN/inf values (tsp data check)"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            step_stats = strategy.backward(model, loss, unimodal, auxiliary)
             optimizer.step()
             outputs.append(logits.detach().float().cpu())
             targets.append(target.cpu())
+            rows = len(present)
+            for m, value in unimodal.items():
+                extra.add(("train", "all", f"loss_{m}"), value, rows)
+            for name, value in predictor_stats.items():
+                extra.add(("train", "all", f"predictor_{name}"), value, rows)
+            for m, values in step_stats.items():
+                for name, value in values.items():
+                    extra.add(("gradient", m, name), value, 1)
         # Metrics of the weights as they moved through the epoch; the loss over all
         # outputs equals the batch losses averaged with batch-size weights.
         train = task.metrics(torch.cat(outputs), torch.cat(targets))
@@ -180,6 +204,7 @@ def fit(
             scheduler.step()
         seconds = time.perf_counter() - start
         metrics: EpochMetrics = {"train": {"all": train}, "val": val}
+        extra.merge_into(metrics)
         best.history.append(metrics)
         best.epochs_run, best.train_seconds = epoch, best.train_seconds + seconds
         best.epoch_seconds.append(seconds)
@@ -194,3 +219,39 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, seconds)
     return best
+
+
+def unimodal_losses(
+    model: LateFusionModel,
+    feats: dict[str, torch.Tensor],
+    present: torch.Tensor,
+    target: torch.Tensor,
+    task: Task,
+) -> dict[str, torch.Tensor]:
+    """modality -> its unimodal head's loss over the rows where it is present (a modality
+    missing from every row of the batch has no loss this step)."""
+    losses = {}
+    for m, (logits, rows) in model.unimodal_logits(feats, present).items():
+        if bool(rows.all()):
+            losses[m] = task.loss(logits, target)
+        elif bool(rows.any()):
+            losses[m] = task.loss(logits[rows], target[rows])
+    return losses
+
+
+class _EpochMeans:
+    """Weighted means over an epoch's steps of scalar tensors or floats, per metric path."""
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, str, str], torch.Tensor | float] = {}
+        self.weights: dict[tuple[str, str, str], float] = {}
+
+    def add(self, key: tuple[str, str, str], value: torch.Tensor | float, weight: float) -> None:
+        value = value.detach() if isinstance(value, torch.Tensor) else value  # no sync here
+        self.sums[key] = self.sums.get(key, 0.0) + value * weight
+        self.weights[key] = self.weights.get(key, 0.0) + weight
+
+    def merge_into(self, metrics: EpochMetrics) -> None:
+        for (split, pattern, name), total in self.sums.items():
+            mean = float(total) / self.weights[(split, pattern, name)]
+            metrics.setdefault(split, {}).setdefault(pattern, {})[name] = mean
