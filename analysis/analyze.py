@@ -229,7 +229,9 @@ def _tables(results: Results) -> dict[str, pd.DataFrame]:
         tables["curve_differences"] = results.bands.differences
     tables["probes"] = results.probes
     for name, many in (("conditions", results.conditions), ("fusions", results.fusions),
-                       ("missing_rates", results.missing_rates)):  # fmt: skip
+                       ("missing_rates", results.missing_rates), ("gradients", results.gradients),
+                       ("imputations", results.imputations),
+                       ("objectives", results.objectives)):  # fmt: skip
         if isinstance(many, pd.DataFrame):
             tables[name] = many
         elif many is not None:

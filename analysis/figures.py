@@ -36,8 +36,10 @@ def save_all(results: Results, folder: Path) -> list[Path]:
         saved.append(critical_difference(results.conditions, folder / "cd_conditions.png"))
     if isinstance(results.fusions, ManyResult):
         saved.append(critical_difference(results.fusions, folder / "cd_fusions.png"))
-    if isinstance(results.missing_rates, ManyResult):
-        saved.append(critical_difference(results.missing_rates, folder / "cd_missing_rates.png"))
+    for name in ("missing_rates", "gradients", "imputations", "objectives"):
+        many = getattr(results, name)
+        if isinstance(many, ManyResult):
+            saved.append(critical_difference(many, folder / f"cd_{name}.png"))
     return saved
 
 

@@ -13,7 +13,8 @@ def comparison_table(results: Results, table: pd.DataFrame | None = None, title:
     """The headline: one row per pattern × metric, estimate first, then tests, then verdict."""
     s = results.settings
     table = results.comparison if table is None else table
-    extra = ("quantity", "basis", "epoch", "condition", "fusion", "missing")
+    extra = ("quantity", "basis", "epoch", "condition", "fusion", "missing", "gradient",
+             "imputation")  # fmt: skip
     keys = [c for c in table.columns if c in results.by or c in extra]
     # Tables that compare other arms (fusion methods, missing rates) name them in a and b.
     a = str(table["a"].iloc[0]) if "a" in table and len(table) else s.a
@@ -246,22 +247,23 @@ def render(results: Results, *, title: str, inputs_line: str) -> tuple[str, str,
     ]
     if isinstance(results.conditions, ManyResult):
         sections.append(("Across conditions", many_tables(results.conditions, "conditions")))
-    if isinstance(results.fusions, ManyResult):
-        sections.append(("Across fusion methods", many_tables(results.fusions, "fusion methods")))
-    elif isinstance(results.fusions, pd.DataFrame) and len(results.fusions):
-        a, b = results.fusions["a"].iloc[0], results.fusions["b"].iloc[0]
-        sections.append(
-            ("Across fusion methods", [comparison_table(results, results.fusions, f"{a} vs {b}")])
-        )
-    if isinstance(results.missing_rates, ManyResult):
-        sections.append(
-            ("Across missing rates", many_tables(results.missing_rates, "missing rates"))
-        )
-    elif isinstance(results.missing_rates, pd.DataFrame) and len(results.missing_rates):
-        lo, hi = results.missing_rates["a"].iloc[0], results.missing_rates["b"].iloc[0]
-        sections.append(("Across missing rates", [comparison_table(
-            results, results.missing_rates, f"missing {lo} vs {hi} (Δ = {lo} − {hi}: what losing more modalities costs)"
-        )]))  # fmt: skip
+    for heading, result, what, meaning in (
+        ("Across fusion methods", results.fusions, "fusion methods", ""),
+        ("Across missing rates", results.missing_rates, "missing rates",
+         "what losing more modalities costs"),
+        ("Gradient strategies: joint vs uniform vs MMPareto", results.gradients,
+         "gradient strategies", "the method minus its baseline"),
+        ("Missing embeddings: predicted (VICReg) vs the fusion's rule (zero-fill)",
+         results.imputations, "imputations", "predicted minus zero-filled"),
+        ("Pretraining objective: contrastive vs supervised", results.objectives,
+         "pretraining objectives", "contrastive minus supervised pretraining"),
+    ):  # fmt: skip
+        if isinstance(result, ManyResult):
+            sections.append((heading, many_tables(result, what)))
+        elif isinstance(result, pd.DataFrame) and len(result):
+            a, b = result["a"].iloc[0], result["b"].iloc[0]
+            label = f"{a} vs {b}" + (f" (Δ = {a} − {b}: {meaning})" if meaning else "")
+            sections.append((heading, [comparison_table(results, result, label)]))
     sections.append(("Efficiency per fusion method", efficiency_tables(results)))
     if len(results.probes):
         sections.append(("Representations: linear probes on frozen test embeddings",

@@ -157,19 +157,21 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     # A grid is compared cell by cell: one stratum per fusion method, missing rate,
     # gradient strategy and imputation that the runs vary.
     varying = [axis for axis in METHOD_AXES if axis in values and values[axis].nunique() > 1]
-    strata = tuple(varying)
-    by = (*strata, "pattern", "metric")
     common = {"alpha": s.alpha, "confidence": s.confidence, "correction": s.correction,
               "rope": s.rope, "seed": s.seed, "pair_on": s.pair_on}  # fmt: skip
-    # A grid of several blocks crosses a and b only in some cells: compare those.
-    crossed = _complete_groups(values[values["condition"].isin([s.a, s.b])], "condition",
-                               [s.a, s.b], strata)  # fmt: skip
-    if strata and len(crossed) < len(values[values["condition"].isin([s.a, s.b])]):
+    # A grid of several blocks crosses a and b only in some cells: compare those, in one
+    # stratum per level of every factor that varies there.
+    arms = values[values["condition"].isin([s.a, s.b])]
+    crossed = _complete_groups(arms, "condition", [s.a, s.b], tuple(varying))
+    if len(crossed) < len(arms):
         notes.append(
-            f"{s.a} vs {s.b} is compared only in the grid cells that run both "
-            f"({', '.join(strata)} strata); the other cells appear in the method comparisons"
+            f"{s.a} vs {s.b} is compared only in the grid cells that run both; the other "
+            "cells appear in the method comparisons"
         )
-    comparison = compare_two(crossed if len(crossed) else values, a=s.a, b=s.b, by=by, **common)
+    crossed = crossed if len(crossed) else values
+    strata = tuple(a for a in varying if crossed[a].nunique() > 1)
+    by = (*strata, "pattern", "metric")
+    comparison = compare_two(crossed, a=s.a, b=s.b, by=by, **common)
     summary = summarize(values, by=("condition", *by), confidence=s.confidence, seed=s.seed)
 
     full = full_pattern(list(values["pattern"].unique()))
@@ -231,19 +233,18 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
         compare_two(gain, a=s.a, b=s.b, by=("metric", "quantity"), **common) if len(gain) else empty
     )
 
-    conditions = None
-    if values["condition"].nunique() >= 3:
-        conditions = compare_many(values, arm="condition", block=s.pair_on, by=by,
-                                  alpha=s.alpha, correction=s.correction)  # fmt: skip
 
     def axis(name: str, levels: list[str], frame: pd.DataFrame = values) -> AxisResult:
         others = tuple(a for a in ("condition", *varying) if a != name)
+        keep = ("missing",) if name == "imputation" else ()  # "across missing rates"
         try:
-            return compare_axis(frame, name, levels, others, common)
+            return compare_axis(frame, name, levels, others, common, keep)
         except AnalysisInputError as err:  # e.g. one seed: no complete blocks
             notes.append(f"no comparison across {name}: {err}")
             return None
 
+    levels = sorted(values["condition"].dropna().unique())
+    conditions = axis("condition", levels) if len(levels) >= 3 else None
     fusion_result = axis("fusion", fusions)
     missing_result = axis("missing", rates)  # Δ = lower rate − higher: what losing modalities costs
     gradient_levels = [g for g in GRADIENT_ORDER if g in set(values["gradient"])]
@@ -292,9 +293,11 @@ def compare_axis(
     levels: list[str],
     others: tuple[str, ...],
     common: dict[str, object],
+    keep: tuple[str, ...] = (),
 ) -> AxisResult:
     """The levels of ``axis`` compared within every group of ``others`` × pattern × metric
-    that has all of them (paired by seed): two levels with :func:`compare_two`
+    that has all of them (paired by seed); ``others`` constant there are left out of the
+    table unless in ``keep``. Two levels with :func:`compare_two`
     (Δ = levels[0] − levels[1]), three or more with :func:`compare_many`. None when no
     group crosses every level."""
     if len(levels) < 2:
@@ -302,7 +305,8 @@ def compare_axis(
     data = _complete_groups(values[values[axis].isin(levels)], axis, levels, others)
     if data.empty:
         return None
-    by = (*others, "pattern", "metric")
+    shown = (o for o in others if o in keep or data[o].nunique(dropna=False) > 1)
+    by = (*shown, "pattern", "metric")
     if len(levels) == 2:
         return compare_two(data, a=levels[0], b=levels[1], arm=axis, by=by, **common)
     return compare_many(data, arm=axis, block=str(common["pair_on"]), by=by,
