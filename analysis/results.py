@@ -233,7 +233,6 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
         compare_two(gain, a=s.a, b=s.b, by=("metric", "quantity"), **common) if len(gain) else empty
     )
 
-
     def axis(name: str, levels: list[str], frame: pd.DataFrame = values) -> AxisResult:
         others = tuple(a for a in ("condition", *varying) if a != name)
         keep = ("missing",) if name == "imputation" else ()  # "across missing rates"

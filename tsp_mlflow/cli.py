@@ -184,6 +184,9 @@ def multimodal(
     Examples:
       tsp multimodal --encoders pretrained --fusion gated --epochs 5
       tsp multimodal --encoders audio=scratch,image=pretrained --seed 3
+      tsp multimodal --overrides "gradient=mmpareto"       # unimodal losses, MMPareto
+      tsp multimodal --overrides "imputation=predicted missing.train=0.5"
+      tsp multimodal --encoders contrastive                # contrastive pretrained encoders
       tsp multimodal --fusion gated --epochs 5 --resume <run id>   # after a crash
     """
     from tsp_mlflow.config import compose_config, group_options, quote

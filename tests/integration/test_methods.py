@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from tests.integration.flow import artifact_paths, children, runs
 from tsp_mlflow.api import load_encoder
 from tsp_mlflow.cli import main
+from tsp_mlflow.errors import EncoderNotFound
 from tsp_mlflow.tracking import schema
 
 pytestmark = pytest.mark.integration
@@ -61,6 +62,10 @@ def test_methods_grid_tracks_every_method_and_the_analysis_compares_them(
         champion = client.get_model_version_by_alias(name, schema.CHAMPION_ALIAS)
         assert champion.run_id == contrastive.info.run_id
         assert load_encoder(f"models:/{name}@champion").out_dim > 0
+    with pytest.raises(
+        EncoderNotFound, match="holding encoders for audio, image; name one: runs:/"
+    ):
+        load_encoder(f"run:{contrastive.info.run_id}")  # two encoders: which one?
 
     for run in fusion:
         tags, metrics = run.data.tags, run.data.metrics
@@ -78,9 +83,10 @@ def test_methods_grid_tracks_every_method_and_the_analysis_compares_them(
                 history = client.get_metric_history(run.info.run_id, f"gradient/{m}/cosine")
                 assert [p.step for p in history] == [1, 2]
                 assert all(-1 <= p.value <= 1 for p in history)
-                w = metrics[f"gradient/{m}/weight_multimodal"] + metrics[
-                    f"gradient/{m}/weight_unimodal"
-                ]
+                w = (
+                    metrics[f"gradient/{m}/weight_multimodal"]
+                    + metrics[f"gradient/{m}/weight_unimodal"]
+                )
                 assert w == pytest.approx(1)
         else:
             assert not any(k.startswith("gradient/") for k in metrics)

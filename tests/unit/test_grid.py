@@ -39,3 +39,34 @@ def test_bad_grids_name_the_fix() -> None:
         UserInputError, match="grid condition 'image_scratchy' is unknown; use scratch"
     ):
         expand_conditions(["image_scratchy"], ("audio", "image"))
+
+
+def test_blocks_add_products_that_inherit_the_rest_and_cells_stay_unique() -> None:
+    grid = Grid(
+        conditions=["scratch", "pretrained"],
+        gradients=["uniform", "mmpareto"],
+        blocks=[
+            {"conditions": ["pretrained"], "missing": [0.5], "imputations": ["none", "predicted"]},
+            {"conditions": ["pretrained"], "gradients": ["uniform"]},  # all inside the first
+        ],
+    )
+    cells = list(grid.cells(("audio", "image"), seeds=2))
+    keys = [c.key for c in cells]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 2 + 2 * 2 * 2
+    # The first block inherits gradients [uniform, mmpareto] and fusions [concat].
+    block = {(c.gradient, c.imputation) for c in cells if c.missing == 0.5}
+    assert block == {(g, i) for g in ("uniform", "mmpareto") for i in ("none", "predicted")}
+    assert {c.fusion for c in cells} == {"concat"}
+    contrastive = Grid(conditions=["contrastive"]).cells(("audio", "image"), seeds=1)
+    assert [(c.condition, c.scratch) for c in contrastive] == [("contrastive", ())]
+
+
+def test_bad_method_grids_name_the_fix() -> None:
+    with pytest.raises(UserInputError, match=r"grid.gradients=\['pareto'\]: choose from joint"):
+        Grid(gradients=["pareto"])
+    with pytest.raises(UserInputError, match=r"grid.imputations=\['mean'\]: choose from none"):
+        Grid(imputations=["mean"])
+    with pytest.raises(UserInputError, match=r"grid.blocks: unknown key\(s\) \['seed'\]"):
+        Grid(blocks=[{"seed": [1]}])
+    with pytest.raises(UserInputError, match=r"grid.missing=\[1.5\]"):  # blocks are checked too
+        Grid(blocks=[{"missing": [1.5]}])

@@ -124,6 +124,12 @@ class EmbeddingPredictor(nn.Module):
                 f"EmbeddingPredictor needs at least 2 modalities to predict one from another, "
                 f"got {list(in_dims)}"
             )
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+        coeffs = {"sim_coeff": sim_coeff, "std_coeff": std_coeff, "cov_coeff": cov_coeff}
+        bad = {k: v for k, v in coeffs.items() if not (isinstance(v, int | float) and v >= 0)}
+        if bad:
+            raise ValueError(f"VICReg coefficients must be numbers >= 0, got {bad}")
         self.in_dims = dict(in_dims)
         self.modalities = tuple(in_dims)
         self.sim_coeff = sim_coeff

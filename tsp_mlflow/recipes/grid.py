@@ -85,6 +85,7 @@ class Grid:
                     f"grid.blocks: unknown key(s) {unknown}; a block sets some of "
                     f"{', '.join(sorted(known))}"
                 )
+            replace(self, blocks=(), **dict(block))  # validates the block's own values
 
     def products(self) -> list[Grid]:
         """This grid's own product, then one per block (fields inherited from this one)."""
