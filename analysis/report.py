@@ -247,22 +247,22 @@ def render(results: Results, *, title: str, inputs_line: str) -> tuple[str, str,
     ]
     if isinstance(results.conditions, ManyResult):
         sections.append(("Across conditions", many_tables(results.conditions, "conditions")))
-    for heading, result, what, meaning in (
-        ("Across fusion methods", results.fusions, "fusion methods", ""),
-        ("Across missing rates", results.missing_rates, "missing rates",
+    for heading, result, what, prefix, meaning in (
+        ("Across fusion methods", results.fusions, "fusion methods", "", ""),
+        ("Across missing rates", results.missing_rates, "missing rates", "missing ",
          "what losing more modalities costs"),
         ("Gradient strategies: joint vs uniform vs MMPareto", results.gradients,
-         "gradient strategies", "the method minus its baseline"),
+         "gradient strategies", "", "the method minus its baseline"),
         ("Missing embeddings: predicted (VICReg) vs the fusion's rule (zero-fill)",
-         results.imputations, "imputations", "predicted minus zero-filled"),
+         results.imputations, "imputations", "", "predicted minus zero-filled"),
         ("Pretraining objective: contrastive vs supervised", results.objectives,
-         "pretraining objectives", "contrastive minus supervised pretraining"),
+         "pretraining objectives", "", "contrastive minus supervised pretraining"),
     ):  # fmt: skip
         if isinstance(result, ManyResult):
             sections.append((heading, many_tables(result, what)))
         elif isinstance(result, pd.DataFrame) and len(result):
             a, b = result["a"].iloc[0], result["b"].iloc[0]
-            label = f"{a} vs {b}" + (f" (Δ = {a} − {b}: {meaning})" if meaning else "")
+            label = f"{prefix}{a} vs {b}" + (f" (Δ = {a} − {b}: {meaning})" if meaning else "")
             sections.append((heading, [comparison_table(results, result, label)]))
     sections.append(("Efficiency per fusion method", efficiency_tables(results)))
     if len(results.probes):
