@@ -161,17 +161,26 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
               "rope": s.rope, "seed": s.seed, "pair_on": s.pair_on}  # fmt: skip
     # A grid of several blocks crosses a and b only in some cells: compare those, in one
     # stratum per level of every factor that varies there.
+    all_values = values  # every cell, for the per-factor comparisons below
     arms = values[values["condition"].isin([s.a, s.b])]
     crossed = _complete_groups(arms, "condition", [s.a, s.b], tuple(varying))
-    if len(crossed) < len(arms):
+    if crossed.empty:
         notes.append(
-            f"{s.a} vs {s.b} is compared only in the grid cells that run both; the other "
-            "cells appear in the method comparisons"
+            f"no grid cell runs both {s.a} and {s.b} with the same settings; they are "
+            "compared across cells that differ in other factors"
         )
-    crossed = crossed if len(crossed) else values
-    strata = tuple(a for a in varying if crossed[a].nunique() > 1)
+    elif len(crossed) < len(arms):
+        notes.append(
+            f"{s.a} vs {s.b} (and its convergence, cost and probes) uses only the grid cells "
+            "that run both; the other cells appear in the method comparisons"
+        )
+        # Runs of a or b in cells the other arm lacks would bias every a-vs-b quantity.
+        dropped = set(arms["run_id"]) - set(crossed["run_id"])
+        values = values[~values["run_id"].isin(dropped)]
+        inputs = _without_runs(inputs, dropped)
+    strata = tuple(a for a in varying if values[a].nunique() > 1)
     by = (*strata, "pattern", "metric")
-    comparison = compare_two(crossed, a=s.a, b=s.b, by=by, **common)
+    comparison = compare_two(values, a=s.a, b=s.b, by=by, **common)
     summary = summarize(values, by=("condition", *by), confidence=s.confidence, seed=s.seed)
 
     full = full_pattern(list(values["pattern"].unique()))
@@ -232,6 +241,8 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     gain_cmp = (
         compare_two(gain, a=s.a, b=s.b, by=("metric", "quantity"), **common) if len(gain) else empty
     )
+
+    values = all_values
 
     def axis(name: str, levels: list[str], frame: pd.DataFrame = values) -> AxisResult:
         others = tuple(a for a in ("condition", *varying) if a != name)
@@ -310,6 +321,14 @@ def compare_axis(
         return compare_two(data, a=levels[0], b=levels[1], arm=axis, by=by, **common)
     return compare_many(data, arm=axis, block=str(common["pair_on"]), by=by,
                         alpha=float(common["alpha"]), correction=common["correction"])  # type: ignore[arg-type]  # fmt: skip
+
+
+def _without_runs(inputs: AnalysisInputs, run_ids: set[str]) -> AnalysisInputs:
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[~frame["run_id"].isin(run_ids)] if "run_id" in frame else frame
+
+    return AnalysisInputs(runs=keep(inputs.runs), values=keep(inputs.values),
+                          histories=keep(inputs.histories), lineage=keep(inputs.lineage))  # fmt: skip
 
 
 def _complete_groups(

@@ -346,6 +346,12 @@ CATALOGUE = [
      "grid.blocks: unknown key(s) ['fusion']; a block sets some of conditions, fusions"),
     ("pipeline gradient", ["pipeline", "--overrides", "gradient=mmpareto"],
      "the pipeline sets gradient per grid cell; use grid.fusions=[...], grid.missing=[...], grid.gradients=[...]"),
+    ("pipeline objective", ["pipeline", "--overrides", "objective=contrastive"],
+     "the pipeline picks each pretraining's objective itself; add contrastive to grid.conditions"),
+    ("objective keys without contrastive cells", ["pipeline", "--overrides", "objective.dim=32"],
+     "overrides ['objective.dim=32'] configure contrastive pretraining, which this grid does not run"),
+    ("sweep contrastive", ["sweep", "--overrides", "sweep.conditions=[contrastive]"],
+     "sweep.conditions: contrastive is not supported in sweeps"),
     ("no contrastive encoders", ["multimodal", "--encoders", "contrastive"],
      "registered model 'avdigits-audio-contrastive-encoder'"),
     # encoder sources

@@ -132,6 +132,11 @@ def test_methods_grid_tracks_every_method_and_the_analysis_compares_them(
     )
     # Pretrained vs scratch within each gradient strategy (the cells that run both).
     assert set(comparison["gradient"]) == {"joint", "uniform", "mmpareto"}
+    # Runs in cells that only one arm runs (block 2: missing 0.5) stay out of every
+    # pretrained-vs-scratch quantity, cost and convergence included.
+    cost = pd.read_csv(client.download_artifacts(analysis.info.run_id, "analysis/tables/cost.csv"))
+    half = {r.info.run_id for r in fusion if r.data.tags[schema.missing_tag("test")] == "0.5"}
+    assert not half & set(cost["run_id"]) and len(cost) == len(fusion) - len(half)
     report = Path(client.download_artifacts(analysis.info.run_id, "analysis/report.md")).read_text()
     for title in ("## Gradient strategies: joint vs uniform vs MMPareto",
                   "## Missing embeddings: predicted (VICReg) vs the fusion's rule (zero-fill)",

@@ -50,3 +50,20 @@ def test_condition_names_are_consistent() -> None:
     assert condition_name({"audio": "scratch", "image": "scratch"}) == "scratch"
     assert condition_name({"audio": "run:a", "image": "models:/m@champion"}) == "pretrained"
     assert condition_name({"audio": "scratch", "image": "run:b"}) == "audio_scratch"
+
+
+def test_contrastive_sources_and_condition_names() -> None:
+    assert parse_encoder_sources("contrastive", MODS, "avdigits") == {
+        "audio": "models:/avdigits-audio-contrastive-encoder@champion",
+        "image": "models:/avdigits-image-contrastive-encoder@champion",
+    }
+    mixed = parse_encoder_sources("audio=contrastive,image=pretrained", MODS, "avdigits")
+    assert mixed["image"] == "models:/avdigits-image-encoder@champion"
+    both = {"audio": "run:a", "image": "run:a"}
+    assert condition_name(both, contrastive=MODS) == "contrastive"
+    assert condition_name(both, contrastive=()) == "pretrained"
+    # A mix with contrastive encoders never takes a supervised condition's name.
+    assert condition_name(both, contrastive=("audio",)) == "audio_contrastive_image_pretrained"
+    half = {"audio": "run:a", "image": "scratch"}
+    assert condition_name(half, contrastive=("audio",)) == "audio_contrastive_image_scratch"
+    assert condition_name(half) == "image_scratch"

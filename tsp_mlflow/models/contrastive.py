@@ -214,15 +214,17 @@ class ContrastiveObjective(nn.Module, Task):
         modalities = tuple(modalities)
         if len(modalities) < 2 or len(set(modalities)) != len(modalities):
             raise UserInputError(
-                f"task.modalities={list(modalities)}: contrastive pretraining needs at least "
+                f"objective.modalities={list(modalities)}: contrastive pretraining needs at least "
                 "two distinct modalities"
             )
         if dim < 1:
-            raise UserInputError(f"task.dim must be at least 1, got {dim}")
+            raise UserInputError(f"objective.dim must be at least 1, got {dim}")
         if not temperature > 0:
-            raise UserInputError(f"task.temperature must be positive, got {temperature}")
+            raise UserInputError(f"objective.loss.temperature must be positive, got {temperature}")
         if queue_size < 0:
-            raise UserInputError(f"task.queue_size must be 0 (off) or positive, got {queue_size}")
+            raise UserInputError(
+                f"objective.loss.queue_size must be 0 (off) or positive, got {queue_size}"
+            )
         self.modalities = modalities
         self.dim = dim
         self.queue_size = queue_size
@@ -232,6 +234,10 @@ class ContrastiveObjective(nn.Module, Task):
             *(f"recall_at_{k}" for k in RECALL_KS),
             "temperature",
         )
+        if monitor == "temperature":  # logged to watch, never a target
+            raise UserInputError(
+                "objective.loss.monitor=temperature is informational; monitor loss or a recall"
+            )
         Task.__init__(self, dim * len(modalities), monitor)  # checks monitor
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature
@@ -256,7 +262,7 @@ class ContrastiveObjective(nn.Module, Task):
             raise ValueError(
                 f"contrastive output has shape {tuple(out.shape)}, expected (B, "
                 f"{self.num_outputs}) = {len(self.modalities)} modalities x dim {self.dim}; "
-                "the projection's dim must equal task.dim"
+                "the projection's dim must equal the objective's (objective.dim)"
             )
         return dict(zip(self.modalities, out.split(self.dim, dim=1), strict=True))
 

@@ -54,12 +54,17 @@ def parse_encoder_sources(text: str, modalities: Sequence[str], dataset: str) ->
 
 def condition_name(sources: dict[str, str], contrastive: Sequence[str] = ()) -> str:
     """``scratch``, ``pretrained``, ``contrastive`` (every encoder from contrastive
-    pretraining, listed in ``contrastive``), or ``<m>[_<m>...]_scratch`` for a mix."""
+    pretraining, listed in ``contrastive``), ``<m>[_<m>...]_scratch`` for a mix of scratch
+    and supervised encoders, or ``audio_contrastive_image_scratch`` for any other mix."""
     scratch = [m for m, s in sources.items() if s == SCRATCH]
     if len(scratch) == len(sources):
         return schema.CONDITION_SCRATCH
     if set(contrastive) == set(sources):
         return schema.CONDITION_CONTRASTIVE
+    if contrastive:  # a mix with contrastive encoders: name every modality's source
+        kinds = {m: "scratch" if m in scratch else "contrastive" if m in contrastive
+                 else "pretrained" for m in sources}  # fmt: skip
+        return "_".join(f"{m}_{kind}" for m, kind in kinds.items())
     if not scratch:
         return schema.CONDITION_PRETRAINED
     return "_".join(scratch) + "_scratch"

@@ -80,8 +80,18 @@ class PipelineRecipe:
                     "use grid.fusions=[...], grid.missing=[...], grid.gradients=[...] or "
                     "grid.imputations=[...] (or grid=fusions, grid=missing, grid=methods)"
                 )
+        # objective.* configures the contrastive pretraining only (the supervised config has
+        # no such keys), so it is set aside for that recipe.
+        objective = [o for o in overrides if o_key(o).split(".")[0] == "objective"]
+        for item in objective:
+            if not o_key(item).startswith("objective."):
+                raise UserInputError(
+                    f"override {item!r}: the pipeline picks each pretraining's objective "
+                    "itself; add contrastive to grid.conditions for contrastive encoders"
+                )
         common = [f"data={dataset}"] + ([f"trainer.epochs={epochs}"] if epochs is not None else [])
-        routed = route_overrides([*common, *overrides], ("pipeline", *STAGE_CONFIGS))
+        rest = [o for o in overrides if o not in objective]
+        routed = route_overrides([*common, *rest], ("pipeline", *STAGE_CONFIGS))
         self.cfg, _ = compose_config("pipeline", routed["pipeline"])
         self.analysis = analysis_settings(self.cfg.analysis)
         self.grid: Grid = build_grid(self.cfg.grid)
@@ -98,10 +108,10 @@ class PipelineRecipe:
             "pipeline.grid.missing": ",".join(f"{r:g}" for r in self.grid.missing),
         }
         if (
-            self.grid.gradients != (schema.GRADIENT_JOINT,)
-            or self.grid.imputations != (schema.IMPUTATION_NONE,)
+            tuple(self.grid.gradients) != (schema.GRADIENT_JOINT,)
+            or tuple(self.grid.imputations) != (schema.IMPUTATION_NONE,)
             or self.grid.blocks
-        ):  # (absent otherwise: resuming an older pipeline still works)
+        ):  # logged only when used: a default pipeline's params stay as before
             self.params["pipeline.grid.gradients"] = ",".join(self.grid.gradients)
             self.params["pipeline.grid.imputations"] = ",".join(self.grid.imputations)
             self.params["pipeline.grid.blocks"] = json.dumps(
@@ -132,12 +142,14 @@ class PipelineRecipe:
             self.contrastive = ContrastivePretrainRecipe(
                 compose_config(
                     "pretrain",
-                    [
-                        *routed["pretrain"],
-                        "objective=contrastive",
-                        f"seed={self.cfg.pretrain_seed}",
-                    ],
+                    [*routed["pretrain"], "objective=contrastive", *objective,
+                     f"seed={self.cfg.pretrain_seed}"],
                 )[0]
+            )  # fmt: skip
+        elif objective:
+            raise UserInputError(
+                f"overrides {objective} configure contrastive pretraining, which this grid "
+                "does not run; add contrastive to grid.conditions (or use grid=methods)"
             )
         # Validates every fusion config now; the pretrained arms need encoder runs first.
         self._multimodal_overrides = routed["multimodal"]
@@ -263,6 +275,11 @@ def pretrain_or_reuse(
             )
         print(f"pretrain {m}: {'reused' if reused[m] else 'trained'} run {runs[m]}", flush=True)
     return runs, reused
+
+
+def o_key(override: str) -> str:
+    """The key of a Hydra override (``+a.b=1`` -> ``a.b``)."""
+    return override.lstrip("+~").partition("=")[0]
 
 
 def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str, list[str]]:

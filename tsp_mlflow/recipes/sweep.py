@@ -163,6 +163,12 @@ class SweepRecipe:
             self.arms = [Arm(str(probe.modality))]
         else:
             conditions = expand_conditions(list(node.conditions), self.modalities)
+            if schema.CONDITION_CONTRASTIVE in conditions:
+                raise UserInputError(
+                    "sweep.conditions: contrastive is not supported in sweeps (they pretrain "
+                    "supervised encoders); pretrain contrastively first (tsp pretrain "
+                    "--objective contrastive) and sweep with encoders from it via multimodal"
+                )
             if not conditions:
                 raise UserInputError("sweep.conditions is empty; e.g. sweep.conditions=[scratch]")
             self.arms = [Arm(name, scratch) for name, scratch in conditions.items()]

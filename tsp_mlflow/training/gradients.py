@@ -174,7 +174,8 @@ class MMPareto(GradientStrategy):
             uni = [_or_zeros(grads_rest[id(p)], p) for p in own]
             direction = mmpareto_direction(mm, uni, self.gamma, self.min_weight)
             for p, g in zip(own, direction.grads, strict=True):
-                p.grad = g
+                untouched = grads_mm[id(p)] is None and grads_rest[id(p)] is None
+                p.grad = None if untouched else g  # as a plain backward leaves it
             stats[m] = {
                 "cosine": direction.cosine,
                 "weight_multimodal": direction.weight_multimodal,

@@ -171,6 +171,8 @@ def fit(
                 model.predictor.loss(feats, present) if model.predictor is not None else (None, {})
             )
             watched = sum((x.detach() for x in unimodal.values()), loss.detach())
+            if auxiliary is not None:
+                watched = watched + auxiliary.detach()
             if not torch.isfinite(watched):  # syncs, as the .cpu() below does anyway
                 raise TrainingDiverged(
                     f"the training loss is {loss.item()} at epoch {epoch}, step {step} "
@@ -183,8 +185,9 @@ def fit(
             outputs.append(logits.detach().float().cpu())
             targets.append(target.cpu())
             rows = len(present)
-            for m, value in unimodal.items():
-                extra.add(("train", "all", f"loss_{m}"), value, rows)
+            for i, m in enumerate(model.modalities):
+                if m in unimodal:  # a mean over the rows where the modality was present
+                    extra.add(("train", "all", f"loss_{m}"), unimodal[m], present[:, i].sum())
             for name, value in predictor_stats.items():
                 extra.add(("train", "all", f"predictor_{name}"), value, rows)
             for m, values in step_stats.items():
@@ -244,14 +247,19 @@ class _EpochMeans:
 
     def __init__(self) -> None:
         self.sums: dict[tuple[str, str, str], torch.Tensor | float] = {}
-        self.weights: dict[tuple[str, str, str], float] = {}
+        self.weights: dict[tuple[str, str, str], torch.Tensor | float] = {}
 
-    def add(self, key: tuple[str, str, str], value: torch.Tensor | float, weight: float) -> None:
+    def add(
+        self,
+        key: tuple[str, str, str],
+        value: torch.Tensor | float,
+        weight: torch.Tensor | float,
+    ) -> None:
         value = value.detach() if isinstance(value, torch.Tensor) else value  # no sync here
         self.sums[key] = self.sums.get(key, 0.0) + value * weight
         self.weights[key] = self.weights.get(key, 0.0) + weight
 
     def merge_into(self, metrics: EpochMetrics) -> None:
         for (split, pattern, name), total in self.sums.items():
-            mean = float(total) / self.weights[(split, pattern, name)]
+            mean = float(total) / float(self.weights[(split, pattern, name)])
             metrics.setdefault(split, {}).setdefault(pattern, {})[name] = mean
