@@ -31,7 +31,9 @@ from tsp_mlflow.tracking.background import BackgroundWriter, writes_in_backgroun
 from tsp_mlflow.tracking.checkpoints import RunCheckpointer, latest_checkpoint, logged_epochs
 from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
-from tsp_mlflow.tracking.params import code_version, config_hash
+from tsp_mlflow.tracking.params import code_version, config_hash, log_config
+from tsp_mlflow.tracking.resume import claim
+from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.checkpoint import TrainingState, capture, restore
 from tsp_mlflow.training.finetune import is_learning_rate, param_groups, parameter_counts
 from tsp_mlflow.training.gradients import GradientStrategy
@@ -217,6 +219,37 @@ def make_loaders(
         )
         for split, dataset in datasets.items()
     }
+
+
+@contextlib.contextmanager
+def training_run(
+    cfg: DictConfig,
+    config: dict[str, Any],
+    datasets: dict[str, Any],
+    *,
+    run_name: str,
+    tags: dict[str, str],
+    nested: bool,
+    run_id: str | None,
+    parent_run_id: str | None,
+    resume: str | None,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Iterator[tuple[Any, dict[str, DataLoader]]]:
+    """Open (or reopen, for ``resume``) a training run and log what every training run
+    logs first: the config and the dataset inputs. Yields the run and the loaders.
+
+    ``run_id`` fills a run created beforehand (a sweep's trial); ``parent_run_id`` nests
+    the run under a parent this process does not hold open.
+    """
+    with tracked_run(run_name=run_name, tags=tags, nested=nested, run_id=run_id or resume,
+                     parent_run_id=parent_run_id) as run:  # fmt: skip
+        if resume:
+            claim(resume)
+        log_config(config, resumed=bool(resume))
+        if not (resume and run.inputs.dataset_inputs):  # a resumed run may have them
+            log_dataset_inputs(cfg, datasets)
+        yield run, make_loaders(cfg, datasets, generator, device)
 
 
 def fit_tokenizers(model: LateFusionModel, train: MultimodalDataset) -> None:

@@ -26,18 +26,16 @@ from tsp_mlflow.recipes.common import (
     check_encoder_args,
     check_trainer,
     config_errors,
-    log_dataset_inputs,
     log_encoder_artifact,
     make_datasets,
-    make_loaders,
     provenance_tags,
     train_and_test,
+    training_run,
 )
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.params import code_version, flatten, log_config
+from tsp_mlflow.tracking.params import code_version, flatten
 from tsp_mlflow.tracking.registry import is_registered, register_encoder
-from tsp_mlflow.tracking.resume import check_resumable, claim
-from tsp_mlflow.tracking.session import tracked_run
+from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
@@ -132,14 +130,9 @@ class ContrastivePretrainRecipe:
         if resume:
             self.check_resume(resume)
         tags = {} if resume else self.tags()
-        with tracked_run(run_name="pretrain-contrastive", tags=tags, nested=nested,
-                         run_id=run_id or resume, parent_run_id=parent_run_id) as run:  # fmt: skip
-            if resume:
-                claim(resume)
-            log_config(self.config, resumed=bool(resume))
-            if not (resume and run.inputs.dataset_inputs):
-                log_dataset_inputs(cfg, datasets)
-            loaders = make_loaders(cfg, datasets, generator, device)
+        with training_run(cfg, self.config, datasets, run_name="pretrain-contrastive",
+                          tags=tags, nested=nested, run_id=run_id, parent_run_id=parent_run_id,
+                          resume=resume, generator=generator, device=device) as (run, loaders):  # fmt: skip
             result = train_and_test(cfg, model, loaders, objective, device, started,
                                     on_epoch_end, resume_run_id=resume,
                                     patterns=[self.modalities])  # fmt: skip

@@ -25,20 +25,18 @@ from tsp_mlflow.recipes.common import (
     check_encoder_args,
     check_trainer,
     config_errors,
-    log_dataset_inputs,
     make_datasets,
-    make_loaders,
     provenance_tags,
     split_missing_rates,
     task_tags,
     train_and_test,
+    training_run,
 )
 from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.params import code_version, flatten, log_config
+from tsp_mlflow.tracking.params import code_version, flatten
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
-from tsp_mlflow.tracking.resume import check_resumable, claim
-from tsp_mlflow.tracking.session import tracked_run
+from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.training.finetune import apply_modes, check_learning_rates, encoder_modes
 from tsp_mlflow.training.gradients import GradientStrategy
 from tsp_mlflow.training.representations import log_representations
@@ -257,14 +255,9 @@ class MultimodalRecipe:
         tags = {**self.tags(), **provenance_tags(config), **(tags or {})}
         if resume:  # keep the run's own tags (its encoder sources as first given)
             tags = {}
-        with tracked_run(run_name=name, tags=tags, nested=nested, run_id=run_id or resume,
-                         parent_run_id=parent_run_id) as run:  # fmt: skip
-            if resume:
-                claim(resume)
-            log_config(config, resumed=bool(resume))
-            if not (resume and run.inputs.dataset_inputs):  # a resumed run may have them
-                log_dataset_inputs(cfg, datasets)
-            loaders = make_loaders(cfg, datasets, generator, device)
+        with training_run(cfg, config, datasets, run_name=name, tags=tags, nested=nested,
+                          run_id=run_id, parent_run_id=parent_run_id, resume=resume,
+                          generator=generator, device=device) as (run, loaders):  # fmt: skip
             train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end,
                            resume_run_id=resume, gradient=self.gradient)  # fmt: skip
             logged = set(mlflow.get_run(run.info.run_id).data.metrics) if resume else set()

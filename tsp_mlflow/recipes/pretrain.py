@@ -18,20 +18,18 @@ from tsp_mlflow.recipes.common import (
     check_data_root,
     check_encoder_args,
     check_trainer,
-    log_dataset_inputs,
     log_encoder_artifact,
     make_datasets,
-    make_loaders,
     provenance_tags,
     task_tags,
     train_and_test,
+    training_run,
 )
 from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.params import code_version, flatten, log_config
+from tsp_mlflow.tracking.params import code_version, flatten
 from tsp_mlflow.tracking.registry import is_registered, register_encoder
-from tsp_mlflow.tracking.resume import check_resumable, claim
-from tsp_mlflow.tracking.session import tracked_run
+from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
@@ -119,14 +117,9 @@ class PretrainRecipe:
         if resume:  # checked last, so that no other resume can slip in between
             self.check_resume(resume)
         tags = {} if resume else self.tags()  # a resumed run keeps its own
-        with tracked_run(run_name=f"pretrain-{m}", tags=tags, nested=nested,
-                         run_id=run_id or resume, parent_run_id=parent_run_id) as run:  # fmt: skip
-            if resume:
-                claim(resume)
-            log_config(self.config, resumed=bool(resume))
-            if not (resume and run.inputs.dataset_inputs):
-                log_dataset_inputs(cfg, datasets)
-            loaders = make_loaders(cfg, datasets, generator, device)
+        with training_run(cfg, self.config, datasets, run_name=f"pretrain-{m}", tags=tags,
+                          nested=nested, run_id=run_id, parent_run_id=parent_run_id,
+                          resume=resume, generator=generator, device=device) as (run, loaders):  # fmt: skip
             result = train_and_test(cfg, model, loaders, self.task, device, started,
                                     on_epoch_end, resume_run_id=resume)  # fmt: skip
             artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
