@@ -67,28 +67,30 @@ class PipelineRecipe:
             raise UserInputError(
                 f"seeds must be a positive integer, got {seeds!r}; e.g. -P seeds=5"
             )
+        # objective.* configures the contrastive pretraining only (the supervised config has
+        # no such keys), so it is set aside for that recipe.
+        objective: list[str] = []
         for item in overrides:
-            key = item.lstrip("+~").partition("=")[0]
+            key = o_key(item)
+            group = key.split(".")[0]
             if key in PER_RUN_KEYS:
                 raise UserInputError(
                     f"override {item!r}: the pipeline sets {key} for each run itself; use "
                     "-P seeds=N, or overrides='pretrain_seed=...' for the encoders' seed"
                 )
-            if key.split(".")[0] in GRID_KEYS:
+            if group in GRID_KEYS:
                 raise UserInputError(
-                    f"override {item!r}: the pipeline sets {key.split('.')[0]} per grid cell; "
+                    f"override {item!r}: the pipeline sets {group} per grid cell; "
                     "use grid.fusions=[...], grid.missing=[...], grid.gradients=[...] or "
                     "grid.imputations=[...] (or grid=fusions, grid=missing, grid=methods)"
                 )
-        # objective.* configures the contrastive pretraining only (the supervised config has
-        # no such keys), so it is set aside for that recipe.
-        objective = [o for o in overrides if o_key(o).split(".")[0] == "objective"]
-        for item in objective:
-            if not o_key(item).startswith("objective."):
+            if key == "objective":
                 raise UserInputError(
                     f"override {item!r}: the pipeline picks each pretraining's objective "
                     "itself; add contrastive to grid.conditions for contrastive encoders"
                 )
+            if group == "objective":
+                objective.append(item)
         common = [f"data={dataset}"] + ([f"trainer.epochs={epochs}"] if epochs is not None else [])
         rest = [o for o in overrides if o not in objective]
         routed = route_overrides([*common, *rest], ("pipeline", *STAGE_CONFIGS))
@@ -310,9 +312,8 @@ CellKey = tuple[str, str, str, int, str, str]
 
 def cell_runs(parent_id: str) -> tuple[dict[CellKey, str], dict[CellKey, str]]:
     """A pipeline's fusion children by cell key (fusion, condition, missing, seed, gradient,
-    imputation): the
-    FINISHED ones, and the interrupted (KILLED) ones a resume continues in place. A FAILED
-    cell is neither: it failed for a reason, so it runs again as a new run."""
+    imputation): the FINISHED ones, and the interrupted (KILLED) ones a resume continues in
+    place. A FAILED cell is neither: it failed for a reason, so it runs again as a new run."""
     finished: dict[CellKey, str] = {}
     interrupted: dict[CellKey, str] = {}
     for run in children(parent_id, schema.STAGE_MULTIMODAL):
