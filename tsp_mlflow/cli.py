@@ -82,24 +82,55 @@ def _run_or_resume(recipe: Any, resume: str, experiment: str) -> str:
     """Run a training recipe: anew in ``experiment``, or continuing run ``resume`` (whose
     experiment is fixed already)."""
     from tsp_mlflow.tracking.session import use_experiment
+    from tsp_mlflow.training.distributed import is_main_process
 
     if resume:
         recipe.check_resume(resume)  # fails fast; run() checks again just before reopening
-        _mark_project_run_as_resuming(resume)
-    else:
+        if is_main_process():
+            _mark_project_run_as_resuming(resume)
+    elif is_main_process():  # under torchrun the other ranks open no run
         use_experiment(experiment)
     return str(recipe.run(resume=resume or None))
 
 
+def _echo(message: str) -> None:
+    """A command's closing line, printed once under torchrun (by rank 0)."""
+    from tsp_mlflow.training.distributed import is_main_process
+
+    if is_main_process():
+        click.echo(message)
+
+
 def _start() -> str:
     from tsp_mlflow.tracking.session import configure_tracking
+    from tsp_mlflow.training.distributed import init_distributed, main_first
 
-    return configure_tracking()
+    init_distributed()  # under torchrun: join the other ranks
+    with main_first():
+        return configure_tracking()
+
+
+DISTRIBUTED_COMMANDS = ("pretrain", "multimodal")  # what torchrun may launch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
-    """tsp-mlflow: does task-specific pretraining of each encoder help late fusion?"""
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """tsp-mlflow: does task-specific pretraining of each encoder help late fusion?
+
+    \b
+    Multi-process training (DDP; gloo on CPU, nccl on CUDA):
+      torchrun --nproc_per_node=2 -m tsp_mlflow multimodal --encoders pretrained
+    """
+    from tsp_mlflow.training.distributed import launched
+
+    command = ctx.invoked_subcommand
+    if launched().enabled and command not in DISTRIBUTED_COMMANDS:
+        raise UserInputError(
+            f"tsp {command} runs in one process; torchrun launches "
+            f"{' and '.join(DISTRIBUTED_COMMANDS)} (e.g. torchrun --nproc_per_node=2 -m "
+            "tsp_mlflow multimodal ...)"
+        )
 
 
 @cli.command()
@@ -135,6 +166,7 @@ def pretrain(
     from tsp_mlflow.config import compose_config, group_options, quote
     from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
     from tsp_mlflow.recipes.pretrain import make_pretrain_recipe
+    from tsp_mlflow.training.distributed import is_main_process
 
     _check_dataset(dataset)
     if objective not in group_options("objective"):
@@ -155,6 +187,8 @@ def pretrain(
     recipe = make_pretrain_recipe(cfg)
     _start()
     run_id = _run_or_resume(recipe, resume, cfg.tracking.experiment)
+    if not is_main_process():
+        return
     if isinstance(recipe, ContrastivePretrainRecipe):
         summaries = [
             registry_summary(cfg.data.name, m, run_id, objective) for m in recipe.modalities
@@ -205,7 +239,7 @@ def multimodal(
     cfg, choices = compose_config("multimodal", stage)
     recipe = MultimodalRecipe(cfg, fusion_name=choices["model/fusion"])
     run_id = _run_or_resume(recipe, resume, cfg.tracking.experiment)
-    click.echo(f"multimodal run {run_id} finished (condition {recipe.condition})")
+    _echo(f"multimodal run {run_id} finished (condition {recipe.condition})")
 
 
 @cli.command()
@@ -594,6 +628,10 @@ def _server_is_gone(err: BaseException) -> bool:
 
 def _fail_project_run(reason: str, status: str = "FAILED") -> None:
     """Close the run ``mlflow run`` created if we failed before attaching to it."""
+    from tsp_mlflow.training.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun rank 0 alone talks to MLflow
+        return
     try:
         from tsp_mlflow.tracking.session import configure_tracking, fail_pending_project_run
 

@@ -74,5 +74,11 @@ class LateFusionModel(nn.Module):
             if m in feats
         }
 
-    def forward(self, inputs: dict[str, ModalityInput], present: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.encode(inputs), present)
+    def forward(
+        self, inputs: dict[str, ModalityInput], present: torch.Tensor, *, features: bool = False
+    ) -> torch.Tensor | tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Logits (B, C); with ``features``, ``(embeddings, logits)``. The training loop
+        calls this (not ``encode``/``classify``), so that a DDP wrapper sees the step."""
+        feats = self.encode(inputs)
+        logits = self.classify(feats, present)
+        return (feats, logits) if features else logits

@@ -35,6 +35,7 @@ from tsp_mlflow.tracking.params import code_version, config_hash, log_config
 from tsp_mlflow.tracking.resume import claim
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.checkpoint import TrainingState, capture, restore
+from tsp_mlflow.training.distributed import backend, broadcast_text, current, shard_loaders
 from tsp_mlflow.training.finetune import is_learning_rate, param_groups, parameter_counts
 from tsp_mlflow.training.gradients import GradientStrategy
 from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has_missing
@@ -235,21 +236,41 @@ def training_run(
     resume: str | None,
     generator: torch.Generator,
     device: torch.device,
-) -> Iterator[tuple[Any, dict[str, DataLoader]]]:
+) -> Iterator[tuple[str, dict[str, DataLoader]]]:
     """Open (or reopen, for ``resume``) a training run and log what every training run
-    logs first: the config and the dataset inputs. Yields the run and the loaders.
+    logs first: the config and the dataset inputs. Yields the run id and the loaders.
 
     ``run_id`` fills a run created beforehand (a sweep's trial); ``parent_run_id`` nests
-    the run under a parent this process does not hold open.
+    the run under a parent this process does not hold open. Under torchrun only rank 0
+    opens the run; the other ranks receive its id and open nothing.
     """
-    with tracked_run(run_name=run_name, tags=tags, nested=nested, run_id=run_id or resume,
-                     parent_run_id=parent_run_id) as run:  # fmt: skip
-        if resume:
-            claim(resume)
-        log_config(config, resumed=bool(resume))
-        if not (resume and run.inputs.dataset_inputs):  # a resumed run may have them
-            log_dataset_inputs(cfg, datasets)
-        yield run, make_loaders(cfg, datasets, generator, device)
+    loaders = make_loaders(cfg, datasets, generator, device)
+    ranks = current()
+    if not ranks.is_main:
+        received = broadcast_text(None, ranks)
+        if not received:
+            raise RuntimeError("rank 0 failed before its MLflow run started; see its output")
+        yield received, loaders
+        return
+    sent = False
+    try:
+        with tracked_run(run_name=run_name, tags=tags, nested=nested, run_id=run_id or resume,
+                         parent_run_id=parent_run_id) as run:  # fmt: skip
+            if resume:
+                claim(resume)
+            if ranks.enabled:  # tags, not params: a resume may use another process count
+                mlflow.set_tags({schema.DISTRIBUTED_WORLD_SIZE: str(ranks.world_size),
+                                 schema.DISTRIBUTED_BACKEND: backend()})  # fmt: skip
+            log_config(config, resumed=bool(resume))
+            if not (resume and run.inputs.dataset_inputs):  # a resumed run may have them
+                log_dataset_inputs(cfg, datasets)
+            broadcast_text(run.info.run_id, ranks)
+            sent = True
+            yield run.info.run_id, loaders
+    except BaseException:
+        if ranks.enabled and not sent:  # the others wait for the run id: release them
+            broadcast_text("", ranks)
+        raise
 
 
 def fit_tokenizers(model: LateFusionModel, train: MultimodalDataset) -> None:
@@ -304,9 +325,24 @@ def train_and_test(
     fit_tokenizers(model, loaders["train"].dataset)
     model.to(device)  # before the optimizer state is restored onto the parameters
     optimizer, scheduler = make_optimizer(cfg, model)
+    ranks = current()
+    loaders = shard_loaders(loaders, ranks)  # under torchrun: this rank's rows
     generator = loaders["train"].generator
     epochs = cfg.trainer.epochs
     state, logged, earlier_s = FitResult(), set[int](), 0.0
+    if not ranks.is_main:  # the other ranks train alongside rank 0 and log nothing
+        if resume_run_id is not None:  # every rank continues from the same checkpoint
+            saved = latest_checkpoint(resume_run_id)
+            if saved is not None:
+                state = restore(saved, model, optimizer, scheduler, generator, device)
+        result = fit(model, loaders["train"], loaders["val"], optimizer=optimizer,
+                     scheduler=scheduler, epochs=epochs, patterns=patterns, task=task,
+                     monitor_pattern=pattern_name(model.modalities, model.modalities),
+                     device=device, resume_from=state, gradient=gradient)  # fmt: skip
+        model.load_state_dict(result.best_state)
+        evaluate(model, loaders["test"], patterns, device, task,
+                 observed=has_missing(loaders["test"]))  # fmt: skip
+        return result
     run_id = resume_run_id or mlflow.active_run().info.run_id  # type: ignore[union-attr]
     ckpt = cfg.trainer.checkpoint
     checkpointer = RunCheckpointer(run_id, ckpt.every_n_epochs, epochs, ckpt.min_interval_s)

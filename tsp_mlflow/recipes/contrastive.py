@@ -36,6 +36,7 @@ from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten
 from tsp_mlflow.tracking.registry import is_registered, register_encoder
 from tsp_mlflow.tracking.resume import check_resumable
+from tsp_mlflow.training.distributed import check_supported
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
@@ -63,6 +64,7 @@ class ContrastivePretrainRecipe:
         check_trainer(cfg)
         check_data_root(cfg)
         check_encoder_args(cfg, self.modalities)
+        check_supported(gradient="joint", objective=schema.OBJECTIVE_CONTRASTIVE)
         resolve_device(cfg.runtime.device)
         with config_errors("objective"):  # the objective's own argument checks, up front
             self.objective_check = instantiate(cfg.objective.loss)(modalities=self.modalities)
@@ -132,7 +134,7 @@ class ContrastivePretrainRecipe:
         tags = {} if resume else self.tags()
         with training_run(cfg, self.config, datasets, run_name="pretrain-contrastive",
                           tags=tags, nested=nested, run_id=run_id, parent_run_id=parent_run_id,
-                          resume=resume, generator=generator, device=device) as (run, loaders):  # fmt: skip
+                          resume=resume, generator=generator, device=device) as (run_id, loaders):  # fmt: skip
             result = train_and_test(cfg, model, loaders, objective, device, started,
                                     on_epoch_end, resume_run_id=resume,
                                     patterns=[self.modalities])  # fmt: skip
@@ -145,7 +147,7 @@ class ContrastivePretrainRecipe:
                 for m in self.modalities
             }
             if not register:
-                return run.info.run_id
+                return run_id
             monitor = schema.metric_key(
                 "val", pattern_name(self.modalities, self.modalities), objective.monitor
             )
@@ -154,14 +156,14 @@ class ContrastivePretrainRecipe:
                 name = schema.registered_encoder_name(
                     cfg.data.name, m, schema.OBJECTIVE_CONTRASTIVE
                 )
-                if resume and is_registered(name, run.info.run_id):
+                if resume and is_registered(name, run_id):
                     continue  # (a resumed run killed while registering)
                 register_encoder(
                     name=name,
                     artifact_uri=uris[m],
-                    run_id=run.info.run_id,
+                    run_id=run_id,
                     monitor=monitor,
                     value=result.best_value,
                     higher_is_better=objective.higher_is_better(objective.monitor),
                 )
-        return run.info.run_id
+        return run_id

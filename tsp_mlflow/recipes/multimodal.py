@@ -37,6 +37,12 @@ from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
 from tsp_mlflow.tracking.resume import check_resumable
+from tsp_mlflow.training.distributed import (
+    check_batch_size,
+    check_supported,
+    current,
+    init_distributed,
+)
 from tsp_mlflow.training.finetune import apply_modes, check_learning_rates, encoder_modes
 from tsp_mlflow.training.gradients import GradientStrategy
 from tsp_mlflow.training.representations import log_representations
@@ -141,6 +147,8 @@ class MultimodalRecipe:
         check_encoder_args(cfg, [m for m, src in self.sources.items() if src == SCRATCH])
         self.gradient = build_gradient(cfg)
         self.imputation = check_imputation(cfg, self.modalities)
+        check_supported(gradient=self.gradient.name, imputation=self.imputation)
+        check_batch_size(cfg.trainer.batch_size)
         resolve_device(cfg.runtime.device)
         # Resolving checks that every named run / model exists before any run is created.
         self.locations: dict[str, EncoderLocation] = {
@@ -221,7 +229,7 @@ class MultimodalRecipe:
         cfg = self.cfg
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
-        device = resolve_device(cfg.runtime.device)
+        _, device = init_distributed(resolve_device(cfg.runtime.device))  # torchrun: its device
         encoders = {
             m: self.pretrained[m] if m in self.pretrained else build_encoder(cfg, m)
             for m in self.modalities
@@ -257,10 +265,12 @@ class MultimodalRecipe:
             tags = {}
         with training_run(cfg, config, datasets, run_name=name, tags=tags, nested=nested,
                           run_id=run_id, parent_run_id=parent_run_id, resume=resume,
-                          generator=generator, device=device) as (run, loaders):  # fmt: skip
+                          generator=generator, device=device) as (run_id, loaders):  # fmt: skip
             train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end,
                            resume_run_id=resume, gradient=self.gradient)  # fmt: skip
-            logged = set(mlflow.get_run(run.info.run_id).data.metrics) if resume else set()
+            if not current().is_main:  # under torchrun rank 0 alone logs
+                return run_id
+            logged = set(mlflow.get_run(run_id).data.metrics) if resume else set()
             if cfg.representations and not any(k.startswith("probe/") for k in logged):
                 log_representations(model, loaders, device, self.task)
-        return run.info.run_id
+        return run_id

@@ -30,6 +30,7 @@ from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten
 from tsp_mlflow.tracking.registry import is_registered, register_encoder
 from tsp_mlflow.tracking.resume import check_resumable
+from tsp_mlflow.training.distributed import check_batch_size, current, init_distributed
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
@@ -56,6 +57,7 @@ class PretrainRecipe:
                 f"choose one of {', '.join(modalities)} (-P modality=...)"
             )
         check_trainer(cfg)
+        check_batch_size(cfg.trainer.batch_size)
         self.task = build_task(cfg)
         check_data_root(cfg)
         check_encoder_args(cfg, [cfg.modality])
@@ -105,7 +107,7 @@ class PretrainRecipe:
         cfg, m = self.cfg, self.modality
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
-        device = resolve_device(cfg.runtime.device)
+        _, device = init_distributed(resolve_device(cfg.runtime.device))  # torchrun: its device
         # Built before the run, so a bad encoder argument (a hub id) or a malformed data
         # file creates no run.
         encoder = build_encoder(cfg, m)
@@ -119,20 +121,22 @@ class PretrainRecipe:
         tags = {} if resume else self.tags()  # a resumed run keeps its own
         with training_run(cfg, self.config, datasets, run_name=f"pretrain-{m}", tags=tags,
                           nested=nested, run_id=run_id, parent_run_id=parent_run_id,
-                          resume=resume, generator=generator, device=device) as (run, loaders):  # fmt: skip
+                          resume=resume, generator=generator, device=device) as (run_id, loaders):  # fmt: skip
             result = train_and_test(cfg, model, loaders, self.task, device, started,
                                     on_epoch_end, resume_run_id=resume)  # fmt: skip
+            if not current().is_main:  # under torchrun rank 0 alone logs and registers
+                return run_id
             artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
             name = schema.registered_encoder_name(cfg.data.name, m)
-            if not register or (resume and is_registered(name, run.info.run_id)):
-                return run.info.run_id  # (a resumed run killed after registering: done)
+            if not register or (resume and is_registered(name, run_id)):
+                return run_id  # (a resumed run killed after registering: done)
             # Last step, so that a run that fails anywhere above registers nothing.
             register_encoder(
                 name=name,
                 artifact_uri=artifact_uri,
-                run_id=run.info.run_id,
+                run_id=run_id,
                 monitor=schema.metric_key("val", m, self.task.monitor),
                 value=result.best_value,
                 higher_is_better=self.task.higher_is_better(self.task.monitor),
             )
-        return run.info.run_id
+        return run_id

@@ -31,6 +31,9 @@ HEARTBEAT = "tsp.heartbeat"  # Unix seconds, refreshed while the run is open
 HEARTBEAT_INTERVAL = "tsp.heartbeat_s"  # how often it is refreshed
 INTERRUPTED = "tsp.interrupted"  # on a resumed run: why it had stopped (its old tsp.error)
 REAPED = "tsp.reaped"  # Unix seconds: when `tsp runs reap` marked the dead run KILLED
+# Under torchrun (set by rank 0, updated on a resume that used another process count).
+DISTRIBUTED_WORLD_SIZE = "tsp.distributed.world_size"
+DISTRIBUTED_BACKEND = "tsp.distributed.backend"
 RESUMED = "tsp.resumed_from_epoch"  # set on resume: the checkpoint's epoch (0: none yet)
 RESUMES = "tsp.resumes"  # on an `mlflow run` project run: the run it resumed
 

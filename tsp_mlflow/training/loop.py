@@ -17,6 +17,7 @@ from tsp_mlflow.data.missing import WithMissingModalities
 from tsp_mlflow.errors import TrainingDiverged
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.tracking.schema import OBSERVED_PATTERN
+from tsp_mlflow.training.distributed import all_rows, all_sum, shard_weight, wrap
 from tsp_mlflow.training.gradients import GradientStrategy, Joint
 from tsp_mlflow.training.tasks import Task
 
@@ -94,8 +95,14 @@ def evaluate(
         if observed:  # what the data itself has
             logits[OBSERVED_PATTERN].append(model.classify(feats, batch["present"]).float().cpu())
         targets.append(task.target(batch["target"]).cpu())
-    target = torch.cat(targets)
-    return {name: task.metrics(torch.cat(chunks), target) for name, chunks in logits.items()}
+    # Under torchrun each rank evaluated its shard: every rank gets all rows back, in order.
+    target = all_rows(_cat(targets))
+    return {name: task.metrics(all_rows(_cat(chunks)), target) for name, chunks in logits.items()}
+
+
+def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
+    """The batches' rows; a rank whose shard of a split is empty has none (shape (0,))."""
+    return torch.cat(chunks) if chunks else torch.empty(0)
 
 
 def _clock(device: torch.device) -> float:
@@ -150,6 +157,7 @@ def fit(
     if epochs <= 0:
         raise ValueError(f"epochs must be a positive integer, got {epochs}")
     model.to(device)
+    net = wrap(model, device)  # under torchrun: DDP, whose forward syncs the gradients
     sign = 1.0 if task.higher_is_better(task.monitor) else -1.0
     best = resume_from or FitResult()
     strategy = gradient or Joint()
@@ -163,8 +171,7 @@ def fit(
             batch = to_device(batch, device)
             target = task.target(batch["target"])
             present = batch["present"]
-            feats = model.encode(batch["inputs"])
-            logits = model.classify(feats, present)  # (B, num_outputs)
+            feats, logits = net(batch["inputs"], present, features=True)  # logits: (B, C)
             loss = task.loss(logits, target)
             unimodal = unimodal_losses(model, feats, present, target, task)
             auxiliary, predictor_stats = (
@@ -173,14 +180,19 @@ def fit(
             watched = sum((x.detach() for x in unimodal.values()), loss.detach())
             if auxiliary is not None:
                 watched = watched + auxiliary.detach()
-            if not torch.isfinite(watched):  # syncs, as the .cpu() below does anyway
+            if not torch.isfinite(
+                all_sum(watched)
+            ):  # every rank stops together  # syncs, as the .cpu() below does anyway
                 raise TrainingDiverged(
                     f"the training loss is {loss.item()} at epoch {epoch}, step {step} "
                     f"(global step {(epoch - 1) * len(train_loader) + step}); lower optim.lr, "
                     "or check the inputs for NaN/inf values (tsp data check)"
                 )
             optimizer.zero_grad(set_to_none=True)
-            step_stats = strategy.backward(model, loss, unimodal, auxiliary)
+            # Under torchrun a rank's share of the step's rows weighs its loss, so that
+            # DDP's average over ranks is the mean over the whole global batch.
+            weighted = loss * shard_weight(len(present), device)
+            step_stats = strategy.backward(model, weighted, unimodal, auxiliary)
             optimizer.step()
             outputs.append(logits.detach().float().cpu())
             targets.append(target.cpu())
@@ -195,7 +207,8 @@ def fit(
                     extra.add(("gradient", m, name), value, 1)
         # Metrics of the weights as they moved through the epoch; the loss over all
         # outputs equals the batch losses averaged with batch-size weights.
-        train = task.metrics(torch.cat(outputs), torch.cat(targets))
+        # Under torchrun: over every rank's rows of the epoch.
+        train = task.metrics(all_rows(torch.cat(outputs)), all_rows(torch.cat(targets)))
         with record_function("validate"):  # a named range in profiles (bench/profile_epoch.py)
             val = evaluate(
                 model, val_loader, patterns, device, task, observed=has_missing(val_loader)
