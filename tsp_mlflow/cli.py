@@ -452,6 +452,61 @@ def runs_reap(experiments: tuple[str, ...], stale_after: float | None, dry_run: 
     click.echo(f"{verb} {len(dead)} run(s) KILLED")
 
 
+@cli.command("server")
+@click.option("--folder", default="tsp-server", show_default=True,
+              help="where the private PostgreSQL cluster and the artifacts live")  # fmt: skip
+@click.option("--backend-store-uri", default="",
+              help="an existing store, e.g. postgresql+psycopg2://mlflow@db/mlflow (password "
+                   "via PGPASSWORD or ~/.pgpass); empty: a private PostgreSQL in --folder")  # fmt: skip
+@click.option("--postgres-port", type=int, default=5433, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="0.0.0.0 serves the lab's network (then use --auth)")  # fmt: skip
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--workers", type=int, default=None, help="uvicorn workers (default: one per core, at most 8)")  # fmt: skip
+@click.option("--auth", is_flag=True,
+              help="MLflow basic-auth; the admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD")  # fmt: skip
+def server_command(
+    folder: str, backend_store_uri: str, postgres_port: int, host: str, port: int,
+    workers: int | None, auth: bool,
+) -> None:  # fmt: skip
+    """Start a tracking server on PostgreSQL with proxied artifacts; Ctrl-C stops it.
+
+    \b
+    Examples:
+      tsp server                                   # private PostgreSQL in ./tsp-server
+      MLFLOW_AUTH_ADMIN_PASSWORD=... tsp server --host 0.0.0.0 --auth
+      tsp server --backend-store-uri postgresql+psycopg2://mlflow@db.lab/mlflow
+    Then, on each client:
+      export MLFLOW_TRACKING_URI=http://<host>:5000
+      tsp pipeline ...
+    """
+    import signal
+    import time
+
+    from tsp_mlflow.tracking.serve import tracking_server
+
+    def stop(signum: int, frame: object) -> None:  # a service manager's SIGTERM: stop cleanly
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    with tracking_server(Path(folder), backend_store_uri=backend_store_uri or None,
+                         postgres_port=postgres_port, host=host, port=port, workers=workers,
+                         auth=auth) as served:  # fmt: skip
+        click.echo(f"MLflow tracking server at {served.url} (backend {served.backend}; "
+                   f"artifacts proxied into {served.artifacts})")  # fmt: skip
+        click.echo(f"  clients:  export MLFLOW_TRACKING_URI={served.url}")
+        if auth:
+            click.echo("            export MLFLOW_TRACKING_USERNAME=... MLFLOW_TRACKING_PASSWORD=...")  # fmt: skip
+        if served.optuna_storage:
+            click.echo(f"  sweeps:   tsp sweep --storage {served.optuna_storage} ...")
+        click.echo("Ctrl-C stops the server and its database; the data stays.", nl=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("stopping")
+
+
 @cli.command("analyze")
 @click.option("--experiment", default="avdigits", show_default=True, help="experiment name or id")
 @click.option("--parent-run", "--parent_run", "parent_run", default="",

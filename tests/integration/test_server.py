@@ -1,9 +1,12 @@
-"""Acceptance: the same pipeline flow against a real `mlflow server` process on loopback."""
+"""Acceptance: the pipeline flow against `tsp server`: a real `mlflow server` (two workers)
+on a private PostgreSQL cluster (initdb + pg_ctl), with proxied artifacts; then `analyze`."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,24 +19,33 @@ import analysis.data as data
 import tsp_mlflow
 from tests.integration.flow import check_pipeline_tree, mlflow_run, runs
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.local_server import local_server
+from tsp_mlflow.cli import main
+from tsp_mlflow.tracking.local_server import free_port
+from tsp_mlflow.tracking.serve import Served, tracking_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """`mlflow server --workers 1` with artifact proxying, in its own process group."""
-    with local_server(tmp_path) as url:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        monkeypatch.chdir(tmp_path)
-        mlflow.set_tracking_uri(url)
-        yield url
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """What `tsp server` starts. The cluster lives under /tmp itself: run as root,
+    PostgreSQL runs as the `postgres` user, who cannot enter pytest's private tmp_path."""
+    folder = Path(tempfile.mkdtemp(prefix="tsp-server-"))
+    folder.chmod(0o711)  # mkdtemp's 0700 would shut the `postgres` user out
+    try:
+        with tracking_server(folder, postgres_port=free_port(), port=free_port(), workers=2) as s:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", s.url)
+            monkeypatch.chdir(tmp_path)
+            mlflow.set_tracking_uri(s.url)
+            yield s
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_pipeline_against_a_real_tracking_server(
-    server: str, monkeypatch: pytest.MonkeyPatch
+def test_pipeline_and_analyze_against_a_postgresql_tracking_server(
+    served: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    server = served.url
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     params = {"seeds": 2, "epochs": 2,  # narrow encoders: the server is under test here
               "overrides": "debug=tiny model.encoders.audio.width=4 model.encoders.image.width=4"}  # fmt: skip
@@ -46,6 +58,18 @@ def test_pipeline_against_a_real_tracking_server(
     check_pipeline_tree(client, parent, seeds=2, epochs=2, trained=True)
     pre = client.get_run(parent.data.tags[schema.pipeline_pretrain_tag("audio")])
     assert pre.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied, not a local path
+    # The server proxied the weights into its artifacts folder ...
+    assert list(served.artifacts.rglob(f"{pre.info.run_id}/artifacts/encoder/model.safetensors"))
+    # ... and its store is the PostgreSQL database: every run of the tree is a row there.
+    assert served.optuna_storage is not None
+    import psycopg2
+
+    port = int(served.optuna_storage.rsplit(":", 1)[1].split("/")[0])
+    with psycopg2.connect(host="127.0.0.1", port=port, user="tsp", dbname="mlflow") as db:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT run_uuid FROM runs")
+            stored = {row[0] for row in cursor.fetchall()}
+    assert {r.info.run_id for r in runs(client, "")} == stored
     encoder = tsp_mlflow.load_encoder("models:/avdigits-audio-encoder@champion")
     assert encoder.out_dim == 64
 
@@ -73,3 +97,14 @@ def test_pipeline_against_a_real_tracking_server(
     assert len(runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")) == 2
     newest = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")[0]
     check_pipeline_tree(client, newest, seeds=2, epochs=2, trained=False)
+
+    # `tsp analyze` against the server: the first pipeline's runs, compared paired by seed.
+    capsys.readouterr()
+    main(["analyze", "--experiment", "avdigits", "--parent-run", parent.info.run_id,
+          "--output", str(Path.cwd() / "analysis-out")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| audio-image | accuracy | 2 |" in out
+    (analysis,) = [r for r in runs(client, f"tags.`{schema.STAGE}` = 'analysis'")
+                   if schema.PARENT_RUN_ID not in r.data.tags]  # the pipelines' own are nested  # fmt: skip
+    assert analysis.info.status == "FINISHED"
+    assert analysis.data.params["analysis.parent_run"] == parent.info.run_id

@@ -4,7 +4,9 @@ importance, resuming, workers sharing one study, and the sensitivity report."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from tests.integration.flow import artifact_paths, children, mlflow_run, runs
 from tsp_mlflow.cli import main
 from tsp_mlflow.recipes.sweep import RUN_ATTR, SURPLUS_ATTR
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.local_server import local_server
+from tsp_mlflow.tracking.local_server import free_port
+from tsp_mlflow.tracking.serve import tracking_server
 
 pytestmark = pytest.mark.integration
 
@@ -107,9 +110,15 @@ def test_a_sweep_with_pruning_is_one_parent_with_its_trials(
     assert select_runs(client, Selection((parent.info.experiment_id,))) == []
 
 
-def test_two_workers_share_one_study(subprocess_env: dict[str, str], tmp_path: Path) -> None:
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    with local_server(tmp_path / "server") as url:
+def test_two_workers_share_one_study_on_postgresql(
+    subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`tsp server`'s PostgreSQL holds both the MLflow store and the Optuna study."""
+    folder = Path(tempfile.mkdtemp(prefix="tsp-sweep-"))
+    folder.chmod(0o711)  # PostgreSQL runs as `postgres` under root; it must reach the folder
+    with tracking_server(folder, postgres_port=free_port(), port=free_port(), workers=2) as served:
+        url, storage = served.url, served.optuna_storage
+        assert storage is not None and storage.startswith("postgresql+psycopg2://")
         env = {**subprocess_env, "MLFLOW_TRACKING_URI": url, "TSP_SWEEP_STORAGE": storage}
         cmd = [sys.executable, "-m", "tsp_mlflow", "sweep", "--trials", "5", "--study", "shared",
                "--epochs", "1", "--overrides", f"debug=tiny trainer.batch_size=256 sweep/pruner=none {NARROW}"]  # fmt: skip
@@ -121,10 +130,11 @@ def test_two_workers_share_one_study(subprocess_env: dict[str, str], tmp_path: P
         parent = sweep_parent(client)  # exactly one parent, whichever worker made it
         assert parent.info.status == "FINISHED"
         trials = trials_of(client, parent.info.run_id)
-    study = optuna.load_study(study_name="shared/scratch", storage=storage)
-    counted = [t for t in study.trials if not t.user_attrs.get(SURPLUS_ATTR)]
+        every = optuna.load_study(study_name="shared/scratch", storage=storage).trials
+    shutil.rmtree(folder, ignore_errors=True)
+    counted = [t for t in every if not t.user_attrs.get(SURPLUS_ATTR)]
     assert len(counted) == 5
-    assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))  # no duplicate
+    assert sorted(t.number for t in every) == list(range(len(every)))  # no duplicate
     numbers = sorted(int(r.data.tags[schema.TRIAL_NUMBER]) for r in trials)
     assert numbers == sorted(t.number for t in counted)  # every trial tracked, once
     assert {r.info.run_id for r in trials} == {t.user_attrs[RUN_ATTR] for t in counted}
@@ -132,8 +142,11 @@ def test_two_workers_share_one_study(subprocess_env: dict[str, str], tmp_path: P
     assert len({r.data.tags[schema.TRIAL_WORKER] for r in trials}) == 2, outputs  # both worked
     # Each worker seeds its own sampler: no configuration is proposed twice.
     assert len({r.data.tags[schema.TRIAL_PARAMS] for r in trials}) == len(trials)
-    best = max(counted, key=lambda t: t.value)
+    best = max(counted, key=lambda t: (t.value, -t.number))
     assert parent.data.tags[schema.sweep_best_tag("scratch", "run_id")] == best.user_attrs[RUN_ATTR]
+    for key, value in best.params.items():  # the best params, on the one parent
+        assert parent.data.tags[schema.sweep_best_tag("scratch", key)] == str(value)
+    assert parent.data.metrics[schema.sweep_best_metric("scratch")] == pytest.approx(best.value)
 
 
 def test_an_interrupted_worker_leaves_its_trial_failed_and_a_resume_redoes_it(

@@ -31,9 +31,12 @@ def local_server(
     app_name: str | None = None,
     env: dict[str, str] | None = None,
     stop_signal: int = signal.SIGTERM,
+    backend_store_uri: str | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[str]:
-    """Start ``mlflow server`` with a sqlite store and artifact proxying under ``folder``;
-    yield its URL; stop its whole process group on exit (with ``stop_signal``).
+    """Start ``mlflow server`` with artifact proxying into ``folder/server-artifacts`` and
+    a backend store (``backend_store_uri``, e.g. PostgreSQL; default a sqlite file in
+    ``folder``); yield its URL; stop its whole process group on exit (``stop_signal``).
 
     One worker with job execution disabled takes 2 processes and ~0.5 GiB and answers in a
     few ms (the defaults start 15 processes); see docs/decisions.md. The same ``folder``
@@ -46,14 +49,15 @@ def local_server(
     env.pop("MLFLOW_TRACKING_URI", None)
     log_path = folder / "server.log"
     app = ["--app-name", app_name] if app_name else []
+    store = backend_store_uri or f"sqlite:///{folder / 'server.db'}"
     with log_path.open("a") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers), "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+            [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+             "--workers", str(workers), "--backend-store-uri", store,
              "--artifacts-destination", str(folder / "server-artifacts"), *app],  # fmt: skip
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
         )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         try:
             deadline = time.monotonic() + timeout_s
             while not _healthy(url):

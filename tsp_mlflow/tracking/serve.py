@@ -1,0 +1,117 @@
+"""``tsp server``: an MLflow tracking server for a lab, in one command.
+
+A PostgreSQL backend store (a private cluster in a folder, or the lab's own server), artifacts
+proxied by the server into ``--artifacts-destination`` (clients need no storage credentials),
+several workers (PostgreSQL takes concurrent writers, unlike sqlite), and optionally MLflow's
+basic-auth app. The same cluster holds an ``optuna`` database for distributed sweeps.
+docs/deploy.md is the long form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tsp_mlflow.errors import UserInputError
+from tsp_mlflow.tracking.local_server import local_server
+from tsp_mlflow.tracking.params import redact_uri
+from tsp_mlflow.tracking.postgres import private_postgres
+
+DATABASES = ("mlflow", "optuna", "mlflow_auth")
+# Per worker process: SQLAlchemy's pool against PostgreSQL's default max_connections=100.
+POOL_SIZE, MAX_OVERFLOW = 5, 5
+MAX_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class Served:
+    """What clients need: the tracking URL and, with a private cluster, the sweep storage."""
+
+    url: str
+    backend: str  # credentials redacted
+    artifacts: Path
+    optuna_storage: str | None
+
+
+def default_workers() -> int:
+    """One uvicorn worker per core, at most 8 (each holds a DB pool and ~250 MB)."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def tracking_server(
+    folder: Path,
+    *,
+    backend_store_uri: str | None = None,
+    postgres_port: int = 5433,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int | None = None,
+    auth: bool = False,
+) -> Iterator[Served]:
+    """Start PostgreSQL (unless ``backend_store_uri`` names a store) and ``mlflow server``
+    on it; yield what clients need; stop both on exit (the data stays in ``folder``)."""
+    workers = workers or default_workers()
+    if workers < 1:
+        raise UserInputError(f"--workers must be at least 1, got {workers}")
+    if backend_store_uri and backend_store_uri.startswith("postgresql://"):
+        raise UserInputError(
+            "--backend-store-uri postgresql://... means psycopg 3 to SQLAlchemy 2; write "
+            "postgresql+psycopg2://... (installed with the [postgres] extra), or install "
+            "psycopg[binary] and write postgresql+psycopg://..."
+        )
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(POOL_SIZE),
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(MAX_OVERFLOW),
+        "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "3600",  # outlive a DB-side idle timeout
+    }
+    with contextlib.ExitStack() as stack:
+        optuna = None
+        store = backend_store_uri
+        if store is None:
+            cluster = stack.enter_context(
+                private_postgres(folder / "postgres", postgres_port, DATABASES)
+            )
+            store, optuna = cluster.url("mlflow"), cluster.url("optuna")
+        if auth:
+            env.update(_auth_env(folder, store, optuna is not None))
+        url = stack.enter_context(
+            local_server(
+                folder,
+                workers=workers,
+                port=port,
+                host=host,
+                backend_store_uri=store,
+                app_name="basic-auth" if auth else None,
+                env=env,
+                timeout_s=180.0,  # a first start migrates an empty database
+            )
+        )
+        yield Served(url, redact_uri(store), folder / "server-artifacts", optuna)
+
+
+def _auth_env(folder: Path, store: str, private: bool) -> dict[str, str]:
+    """MLflow's basic-auth app: its users live in the ``mlflow_auth`` database of a private
+    cluster (else beside the server, in ``folder/basic_auth.db``). The admin's password comes
+    from ``MLFLOW_AUTH_ADMIN_PASSWORD`` and is never written to a file."""
+    if not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        raise UserInputError(
+            "--auth needs the admin's password in MLFLOW_AUTH_ADMIN_PASSWORD (and optionally "
+            "MLFLOW_AUTH_ADMIN_USERNAME, default admin); it is used only when the user store "
+            "is first created"
+        )
+    users = store.rsplit("/", 1)[0] + "/mlflow_auth" if private else f"sqlite:///{folder / 'basic_auth.db'}"  # fmt: skip
+    config = folder / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {users}\n"
+        f"admin_username = {os.environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config)}
