@@ -15,13 +15,13 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # MLflow's own default when unset, made explicit so that a stray ./mlruns cannot flip it.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: setup pipeline test bench lint ui constraints clean-venv
+.PHONY: setup pipeline test bench lint ui server constraints clean-venv
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres,text]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,postgres,text,launchers]"
 	touch $@
 
 pipeline: $(STAMP)
@@ -39,13 +39,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check tsp_mlflow analysis tests bench
 	$(BIN)/ruff format --check tsp_mlflow analysis tests bench
 
+# A tracking server on a private PostgreSQL in ./tsp-server (docs/deploy.md); Ctrl-C stops it.
+server: $(STAMP)
+	$(BIN)/tsp server $(ARGS)
+
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --workers 1
 
 # Re-pin after editing pyproject.toml: resolve into a scratch venv and freeze it.
 constraints:
 	rm -rf /tmp/tsp-pin && $(PYTHON) -m venv /tmp/tsp-pin
-	/tmp/tsp-pin/bin/pip install --quiet torch==2.13.0 -e ".[dev,postgres,text]"
+	/tmp/tsp-pin/bin/pip install --quiet torch==2.13.0 -e ".[dev,postgres,text,launchers]"
 	{ sed -n '1,/^# torch stays/p' constraints.txt; /tmp/tsp-pin/bin/pip freeze --exclude-editable \
 	  | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 

@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 import analysis.data as data
 import tsp_mlflow
 from tests.integration.flow import check_pipeline_tree, mlflow_run, runs
-from tsp_mlflow.tracking import schema
 from tsp_mlflow.cli import main
+from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.local_server import free_port
 from tsp_mlflow.tracking.serve import Served, tracking_server
 

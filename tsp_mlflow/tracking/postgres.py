@@ -118,7 +118,9 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def private_postgres(folder: Path, port: int, databases: tuple[str, ...]) -> Iterator[PostgresCluster]:
+def private_postgres(
+    folder: Path, port: int, databases: tuple[str, ...]
+) -> Iterator[PostgresCluster]:
     """A started cluster with ``databases``; stopped (data kept) on exit."""
     cluster = PostgresCluster(folder, port)
     try:
