@@ -65,10 +65,13 @@ def test_pipeline_and_analyze_against_a_postgresql_tracking_server(
     import psycopg2
 
     port = int(served.optuna_storage.rsplit(":", 1)[1].split("/")[0])
-    with psycopg2.connect(host="127.0.0.1", port=port, user="tsp", dbname="mlflow") as db:
+    db = psycopg2.connect(host="127.0.0.1", port=port, user="tsp", dbname="mlflow")
+    try:
         with db.cursor() as cursor:
             cursor.execute("SELECT run_uuid FROM runs")
             stored = {row[0] for row in cursor.fetchall()}
+    finally:
+        db.close()
     assert {r.info.run_id for r in runs(client, "")} == stored
     encoder = tsp_mlflow.load_encoder("models:/avdigits-audio-encoder@champion")
     assert encoder.out_dim == 64
