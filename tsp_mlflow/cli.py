@@ -84,10 +84,9 @@ def _run_or_resume(recipe: Any, resume: str, experiment: str) -> str:
     from tsp_mlflow.tracking.session import use_experiment
     from tsp_mlflow.training.distributed import is_main_process
 
-    if resume:
+    if resume and is_main_process():  # rank 0 alone: it claims the run for every rank
         recipe.check_resume(resume)  # fails fast; run() checks again just before reopening
-        if is_main_process():
-            _mark_project_run_as_resuming(resume)
+        _mark_project_run_as_resuming(resume)
     elif is_main_process():  # under torchrun the other ranks open no run
         use_experiment(experiment)
     return str(recipe.run(resume=resume or None))

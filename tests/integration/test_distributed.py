@@ -101,3 +101,42 @@ def test_torchrun_multimodal_matches_the_single_process_run(
     row = 1 / int({t.key: t.value for t in val.tags}["tsp.rows"])  # one argmax may flip on a tie
     for key in ("val/audio-image/accuracy", "test/audio-image/accuracy"):
         assert abs(ddp.data.metrics[key] - single.data.metrics[key]) <= 2 * row, key
+
+
+def test_torchrun_resumes_a_single_process_run_from_its_checkpoint(
+    subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The global batches do not depend on the process count, so a run interrupted in one
+    process continues under torchrun: rank 0 claims it, every rank loads its checkpoint."""
+    import os
+    import signal
+
+    from tsp_mlflow.cli import main
+    from tsp_mlflow.tracking.epoch_log import EpochLogger
+
+    log_epoch = EpochLogger.log_epoch
+
+    def interrupted(self, epoch, metrics, seconds, **kwargs):  # type: ignore[no-untyped-def]
+        log_epoch(self, epoch, metrics, seconds, **kwargs)
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    args = ["multimodal", "--epochs", "3", "--overrides",
+            f"{NARROW} debug=tiny trainer.checkpoint.min_interval_s=0"]  # fmt: skip
+    monkeypatch.setattr(EpochLogger, "log_epoch", interrupted)
+    with pytest.raises(SystemExit):
+        main(args)
+    monkeypatch.setattr(EpochLogger, "log_epoch", log_epoch)
+    client = MlflowClient(tracking_uri)
+    (run,) = runs(client, "")
+    assert run.info.status == "KILLED"
+
+    launch([*TORCHRUN, "-m", "tsp_mlflow", *args, "--resume", run.info.run_id],
+           subprocess_env, tmp_path)  # fmt: skip
+    (done,) = runs(client, "")  # the same run, continued
+    assert done.info.status == "FINISHED" and done.data.tags[schema.RESUMED] == "1"
+    assert done.data.tags[schema.DISTRIBUTED_WORLD_SIZE] == "2"
+    for key in ("train/loss", "val/audio-image/accuracy", schema.TIME_EPOCH):
+        assert [s for s, _ in history(client, done.info.run_id, key)] == [1, 2, 3], key
+    assert "test/audio-image/accuracy" in done.data.metrics

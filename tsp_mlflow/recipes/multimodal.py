@@ -257,7 +257,9 @@ class MultimodalRecipe:
         apply_modes(model, self.modes)
 
         datasets = make_datasets(cfg, self.modalities)  # a malformed file creates no run
-        if resume:  # checked last, so that no other resume can slip in between
+        # Checked last, so that no other resume can slip in between; under torchrun by
+        # rank 0 alone (the run it claims is then RUNNING for the others).
+        if resume and current().is_main:
             self.check_resume(resume)
         name = f"{self.condition}-seed{cfg.seed}"
         tags = {**self.tags(), **provenance_tags(config), **(tags or {})}

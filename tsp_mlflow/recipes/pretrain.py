@@ -116,7 +116,9 @@ class PretrainRecipe:
         )
         model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
         datasets = make_datasets(cfg, [m])
-        if resume:  # checked last, so that no other resume can slip in between
+        # Checked last, so that no other resume can slip in between; under torchrun by
+        # rank 0 alone (the run it claims is then RUNNING for the others).
+        if resume and current().is_main:
             self.check_resume(resume)
         tags = {} if resume else self.tags()  # a resumed run keeps its own
         with training_run(cfg, self.config, datasets, run_name=f"pretrain-{m}", tags=tags,
