@@ -476,3 +476,27 @@ def test_a_run_without_an_encoder_is_named_as_such(
     assert code == 2 and f"run {existing} has no encoder at" in err
     assert "name a pretrain run (run:<id>) or a registered encoder" in err
     assert store_snapshot(client) == before
+
+
+def test_scale_out_misuse_fails_before_anything_starts(
+    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The driver mix-up, basic-auth without an admin password, and torchrun launching a
+    command that runs in one process: one line each, before any server, database or run."""
+    code, err = tsp(["server", "--backend-store-uri", "postgresql://me@db.lab/mlflow",
+                     "--folder", str(tmp_path / "s")], capsys)  # fmt: skip
+    assert (
+        code == 2 and "postgresql://... means psycopg 3" in err and "postgresql+psycopg2://" in err
+    )
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    code, err = tsp(["server", "--auth", "--folder", str(tmp_path / "s")], capsys)
+    assert code == 2 and "--auth needs the admin's password in MLFLOW_AUTH_ADMIN_PASSWORD" in err
+    assert not (tmp_path / "s" / "postgres").exists()  # no cluster was created
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets for each of its processes
+    monkeypatch.setenv("RANK", "0")
+    for command in ("pipeline", "sweep", "analyze"):
+        code, err = tsp([command], capsys)
+        assert code == 2 and f"tsp {command} runs in one process; torchrun launches pretrain and multimodal" in err  # fmt: skip
+    assert runs(MlflowClient(tracking_uri), "") == []

@@ -63,6 +63,12 @@ def tracking_server(
             "postgresql+psycopg2://... (installed with the [postgres] extra), or install "
             "psycopg[binary] and write postgresql+psycopg://..."
         )
+    if auth and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        raise UserInputError(
+            "--auth needs the admin's password in MLFLOW_AUTH_ADMIN_PASSWORD (and optionally "
+            "MLFLOW_AUTH_ADMIN_USERNAME, default admin); it is used only when the user store "
+            "is first created"
+        )
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     env = {
@@ -99,12 +105,6 @@ def _auth_env(folder: Path, store: str, private: bool) -> dict[str, str]:
     """MLflow's basic-auth app: its users live in the ``mlflow_auth`` database of a private
     cluster (else beside the server, in ``folder/basic_auth.db``). The admin's password comes
     from ``MLFLOW_AUTH_ADMIN_PASSWORD`` and is never written to a file."""
-    if not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
-        raise UserInputError(
-            "--auth needs the admin's password in MLFLOW_AUTH_ADMIN_PASSWORD (and optionally "
-            "MLFLOW_AUTH_ADMIN_USERNAME, default admin); it is used only when the user store "
-            "is first created"
-        )
     users = store.rsplit("/", 1)[0] + "/mlflow_auth" if private else f"sqlite:///{folder / 'basic_auth.db'}"  # fmt: skip
     config = folder / "basic_auth.ini"
     config.write_text(
