@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,8 @@ def tracking_server(
             "MLFLOW_AUTH_ADMIN_USERNAME, default admin); it is used only when the user store "
             "is first created"
         )
+    if auth and len(os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]) < 12:
+        raise UserInputError("MLFLOW_AUTH_ADMIN_PASSWORD: MLflow requires at least 12 characters")
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     env = {
@@ -107,6 +110,15 @@ def _auth_env(folder: Path, store: str, private: bool) -> dict[str, str]:
     from ``MLFLOW_AUTH_ADMIN_PASSWORD`` and is never written to a file."""
     users = store.rsplit("/", 1)[0] + "/mlflow_auth" if private else f"sqlite:///{folder / 'basic_auth.db'}"  # fmt: skip
     config = folder / "basic_auth.ini"
+    # The CSRF key must be the same in every worker and survive restarts: the user's, or
+    # one generated once and kept (owner-only) in the folder.
+    key = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+    if not key:
+        stored = folder / "flask_secret_key"
+        if not stored.exists():
+            stored.touch(mode=0o600)
+            stored.write_text(secrets.token_hex(32))
+        key = stored.read_text().strip()
     config.write_text(
         "[mlflow]\n"
         "default_permission = READ\n"
@@ -114,4 +126,4 @@ def _auth_env(folder: Path, store: str, private: bool) -> dict[str, str]:
         f"admin_username = {os.environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
-    return {"MLFLOW_AUTH_CONFIG_PATH": str(config)}
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": key}
