@@ -59,6 +59,21 @@ def test_shard_loaders_cover_val_in_order_and_keep_the_train_generator() -> None
     val = [int(x) for v in views for (batch,) in v["val"] for x in batch]
     assert val == list(range(11))  # contiguous shards, in rank order
     assert all(v["train"].generator is generator for v in views)  # checkpoints restore it
+    with pytest.raises(UserInputError, match="the val split has 11 rows, fewer than the 12"):
+        shard_loaders(loaders, Ranks(0, 12))
+
+
+def test_a_rank_shard_of_a_split_with_missing_modalities_still_evaluates_observed() -> None:
+    from tsp_mlflow.data.missing import WithMissingModalities
+    from tsp_mlflow.training.loop import has_missing
+
+    complete = TensorDataset(torch.arange(4))
+    complete.modalities = ["audio", "image"]  # type: ignore[attr-defined]
+    data = WithMissingModalities(complete, torch.ones(4, 2, dtype=torch.bool))
+    loaders = {"train": DataLoader(data, batch_size=2, shuffle=True, generator=torch.Generator()),
+               "val": DataLoader(data, batch_size=2)}  # fmt: skip
+    assert has_missing(loaders["val"])
+    assert has_missing(shard_loaders(loaders, Ranks(1, 2))["val"])
 
 
 def test_torchrun_refusals_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -229,6 +229,11 @@ def shard_loaders(loaders: dict[str, DataLoader], ranks: Ranks) -> dict[str, Dat
                                     generator=loader.generator, **common)  # fmt: skip
         else:
             n = len(dataset) if isinstance(dataset, Sized) else 0
+            if n < ranks.world_size:  # every rank must hold rows for the gathers
+                raise UserInputError(
+                    f"the {split} split has {n} rows, fewer than the {ranks.world_size} "
+                    "processes torchrun started; use fewer processes"
+                )
             start, stop = (
                 n * ranks.rank // ranks.world_size,
                 n * (ranks.rank + 1) // ranks.world_size,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.profiler import record_function
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from tsp_mlflow.data.batch import Batch, ModalityInput, pattern_mask, pattern_name
 from tsp_mlflow.data.missing import WithMissingModalities
@@ -114,7 +114,10 @@ def _clock(device: torch.device) -> float:
 
 def has_missing(loader: DataLoader) -> bool:
     """Whether the loader's samples lack modalities (then ``observed`` is evaluated too)."""
-    return isinstance(loader.dataset, WithMissingModalities)
+    dataset = loader.dataset
+    if isinstance(dataset, Subset):  # a rank's shard under torchrun
+        dataset = dataset.dataset
+    return isinstance(dataset, WithMissingModalities)
 
 
 def fit(
