@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,13 +117,28 @@ def test_a_long_outage_leaves_the_run_resumable_and_nothing_is_lost(tmp_path: Pa
 ADMIN, PASSWORD = "admin", "s3cret-Admin-pw-1"
 
 
-def test_an_authenticated_server_takes_runs_with_credentials_only(tmp_path: Path) -> None:
-    auth = {
-        "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN,
-        "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
-    }  # CSRF: the auth app needs one
-    with local_server(tmp_path / "server", app_name="basic-auth", env=auth) as url:
+def test_an_authenticated_server_takes_runs_with_credentials_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tsp server --auth` on PostgreSQL with two workers: users in the cluster's
+    `mlflow_auth` database, one generated CSRF key shared by the workers, the admin
+    password never written down; a run needs the right credentials."""
+    from tsp_mlflow.tracking.serve import tracking_server
+
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.delenv("MLFLOW_FLASK_SERVER_SECRET_KEY", raising=False)
+    folder = Path(tempfile.mkdtemp(prefix="tsp-auth-"))
+    folder.chmod(0o711)  # under root PostgreSQL runs as `postgres`, who must reach it
+    stack = contextlib.ExitStack()
+    stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    served = stack.enter_context(tracking_server(
+        folder, postgres_port=free_port(), port=free_port(), workers=2, auth=True))  # fmt: skip
+    with stack:
+        url = served.url
+        config = (folder / "basic_auth.ini").read_text()
+        assert "mlflow_auth" in config and PASSWORD not in config
+        assert (folder / "flask_secret_key").stat().st_mode & 0o077 == 0  # owner-only
         args = ["pretrain", "--modality", "audio", "--epochs", "1", "--overrides",
                 "debug=tiny model.encoders.audio.width=4"]  # fmt: skip
         anonymous = tsp_run(args, client_env(url))
