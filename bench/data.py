@@ -184,8 +184,8 @@ def main() -> None:
     rounds = 1 if args.quick else 3
     result = Result("data", "Data", quick=args.quick)
     generation(result, rounds)
-    setup = avdigits([f"trainer.epochs={3 if args.quick else 4}"], quick=args.quick)
-    throughput(setup, result, 2 if args.quick else 5)
+    setup = avdigits([f"trainer.epochs={2 if args.quick else 4}"], quick=args.quick)
+    throughput(setup, result, 1 if args.quick else 5)
     loader_settings(setup, result, rounds, args.quick)
     peak_rss(result, args.quick)
     save(result, args.out)

@@ -53,7 +53,9 @@ class ProfileSecondEpoch:
 def main() -> None:
     args = arguments(__doc__.split("\n\n")[0]).parse_args()
     quiet_mlflow()
-    setup = avdigits(["trainer.epochs=3"], quick=args.quick)
+    setup = avdigits(
+        [f"trainer.epochs={2 if args.quick else 3}"], quick=args.quick
+    )  # profiles epoch 2
     activities = [ProfilerActivity.CPU]
     if setup.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)

@@ -15,7 +15,7 @@ The ratio is of median epoch times, an epoch being the wall time between two epo
 shares this machine's cores; the CPU its processes spend per epoch is measured beside.
 
     python -m bench.tracking_overhead            # 5 rounds x 14 epochs per arm (~9 min)
-    python -m bench.tracking_overhead --quick    # 1 round x 3 epochs: a smoke test
+    python -m bench.tracking_overhead --quick    # 1 round x 2 epochs: a smoke test
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _server_stat_files(port: str) -> list[Path]:
 def main() -> None:
     args = arguments(__doc__.split("\n\n")[0]).parse_args()
     quiet_mlflow()
-    epochs, rounds = (3, 1) if args.quick else (14, 5)
+    epochs, rounds = (2, 1) if args.quick else (14, 5)
     setup = avdigits([f"trainer.epochs={epochs}"], quick=args.quick)
     result = Result("tracking_overhead", "Tracking overhead", quick=args.quick)
     with (

@@ -462,11 +462,14 @@ def runs_reap(experiments: tuple[str, ...], stale_after: float | None, dry_run: 
               help="0.0.0.0 serves the lab's network (then use --auth)")  # fmt: skip
 @click.option("--port", type=int, default=5000, show_default=True)
 @click.option("--workers", type=int, default=None, help="uvicorn workers (default: one per core, at most 8)")  # fmt: skip
+@click.option("--allowed-hosts", default="",
+              help="Host headers MLflow answers, comma-separated (default: MLflow's, plus this "
+                   "machine's names when --host is not loopback)")  # fmt: skip
 @click.option("--auth", is_flag=True,
               help="MLflow basic-auth; the admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD")  # fmt: skip
 def server_command(
     folder: str, backend_store_uri: str, postgres_port: int, host: str, port: int,
-    workers: int | None, auth: bool,
+    workers: int | None, allowed_hosts: str, auth: bool,
 ) -> None:  # fmt: skip
     """Start a tracking server on PostgreSQL with proxied artifacts; Ctrl-C stops it.
 
@@ -488,16 +491,17 @@ def server_command(
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)  # a closed terminal or ssh session
     with tracking_server(Path(folder), backend_store_uri=backend_store_uri or None,
                          postgres_port=postgres_port, host=host, port=port, workers=workers,
-                         auth=auth) as served:  # fmt: skip
+                         auth=auth, allowed_hosts=allowed_hosts or None) as served:  # fmt: skip
         click.echo(f"MLflow tracking server at {served.url} (backend {served.backend}; "
                    f"artifacts proxied into {served.artifacts})")  # fmt: skip
         click.echo(f"  clients:  export MLFLOW_TRACKING_URI={served.url}")
         if auth:
             click.echo("            export MLFLOW_TRACKING_USERNAME=... MLFLOW_TRACKING_PASSWORD=...")  # fmt: skip
         if served.optuna_storage:
-            click.echo(f"  sweeps:   tsp sweep --storage {served.optuna_storage} ...")
+            click.echo(f"  sweeps:   tsp sweep --storage '{served.optuna_storage}' ...")
         click.echo("Ctrl-C stops the server and its database; the data stays.", nl=True)
         try:
             while True:

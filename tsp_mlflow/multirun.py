@@ -117,6 +117,12 @@ def run_job(cfg: DictConfig) -> str:
 
 
 def main() -> None:
+    from tsp_mlflow.training.distributed import launched
+
+    if launched().enabled:  # each rank would open its own multirun parent
+        print("tsp: error: tsp_mlflow.multirun runs in one process; torchrun launches "
+              "tsp_mlflow pretrain and multimodal (python -m tsp_mlflow ...)", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     run_job()
 
 

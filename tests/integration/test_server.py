@@ -61,18 +61,23 @@ def test_pipeline_and_analyze_against_a_postgresql_tracking_server(
     # The server proxied the weights into its artifacts folder ...
     assert list(served.artifacts.rglob(f"{pre.info.run_id}/artifacts/encoder/model.safetensors"))
     # ... and its store is the PostgreSQL database: every run of the tree is a row there.
-    assert served.optuna_storage is not None
+    import sqlalchemy
+
+    assert served.store.startswith("postgresql+psycopg2://") and served.optuna_storage
+    engine = sqlalchemy.create_engine(served.store)
+    with engine.connect() as db:
+        stored = {row[0] for row in db.execute(sqlalchemy.text("SELECT run_uuid FROM runs"))}
+    engine.dispose()
+    assert {r.info.run_id for r in runs(client, "")} == stored
+    # Only over its owner-only socket: no TCP listener another user could reach.
     import psycopg2
 
-    port = int(served.optuna_storage.rsplit(":", 1)[1].split("/")[0])
-    db = psycopg2.connect(host="127.0.0.1", port=port, user="tsp", dbname="mlflow")
-    try:
-        with db.cursor() as cursor:
-            cursor.execute("SELECT run_uuid FROM runs")
-            stored = {row[0] for row in cursor.fetchall()}
-    finally:
-        db.close()
-    assert {r.info.run_id for r in runs(client, "")} == stored
+    port = int(sqlalchemy.engine.make_url(served.store).query["port"])
+    with pytest.raises(psycopg2.OperationalError):
+        psycopg2.connect(
+            host="127.0.0.1", port=port, user="tsp", dbname="mlflow", connect_timeout=5
+        )
+    assert (served.artifacts.parent / "postgres" / "run").stat().st_mode & 0o077 == 0
     encoder = tsp_mlflow.load_encoder("models:/avdigits-audio-encoder@champion")
     assert encoder.out_dim == 64
 

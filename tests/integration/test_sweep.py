@@ -3,6 +3,7 @@ importance, resuming, workers sharing one study, and the sensitivity report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -116,7 +117,9 @@ def test_two_workers_share_one_study_on_postgresql(
     """`tsp server`'s PostgreSQL holds both the MLflow store and the Optuna study."""
     folder = Path(tempfile.mkdtemp(prefix="tsp-sweep-"))
     folder.chmod(0o711)  # PostgreSQL runs as `postgres` under root; it must reach the folder
-    with tracking_server(folder, postgres_port=free_port(), port=free_port(), workers=2) as served:
+    cleanup = contextlib.ExitStack()
+    cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+    with cleanup, tracking_server(folder, port=free_port(), workers=2) as served:
         url, storage = served.url, served.optuna_storage
         assert storage is not None and storage.startswith("postgresql+psycopg2://")
         env = {**subprocess_env, "MLFLOW_TRACKING_URI": url, "TSP_SWEEP_STORAGE": storage}
@@ -131,7 +134,6 @@ def test_two_workers_share_one_study_on_postgresql(
         assert parent.info.status == "FINISHED"
         trials = trials_of(client, parent.info.run_id)
         every = optuna.load_study(study_name="shared/scratch", storage=storage).trials
-    shutil.rmtree(folder, ignore_errors=True)
     counted = [t for t in every if not t.user_attrs.get(SURPLUS_ATTR)]
     assert len(counted) == 5
     assert sorted(t.number for t in every) == list(range(len(every)))  # no duplicate

@@ -23,7 +23,9 @@ def global_batches(rows: int, size: int, seed: int) -> list[list[int]]:
     return list(BatchSampler(sampler, size, drop_last=False))
 
 
-@pytest.mark.parametrize(("rows", "size", "world"), [(23, 5, 2), (20, 4, 4), (10, 7, 3)])
+@pytest.mark.parametrize(
+    ("rows", "size", "world"), [(23, 5, 2), (20, 4, 4), (10, 7, 3), (11, 5, 2), (13, 5, 4)]
+)
 def test_ranks_split_exactly_the_single_process_batches(rows: int, size: int, world: int) -> None:
     expected = global_batches(rows, size, seed=3)
     shards = [
@@ -40,6 +42,7 @@ def test_ranks_split_exactly_the_single_process_batches(rows: int, size: int, wo
         for r in range(world)
     ]
     kept = [b for b in expected if len(b) >= world]  # a batch too short to split is dropped
+    assert len(kept) == len(expected) - (0 < rows % size < world)
     assert all(len(s) == len(kept) for s in shards)
     for step, batch in enumerate(kept):
         parts = [shards[r][step] for r in range(world)]
@@ -59,7 +62,7 @@ def test_shard_loaders_cover_val_in_order_and_keep_the_train_generator() -> None
     val = [int(x) for v in views for (batch,) in v["val"] for x in batch]
     assert val == list(range(11))  # contiguous shards, in rank order
     assert all(v["train"].generator is generator for v in views)  # checkpoints restore it
-    with pytest.raises(UserInputError, match="the val split has 11 rows, fewer than the 12"):
+    with pytest.raises(UserInputError, match="the train split has 11 rows, fewer than the 12"):
         shard_loaders(loaders, Ranks(0, 12))
 
 

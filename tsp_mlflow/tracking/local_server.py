@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tsp_mlflow.errors import UserInputError
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -33,6 +35,7 @@ def local_server(
     stop_signal: int = signal.SIGTERM,
     backend_store_uri: str | None = None,
     host: str = "127.0.0.1",
+    extra_args: list[str] | None = None,
 ) -> Iterator[str]:
     """Start ``mlflow server`` with artifact proxying into ``folder/server-artifacts`` and
     a backend store (``backend_store_uri``, e.g. PostgreSQL; default a sqlite file in
@@ -45,6 +48,8 @@ def local_server(
     """
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    if not _port_is_free(host, port):  # else /health could answer for another server
+        raise UserInputError(f"port {port} is in use on {host}; choose another --port")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log_path = folder / "server.log"
@@ -54,7 +59,7 @@ def local_server(
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
              "--workers", str(workers), "--backend-store-uri", store,
-             "--artifacts-destination", str(folder / "server-artifacts"), *app],  # fmt: skip
+             "--artifacts-destination", str(folder / "server-artifacts"), *app, *(extra_args or [])],  # fmt: skip
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
         )  # fmt: skip
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -74,6 +79,15 @@ def local_server(
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _healthy(url: str) -> bool:

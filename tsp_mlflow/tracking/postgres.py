@@ -1,5 +1,5 @@
 """A private PostgreSQL cluster for local use and tests: ``initdb`` into a folder,
-``pg_ctl`` start on a loopback port, one database per store.
+``pg_ctl`` start with a Unix socket only (no TCP), one database per store.
 
 A lab's real server is set up by its admins (docs/deploy.md); this is the one-command way
 to get the same engine on one machine: ``tsp server`` runs MLflow on it and the sweeps'
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from tsp_mlflow.errors import UserInputError
 
-USER = "tsp"  # the cluster's superuser; trust authentication on loopback and socket only
+USER = "tsp"  # the cluster's superuser; trust authentication, over an owner-only socket
+MAX_CONNECTIONS = 300  # tsp server's workers hold three pools each (tracking, registry, auth)
 
 
 def server_bindir() -> Path:
@@ -60,20 +61,24 @@ class PostgresCluster:
         return self.folder / "run"
 
     def url(self, database: str, driver: str = "psycopg2") -> str:
-        """An SQLAlchemy URL for ``database`` (``driver``: psycopg2, or psycopg for v3)."""
-        return f"postgresql+{driver}://{USER}@127.0.0.1:{self.port}/{database}"
+        """An SQLAlchemy URL for ``database`` over the cluster's Unix socket (``driver``:
+        psycopg2, or psycopg for v3)."""
+        return f"postgresql+{driver}://{USER}@/{database}?host={self.sockets}&port={self.port}"
 
     def start(self) -> None:
         """``initdb`` if the folder holds no cluster yet, then ``pg_ctl start``."""
         bindir = server_bindir()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.sockets.mkdir(exist_ok=True)
+        self.sockets.mkdir(mode=0o700, exist_ok=True)
         if _as_root():
             _hand_over(self.folder)
         if not (self.data / "PG_VERSION").exists():
             self._run([str(bindir / "initdb"), "-D", str(self.data), "-U", USER, "-A", "trust",
                        "-E", "UTF8", "--no-instructions"])  # fmt: skip
-        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
+        # No TCP at all, and a socket only its owner may open: the superuser trusts local
+        # connections, so no other user of the machine may make one.
+        options = (f"-p {self.port} -k {self.sockets} -c listen_addresses='' "
+                   f"-c unix_socket_permissions=0700 -c max_connections={MAX_CONNECTIONS}")  # fmt: skip
         self._run([str(bindir / "pg_ctl"), "-D", str(self.data), "-o", options,
                    "-l", str(self.folder / "postgres.log"), "-w", "start"])  # fmt: skip
 
@@ -89,7 +94,7 @@ class PostgresCluster:
         deadline = time.monotonic() + 30
         while True:
             try:
-                connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=USER,
+                connection = psycopg2.connect(host=str(self.sockets), port=self.port, user=USER,
                                               dbname="postgres")  # fmt: skip
                 break
             except psycopg2.OperationalError:
@@ -125,11 +130,14 @@ def private_postgres(
     cluster = PostgresCluster(folder, port)
     try:
         cluster.start()
-    except subprocess.CalledProcessError as err:
+    except (KeyboardInterrupt, SystemExit):
+        cluster.stop()  # it may have started just before the interruption
+        raise
+    except subprocess.CalledProcessError as err:  # e.g. this folder's cluster runs already
         raise UserInputError(
             f"PostgreSQL in {folder} did not start on port {port}: "
-            f"{(err.stderr or '').strip().splitlines()[-1:] or err}; pick another --postgres-port "
-            "or folder"
+            f"{(err.stderr or '').strip().splitlines()[-1:] or err}; is a cluster of that "
+            "folder still running (pg_ctl status -D <folder>/postgres/data)?"
         ) from None
     try:
         for name in databases:
@@ -160,4 +168,4 @@ def _hand_over(folder: Path) -> None:
                 "under a folder others can traverse, e.g. tsp server --folder /tmp/tsp-server"
             )
     for path in [folder, *folder.rglob("*")]:
-        os.chown(path, user.pw_uid, user.pw_gid)
+        os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)

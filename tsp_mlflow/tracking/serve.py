@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from tsp_mlflow.tracking.params import redact_uri
 from tsp_mlflow.tracking.postgres import private_postgres
 
 DATABASES = ("mlflow", "optuna", "mlflow_auth")
-# Per worker process: SQLAlchemy's pool against PostgreSQL's default max_connections=100.
+# Per worker and per store (tracking, registry, and with --auth users: three engines), so at
+# most 8 x 3 x 10 = 240 connections, within the private cluster's max_connections=300.
 POOL_SIZE, MAX_OVERFLOW = 5, 5
 MAX_WORKERS = 8
 
@@ -33,6 +35,7 @@ class Served:
 
     url: str
     backend: str  # credentials redacted
+    store: str  # the backend store URI itself (for this process; never printed)
     artifacts: Path
     optuna_storage: str | None
 
@@ -52,10 +55,11 @@ def tracking_server(
     port: int = 5000,
     workers: int | None = None,
     auth: bool = False,
+    allowed_hosts: str | None = None,
 ) -> Iterator[Served]:
     """Start PostgreSQL (unless ``backend_store_uri`` names a store) and ``mlflow server``
     on it; yield what clients need; stop both on exit (the data stays in ``folder``)."""
-    workers = workers or default_workers()
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {workers}")
     if backend_store_uri and backend_store_uri.startswith("postgresql://"):
@@ -80,18 +84,21 @@ def tracking_server(
         "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "3600",  # outlive a DB-side idle timeout
     }
     with contextlib.ExitStack() as stack:
-        optuna = None
+        optuna = users = None
         store = backend_store_uri
         if store is None:
             cluster = stack.enter_context(
                 private_postgres(folder / "postgres", postgres_port, DATABASES)
             )
             store, optuna = cluster.url("mlflow"), cluster.url("optuna")
+            users = cluster.url("mlflow_auth")
         if auth:
-            env.update(_auth_env(folder, store, optuna is not None))
+            env.update(_auth_env(folder, users or f"sqlite:///{folder / 'basic_auth.db'}"))
+        hosts = allowed_hosts or default_allowed_hosts(host)
         url = stack.enter_context(
             local_server(
                 folder,
+                extra_args=["--allowed-hosts", hosts] if hosts else [],
                 workers=workers,
                 port=port,
                 host=host,
@@ -101,23 +108,40 @@ def tracking_server(
                 timeout_s=180.0,  # a first start migrates an empty database
             )
         )
-        yield Served(url, redact_uri(store), folder / "server-artifacts", optuna)
+        yield Served(url, redact_uri(store), store, folder / "server-artifacts", optuna)
 
 
-def _auth_env(folder: Path, store: str, private: bool) -> dict[str, str]:
+def default_allowed_hosts(host: str) -> str | None:
+    """MLflow answers only Host headers it allows (localhost and private IPs by default).
+    Serving beyond loopback, also allow this machine's names, so that clients can use
+    ``http://<hostname>:<port>``; None keeps MLflow's default."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return None
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    return ",".join(
+        [*get_default_allowed_hosts(), *sorted(names), *(f"{n}:*" for n in sorted(names))]
+    )
+
+
+def _auth_env(folder: Path, users: str) -> dict[str, str]:
     """MLflow's basic-auth app: its users live in the ``mlflow_auth`` database of a private
     cluster (else beside the server, in ``folder/basic_auth.db``). The admin's password comes
     from ``MLFLOW_AUTH_ADMIN_PASSWORD`` and is never written to a file."""
-    users = store.rsplit("/", 1)[0] + "/mlflow_auth" if private else f"sqlite:///{folder / 'basic_auth.db'}"  # fmt: skip
     config = folder / "basic_auth.ini"
     # The CSRF key must be the same in every worker and survive restarts: the user's, or
     # one generated once and kept (owner-only) in the folder.
     key = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
     if not key:
         stored = folder / "flask_secret_key"
-        if not stored.exists():
-            stored.touch(mode=0o600)
-            stored.write_text(secrets.token_hex(32))
+        if not stored.exists():  # written whole or not at all, owner-only from the start
+            partial = folder / "flask_secret_key.tmp"
+            partial.unlink(missing_ok=True)
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32))
+            partial.replace(stored)
         key = stored.read_text().strip()
     config.write_text(
         "[mlflow]\n"

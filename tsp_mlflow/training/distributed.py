@@ -219,6 +219,12 @@ def shard_loaders(loaders: dict[str, DataLoader], ranks: Ranks) -> dict[str, Dat
             "persistent_workers": loader.persistent_workers,
             "pin_memory": loader.pin_memory,
         }
+        n = len(dataset) if isinstance(dataset, Sized) else 0
+        if n < ranks.world_size:  # every rank must hold rows for every step and gather
+            raise UserInputError(
+                f"the {split} split has {n} rows, fewer than the {ranks.world_size} "
+                "processes torchrun started; use fewer processes"
+            )
         if split == "train":
             batches = BatchSampler(
                 RandomSampler(dataset, generator=loader.generator),
@@ -228,12 +234,6 @@ def shard_loaders(loaders: dict[str, DataLoader], ranks: Ranks) -> dict[str, Dat
             out[split] = DataLoader(dataset, batch_sampler=RankBatches(batches, ranks),
                                     generator=loader.generator, **common)  # fmt: skip
         else:
-            n = len(dataset) if isinstance(dataset, Sized) else 0
-            if n < ranks.world_size:  # every rank must hold rows for the gathers
-                raise UserInputError(
-                    f"the {split} split has {n} rows, fewer than the {ranks.world_size} "
-                    "processes torchrun started; use fewer processes"
-                )
             start, stop = (
                 n * ranks.rank // ranks.world_size,
                 n * (ranks.rank + 1) // ranks.world_size,
@@ -252,9 +252,23 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     if device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # find_unused_parameters: a trainable parameter outside the loss (a pretrained BERT's
+    # pooler) would otherwise stall DDP's reduction from the second step on.
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True,
     )
+
+
+def sync_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank. DDP sends them at
+    the start of each forward, so after an epoch's last step each rank holds its own:
+    evaluating with them would score each shard with another model than rank 0 saves."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
 
 
 def check_supported(

@@ -17,7 +17,7 @@ from tsp_mlflow.data.missing import WithMissingModalities
 from tsp_mlflow.errors import TrainingDiverged
 from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.tracking.schema import OBSERVED_PATTERN
-from tsp_mlflow.training.distributed import all_rows, all_sum, shard_weight, wrap
+from tsp_mlflow.training.distributed import all_rows, all_sum, shard_weight, sync_buffers, wrap
 from tsp_mlflow.training.gradients import GradientStrategy, Joint
 from tsp_mlflow.training.tasks import Task
 
@@ -212,6 +212,7 @@ def fit(
         # outputs equals the batch losses averaged with batch-size weights.
         # Under torchrun: over every rank's rows of the epoch.
         train = task.metrics(all_rows(torch.cat(outputs)), all_rows(torch.cat(targets)))
+        sync_buffers(model)  # under torchrun: every rank evaluates rank 0's model
         with record_function("validate"):  # a named range in profiles (bench/profile_epoch.py)
             val = evaluate(
                 model, val_loader, patterns, device, task, observed=has_missing(val_loader)
