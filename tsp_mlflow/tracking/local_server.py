@@ -82,7 +82,10 @@ def local_server(
 
 
 def _port_is_free(host: str, port: int) -> bool:
+    """Nothing listens there. SO_REUSEADDR, as uvicorn binds: connections of a server
+    stopped a moment ago (TIME_WAIT) do not make the port busy."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
