@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -260,7 +261,7 @@ def training_run(
                 claim(resume)
             if ranks.enabled:  # tags, not params: a resume may use another process count
                 mlflow.set_tags({schema.DISTRIBUTED_WORLD_SIZE: str(ranks.world_size),
-                                 schema.DISTRIBUTED_BACKEND: backend()})  # fmt: skip
+                                 schema.DISTRIBUTED_BACKEND: backend(device)})  # fmt: skip
             log_config(config, resumed=bool(resume))
             if not (resume and run.inputs.dataset_inputs):  # a resumed run may have them
                 log_dataset_inputs(cfg, datasets)
@@ -330,15 +331,17 @@ def train_and_test(
     generator = loaders["train"].generator
     epochs = cfg.trainer.epochs
     state, logged, earlier_s = FitResult(), set[int](), 0.0
+    # Under torchrun every rank continues from the same checkpoint; rank 0 alone logs.
+    saved = latest_checkpoint(resume_run_id) if resume_run_id is not None else None
+    if saved is not None:
+        state = restore(saved, model, optimizer, scheduler, generator, device)
+    train = functools.partial(
+        fit, model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler,
+        epochs=epochs, patterns=patterns, task=task, device=device, resume_from=state,
+        monitor_pattern=pattern_name(model.modalities, model.modalities), gradient=gradient,
+    )  # fmt: skip
     if not ranks.is_main:  # the other ranks train alongside rank 0 and log nothing
-        if resume_run_id is not None:  # every rank continues from the same checkpoint
-            saved = latest_checkpoint(resume_run_id)
-            if saved is not None:
-                state = restore(saved, model, optimizer, scheduler, generator, device)
-        result = fit(model, loaders["train"], loaders["val"], optimizer=optimizer,
-                     scheduler=scheduler, epochs=epochs, patterns=patterns, task=task,
-                     monitor_pattern=pattern_name(model.modalities, model.modalities),
-                     device=device, resume_from=state, gradient=gradient)  # fmt: skip
+        result = train()
         model.load_state_dict(result.best_state)
         evaluate(model, loaders["test"], patterns, device, task,
                  observed=has_missing(loaders["test"]))  # fmt: skip
@@ -347,10 +350,8 @@ def train_and_test(
     ckpt = cfg.trainer.checkpoint
     checkpointer = RunCheckpointer(run_id, ckpt.every_n_epochs, epochs, ckpt.min_interval_s)
     if resume_run_id is not None:
-        saved = latest_checkpoint(resume_run_id)
         logged = logged_epochs(resume_run_id)
         if saved is not None:
-            state = restore(saved, model, optimizer, scheduler, generator, device)
             earlier_s = float(saved.extra.get("elapsed_s", 0.0))
         checkpointer.adopt(saved.epoch if saved else None)
         mark_resumed(resume_run_id, saved.epoch if saved else 0)
@@ -388,21 +389,7 @@ def train_and_test(
     background = writes_in_background(cfg.tracking.background_writes, device)
     with BackgroundWriter(enabled=background) as writer:
         try:
-            result = fit(
-                model,
-                loaders["train"],
-                loaders["val"],
-                optimizer=optimizer,
-                scheduler=scheduler,
-                epochs=epochs,
-                patterns=patterns,
-                task=task,
-                monitor_pattern=pattern_name(model.modalities, model.modalities),
-                device=device,
-                on_epoch_end=log_epoch,
-                resume_from=state,
-                gradient=gradient,
-            )
+            result = train(on_epoch_end=log_epoch)
         except KeyboardInterrupt:  # SIGINT/SIGTERM: the last finished epoch is saved first
             with contextlib.suppress(Exception):  # a write that failed is redone just below
                 writer.drain()

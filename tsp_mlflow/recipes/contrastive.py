@@ -64,7 +64,7 @@ class ContrastivePretrainRecipe:
         check_trainer(cfg)
         check_data_root(cfg)
         check_encoder_args(cfg, self.modalities)
-        check_supported(gradient="joint", objective=schema.OBJECTIVE_CONTRASTIVE)
+        check_supported(objective=schema.OBJECTIVE_CONTRASTIVE)
         resolve_device(cfg.runtime.device)
         with config_errors("objective"):  # the objective's own argument checks, up front
             self.objective_check = instantiate(cfg.objective.loss)(modalities=self.modalities)

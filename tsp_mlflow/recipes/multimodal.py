@@ -229,7 +229,7 @@ class MultimodalRecipe:
         cfg = self.cfg
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
-        _, device = init_distributed(resolve_device(cfg.runtime.device))  # torchrun: its device
+        device = init_distributed(resolve_device(cfg.runtime.device))  # torchrun: its device
         encoders = {
             m: self.pretrained[m] if m in self.pretrained else build_encoder(cfg, m)
             for m in self.modalities

@@ -107,7 +107,7 @@ class PretrainRecipe:
         cfg, m = self.cfg, self.modality
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
-        _, device = init_distributed(resolve_device(cfg.runtime.device))  # torchrun: its device
+        device = init_distributed(resolve_device(cfg.runtime.device))  # torchrun: its device
         # Built before the run, so a bad encoder argument (a hub id) or a malformed data
         # file creates no run.
         encoder = build_encoder(cfg, m)

@@ -86,16 +86,16 @@ def is_main_process() -> bool:
     return launched().is_main
 
 
-def init_distributed(device: torch.device | None = None) -> tuple[Ranks, torch.device | None]:
+def init_distributed(device: torch.device | None = None) -> torch.device | None:
     """Join torchrun's process group (once per process) and pick this rank's device.
 
-    One process (no ``WORLD_SIZE`` > 1) returns ``Ranks()`` and ``device`` unchanged. The
+    Returns this rank's device; one process (no ``WORLD_SIZE`` > 1) gets ``device`` back. The
     group runs gloo for CPU tensors and, where CUDA exists, nccl for CUDA tensors; on CUDA
     each rank takes ``cuda:<LOCAL_RANK>``.
     """
     ranks = launched()
     if not ranks.enabled:
-        return ranks, device
+        return device
     if not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)
@@ -107,14 +107,12 @@ def init_distributed(device: torch.device | None = None) -> tuple[Ranks, torch.d
             f"runtime.device={device.type}: multi-process training runs on CPU (gloo) or "
             "CUDA (nccl); use runtime.device=cpu or cuda"
         )
-    return current(), device
+    return device
 
 
-def backend() -> str:
-    """The process group's backend(s), e.g. ``gloo``; empty without a group."""
-    if dist.is_available() and dist.is_initialized():
-        return str(dist.get_backend())
-    return ""
+def backend(device: torch.device) -> str:
+    """The backend that carries this run's tensors: nccl on CUDA, gloo elsewhere."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 @contextlib.contextmanager
@@ -150,7 +148,7 @@ def all_rows(tensor: torch.Tensor) -> torch.Tensor:
     Ranks may hold different numbers of rows (a split that does not divide evenly): sizes
     are exchanged first and shorter shards padded for the collective, then trimmed.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not current().enabled:
         return tensor
     world = dist.get_world_size()
     rows = torch.tensor([tensor.shape[0]], dtype=torch.int64)
@@ -166,7 +164,7 @@ def all_rows(tensor: torch.Tensor) -> torch.Tensor:
 
 def all_sum(tensor: torch.Tensor) -> torch.Tensor:
     """The sum of a scalar over ranks (one process: ``tensor`` itself)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not current().enabled:
         return tensor
     total = tensor.detach().clone()
     dist.all_reduce(total)
@@ -176,7 +174,7 @@ def all_sum(tensor: torch.Tensor) -> torch.Tensor:
 def shard_weight(rows: int, device: torch.device) -> torch.Tensor | float:
     """What a rank's mean loss is multiplied by, so that DDP's average over ranks equals
     the mean over the whole step's rows: ``rows * world / step_rows``."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not current().enabled:
         return 1.0
     total = torch.tensor([float(rows)], device=device)
     dist.all_reduce(total)
@@ -265,14 +263,14 @@ def sync_buffers(model: nn.Module) -> None:
     """Rank 0's buffers (batch-norm running statistics) on every rank. DDP sends them at
     the start of each forward, so after an epoch's last step each rank holds its own:
     evaluating with them would score each shard with another model than rank 0 saves."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not current().enabled:
         return
     for buffer in model.buffers():
         dist.broadcast(buffer.data, src=0)
 
 
 def check_supported(
-    *, gradient: str, imputation: str = "none", objective: str = "supervised"
+    *, gradient: str = "joint", imputation: str = "none", objective: str = "supervised"
 ) -> None:
     """Refuse, before any run exists, what multi-process training does not do."""
     if not launched().enabled:
