@@ -50,6 +50,8 @@ class Selection:
         clauses = [f"tags.`{schema.STAGE}` = '{stage}'"]
         if finished:
             clauses.append("attributes.status = 'FINISHED'")
+        # --skip-train runs were never trained: they answer nothing about pretraining.
+        clauses.append(f"tags.`{schema.SKIP_TRAIN}` IS NULL")
         if self.parent_run_id:
             clauses.append(f"tags.`{schema.PARENT_RUN_ID}` = '{self.parent_run_id}'")
         else:  # sweep trials differ in their hyperparameters: never pool them by default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import tempfile
 import time
@@ -15,6 +16,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
@@ -34,12 +36,15 @@ from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import EpochLogger
 from tsp_mlflow.tracking.params import code_version, config_hash, log_config
 from tsp_mlflow.tracking.resume import claim
+from tsp_mlflow.tracking.run_figures import log_run_figures
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.checkpoint import TrainingState, capture, restore
 from tsp_mlflow.training.distributed import backend, broadcast_text, current, shard_loaders
 from tsp_mlflow.training.finetune import is_learning_rate, param_groups, parameter_counts
 from tsp_mlflow.training.gradients import GradientStrategy
 from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has_missing
+from tsp_mlflow.training.monitoring import MonitoringSettings, TrainingMonitor
+from tsp_mlflow.training.progress import EpochProgress
 from tsp_mlflow.training.tasks import Task
 
 # Called after each epoch's logging as (epoch, metrics, seconds); a sweep reports to Optuna.
@@ -75,6 +80,10 @@ def check_trainer(cfg: DictConfig) -> None:
             f"epoch), got {interval!r}"
         )
     writes_in_background(cfg.tracking.background_writes, torch.device("cpu"))  # a valid value
+    for key in ("skip_train", "skip_test"):
+        if not isinstance(cfg.trainer.get(key, False), bool):
+            raise UserInputError(f"trainer.{key} must be true or false, got {cfg.trainer[key]!r}")
+    MonitoringSettings.from_config(cfg.get("monitoring"))
     check_optimizer(cfg)
 
 
@@ -330,6 +339,9 @@ def train_and_test(
     loaders = shard_loaders(loaders, ranks)  # under torchrun: this rank's rows
     generator = loaders["train"].generator
     epochs = cfg.trainer.epochs
+    skip_train = bool(cfg.trainer.get("skip_train", False))
+    skip_test = bool(cfg.trainer.get("skip_test", False))
+    full = pattern_name(model.modalities, model.modalities)
     state, logged, earlier_s = FitResult(), set[int](), 0.0
     # Under torchrun every rank continues from the same checkpoint; rank 0 alone logs.
     saved = latest_checkpoint(resume_run_id) if resume_run_id is not None else None
@@ -338,15 +350,22 @@ def train_and_test(
     train = functools.partial(
         fit, model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler,
         epochs=epochs, patterns=patterns, task=task, device=device, resume_from=state,
-        monitor_pattern=pattern_name(model.modalities, model.modalities), gradient=gradient,
+        monitor_pattern=full, gradient=gradient,
     )  # fmt: skip
+    if skip_train:  # evaluated as built: no step, no checkpoint, nothing to resume
+        train = functools.partial(_untrained, model)
     if not ranks.is_main:  # the other ranks train alongside rank 0 and log nothing
         result = train()
         model.load_state_dict(result.best_state)
-        evaluate(model, loaders["test"], patterns, device, task,
-                 observed=has_missing(loaders["test"]))  # fmt: skip
+        if not skip_test:
+            evaluate(model, loaders["test"], patterns, device, task,
+                     observed=has_missing(loaders["test"]))  # fmt: skip
         return result
-    run_id = resume_run_id or mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    run = mlflow.active_run()
+    assert run is not None
+    run_id = resume_run_id or run.info.run_id
+    if skip_train:
+        mlflow.set_tag(schema.SKIP_TRAIN, "true")
     ckpt = cfg.trainer.checkpoint
     checkpointer = RunCheckpointer(run_id, ckpt.every_n_epochs, epochs, ckpt.min_interval_s)
     if resume_run_id is not None:
@@ -358,38 +377,58 @@ def train_and_test(
         print(f"resuming run {resume_run_id} after epoch {state.epochs_run}", flush=True)
     logger = EpochLogger(run_id, logged)
     logger.replay(state.history, state.epoch_seconds)
-    last: list[tuple[TrainingState | None, int, EpochMetrics, float]] = []  # the newest epoch
+    last: list[tuple[TrainingState | None, int, EpochMetrics, float, list[Metric]]] = []
+    settings = MonitoringSettings.from_config(cfg.get("monitoring"))
+    monitor = (
+        TrainingMonitor(model, settings)
+        if settings.enabled
+        and not skip_train
+        and (settings.gradient_norm or settings.weight_norm or settings.activations)
+        else None
+    )
 
     def log_epoch(epoch: int, metrics: EpochMetrics, seconds: float) -> None:
         snapshot = None
         if checkpointer.enabled:  # a CPU copy of the state, only when it may be saved
             snapshot = capture(epoch, model, optimizer, scheduler, generator, state, device)
             snapshot.extra["elapsed_s"] = earlier_s + time.perf_counter() - started
-        last[:] = [(snapshot, epoch, metrics, seconds)]
-        writer.submit(lambda: write_epoch(snapshot, epoch, metrics, seconds))
+        sampled = monitor.drain() if monitor is not None else []
+        last[:] = [(snapshot, epoch, metrics, seconds, sampled)]
+        writer.submit(lambda: write_epoch(snapshot, epoch, metrics, seconds, sampled))
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, seconds)
 
     def write_epoch(
-        snapshot: TrainingState | None, epoch: int, metrics: EpochMetrics, seconds: float
+        snapshot: TrainingState | None,
+        epoch: int,
+        metrics: EpochMetrics,
+        seconds: float,
+        sampled: list[Metric],
     ) -> None:  # checkpoint, then metrics (on the writer thread: while the next epoch trains)
         saved = checkpointer.offer(snapshot) if snapshot is not None else False
-        logger.log_epoch(epoch, metrics, seconds, send=saved or not checkpointer.enabled)
+        logger.log_epoch(epoch, metrics, seconds, send=saved or not checkpointer.enabled,
+                         extra=sampled)  # fmt: skip
 
     def write_last_epoch() -> None:
         """The newest finished epoch written whole (checkpoint, metrics, metrics.json), when
         training stops early; what was written already is not written again."""
         if last:
-            snapshot, epoch, metrics, seconds = last[0]
+            snapshot, epoch, metrics, seconds, sampled = last[0]
             if snapshot is not None:
                 checkpointer.offer(snapshot)
                 checkpointer.flush()
-            logger.log_epoch(epoch, metrics, seconds, send=True)
+            logger.log_epoch(epoch, metrics, seconds, send=True, extra=sampled)
 
     background = writes_in_background(cfg.tracking.background_writes, device)
-    with BackgroundWriter(enabled=background) as writer:
+    progress = EpochProgress(run.info.run_name or run_id, epochs, f"val/{full}/{task.monitor}",
+                             first_epoch=state.epochs_run + 1)  # fmt: skip
+    with (
+        system_metrics(run_id, settings),
+        BackgroundWriter(enabled=background) as writer,
+        progress,
+    ):
         try:
-            result = train(on_epoch_end=log_epoch)
+            result = train(on_epoch_end=log_epoch, monitor=monitor, progress=progress)
         except KeyboardInterrupt:  # SIGINT/SIGTERM: the last finished epoch is saved first
             with contextlib.suppress(Exception):  # a write that failed is redone just below
                 writer.drain()
@@ -401,25 +440,63 @@ def train_and_test(
             with contextlib.suppress(Exception):
                 write_last_epoch()
             raise
+        finally:
+            if monitor is not None:
+                monitor.close()
     model.load_state_dict(result.best_state)
     latency: list[float] = []
-    test = evaluate(model, loaders["test"], patterns, device, task,
-                    observed=has_missing(loaders["test"]), latency=latency)  # fmt: skip
+    test: dict[str, dict[str, float]] | None = None
+    outputs: dict[str, torch.Tensor] = {}
+    if not skip_test:
+        test = evaluate(model, loaders["test"], patterns, device, task,
+                        observed=has_missing(loaders["test"]), latency=latency,
+                        outputs=outputs)  # fmt: skip
     # A run resumed after these were logged (killed while closing) logs none of them twice.
     done = set(mlflow.get_run(resume_run_id).data.metrics) if resume_run_id else set()
-    logger.log_test(test, result.best_epoch, skip=done)
+    if test is not None:
+        logger.log_test(test, result.best_epoch, skip=done)
     summary = {
         schema.BEST_EPOCH: result.best_epoch,
         schema.BEST_VALUE: result.best_value,
         schema.TIME_TRAIN_TOTAL: result.train_seconds,
-        schema.TIME_TEST_BATCH_MS: 1000 * sum(latency) / max(len(latency), 1),
         # Over every process the run took; the time between its last checkpoint and a
         # crash is unknowable and not counted.
         schema.TIME_TOTAL: earlier_s + time.perf_counter() - started,
         **parameter_counts(model),
     }
+    if latency:
+        summary[schema.TIME_TEST_BATCH_MS] = 1000 * sum(latency) / len(latency)
     mlflow.log_metrics({k: v for k, v in summary.items() if k not in done})
+    with contextlib.suppress(ValueError):  # a figure that cannot be drawn costs no run
+        log_run_figures(
+            result.history, test, (outputs["logits"], outputs["target"]) if outputs else None,
+            task, full, result.best_epoch,
+        )  # fmt: skip
     return result
+
+
+def _untrained(model: LateFusionModel, **_: Any) -> FitResult:
+    """``trainer.skip_train``: the model as built, as if its best epoch were epoch 0."""
+    return FitResult(best_state=copy.deepcopy(model.state_dict()))
+
+
+@contextlib.contextmanager
+def system_metrics(run_id: str, settings: MonitoringSettings) -> Iterator[None]:
+    """MLflow's system metrics (CPU, memory, disk, network, GPU when present) sampled on
+    a thread into the run while training, when ``monitoring.system_metrics`` is on."""
+    if not (settings.enabled and settings.system_metrics):
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    sampler = SystemMetricsMonitor(
+        run_id, sampling_interval=float(settings.system_metrics_interval_s)
+    )
+    sampler.start()
+    try:
+        yield
+    finally:
+        sampler.finish()
 
 
 def mark_resumed(run_id: str, epoch: int) -> None:

@@ -138,6 +138,8 @@ class ContrastivePretrainRecipe:
             result = train_and_test(cfg, model, loaders, objective, device, started,
                                     on_epoch_end, resume_run_id=resume,
                                     patterns=[self.modalities])  # fmt: skip
+            if cfg.trainer.skip_train:  # untrained encoders: nothing to keep or register
+                return run_id
             uris = {
                 m: log_encoder_artifact(
                     encoders[m],

@@ -128,6 +128,8 @@ class PretrainRecipe:
                                     on_epoch_end, resume_run_id=resume)  # fmt: skip
             if not current().is_main:  # under torchrun rank 0 alone logs and registers
                 return run_id
+            if cfg.trainer.skip_train:  # an untrained encoder: nothing to keep or register
+                return run_id
             artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
             name = schema.registered_encoder_name(cfg.data.name, m)
             if not register or (resume and is_registered(name, run_id)):

@@ -65,11 +65,17 @@ class EpochLogger:
         self._pending: list[list[Metric]] = []  # one list per queued epoch
 
     def log_epoch(
-        self, epoch: int, metrics: SplitMetrics, seconds: float, send: bool = True
+        self,
+        epoch: int,
+        metrics: SplitMetrics,
+        seconds: float,
+        send: bool = True,
+        extra: Sequence[Metric] = (),
     ) -> None:
         """Queue the epoch's metrics; with ``send`` (a checkpoint holds this epoch now, or
-        there are none), send the queue and rewrite ``metrics.json``."""
-        self._log_metrics(epoch, metrics, seconds)
+        there are none), send the queue and rewrite ``metrics.json``. ``extra`` metrics
+        (monitoring samples, with their own steps) travel with the epoch's."""
+        self._log_metrics(epoch, metrics, seconds, extra)
         self.document["epochs"][str(epoch)] = metrics
         if send:
             self.flush()
@@ -102,12 +108,16 @@ class EpochLogger:
                     self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
                 del self._pending[:count]
 
-    def _log_metrics(self, epoch: int, metrics: SplitMetrics, seconds: float) -> None:
+    def _log_metrics(
+        self, epoch: int, metrics: SplitMetrics, seconds: float, extra: Sequence[Metric] = ()
+    ) -> None:
         if epoch in self.logged:
             return
         now = get_current_time_millis()
         values = {**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}
-        self._pending.append([Metric(key, float(v), now, epoch) for key, v in values.items()])
+        self._pending.append(
+            [*(Metric(key, float(v), now, epoch) for key, v in values.items()), *extra]
+        )
         self.logged.add(epoch)
 
     def write_document(self) -> None:

@@ -36,6 +36,9 @@ DISTRIBUTED_WORLD_SIZE = "tsp.distributed.world_size"
 DISTRIBUTED_BACKEND = "tsp.distributed.backend"
 RESUMED = "tsp.resumed_from_epoch"  # set on resume: the checkpoint's epoch (0: none yet)
 RESUMES = "tsp.resumes"  # on an `mlflow run` project run: the run it resumed
+# `true` on a run started with --skip-train (trainer.skip_train): evaluated untrained,
+# registers nothing, and analyses leave it out.
+SKIP_TRAIN = "tsp.skip_train"
 
 STAGE_PRETRAIN = "pretrain"
 STAGE_MULTIMODAL = "multimodal"
@@ -107,6 +110,7 @@ def sweep_best_metric(condition: str) -> str:
     return f"sweep/{condition}/best_value"
 
 
+MONITOR_PREFIX = "monitor"  # monitor/{grad_norm,weight_norm}/<group>, monitor/activation/...
 GRADIENT_SPLIT = "gradient"  # gradient/<modality>/{cosine,weight_multimodal,...}: MMPareto
 
 # --- metrics --------------------------------------------------------------------------
@@ -172,6 +176,16 @@ ANALYSIS_META_ARTIFACT = "analysis/meta.json"  # selection, settings, RNG seed, 
 ANALYSIS_COMPARISON_CSV = "analysis/tables/comparison.csv"  # with run ids per row
 ANALYSIS_VALUES_CSV = "analysis/inputs/values.csv"  # the exact input snapshot
 ANALYSIS_FOREST_FIGURE = "analysis/figures/forest.png"
+# Every training run's figures (mlflow.log_figure): learning curves, the test metric per
+# pattern, and per task a confusion matrix (classification), reliability and per-label F1
+# (multilabel) or predicted vs true (regression). A pipeline run: its headline comparison.
+FIGURES_DIR = "figures"
+LEARNING_CURVES_FIGURE = "figures/learning_curves.png"
+PATTERNS_FIGURE = "figures/test_patterns.png"
+CONFUSION_FIGURE = "figures/confusion_matrix.png"
+MULTILABEL_FIGURE = "figures/multilabel.png"
+REGRESSION_FIGURE = "figures/regression.png"
+HEADLINE_FIGURE = "figures/headline.png"
 SWEEP_DIR = "sweep"  # sweep/<condition>/{trials.csv, best.json, importance.*, history.png}
 SENSITIVITY_DIR = "sweep/sensitivity"  # report.md, values.csv, robustness.png, landscape.png
 CHAMPION_ALIAS = "champion"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -19,6 +20,8 @@ from tsp_mlflow.models.late_fusion import LateFusionModel
 from tsp_mlflow.tracking.schema import OBSERVED_PATTERN
 from tsp_mlflow.training.distributed import all_rows, all_sum, shard_weight, sync_buffers, wrap
 from tsp_mlflow.training.gradients import GradientStrategy, Joint
+from tsp_mlflow.training.monitoring import TrainingMonitor
+from tsp_mlflow.training.progress import EpochProgress
 from tsp_mlflow.training.tasks import Task
 
 # split -> pattern -> metric -> value ("train" holds one pseudo-pattern, "all").
@@ -65,6 +68,7 @@ def evaluate(
     task: Task,
     observed: bool = False,
     latency: list[float] | None = None,
+    outputs: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics for every modality pattern on complete data, from one pass over ``loader``.
 
@@ -73,7 +77,8 @@ def evaluate(
     the split's own missing-modality masks are evaluated too, as pattern ``observed``.
     With ``latency``, the seconds of each batch's full-pattern forward pass (encoders,
     fusion, head; data loading and transfer excluded) are appended to it: what a fusion
-    method costs at test time, measured in the same pass.
+    method costs at test time, measured in the same pass. With ``outputs``, it receives the
+    full pattern's ``logits`` and ``target`` (for the run's figures).
     """
     model.eval()
     names = [pattern_name(p, model.modalities) for p in patterns]
@@ -97,7 +102,11 @@ def evaluate(
         targets.append(task.target(batch["target"]).cpu())
     # Under torchrun each rank evaluated its shard: every rank gets all rows back, in order.
     target = all_rows(_cat(targets))
-    return {name: task.metrics(all_rows(_cat(chunks)), target) for name, chunks in logits.items()}
+    gathered = {name: all_rows(_cat(chunks)) for name, chunks in logits.items()}
+    if outputs is not None:
+        full = pattern_name(model.modalities, model.modalities)
+        outputs.update(logits=gathered[full], target=target)
+    return {name: task.metrics(values, target) for name, values in gathered.items()}
 
 
 def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
@@ -137,6 +146,8 @@ def fit(
     on_epoch_end: Callable[[int, EpochMetrics, float], None] | None = None,
     resume_from: FitResult | None = None,
     gradient: GradientStrategy | None = None,
+    monitor: TrainingMonitor | None = None,
+    progress: EpochProgress | None = None,
 ) -> FitResult:
     """Train for ``epochs``, evaluating every pattern on val after each epoch.
 
@@ -153,6 +164,8 @@ def fit(
             :class:`~tsp_mlflow.training.gradients.Joint`). Train metrics then also hold
             ``loss_<m>`` per unimodal head and the predictor's VICReg terms, and
             ``metrics["gradient"][m]`` MMPareto's per-encoder statistics (epoch means).
+        monitor: samples gradient/weight norms and activations every N steps.
+        progress: bars or one line per epoch.
 
     Raises:
         TrainingDiverged: the loss is NaN or infinite; the message names epoch and step.
@@ -170,11 +183,15 @@ def fit(
         outputs: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
         extra = _EpochMeans()
+        if progress is not None:
+            progress.start_epoch(epoch, len(train_loader))
         for step, batch in enumerate(train_loader, start=1):
+            global_step = (epoch - 1) * len(train_loader) + step
             batch = to_device(batch, device)
             target = task.target(batch["target"])
             present = batch["present"]
-            feats, logits = net(batch["inputs"], present, features=True)  # logits: (B, C)
+            with monitor.watching(global_step) if monitor else contextlib.nullcontext():
+                feats, logits = net(batch["inputs"], present, features=True)  # logits: (B, C)
             loss = task.loss(logits, target)
             unimodal = unimodal_losses(model, feats, present, target, task)
             auxiliary, predictor_stats = (
@@ -188,7 +205,7 @@ def fit(
             ):  # every rank stops together  # syncs, as the .cpu() below does anyway
                 raise TrainingDiverged(
                     f"the training loss is {loss.item()} at epoch {epoch}, step {step} "
-                    f"(global step {(epoch - 1) * len(train_loader) + step}); lower optim.lr, "
+                    f"(global step {global_step}); lower optim.lr, "
                     "or check the inputs for NaN/inf values (tsp data check)"
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -196,7 +213,11 @@ def fit(
             # DDP's average over ranks is the mean over the whole global batch.
             weighted = loss * shard_weight(len(present), device)
             step_stats = strategy.backward(model, weighted, unimodal, auxiliary)
+            if monitor is not None:  # this step's gradients, before the update
+                monitor.step(global_step, feats)
             optimizer.step()
+            if progress is not None:
+                progress.advance()
             outputs.append(logits.detach().float().cpu())
             targets.append(target.cpu())
             rows = len(present)
@@ -236,6 +257,9 @@ def fit(
         ):
             best.best_epoch, best.best_value = epoch, value
             best.best_state = copy.deepcopy(model.state_dict())
+        if progress is not None:
+            progress.end_epoch(epoch, train.get("loss", math.nan), value, best.best_value,
+                               best.best_epoch, seconds)  # fmt: skip
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, seconds)
     return best
