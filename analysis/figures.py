@@ -51,8 +51,13 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def forest(results: Results, path: Path) -> Path:
+    """:func:`forest_figure`, saved to ``path``."""
+    return _save(forest_figure(results), path)
+
+
+def forest_figure(results: Results) -> plt.Figure:
     """Δ (a − b) with its CI per pattern and metric; filled when significant after
-    correction; the grey band is the ROPE."""
+    correction; the grey band is the ROPE. A pipeline run logs it as its headline."""
     s, table = results.settings, results.comparison
     labels = [" · ".join(str(r[c]) for c in results.by) for _, r in table.iterrows()]
     fig, ax = plt.subplots(figsize=(8, 0.42 * max(len(table), 3) + 1.4))
@@ -80,7 +85,8 @@ def forest(results: Results, path: Path) -> Path:
     ax.set_title(f"{s.a} vs {s.b} on {s.split} (n = {n} seed pairs)")
     if s.rope > 0:
         ax.legend(loc="lower right", frameon=False)
-    return _save(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def learning_curves(results: Results, path: Path) -> Path:

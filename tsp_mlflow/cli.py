@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from tsp_mlflow.errors import TrackingServerLost, TrainingDiverged, UserInputError
+from tsp_mlflow.tracking.schema import STAGES
 
 EPOCHS_HELP = "epochs (positive integer); empty keeps the config's trainer.epochs"
 OVERRIDES_HELP = "Hydra overrides, space-separated, e.g. 'optim.lr=1e-3 debug=tiny'"
@@ -112,12 +114,89 @@ def _start() -> str:
 DISTRIBUTED_COMMANDS = ("pretrain", "multimodal")  # what torchrun may launch
 
 
+@dataclass
+class RunFlags:
+    """The thesis tool's switches, given before the command (``tsp --dry-run pretrain``)
+    or after it (``tsp pretrain --dry-run``)."""
+
+    dry_run: bool = False
+    skip_train: bool = False
+    skip_test: bool = False
+    disable_monitoring: bool = False
+
+    def overrides(self) -> list[str]:
+        """As config overrides (conf/trainer/, conf/monitoring/); the user's own come later."""
+        return [
+            *(["trainer.skip_train=true"] if self.skip_train else []),
+            *(["trainer.skip_test=true"] if self.skip_test else []),
+            *(["monitoring.enabled=false"] if self.disable_monitoring else []),
+        ]
+
+
+FLAG_HELP = {
+    "dry_run": "resolve the config, check the data and encoder sources, print the plan; "
+               "create no run",
+    "skip_train": "no training: evaluate the model as built (pretrained encoders, untrained "
+                  "fusion); registers nothing, analyses leave the run out",
+    "skip_test": "train and validate only; no test metrics",
+    "disable_monitoring": "no gradient/weight/activation statistics, no system metrics",
+}  # fmt: skip
+
+
+def _set_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value and param.name:
+        setattr(ctx.find_root().ensure_object(RunFlags), param.name, True)
+    return value
+
+
+def run_flags(*names: str) -> Any:
+    """Add these of :class:`RunFlags` to a command (all of them: the ``tsp`` group)."""
+
+    def decorate(command: Any) -> Any:
+        for name in reversed(names or tuple(FLAG_HELP)):
+            command = click.option(
+                f"--{name.replace('_', '-')}", name, is_flag=True, expose_value=False,
+                callback=_set_flag, help=FLAG_HELP[name],
+            )(command)  # fmt: skip
+        return command
+
+    return decorate
+
+
+def flags(command: str = "", *, supported: tuple[str, ...] = tuple(FLAG_HELP)) -> RunFlags:
+    """The flags given; one that ``command`` does not support is refused by name."""
+    ctx = click.get_current_context(silent=True)
+    given = ctx.find_root().ensure_object(RunFlags) if ctx else RunFlags()
+    for name in FLAG_HELP:
+        if getattr(given, name) and name not in supported:
+            raise UserInputError(
+                f"--{name.replace('_', '-')} does not apply to tsp {command}; it applies to "
+                f"{FLAG_USERS[name]}"
+            )
+    return given
+
+
+FLAG_USERS = {
+    "dry_run": "pretrain, multimodal, pipeline, sweep, analyze, sensitivity, runs reap, ui",
+    "skip_train": "pretrain and multimodal",
+    "skip_test": "pretrain, multimodal, pipeline (then analysed on val) and sweep",
+    "disable_monitoring": "pretrain, multimodal, pipeline and sweep",
+}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@run_flags()
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """tsp-mlflow: does task-specific pretraining of each encoder help late fusion?
 
     \b
+    Examples:
+      tsp pipeline --seeds 2 --epochs 1 --overrides "debug=tiny"   # the whole study, small
+      tsp --dry-run multimodal --encoders pretrained     # check everything, train nothing
+      tsp --skip-train multimodal --epochs 1             # evaluate an untrained model
+      tsp runs --stage pipeline                          # what the store holds
+      tsp data check avdigits
     Multi-process training (DDP; gloo on CPU, nccl on CUDA):
       torchrun --nproc_per_node=2 -m tsp_mlflow multimodal --encoders pretrained
     """
@@ -133,6 +212,7 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command()
+@run_flags()
 @click.option("--dataset", default="avdigits", show_default=True)
 @click.option("--modality", default="",
               help="supervised: the modality whose encoder to pretrain; contrastive: the "
@@ -161,6 +241,7 @@ def pretrain(
       tsp pretrain --modality audio --epochs 5
       tsp pretrain --modality audio --epochs 5 --resume <run id>   # after a crash
       tsp pretrain --objective contrastive --epochs 5               # every modality
+      tsp pretrain --modality image --dry-run                       # the plan only
     """
     from tsp_mlflow.config import compose_config, group_options, quote
     from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
@@ -173,7 +254,8 @@ def pretrain(
             f"unknown objective {objective!r} (-P objective); choose one of "
             f"{', '.join(group_options('objective'))}"
         )
-    params = [f"objective={objective}", f"seed={seed}"]
+    given = flags("pretrain")
+    params = [f"objective={objective}", f"seed={seed}", *given.overrides()]
     if objective == "supervised":
         if not modality.strip():
             raise UserInputError(
@@ -185,8 +267,19 @@ def pretrain(
     cfg, _ = compose_config("pretrain", _stage_overrides(dataset, epochs, overrides, *params))
     recipe = make_pretrain_recipe(cfg)
     _start()
+    if given.dry_run:
+        from tsp_mlflow.recipes.plan import plan_pretrain
+
+        if resume:
+            recipe.check_resume(resume)
+        _echo(plan_pretrain(recipe) + (f"\n  resumes     run {resume}" if resume else ""))
+        return
     run_id = _run_or_resume(recipe, resume, cfg.tracking.experiment)
     if not is_main_process():
+        return
+    if cfg.trainer.skip_train:
+        click.echo(f"pretrain run {run_id} finished (--skip-train: evaluated untrained; "
+                   "nothing registered)")  # fmt: skip
         return
     if isinstance(recipe, ContrastivePretrainRecipe):
         summaries = [
@@ -200,6 +293,7 @@ def pretrain(
 
 
 @cli.command()
+@run_flags()
 @click.option("--dataset", default="avdigits", show_default=True)
 @click.option("--encoders", default="scratch", show_default=True,
               help="scratch | pretrained | <modality>=<scratch|pretrained|URI>,...")  # fmt: skip
@@ -221,6 +315,8 @@ def multimodal(
       tsp multimodal --overrides "imputation=predicted missing.train=0.5"
       tsp multimodal --encoders contrastive                # contrastive pretrained encoders
       tsp multimodal --fusion gated --epochs 5 --resume <run id>   # after a crash
+      tsp multimodal --encoders pretrained --skip-train     # pretrained encoders, untrained fusion
+      tsp multimodal --encoders pretrained --dry-run        # resolve the encoders, train nothing
     """
     from tsp_mlflow.config import compose_config, group_options, quote
     from tsp_mlflow.recipes.multimodal import MultimodalRecipe, encoders_of_run
@@ -233,15 +329,25 @@ def multimodal(
     _start()  # encoder URIs are resolved against the tracking server while validating
     if resume:  # the exact encoder runs it used, wherever `pretrained` points now
         encoders = encoders_of_run(resume, given=encoders) or encoders
-    params = (f"model/fusion={fusion}", f"encoders={quote(encoders)}", f"seed={seed}")
+    given = flags("multimodal")
+    params = (f"model/fusion={fusion}", f"encoders={quote(encoders)}", f"seed={seed}",
+              *given.overrides())  # fmt: skip
     stage = _stage_overrides(dataset, epochs, overrides, *params)
     cfg, choices = compose_config("multimodal", stage)
     recipe = MultimodalRecipe(cfg, fusion_name=choices["model/fusion"])
+    if given.dry_run:
+        from tsp_mlflow.recipes.plan import plan_multimodal
+
+        if resume:
+            recipe.check_resume(resume)
+        _echo(plan_multimodal(recipe) + (f"\n  resumes     run {resume}" if resume else ""))
+        return
     run_id = _run_or_resume(recipe, resume, cfg.tracking.experiment)
     _echo(f"multimodal run {run_id} finished (condition {recipe.condition})")
 
 
 @cli.command()
+@run_flags("dry_run", "skip_test", "disable_monitoring")
 @click.option("--dataset", default="avdigits", show_default=True)
 @click.option("--seeds", type=int, default=5, show_default=True, help="fusion runs per condition")
 @click.option("--epochs", default="", help=EPOCHS_HELP)
@@ -258,16 +364,26 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
       tsp pipeline --seeds 2 --epochs 1 --overrides "grid=fusions"      # 6 fusion methods
       tsp pipeline --overrides "grid=missing grid.conditions=[scratch,audio_scratch]"
       tsp pipeline --resume <pipeline run id> --seeds 2 --epochs 1 --overrides "grid=fusions"
+      tsp pipeline --seeds 5 --overrides "grid=fusions" --dry-run      # the 60 runs it would train
     """
     from tsp_mlflow.config import split_overrides
     from tsp_mlflow.recipes.pipeline import PipelineRecipe
     from tsp_mlflow.tracking.session import use_experiment
 
     _check_dataset(dataset)
+    given = flags("pipeline", supported=("dry_run", "skip_test", "disable_monitoring"))
+    # Without test metrics the closing analysis compares the validation split.
+    switches = [*given.overrides(), *(["analysis.split=val"] if given.skip_test else [])]
     uri = _start()
     recipe = PipelineRecipe(
-        dataset, seeds, _optional_int("epochs", epochs), split_overrides(overrides), resume=resume
-    )
+        dataset, seeds, _optional_int("epochs", epochs), [*switches, *split_overrides(overrides)],
+        resume=resume,
+    )  # fmt: skip
+    if given.dry_run:
+        from tsp_mlflow.recipes.plan import plan_pipeline
+
+        click.echo(plan_pipeline(recipe))
+        return
     if resume:  # the run's experiment is fixed already
         _mark_project_run_as_resuming(resume)
     else:
@@ -287,6 +403,7 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
 
 
 @cli.command()
+@run_flags("dry_run", "skip_test", "disable_monitoring")
 @click.option("--dataset", default="avdigits", show_default=True)
 @click.option("--trials", default="", help="trials per condition over all workers; empty: sweep.n_trials")  # fmt: skip
 @click.option("--study", default="", help="the study's name; the same name joins or resumes it "
@@ -306,17 +423,24 @@ def sweep(dataset: str, trials: str, study: str, storage: str, epochs: str, over
       tsp sweep --overrides "sweep=sensitivity" --epochs 5    # lr x batch, scratch vs pretrained
       tsp sweep --overrides "sweep=pretrain modality=audio"   # tune one encoder's pretraining
       TSP_SWEEP_STORAGE=postgresql+psycopg2://me@db/optuna tsp sweep --study big   # each worker
+      tsp sweep --trials 20 --dry-run                         # the study and space, no trial
     """
     from tsp_mlflow.config import split_overrides
     from tsp_mlflow.recipes.sweep import SweepRecipe
     from tsp_mlflow.tracking.session import use_experiment
 
     _check_dataset(dataset)
+    given = flags("sweep", supported=("dry_run", "skip_test", "disable_monitoring"))
     uri = _start()  # pretrained conditions resolve encoder runs against the tracking store
     recipe = SweepRecipe(
-        dataset, _optional_int("epochs", epochs), split_overrides(overrides),
+        dataset, _optional_int("epochs", epochs), [*given.overrides(), *split_overrides(overrides)],
         n_trials=_optional_int("trials", trials), study=study or None, storage=storage or None,
     )  # fmt: skip
+    if given.dry_run:
+        from tsp_mlflow.recipes.plan import plan_sweep
+
+        click.echo(plan_sweep(recipe))
+        return
     use_experiment(recipe.cfg.tracking.experiment)
     result = recipe.run()
     click.echo("")
@@ -334,6 +458,7 @@ def sweep(dataset: str, trials: str, study: str, storage: str, epochs: str, over
 
 
 @cli.command("sensitivity")
+@run_flags("dry_run")
 @click.argument("sweep_run")
 @click.option("--metric", default="", help="a metric of the trial runs; empty: best/value (the objective)")  # fmt: skip
 @click.option("--reference", default="", help="the condition others are compared with (empty: scratch)")  # fmt: skip
@@ -352,6 +477,7 @@ def sensitivity_command(
     Examples:
       tsp sensitivity <sweep run id>
       tsp sensitivity <sweep run id> --metric test/audio-image/accuracy --no-log --output report/
+      tsp sensitivity <sweep run id> --dry-run     # = --no-log: print the report only
     """
     import tempfile
 
@@ -361,10 +487,11 @@ def sensitivity_command(
     from tsp_mlflow.tracking import schema
     from tsp_mlflow.tracking.session import tracked_run
 
+    no_log = no_log or flags("sensitivity", supported=("dry_run",)).dry_run
     uri = _start()
     settings = dict(metric=metric or None, reference=reference or None, confidence=confidence,
                     seed=seed)  # fmt: skip
-    if not os.environ.get("MLFLOW_RUN_ID"):
+    if no_log or not os.environ.get("MLFLOW_RUN_ID"):
         report = sensitivity_report(sweep_run, **settings, folder=output, log=not no_log)
     else:  # under `mlflow run`: its run holds the report, nested under the sweep
         tags = {schema.STAGE: schema.STAGE_ANALYSIS, schema.PARENT_RUN_ID: sweep_run}
@@ -399,13 +526,50 @@ def data_check(dataset: str, root: str | None, overrides: str) -> None:
     from tsp_mlflow.config import split_overrides
     from tsp_mlflow.recipes.data_check import check_dataset
 
+    flags("data check", supported=("dry_run",))  # it only reads: a dry run is the same
     _check_dataset(dataset)
     click.echo(check_dataset(dataset, root, split_overrides(overrides)))
 
 
-@cli.group()
-def runs() -> None:
-    """Inspect and repair runs in the tracking store."""
+@cli.group(invoke_without_command=True)
+@click.option("--experiment", "experiments", multiple=True,
+              help="an experiment name or id (repeatable); default: every active experiment")  # fmt: skip
+@click.option("--stage", type=click.Choice(STAGES), default=None,
+              help="only runs of this stage")  # fmt: skip
+@click.option("--parent-run", default="", help="only this run's children (a pipeline's, a sweep's)")
+@click.option("--condition", default="", help="only fusion runs of this condition, e.g. pretrained")
+@click.option("--status", type=click.Choice(["RUNNING", "FINISHED", "FAILED", "KILLED"]),
+              default=None)  # fmt: skip
+@click.option("--filter", "filter_string", default="",
+              help="an MLflow search filter ANDed to the rest, e.g. \"tags.`tsp.fusion` = 'gated'\"")  # fmt: skip
+@click.option("--max-results", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.pass_context
+def runs(
+    ctx: click.Context, experiments: tuple[str, ...], stage: str | None, parent_run: str,
+    condition: str, status: str | None, filter_string: str, max_results: int,
+) -> None:  # fmt: skip
+    """List pipelines, encoders and fusion runs as a table (newest first); inspect and
+    repair runs in the tracking store.
+
+    \b
+    Examples:
+      tsp runs
+      tsp runs --stage pipeline
+      tsp runs --stage multimodal --condition pretrained --status FINISHED
+      tsp runs --parent-run <pipeline run id>
+      tsp runs --filter "tags.`tsp.fusion` = 'concat'" --max-results 10
+      tsp runs reap --dry-run
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from tsp_mlflow.tracking.listing import list_runs, runs_table
+
+    flags("runs", supported=())
+    uri = _start()
+    found = list_runs(experiments, stage=stage, parent_run=parent_run or None,
+                      condition=condition or None, status=status,
+                      filter_string=filter_string, max_results=max_results)  # fmt: skip
+    runs_table(found, uri)
 
 
 @runs.command("reap")
@@ -430,6 +594,7 @@ def runs_reap(experiments: tuple[str, ...], stale_after: float | None, dry_run: 
     from tsp_mlflow.tracking import schema
     from tsp_mlflow.tracking.liveness import STALE_AFTER_SECONDS, reap, resume_hint
 
+    dry_run = dry_run or flags("runs reap", supported=("dry_run",)).dry_run
     _start()
     ids = None
     if experiments:
@@ -487,6 +652,8 @@ def server_command(
 
     from tsp_mlflow.tracking.serve import tracking_server
 
+    flags("server", supported=())
+
     def stop(signum: int, frame: object) -> None:  # a service manager's SIGTERM: stop cleanly
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -510,7 +677,59 @@ def server_command(
             click.echo("stopping")
 
 
+@cli.command("ui")
+@run_flags("dry_run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--backend-store-uri", default="",
+              help="the store to browse (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")  # fmt: skip
+def ui_command(host: str, port: int, backend_store_uri: str) -> None:
+    """Start `mlflow ui` on the project's tracking store and print its URL; Ctrl-C stops it.
+
+    \b
+    Examples:
+      tsp ui
+      tsp ui --port 5001
+      tsp ui --backend-store-uri sqlite:///results/mlflow.db
+      tsp ui --dry-run                # print the store and URL, start nothing
+    """
+    import signal
+    import time
+
+    from tsp_mlflow.tracking.local_server import local_server
+    from tsp_mlflow.tracking.params import redact_uri
+    from tsp_mlflow.tracking.session import configure_tracking
+
+    dry_run = flags("ui", supported=("dry_run",)).dry_run
+    if backend_store_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = backend_store_uri
+    uri = configure_tracking()
+    if uri.startswith(("http://", "https://")):
+        click.echo(f"The tracking store is a server already: open {redact_uri(uri)}")
+        return
+    if dry_run:
+        click.echo(f"would start: mlflow ui --backend-store-uri {redact_uri(uri)} --host {host} "
+                   f"--port {port}\nthen open http://{host}:{port}")  # fmt: skip
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    # Its log (and artifacts of runs logged through it) beside a sqlite store, else here.
+    near = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else Path()
+    with local_server(near / ".tsp-ui", backend_store_uri=uri, host=host, port=port,
+                      command="ui") as url:  # fmt: skip
+        click.echo(f"MLflow UI on {redact_uri(uri)}: open {url}  (Ctrl-C stops it)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("stopping")
+
+
 @cli.command("analyze")
+@run_flags("dry_run")
 @click.option("--experiment", default="avdigits", show_default=True, help="experiment name or id")
 @click.option("--parent-run", "--parent_run", "parent_run", default="",
               help="a pipeline run id: analyse only its children")  # fmt: skip
@@ -556,11 +775,13 @@ def analyze_command(
       tsp analyze --experiment avdigits
       tsp analyze --parent-run <pipeline run id> --metric accuracy --correction bh
       tsp analyze --tracking-uri http://mlflow.lab:5000 --experiment 3 --no-log --output report/
-      python -m analysis --experiment avdigits --filter "tags.tsp.fusion = 'concat'"
+      tsp analyze --experiment avdigits --filter "tags.tsp.fusion = 'concat'"
+      tsp analyze --experiment avdigits --dry-run    # = --no-log: create no analysis run
     """
     from analysis.analyze import analyze
     from analysis.results import AnalysisSettings
 
+    no_log = no_log or flags("analyze", supported=("dry_run",)).dry_run
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     uri = _start()  # no use_experiment here: analysing must never create an experiment

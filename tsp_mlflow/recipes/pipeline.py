@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from analysis.analyze import Analysis, analyze
+from analysis.figures import forest_figure, plt
 from analysis.results import AnalysisSettings
 from tsp_mlflow.config import compose_config, quote
 from tsp_mlflow.errors import UserInputError
@@ -26,6 +27,7 @@ from tsp_mlflow.tracking.params import flatten, redact_overrides
 from tsp_mlflow.tracking.resume import check_resumable, children
 from tsp_mlflow.tracking.reuse import find_identical_run
 from tsp_mlflow.tracking.session import tracked_run
+from tsp_mlflow.training.progress import CellProgress
 
 STAGE_CONFIGS = ("pretrain", "multimodal")
 # Set by the pipeline for every run it creates; an override of them would be ignored.
@@ -211,19 +213,23 @@ class PipelineRecipe:
 
             done, cut_short = cell_runs(parent.info.run_id) if self.resume else ({}, {})
             fusion_runs = []
-            for cell in self.cells:
-                label = cell.label
-                if cell.key in done:
-                    fusion_runs.append(done[cell.key])
-                    print(f"multimodal {label}: finished earlier, run {done[cell.key]}", flush=True)
-                    continue
-                recipe = self._fusion_recipe(cell, pretrain_runs, contrastive_run)
-                run_id = recipe.run(nested=True, resume=cut_short.get(cell.key))
-                fusion_runs.append(run_id)
-                print(f"multimodal {label}: run {run_id}", flush=True)
+            with CellProgress(f"pipeline {self.dataset}: fusion runs", len(self.cells)) as bar:
+                for cell in self.cells:
+                    label = cell.label
+                    if cell.key in done:
+                        fusion_runs.append(done[cell.key])
+                        bar.cell_done(f"multimodal {label}: finished earlier, run {done[cell.key]}")
+                        continue
+                    recipe = self._fusion_recipe(cell, pretrain_runs, contrastive_run)
+                    run_id = recipe.run(nested=True, resume=cut_short.get(cell.key))
+                    fusion_runs.append(run_id)
+                    bar.cell_done(f"multimodal {label}: run {run_id}")
 
             result = analyze(parent_run=parent.info.run_id, settings=self.analysis, nested=True)
             mlflow.log_text(result.markdown, schema.ANALYSIS_TABLE_ARTIFACT)
+            figure = forest_figure(result.results)  # the headline, on the parent itself
+            mlflow.log_figure(figure, schema.HEADLINE_FIGURE)
+            plt.close(figure)
         return PipelineResult(parent.info.run_id, pretrain_runs, reused, fusion_runs, result,
                               contrastive_run)  # fmt: skip
 

@@ -36,6 +36,7 @@ def local_server(
     backend_store_uri: str | None = None,
     host: str = "127.0.0.1",
     extra_args: list[str] | None = None,
+    command: str = "server",
 ) -> Iterator[str]:
     """Start ``mlflow server`` with artifact proxying into ``folder/server-artifacts`` and
     a backend store (``backend_store_uri``, e.g. PostgreSQL; default a sqlite file in
@@ -45,6 +46,7 @@ def local_server(
     few ms (the defaults start 15 processes); see docs/decisions.md. The same ``folder``
     and ``port`` restart the same server; ``app_name="basic-auth"`` turns on MLflow's
     authentication (its admin from ``MLFLOW_AUTH_ADMIN_USERNAME``/``_PASSWORD`` in ``env``).
+    ``command="ui"`` runs ``mlflow ui``, the same server under its browsing name.
     """
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -57,7 +59,7 @@ def local_server(
     store = backend_store_uri or f"sqlite:///{folder / 'server.db'}"
     with log_path.open("a") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+            [sys.executable, "-m", "mlflow", command, "--host", host, "--port", str(port),
              "--workers", str(workers), "--backend-store-uri", store,
              "--artifacts-destination", str(folder / "server-artifacts"), *app, *(extra_args or [])],  # fmt: skip
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
