@@ -123,6 +123,7 @@ class RunFlags:
     skip_train: bool = False
     skip_test: bool = False
     disable_monitoring: bool = False
+    system_metrics: bool = False
 
     def overrides(self) -> list[str]:
         """As config overrides (conf/trainer/, conf/monitoring/); the user's own come later."""
@@ -130,6 +131,7 @@ class RunFlags:
             *(["trainer.skip_train=true"] if self.skip_train else []),
             *(["trainer.skip_test=true"] if self.skip_test else []),
             *(["monitoring.enabled=false"] if self.disable_monitoring else []),
+            *(["monitoring.system_metrics=true"] if self.system_metrics else []),
         ]
 
 
@@ -140,6 +142,8 @@ FLAG_HELP = {
                   "fusion); registers nothing, analyses leave the run out",
     "skip_test": "train and validate only; no test metrics",
     "disable_monitoring": "no gradient/weight/activation statistics, no system metrics",
+    "system_metrics": "log MLflow's system metrics (CPU, memory, disk, network; GPU when "
+                      "present) under system/ while training",
 }  # fmt: skip
 
 
@@ -177,11 +181,17 @@ def flags(command: str = "", *, supported: tuple[str, ...] = tuple(FLAG_HELP)) -
 
 
 FLAG_USERS = {
-    "dry_run": "pretrain, multimodal, pipeline, sweep, analyze, sensitivity, runs reap, ui",
+    "dry_run": "pretrain, multimodal, pipeline, sweep, analyze, sensitivity, runs reap, "
+               "server, ui",
     "skip_train": "pretrain and multimodal",
     "skip_test": "pretrain, multimodal, pipeline (then analysed on val) and sweep",
     "disable_monitoring": "pretrain, multimodal, pipeline and sweep",
+    "system_metrics": "pretrain, multimodal, pipeline and sweep",
 }
+
+
+# The switches a command that trains many runs passes on to each of them.
+ON_TRAINING_RUNS = ("dry_run", "skip_test", "disable_monitoring", "system_metrics")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -195,6 +205,7 @@ def cli(ctx: click.Context) -> None:
       tsp pipeline --seeds 2 --epochs 1 --overrides "debug=tiny"   # the whole study, small
       tsp --dry-run multimodal --encoders pretrained     # check everything, train nothing
       tsp --skip-train multimodal --epochs 1             # evaluate an untrained model
+      tsp --system-metrics pretrain --modality audio --epochs 2   # CPU/memory/GPU too
       tsp runs --stage pipeline                          # what the store holds
       tsp data check avdigits
     Multi-process training (DDP; gloo on CPU, nccl on CUDA):
@@ -347,7 +358,7 @@ def multimodal(
 
 
 @cli.command()
-@run_flags("dry_run", "skip_test", "disable_monitoring")
+@run_flags(*ON_TRAINING_RUNS)
 @click.option("--dataset", default="avdigits", show_default=True)
 @click.option("--seeds", type=int, default=5, show_default=True, help="fusion runs per condition")
 @click.option("--epochs", default="", help=EPOCHS_HELP)
@@ -371,7 +382,7 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
     from tsp_mlflow.tracking.session import use_experiment
 
     _check_dataset(dataset)
-    given = flags("pipeline", supported=("dry_run", "skip_test", "disable_monitoring"))
+    given = flags("pipeline", supported=ON_TRAINING_RUNS)
     # Without test metrics the closing analysis compares the validation split.
     switches = [*given.overrides(), *(["analysis.split=val"] if given.skip_test else [])]
     uri = _start()
@@ -403,7 +414,7 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
 
 
 @cli.command()
-@run_flags("dry_run", "skip_test", "disable_monitoring")
+@run_flags(*ON_TRAINING_RUNS)
 @click.option("--dataset", default="avdigits", show_default=True)
 @click.option("--trials", default="", help="trials per condition over all workers; empty: sweep.n_trials")  # fmt: skip
 @click.option("--study", default="", help="the study's name; the same name joins or resumes it "
@@ -430,7 +441,7 @@ def sweep(dataset: str, trials: str, study: str, storage: str, epochs: str, over
     from tsp_mlflow.tracking.session import use_experiment
 
     _check_dataset(dataset)
-    given = flags("sweep", supported=("dry_run", "skip_test", "disable_monitoring"))
+    given = flags("sweep", supported=ON_TRAINING_RUNS)
     uri = _start()  # pretrained conditions resolve encoder runs against the tracking store
     recipe = SweepRecipe(
         dataset, _optional_int("epochs", epochs), [*given.overrides(), *split_overrides(overrides)],
@@ -617,6 +628,7 @@ def runs_reap(experiments: tuple[str, ...], stale_after: float | None, dry_run: 
 
 
 @cli.command("server")
+@run_flags("dry_run")
 @click.option("--folder", default="tsp-server", show_default=True,
               help="where the private PostgreSQL cluster and the artifacts live")  # fmt: skip
 @click.option("--backend-store-uri", default="",
@@ -642,7 +654,8 @@ def server_command(
     Examples:
       tsp server                                   # private PostgreSQL in ./tsp-server
       MLFLOW_AUTH_ADMIN_PASSWORD=... tsp server --host 0.0.0.0 --auth
-      tsp server --backend-store-uri postgresql+psycopg2://mlflow@db.lab/mlflow
+      tsp server --backend-store-uri postgresql+psycopg2://mlflow@db.lab/mlflow --dry-run
+      tsp server --port 5001 --workers 2 --dry-run     # check the settings, start nothing
     Then, on each client:
       export MLFLOW_TRACKING_URI=http://<host>:5000
       tsp pipeline ...
@@ -650,9 +663,21 @@ def server_command(
     import signal
     import time
 
-    from tsp_mlflow.tracking.serve import tracking_server
+    from tsp_mlflow.tracking.params import redact_uri
+    from tsp_mlflow.tracking.postgres import server_bindir
+    from tsp_mlflow.tracking.serve import check_server_settings, tracking_server
 
-    flags("server", supported=())
+    if flags("server", supported=("dry_run",)).dry_run:
+        n = check_server_settings(backend_store_uri or None, workers, auth)
+        where = Path(folder).resolve()
+        backend = (redact_uri(backend_store_uri) if backend_store_uri else
+                   f"a private PostgreSQL in {where / 'postgres'} on port {postgres_port} "
+                   f"({'exists' if (where / 'postgres').exists() else 'would be created'}; "
+                   f"binaries in {server_bindir()})")  # fmt: skip
+        click.echo(f"would start: mlflow server at http://{host}:{port} with {n} worker(s)"
+                   f"{', basic-auth' if auth else ''}\n  backend    {backend}\n"
+                   f"  artifacts  proxied into {where / 'server-artifacts'}")  # fmt: skip
+        return
 
     def stop(signum: int, frame: object) -> None:  # a service manager's SIGTERM: stop cleanly
         raise KeyboardInterrupt(f"signal {signum}")
@@ -840,14 +865,11 @@ def where_to_look(uri: str) -> str:
     from tsp_mlflow.tracking.params import redact_uri
 
     uri = redact_uri(uri)
-    if uri.startswith("sqlite:///"):
-        return (
-            f"Tracking store: {uri}\n"
-            f"Browse the runs:  mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
-        )
     if uri.startswith(("http://", "https://")):
         return f"Tracking server: {uri} (open it in a browser)"
-    return f"Tracking store: {uri}\nBrowse the runs:  mlflow ui --backend-store-uri {uri}"
+    here = uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}"  # tsp ui's own default
+    return (f"Tracking store: {uri}\nBrowse the runs:  tsp ui"
+            f"{'' if here else f' --backend-store-uri {uri}'}   (it prints the URL to open)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

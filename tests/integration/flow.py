@@ -112,9 +112,48 @@ def check_pipeline_tree(
             steps = [x.step for x in client.get_metric_history(run.info.run_id, key)]
             assert steps == list(range(1, epochs + 1)), key
         assert {"config.yaml", "metrics.json"} <= artifact_paths(client, run.info.run_id)
+        check_run_figures(client, run)
+        # Monitoring is on by default: per layer group, sampled at optimisation steps.
+        grad = f"{schema.MONITOR_PREFIX}/grad_norm/head"
+        assert grad in run.data.metrics and run.data.metrics[grad] > 0
+        steps = [x.step for x in client.get_metric_history(run.info.run_id, grad)]
+        assert steps and steps == sorted(steps) and steps[0] >= 1
+    for run_id in encoder_runs.values():
+        check_run_figures(client, client.get_run(run_id))
+    assert schema.HEADLINE_FIGURE in artifact_paths(client, parent.info.run_id)
+    assert_png(client, parent.info.run_id, schema.HEADLINE_FIGURE)
 
     (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
     check_analysis_run(client, analysis, seeds=seeds, patterns=patterns, headline=headline)
+
+
+TASK_FIGURES = {"multiclass": schema.CONFUSION_FIGURE, "sentiment3": schema.CONFUSION_FIGURE,
+                "multilabel": schema.MULTILABEL_FIGURE,
+                "sentiment_regression": schema.REGRESSION_FIGURE}  # fmt: skip
+
+
+def assert_png(client: MlflowClient, run_id: str, path: str) -> tuple[int, int]:
+    """The artifact is a PNG that decodes, and has more than one colour (not blank)."""
+    from PIL import Image
+
+    with Image.open(client.download_artifacts(run_id, path)) as image:
+        assert image.format == "PNG", path
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 8, path
+        assert min(image.size) >= 200, (path, image.size)
+        return image.size
+
+
+def check_run_figures(client: MlflowClient, run: Run) -> None:
+    """Every training run's figures: learning curves, per-pattern test bars, and the one
+    figure of its task (confusion matrix, multilabel reliability/F1, or regression)."""
+    figures = {p for p in artifact_paths(client, run.info.run_id, schema.FIGURES_DIR)}
+    task_figure = TASK_FIGURES[run.data.tags[schema.TASK]]
+    assert figures == {schema.LEARNING_CURVES_FIGURE, schema.PATTERNS_FIGURE, task_figure}, (
+        run.info.run_name, figures
+    )
+    for path in figures:
+        assert_png(client, run.info.run_id, path)
 
 
 def check_analysis_run(

@@ -10,7 +10,8 @@ import torch
 from mlflow import MlflowClient
 
 import tsp_mlflow
-from tests.integration.flow import REPO, check_pipeline_tree, mlflow_run, runs
+from tests.integration.browser import check_experiment_page, tsp_ui
+from tests.integration.flow import REPO, check_pipeline_tree, children, mlflow_run, runs
 from tsp_mlflow.cli import main
 from tsp_mlflow.tracking import schema
 
@@ -25,9 +26,28 @@ def readme_snippet() -> str:
     return match.group(1)
 
 
+# Non-TTY progress: one line per epoch of each training run (the pipe here, CI logs).
+EPOCH_LINE = re.compile(
+    r"^(?P<run>[\w-]+) epoch (?P<epoch>\d+)/(?P<of>\d+): train loss \d+\.\d{4}, "
+    r"val/[\w-]+/\w+ \d\.\d{4} \(best \d\.\d{4} @ \d+\), \d+\.\d s, ETA \d+ s$"
+)
+
+
+def check_epoch_lines(stdout: str, run_names: list[str], epochs: int) -> None:
+    assert "\r" not in stdout and "\x1b" not in stdout  # no bar redraws, no colour codes
+    lines = [m.groupdict() for line in stdout.splitlines() if (m := EPOCH_LINE.match(line))]
+    assert sorted(m["run"] for m in lines) == sorted(n for n in run_names for _ in range(epochs))
+    for name in run_names:
+        assert [int(m["epoch"]) for m in lines if m["run"] == name] == list(range(1, epochs + 1))
+    assert {m["of"] for m in lines} == {str(epochs)}
+    cells = re.findall(r"^\[(\d+)/(\d+)\] multimodal .*: run [0-9a-f]{32}$", stdout, re.M)
+    assert [int(i) for i, _ in cells] == list(range(1, 2 * SEEDS + 1))
+
+
 def test_pipeline_via_mlflow_run(
-    subprocess_env: dict[str, str], tracking_uri: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+    subprocess_env: dict[str, str], tracking_uri: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
     # Narrow encoders: this test is about the project run and its tree, not the encoders.
     params = {"seeds": SEEDS, "epochs": EPOCHS,
               "overrides": "debug=tiny model.encoders.audio.width=4 model.encoders.image.width=4"}  # fmt: skip
@@ -35,11 +55,25 @@ def test_pipeline_via_mlflow_run(
     assert first.returncode == 0, first.stderr[-4000:]
     assert "| pattern | metric | n | pretrained mean ± sd | scratch mean ± sd |" in first.stdout
     assert "- **audio-image · accuracy**: " in first.stdout  # the verdicts
-    assert "mlflow ui --backend-store-uri" in first.stdout
+    assert "Browse the runs:  tsp ui" in first.stdout
 
     client = MlflowClient(tracking_uri)
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     check_pipeline_tree(client, parent, seeds=SEEDS, epochs=EPOCHS, trained=True)
+    kids = children(client, parent.info.run_id)
+    trained = [r.info.run_name for r in kids if r.data.tags[schema.STAGE] != "analysis"]
+    check_epoch_lines(first.stdout, trained, EPOCHS)
+
+    # Browsing it: `tsp ui` on this store, in a real (headless) browser.
+    (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
+    with tsp_ui(tracking_uri, tmp_path, subprocess_env) as url:
+        check_experiment_page(
+            url, parent.info.experiment_id, (parent.info.run_id, parent.info.run_name),
+            [r.info.run_name for r in kids],
+            [(parent.info.run_id, schema.HEADLINE_FIGURE),
+             (analysis.info.run_id, schema.ANALYSIS_FOREST_FIGURE)],
+            screenshot=tmp_path / "ui",
+        )  # fmt: skip
 
     # The registry: champion resolves and loads as a trainable module, weights intact.
     for m, side in (("audio", 112), ("image", 28)):

@@ -26,6 +26,11 @@ CODE_VERSION = "tsp.code_version"
 ERROR = "tsp.error"  # why a run FAILED
 STOPPED = "tsp.stopped"  # why a run was stopped early on purpose (KILLED): a pruned trial
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
+# Experiment tag: MLflow's UI opens a "custom_model_development" experiment on its
+# training-runs view instead of the GenAI (traces) one; set when a run of ours starts in an
+# experiment that has no kind yet.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 PROCESS = "tsp.process"  # host:pid:start of the process that holds the run open
 HEARTBEAT = "tsp.heartbeat"  # Unix seconds, refreshed while the run is open
 HEARTBEAT_INTERVAL = "tsp.heartbeat_s"  # how often it is refreshed

@@ -46,19 +46,8 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def tracking_server(
-    folder: Path,
-    *,
-    backend_store_uri: str | None = None,
-    postgres_port: int = 5433,
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    workers: int | None = None,
-    auth: bool = False,
-    allowed_hosts: str | None = None,
-) -> Iterator[Served]:
-    """Start PostgreSQL (unless ``backend_store_uri`` names a store) and ``mlflow server``
-    on it; yield what clients need; stop both on exit (the data stays in ``folder``)."""
+def check_server_settings(backend_store_uri: str | None, workers: int | None, auth: bool) -> int:
+    """What ``tsp server`` refuses before starting anything; returns the worker count."""
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {workers}")
@@ -76,6 +65,23 @@ def tracking_server(
         )
     if auth and len(os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]) < 12:
         raise UserInputError("MLFLOW_AUTH_ADMIN_PASSWORD: MLflow requires at least 12 characters")
+    return workers
+
+
+def tracking_server(
+    folder: Path,
+    *,
+    backend_store_uri: str | None = None,
+    postgres_port: int = 5433,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int | None = None,
+    auth: bool = False,
+    allowed_hosts: str | None = None,
+) -> Iterator[Served]:
+    """Start PostgreSQL (unless ``backend_store_uri`` names a store) and ``mlflow server``
+    on it; yield what clients need; stop both on exit (the data stays in ``folder``)."""
+    workers = check_server_settings(backend_store_uri, workers, auth)
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     env = {

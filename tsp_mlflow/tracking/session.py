@@ -102,6 +102,8 @@ def tracked_run(
         run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags,
                                experiment_id=experiment_id, parent_run_id=parent_run_id)  # fmt: skip
     HEARTBEAT.add(run.info.run_id)
+    if not nested and not parent_run_id:
+        mark_training_experiment(run.info.experiment_id)
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     if not nested:  # turn SIGTERM/SIGHUP into an exception so the run is closed as KILLED
         for s in STOP_SIGNALS:
@@ -141,6 +143,22 @@ def tracked_run(
         if not nested:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+_kind_checked: set[tuple[str, str]] = set()  # (tracking URI, experiment id)
+
+
+def mark_training_experiment(experiment_id: str) -> None:
+    """Tag the experiment as model training (once per process), unless it has a kind."""
+    key = (mlflow.get_tracking_uri(), experiment_id)
+    if key in _kind_checked:
+        return
+    client = MlflowClient()
+    if schema.EXPERIMENT_KIND not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(
+            experiment_id, schema.EXPERIMENT_KIND, schema.EXPERIMENT_KIND_TRAINING
+        )
+    _kind_checked.add(key)
 
 
 def _forget_active_runs() -> None:
