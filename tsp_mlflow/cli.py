@@ -181,8 +181,7 @@ def flags(command: str = "", *, supported: tuple[str, ...] = tuple(FLAG_HELP)) -
 
 
 FLAG_USERS = {
-    "dry_run": "pretrain, multimodal, pipeline, sweep, analyze, sensitivity, runs reap, "
-               "server, ui",
+    "dry_run": "pretrain, multimodal, pipeline, sweep, analyze, sensitivity, runs reap, server, ui",
     "skip_train": "pretrain and multimodal",
     "skip_test": "pretrain, multimodal, pipeline (then analysed on val) and sweep",
     "disable_monitoring": "pretrain, multimodal, pipeline and sweep",

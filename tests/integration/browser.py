@@ -91,7 +91,9 @@ def check_experiment_page(
                           wait_until="load")  # fmt: skip
                 image = page.get_by_role("img", name=path, exact=True)
                 expect(image).to_be_visible()
-                page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=image.element_handle())
+                page.wait_for_function(
+                    "i => i.complete && i.naturalWidth > 0", arg=image.element_handle()
+                )
                 width = image.evaluate("i => i.naturalWidth")
                 assert width >= 200, (path, width)  # the PNG was served and decoded
             page.screenshot(path=str(screenshot.with_suffix(".artifact.png")))

@@ -150,7 +150,8 @@ def check_run_figures(client: MlflowClient, run: Run) -> None:
     figures = {p for p in artifact_paths(client, run.info.run_id, schema.FIGURES_DIR)}
     task_figure = TASK_FIGURES[run.data.tags[schema.TASK]]
     assert figures == {schema.LEARNING_CURVES_FIGURE, schema.PATTERNS_FIGURE, task_figure}, (
-        run.info.run_name, figures
+        run.info.run_name,
+        figures,
     )
     for path in figures:
         assert_png(client, run.info.run_id, path)
