@@ -124,7 +124,10 @@ class EpochProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
-            for task in (self._batch_task, self._epoch_task):
+            # A run on its own leaves its finished epoch bar (with the last metric) on
+            # screen; inside a pipeline the cell bar's line reports it instead.
+            alone = BOARD.users == 1
+            for task in (self._batch_task, None if alone else self._epoch_task):
                 if task is not None:
                     self._progress.remove_task(task)
             assert self._session is not None
