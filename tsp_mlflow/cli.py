@@ -250,7 +250,7 @@ def pretrain(
     Examples:
       tsp pretrain --modality audio --epochs 5
       tsp pretrain --modality audio --epochs 5 --resume <run id>   # after a crash
-      tsp pretrain --objective contrastive --epochs 5               # every modality
+      tsp pretrain --objective contrastive --epochs 2 --overrides "debug=tiny"   # all modalities
       tsp pretrain --modality image --dry-run                       # the plan only
     """
     from tsp_mlflow.config import compose_config, group_options, quote
@@ -324,7 +324,8 @@ def multimodal(
       tsp multimodal --overrides "gradient=mmpareto"       # unimodal losses, MMPareto
       tsp multimodal --overrides "imputation=predicted missing.train=0.5"
       tsp multimodal --encoders contrastive                # contrastive pretrained encoders
-      tsp multimodal --fusion gated --epochs 5 --resume <run id>   # after a crash
+      tsp multimodal --encoders pretrained --fusion gated --epochs 5 --resume <run id>
+                                                   # after a crash: same arguments + --resume
       tsp multimodal --encoders pretrained --skip-train     # pretrained encoders, untrained fusion
       tsp multimodal --encoders pretrained --dry-run        # resolve the encoders, train nothing
     """
@@ -372,8 +373,9 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
     Examples:
       tsp pipeline --seeds 5
       tsp pipeline --seeds 2 --epochs 1 --overrides "grid=fusions"      # 6 fusion methods
-      tsp pipeline --overrides "grid=missing grid.conditions=[scratch,audio_scratch]"
-      tsp pipeline --resume <pipeline run id> --seeds 2 --epochs 1 --overrides "grid=fusions"
+      tsp pipeline --overrides "grid=missing grid.conditions=[scratch,audio_scratch] analysis.a=audio_scratch"
+      tsp pipeline --resume <pipeline run id> --seeds 2 --epochs 1 --overrides "debug=tiny"
+                                              # after a crash: the same arguments, plus --resume
       tsp pipeline --seeds 5 --overrides "grid=fusions" --dry-run      # the 60 runs it would train
     """
     from tsp_mlflow.config import split_overrides
@@ -392,7 +394,8 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
     if given.dry_run:
         from tsp_mlflow.recipes.plan import plan_pipeline
 
-        click.echo(plan_pipeline(recipe))
+        click.echo(plan_pipeline(recipe) + (f"\n  resumes      run {resume} (its finished "
+                                            "runs are kept)" if resume else ""))  # fmt: skip
         return
     if resume:  # the run's experiment is fixed already
         _mark_project_run_as_resuming(resume)
@@ -798,7 +801,7 @@ def analyze_command(
     Examples:
       tsp analyze --experiment avdigits
       tsp analyze --parent-run <pipeline run id> --metric accuracy --correction bh
-      tsp analyze --tracking-uri http://mlflow.lab:5000 --experiment 3 --no-log --output report/
+      tsp analyze --tracking-uri http://mlflow.lab:5000 --experiment 1 --no-log --output report/
       tsp analyze --experiment avdigits --filter "tags.tsp.fusion = 'concat'"
       tsp analyze --experiment avdigits --dry-run    # = --no-log: create no analysis run
     """

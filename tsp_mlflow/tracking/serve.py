@@ -45,7 +45,6 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
-@contextlib.contextmanager
 def check_server_settings(backend_store_uri: str | None, workers: int | None, auth: bool) -> int:
     """What ``tsp server`` refuses before starting anything; returns the worker count."""
     workers = default_workers() if workers is None else workers
@@ -68,6 +67,7 @@ def check_server_settings(backend_store_uri: str | None, workers: int | None, au
     return workers
 
 
+@contextlib.contextmanager
 def tracking_server(
     folder: Path,
     *,
