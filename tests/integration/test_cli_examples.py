@@ -16,7 +16,7 @@ from mlflow.entities import ViewType
 
 from tests.formats import write_avmnist_npy, write_mmimdb_hdf5, write_mosi
 from tests.integration.browser import tsp_ui
-from tests.integration.examples import Example, help_examples
+from tests.integration.examples import help_examples
 from tsp_mlflow.cli import main
 
 pytestmark = pytest.mark.integration

@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from analysis.data import Selection, select_runs
+from tests.integration.examples import examples_of
 from tests.integration.flow import artifact_paths, children, mlflow_run, runs
 from tsp_mlflow.cli import main
 from tsp_mlflow.recipes.sweep import RUN_ATTR, SURPLUS_ATTR
@@ -236,6 +237,13 @@ def test_sensitivity_sweep_compares_scratch_and_pretrained(
     report = (local / "report.md").read_text()
     assert "paired by configuration" in report and "pretrained vs scratch" in report
 
+    # `tsp sensitivity --help`'s examples, on this sweep (report/ lands in the cwd).
+    examples = examples_of("tsp sensitivity")
+    assert len(examples) == 3
+    for example in examples:
+        _, words = example.argv({"<sweep run id>": parent.info.run_id})
+        main(words[1:])
+    assert (Path("report") / "report.md").read_text().startswith("# Hyperparameter sensitivity")
     capsys.readouterr()
     main(["sensitivity", parent.info.run_id, "--no-log", "--output", str(tmp_path / "again")])
     assert (tmp_path / "again" / "report.md").read_text() == report  # same inputs, same report
