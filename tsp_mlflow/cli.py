@@ -556,10 +556,12 @@ def data_check(dataset: str, root: str | None, overrides: str) -> None:
 @click.option("--filter", "filter_string", default="",
               help="an MLflow search filter ANDed to the rest, e.g. \"tags.`tsp.fusion` = 'gated'\"")  # fmt: skip
 @click.option("--max-results", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--ids", "-q", "ids_only", is_flag=True,
+              help="print the run ids alone, one per line (for scripts: $(tsp runs -q ...))")  # fmt: skip
 @click.pass_context
 def runs(
     ctx: click.Context, experiments: tuple[str, ...], stage: str | None, parent_run: str,
-    condition: str, status: str | None, filter_string: str, max_results: int,
+    condition: str, status: str | None, filter_string: str, max_results: int, ids_only: bool,
 ) -> None:  # fmt: skip
     """List pipelines, encoders and fusion runs as a table (newest first); inspect and
     repair runs in the tracking store.
@@ -570,6 +572,7 @@ def runs(
       tsp runs --stage pipeline
       tsp runs --stage multimodal --condition pretrained --status FINISHED
       tsp runs --parent-run <pipeline run id>
+      tsp runs --stage pipeline --max-results 1 --ids     # the newest pipeline's id
       tsp runs --filter "tags.`tsp.fusion` = 'concat'" --max-results 10
       tsp runs reap --dry-run
     """
@@ -582,6 +585,9 @@ def runs(
     found = list_runs(experiments, stage=stage, parent_run=parent_run or None,
                       condition=condition or None, status=status,
                       filter_string=filter_string, max_results=max_results)  # fmt: skip
+    if ids_only:
+        click.echo("\n".join(r.info.run_id for r in found) or None, nl=bool(found))
+        return
     runs_table(found, uri)
 
 

@@ -34,9 +34,32 @@ def config_dir() -> Path:
     return path
 
 
+def user_config_dirs() -> list[Path]:
+    """``$TSP_CONFIG_PATH``: the user's own config folders (``os.pathsep``-separated),
+    searched after ``conf/``, e.g. a ``data/mydata.yaml`` for a dataset of one's own."""
+    dirs = [
+        Path(p).expanduser() for p in os.environ.get("TSP_CONFIG_PATH", "").split(os.pathsep) if p
+    ]
+    for path in dirs:
+        if not path.is_dir():
+            raise UserInputError(
+                f"TSP_CONFIG_PATH names {path}, which is not a folder; it lists folders of "
+                "your own configs (e.g. one holding data/mydata.yaml), separated by "
+                f"{os.pathsep!r}"
+            )
+    return dirs
+
+
+def _search_path() -> list[str]:
+    """The Hydra override that adds :func:`user_config_dirs` (none when unset)."""
+    dirs = user_config_dirs()
+    return [f"hydra.searchpath=[{','.join(f'file://{p.resolve()}' for p in dirs)}]"] if dirs else []
+
+
 def group_options(group: str) -> list[str]:
     """The choices of a config group, e.g. ``group_options("data") == ["avdigits"]``."""
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+    folders = [config_dir(), *user_config_dirs()]
+    return sorted({p.stem for folder in folders for p in (folder / group).glob("*.yaml")})
 
 
 def split_overrides(text: str) -> list[str]:
@@ -63,7 +86,8 @@ def compose_config(
     """
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name=name, overrides=list(overrides), return_hydra_config=True)
+            cfg = compose(config_name=name, overrides=[*_search_path(), *overrides],
+                          return_hydra_config=True)  # fmt: skip
         choices = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
         with open_dict(cfg):
             del cfg["hydra"]
@@ -134,7 +158,7 @@ def _did_you_mean(key: str, name: str) -> str:
     import difflib
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        known = _leaf_keys(compose(config_name=name))
+        known = _leaf_keys(compose(config_name=name, overrides=_search_path()))
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     if close:
         return f"; did you mean {close[0]}?"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -159,3 +161,26 @@ def test_pipeline_overrides_reach_exactly_the_stages_that_have_the_key() -> None
         UserInputError, match="override 'trainer.epochz=3' fits none of the configs"
     ):
         route_overrides(["trainer.epochz=3"], ["pretrain", "multimodal"])
+
+
+def test_tsp_config_path_adds_the_users_own_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").mkdir()
+    mine = (
+        (Path(__file__).parents[2] / "conf" / "data" / "avdigits.yaml")
+        .read_text()
+        .replace("name: avdigits", "name: mine")
+    )
+    (tmp_path / "data" / "mine.yaml").write_text(mine)
+    assert "mine" not in group_options("data")
+    monkeypatch.setenv("TSP_CONFIG_PATH", str(tmp_path))
+    assert {"mine", "avdigits"} <= set(group_options("data"))
+    cfg, choices = compose_config("multimodal", ["data=mine"])
+    assert cfg.data.name == "mine" and choices["data"] == "mine"
+    assert compose_config("multimodal", [])[0].data.name == "avdigits"  # conf/ still first
+    monkeypatch.setenv("TSP_CONFIG_PATH", str(tmp_path / "absent"))
+    with pytest.raises(
+        UserInputError, match=r"TSP_CONFIG_PATH names .*absent, which is not a folder"
+    ):
+        group_options("data")
