@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,8 @@ class RunFlags:
     skip_test: bool = False
     disable_monitoring: bool = False
     system_metrics: bool = False
+    typed: set[str] = field(default_factory=set)  # given on the command line
+    from_environment: set[str] = field(default_factory=set)  # TSP_DRY_RUN=1 ...
 
     def overrides(self) -> list[str]:
         """As config overrides (conf/trainer/, conf/monitoring/); the user's own come later."""
@@ -149,7 +151,12 @@ FLAG_HELP = {
 
 def _set_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     if value and param.name:
-        setattr(ctx.find_root().ensure_object(RunFlags), param.name, True)
+        given = ctx.find_root().ensure_object(RunFlags)
+        if ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+            given.from_environment.add(param.name)
+        else:
+            given.typed.add(param.name)
+        setattr(given, param.name, True)
     return value
 
 
@@ -160,7 +167,7 @@ def run_flags(*names: str) -> Any:
         for name in reversed(names or tuple(FLAG_HELP)):
             command = click.option(
                 f"--{name.replace('_', '-')}", name, is_flag=True, expose_value=False,
-                callback=_set_flag, help=FLAG_HELP[name],
+                callback=_set_flag, help=FLAG_HELP[name], envvar=f"TSP_{name.upper()}",
             )(command)  # fmt: skip
         return command
 
@@ -168,11 +175,15 @@ def run_flags(*names: str) -> Any:
 
 
 def flags(command: str = "", *, supported: tuple[str, ...] = tuple(FLAG_HELP)) -> RunFlags:
-    """The flags given; one that ``command`` does not support is refused by name."""
+    """The flags given; one that ``command`` does not support is refused by name when typed,
+    and ignored when it comes from the environment (``TSP_DRY_RUN=1`` for a whole script)."""
     ctx = click.get_current_context(silent=True)
     given = ctx.find_root().ensure_object(RunFlags) if ctx else RunFlags()
     for name in FLAG_HELP:
         if getattr(given, name) and name not in supported:
+            if name not in given.typed:
+                setattr(given, name, False)
+                continue
             raise UserInputError(
                 f"--{name.replace('_', '-')} does not apply to tsp {command}; it applies to "
                 f"{FLAG_USERS[name]}"
@@ -207,6 +218,7 @@ def cli(ctx: click.Context) -> None:
       tsp --system-metrics pretrain --modality audio --epochs 2   # CPU/memory/GPU too
       tsp runs --stage pipeline                          # what the store holds
       tsp data check avdigits
+    Each switch can also be set in the environment: TSP_DRY_RUN=1, TSP_SKIP_TEST=1, ...
     Multi-process training (DDP; gloo on CPU, nccl on CUDA):
       torchrun --nproc_per_node=2 -m tsp_mlflow multimodal --encoders pretrained
     """
