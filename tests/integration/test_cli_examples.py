@@ -129,6 +129,21 @@ def test_every_help_example_runs(
     assert len(executed) == len([e for e in examples if e.command not in RUN_ELSEWHERE])
     assert (tmp_path / "report" / "report.md").exists()  # analyze --output report/
 
+    # `tsp runs`: the table names each run with what it is; --ids lists exactly the matches.
+    capsys.readouterr()
+    main(["runs", "--stage", "multimodal", "--condition", "pretrained", "--status", "FINISHED"])
+    table = capsys.readouterr().out
+    fused = [r for r in all_runs(client).values() if r.data.tags.get("tsp.condition") == "pretrained"
+             and r.data.tags["tsp.stage"] == "multimodal" and r.info.status == "FINISHED"]  # fmt: skip
+    assert fused and all(r.info.run_id in table for r in fused)
+    assert "scratch," not in table and "pretrained, concat, seed 0" in table
+    assert re.search(r"accuracy 0\.\d{3}", table)  # the full pattern's test headline
+    main(["runs", "--parent-run", made["pipeline"], "--ids"])
+    listed = capsys.readouterr().out.split()
+    kids = [r.info.run_id for r in all_runs(client).values()
+            if r.data.tags.get("mlflow.parentRunId") == made["pipeline"]]  # fmt: skip
+    assert sorted(listed) == sorted(kids) and len(kids) >= 7
+
 
 def test_dry_run_creates_no_run_experiment_or_file(tracking_uri: str, tmp_path: Path) -> None:
     def store() -> tuple[list[str], list[str], list[str]]:

@@ -11,6 +11,7 @@ from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table
 
+from analysis.data import resolve_experiment  # one lookup, one error message
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import redact_uri
@@ -28,7 +29,7 @@ def list_runs(
 ) -> list[Run]:
     """Runs matching every given filter, newest first; experiments by name or id."""
     client = MlflowClient()
-    ids = [_experiment_id(client, e) for e in experiments] or [
+    ids = [resolve_experiment(client, e).experiment_id for e in experiments] or [
         e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
     ]
     clauses = []
@@ -52,19 +53,6 @@ def list_runs(
                 f"--filter {filter_string!r} is not a valid MLflow search filter: {err.message}"
             ) from None
         raise
-
-
-def _experiment_id(client: MlflowClient, name_or_id: str) -> str:
-    found = client.get_experiment_by_name(name_or_id)
-    if found is None and name_or_id.isdigit():
-        try:
-            found = client.get_experiment(name_or_id)
-        except MlflowException:
-            found = None
-    if found is None:
-        names = ", ".join(e.name for e in client.search_experiments()) or "none"
-        raise UserInputError(f"experiment={name_or_id!r} not found; experiments: {names}")
-    return found.experiment_id
 
 
 def what(run: Run) -> str:
