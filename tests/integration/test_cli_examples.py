@@ -145,7 +145,9 @@ def test_every_help_example_runs(
     assert sorted(listed) == sorted(kids) and len(kids) >= 7
 
 
-def test_dry_run_creates_no_run_experiment_or_file(tracking_uri: str, tmp_path: Path) -> None:
+def test_dry_run_creates_no_run_experiment_or_file(
+    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     def store() -> tuple[list[str], list[str], list[str]]:
         client = MlflowClient(tracking_uri)
         experiments = client.search_experiments(view_type=ViewType.ALL)
@@ -167,6 +169,19 @@ def test_dry_run_creates_no_run_experiment_or_file(tracking_uri: str, tmp_path: 
         ["--dry-run", "sweep", "--trials", "4"],
     ):
         execute(["tsp", *argv], {}, tmp_path)
+    plans = capsys.readouterr().out
+    assert plans.count("Dry run: every input was checked; no run was created") == 5
+    for line in (
+        "tsp multimodal: attention fusion on avdigits",
+        "experiment  avdigits (would be created) in sqlite:///",
+        "method      gradient mmpareto, imputation none",
+        "patterns    3 on val and test: audio-image, audio, image",
+        "registers   avdigits-audio-encoder (a new version each",
+        "fusion runs  6 (grid x 3 seeds)",
+        "tsp sweep: study avdigits-default on avdigits",
+        "trials      4 per condition, each a multimodal run",
+    ):
+        assert line in plans, line
     assert store() == empty == (["Default"], [], [])
     assert set(tmp_path.rglob("*")) == files  # no optuna.db, no checkpoint, no mlruns/
 

@@ -53,7 +53,8 @@ def training_lines(cfg: DictConfig) -> list[tuple[str, str]]:
     if cfg.trainer.get("skip_test"):
         steps.append("skip test")
     return [
-        ("training", f"{cfg.trainer.epochs} epochs, batch {cfg.trainer.batch_size}, "
+        ("training", f"{cfg.trainer.epochs} epoch{'' if cfg.trainer.epochs == 1 else 's'}, "
+                     f"batch {cfg.trainer.batch_size}, "
                      f"seed {cfg.seed}, device {resolve_device(cfg.runtime.device)}"),
         *([("switches", "; ".join(steps))] if steps else []),
         ("monitoring", watched),
