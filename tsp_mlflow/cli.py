@@ -138,10 +138,10 @@ class RunFlags:
 
 
 FLAG_HELP = {
-    "dry_run": "resolve the config, check the data and encoder sources, print the plan; "
-               "create no run",
-    "skip_train": "no training: evaluate the model as built (pretrained encoders, untrained "
-                  "fusion); registers nothing, analyses leave the run out",
+    "dry_run": "check everything the command needs (config, data, encoder sources, "
+               "settings) and print what it would do; create no run",
+    "skip_train": "no training: evaluate the model as built (e.g. pretrained encoders with an "
+                  "untrained fusion and head); registers nothing, analyses leave the run out",
     "skip_test": "train and validate only; no test metrics",
     "disable_monitoring": "no gradient/weight/activation statistics, no system metrics",
     "system_metrics": "log MLflow's system metrics (CPU, memory, disk, network; GPU when "
@@ -188,6 +188,10 @@ def flags(command: str = "", *, supported: tuple[str, ...] = tuple(FLAG_HELP)) -
                 f"--{name.replace('_', '-')} does not apply to tsp {command}; it applies to "
                 f"{FLAG_USERS[name]}"
             )
+    if given.disable_monitoring and given.system_metrics:
+        raise UserInputError(
+            "--disable-monitoring turns system metrics off too; drop one of it and --system-metrics"
+        )
     return given
 
 
@@ -318,7 +322,7 @@ def pretrain(
 @run_flags()
 @click.option("--dataset", default="avdigits", show_default=True)
 @click.option("--encoders", default="scratch", show_default=True,
-              help="scratch | pretrained | <modality>=<scratch|pretrained|URI>,...")  # fmt: skip
+              help="scratch | pretrained | contrastive | <modality>=<scratch|pretrained|URI>,...")  # fmt: skip
 @click.option("--fusion", default="concat", show_default=True)
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -512,7 +516,7 @@ def sensitivity_command(
     from tsp_mlflow.tracking import schema
     from tsp_mlflow.tracking.session import tracked_run
 
-    no_log = no_log or flags("sensitivity", supported=("dry_run",)).dry_run
+    no_log = flags("sensitivity", supported=("dry_run",)).dry_run or no_log
     uri = _start()
     settings = dict(metric=metric or None, reference=reference or None, confidence=confidence,
                     seed=seed)  # fmt: skip
@@ -566,7 +570,7 @@ def data_check(dataset: str, root: str | None, overrides: str) -> None:
 @click.option("--status", type=click.Choice(["RUNNING", "FINISHED", "FAILED", "KILLED"]),
               default=None)  # fmt: skip
 @click.option("--filter", "filter_string", default="",
-              help="an MLflow search filter ANDed to the rest, e.g. \"tags.`tsp.fusion` = 'gated'\"")  # fmt: skip
+              help="an MLflow search filter ANDed to the rest, e.g. 'tags.`tsp.fusion` = \"gated\"'")  # fmt: skip
 @click.option("--max-results", type=click.IntRange(1, 10000), default=50, show_default=True)
 @click.option("--ids", "-q", "ids_only", is_flag=True,
               help="print the run ids alone, one per line (for scripts: $(tsp runs -q ...))")  # fmt: skip
@@ -585,7 +589,7 @@ def runs(
       tsp runs --stage multimodal --condition pretrained --status FINISHED
       tsp runs --parent-run <pipeline run id>
       tsp runs --stage pipeline --max-results 1 --ids     # the newest pipeline's id
-      tsp runs --filter "tags.`tsp.fusion` = 'concat'" --max-results 10
+      tsp runs --filter 'tags.`tsp.fusion` = "concat"' --max-results 10
       tsp runs reap --dry-run
     """
     if ctx.invoked_subcommand is not None:
@@ -625,7 +629,7 @@ def runs_reap(experiments: tuple[str, ...], stale_after: float | None, dry_run: 
     from tsp_mlflow.tracking import schema
     from tsp_mlflow.tracking.liveness import STALE_AFTER_SECONDS, reap, resume_hint
 
-    dry_run = dry_run or flags("runs reap", supported=("dry_run",)).dry_run
+    dry_run = flags("runs reap", supported=("dry_run",)).dry_run or dry_run
     _start()
     ids = None
     if experiments:
@@ -826,7 +830,7 @@ def analyze_command(
     from analysis.analyze import analyze
     from analysis.results import AnalysisSettings
 
-    no_log = no_log or flags("analyze", supported=("dry_run",)).dry_run
+    no_log = flags("analyze", supported=("dry_run",)).dry_run or no_log
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     uri = _start()  # no use_experiment here: analysing must never create an experiment

@@ -43,7 +43,9 @@ def tsp_ui(store: str, folder: Path, env: dict[str, str]) -> Iterator[str]:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # printed once the server answers
         match = re.search(r"open (http://\S+)", first)
-        assert match, f"tsp ui printed {first!r}: {proc.stdout.read() if proc.poll() else ''}"
+        assert match, (
+            f"tsp ui printed {first!r}: {'' if proc.poll() is None else proc.stdout.read()}"
+        )
         yield match.group(1)
     finally:
         proc.send_signal(signal.SIGINT)

@@ -145,6 +145,22 @@ def test_every_help_example_runs(
     assert sorted(listed) == sorted(kids) and len(kids) >= 7
 
 
+def test_a_shell_splits_every_example_as_the_test_does() -> None:
+    """The examples are run through shlex above; a user pastes them into bash. Backticks
+    or `$` inside double quotes would be expanded there: bash must see the same words."""
+    for example in help_examples():
+        if "<" in example.line:  # placeholders: the test above substitutes them
+            continue
+        env, words = example.argv({})
+        line = example.line
+        for key, value in env.items():
+            line = line.replace(f"{key}={value}", "", 1)
+        said = subprocess.run(["bash", "-c", f"printf '%s\\0' {line}"],
+                              capture_output=True, text=True, timeout=30, env={})  # fmt: skip
+        assert said.returncode == 0 and said.stderr == "", (example.line, said.stderr)
+        assert said.stdout.split("\0")[:-1] == words, example.line
+
+
 def test_dry_run_creates_no_run_experiment_or_file(
     tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,3 +213,6 @@ def test_a_switch_a_command_does_not_take_is_refused_by_name(
         "multimodal"
     )
     assert MlflowClient(tracking_uri).search_runs(["0"]) == []
+    with pytest.raises(SystemExit):
+        main(["--disable-monitoring", "pretrain", "--modality", "audio", "--system-metrics"])
+    assert "drop one of it and --system-metrics" in capsys.readouterr().err

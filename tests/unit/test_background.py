@@ -111,6 +111,7 @@ def test_epoch_metrics_are_queued_and_sent_whole_with_each_checkpoint(
 ) -> None:
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
     from tsp_mlflow.tracking import epoch_log
     from tsp_mlflow.tracking.epoch_log import EpochLogger
@@ -144,3 +145,10 @@ def test_epoch_metrics_are_queued_and_sent_whole_with_each_checkpoint(
             logger.log_epoch(epoch, metrics, 1.0, send=False)
         logger.log_epoch(9, metrics, 1.0, send=True)
         assert calls == [[5, 6], [7, 8], [9]] and steps("time/epoch_s") == list(range(1, 10))
+
+        # Monitoring samples ride along but never split an epoch: they go after it, alone.
+        calls.clear()
+        samples = [Metric("monitor/grad_norm/head", 1.0, 0, step) for step in range(100, 120)]
+        logger.log_epoch(10, metrics, 1.0, send=True, extra=samples)
+        assert calls == [[10], list(range(100, 120))]
+        assert steps("monitor/grad_norm/head") == list(range(100, 120))

@@ -89,3 +89,13 @@ def test_tsp_progress_chooses_explicitly(monkeypatch: pytest.MonkeyPatch) -> Non
         UserInputError, match=r"TSP_PROGRESS='fancy': choose one of bars, lines, off"
     ):
         progress_mode()
+
+
+def test_a_bad_tsp_progress_is_refused_before_any_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsp_mlflow.config import compose_config
+    from tsp_mlflow.recipes.common import check_trainer
+
+    cfg, _ = compose_config("multimodal", [])
+    monkeypatch.setenv("TSP_PROGRESS", "bar")
+    with pytest.raises(UserInputError, match="TSP_PROGRESS='bar'"):
+        check_trainer(cfg)  # what every recipe calls before it opens a run

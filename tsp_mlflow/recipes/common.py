@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +45,7 @@ from tsp_mlflow.training.finetune import is_learning_rate, param_groups, paramet
 from tsp_mlflow.training.gradients import GradientStrategy
 from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has_missing
 from tsp_mlflow.training.monitoring import MonitoringSettings, TrainingMonitor
-from tsp_mlflow.training.progress import EpochProgress
+from tsp_mlflow.training.progress import EpochProgress, progress_mode
 from tsp_mlflow.training.tasks import Task
 
 # Called after each epoch's logging as (epoch, metrics, seconds); a sweep reports to Optuna.
@@ -84,6 +85,7 @@ def check_trainer(cfg: DictConfig) -> None:
         if not isinstance(cfg.trainer.get(key, False), bool):
             raise UserInputError(f"trainer.{key} must be true or false, got {cfg.trainer[key]!r}")
     MonitoringSettings.from_config(cfg.get("monitoring"))
+    progress_mode()  # a bad TSP_PROGRESS fails here, not inside an open run
     check_optimizer(cfg)
 
 
@@ -467,11 +469,13 @@ def train_and_test(
     if latency:
         summary[schema.TIME_TEST_BATCH_MS] = 1000 * sum(latency) / len(latency)
     mlflow.log_metrics({k: v for k, v in summary.items() if k not in done})
-    with contextlib.suppress(ValueError):  # a figure that cannot be drawn costs no run
+    try:  # a figure that cannot be drawn must not fail a run that trained and tested
         log_run_figures(
             result.history, test, (outputs["logits"], outputs["target"]) if outputs else None,
             task, full, result.best_epoch,
         )  # fmt: skip
+    except Exception as err:
+        print(f"warning: run figures not logged: {type(err).__name__}: {err}", file=sys.stderr)
     return result
 
 
@@ -489,8 +493,8 @@ def system_metrics(run_id: str, settings: MonitoringSettings) -> Iterator[None]:
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    sampler = SystemMetricsMonitor(
-        run_id, sampling_interval=float(settings.system_metrics_interval_s)
+    sampler = SystemMetricsMonitor(  # a resumed run's samples go on after its earlier ones
+        run_id, sampling_interval=float(settings.system_metrics_interval_s), resume_logging=True
     )
     sampler.start()
     try:

@@ -25,11 +25,14 @@ def table(rows: Sequence[tuple[str, str]]) -> str:
 
 def experiment_line(name: str) -> str:
     """Which experiment a run would go to, and where that store is."""
-    chosen = os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("MLFLOW_EXPERIMENT_ID")
     client = MlflowClient()
-    shown = chosen or name
+    where = redact_uri(client.tracking_uri)
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):  # `mlflow run` or the user chose it by id
+        found = client.get_experiment(os.environ["MLFLOW_EXPERIMENT_ID"])
+        return f"{found.name} (id {found.experiment_id}, exists) in {where}"
+    shown = os.environ.get("MLFLOW_EXPERIMENT_NAME") or name
     exists = client.get_experiment_by_name(shown) is not None
-    return f"{shown} ({'exists' if exists else 'would be created'}) in {redact_uri(client.tracking_uri)}"
+    return f"{shown} ({'exists' if exists else 'would be created'}) in {where}"
 
 
 def data_line(cfg: DictConfig, modalities: Sequence[str]) -> str:
@@ -138,8 +141,12 @@ def plan_pipeline(recipe: object) -> str:
 
     assert isinstance(recipe, PipelineRecipe)
     cfg = recipe.cfg
+    client = MlflowClient()
+    chosen_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.tracking.experiment
-    experiment = MlflowClient().get_experiment_by_name(name)
+    experiment = (
+        client.get_experiment(chosen_id) if chosen_id else client.get_experiment_by_name(name)
+    )
     pretrain = []
     for m, stage in recipe.pretrain.items():
         tags = stage.tags()
@@ -159,7 +166,7 @@ def plan_pipeline(recipe: object) -> str:
         ("data", data_line(first.cfg, recipe.modalities)),
         ("pretrain", "; ".join(pretrain)),
         ("fusion runs", f"{len(labels)} (grid x {recipe.seeds} seeds): {shown}"),
-        *training_lines(first.cfg)[:1],
+        *training_lines(first.cfg),
         ("analysis", f"{recipe.analysis.a} vs {recipe.analysis.b} on {recipe.analysis.split}, "
                      f"{recipe.analysis.correction} correction"),
     ])  # fmt: skip

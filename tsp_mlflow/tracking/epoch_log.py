@@ -63,6 +63,7 @@ class EpochLogger:
         # A resumed run: epochs whose metrics the run holds already are never logged twice.
         self.logged = set(already_logged)
         self._pending: list[list[Metric]] = []  # one list per queued epoch
+        self._samples: list[Metric] = []  # monitoring samples, sent after their epochs
 
     def log_epoch(
         self,
@@ -107,6 +108,11 @@ class EpochLogger:
                 if batch:
                     self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
                 del self._pending[:count]
+            # Monitoring samples go after the epochs they belong to, in their own calls
+            # (MLflow splits them past 1,000), so an epoch's own metrics stay one request.
+            if self._samples:
+                self.client.log_batch(self.run_id, metrics=self._samples, synchronous=True)
+                self._samples = []
 
     def _log_metrics(
         self, epoch: int, metrics: SplitMetrics, seconds: float, extra: Sequence[Metric] = ()
@@ -115,9 +121,8 @@ class EpochLogger:
             return
         now = get_current_time_millis()
         values = {**flatten_metrics(metrics), schema.TIME_EPOCH: seconds}
-        self._pending.append(
-            [*(Metric(key, float(v), now, epoch) for key, v in values.items()), *extra]
-        )
+        self._pending.append([Metric(key, float(v), now, epoch) for key, v in values.items()])
+        self._samples.extend(extra)
         self.logged.add(epoch)
 
     def write_document(self) -> None:

@@ -32,6 +32,9 @@ def list_runs(
     ids = [resolve_experiment(client, e).experiment_id for e in experiments] or [
         e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
     ]
+    for name, value in (("--parent-run", parent_run), ("--condition", condition)):
+        if value and not value.replace("_", "").replace("-", "").isalnum():
+            raise UserInputError(f"{name} {value!r}: expected a run id or a condition name")
     clauses = []
     if stage:
         clauses.append(f"tags.`{schema.STAGE}` = '{stage}'")
@@ -121,6 +124,6 @@ def runs_table(runs: Sequence[Run], uri: str, console: Console | None = None) ->
         table.add_row(
             run.info.run_id, run.info.run_name or "", run.data.tags.get(schema.STAGE, ""),
             run.info.status, what(run), headline(run), started, _duration(run),
-            run.data.tags.get(schema.PARENT_RUN_ID, "")[:8],
+            run.data.tags.get(schema.PARENT_RUN_ID, ""),
         )  # fmt: skip
     console.print(table)

@@ -146,6 +146,26 @@ def log_run_figures(
     ``outputs`` are the full pattern's test logits and targets (None with --skip-test).
     """
     logged: list[tuple[plt.Figure, str]] = []
+    try:
+        _draw(logged, history, test, outputs, task, full_pattern, best_epoch)
+        for fig, path in logged:
+            fig.tight_layout()
+            mlflow.log_figure(fig, path)
+    finally:  # every figure drawn is closed, also when a later one fails
+        for fig, _ in logged:
+            plt.close(fig)
+    return [path for _, path in logged]
+
+
+def _draw(
+    logged: list[tuple[plt.Figure, str]],
+    history: Sequence[EpochMetrics],
+    test: dict[str, dict[str, float]] | None,
+    outputs: tuple[torch.Tensor, torch.Tensor] | None,
+    task: Task,
+    full_pattern: str,
+    best_epoch: int,
+) -> None:
     metric = (getattr(task, "headline_metrics", None) or (task.monitor,))[0]
     if history:
         logged.append((learning_curves(history, task.monitor, best_epoch),
@@ -161,8 +181,3 @@ def log_run_figures(
             logged.append((regression(logits, target, full_pattern), schema.REGRESSION_FIGURE))
         elif isinstance(task, MulticlassTask):
             logged.append((confusion(logits, target, full_pattern), schema.CONFUSION_FIGURE))
-    for fig, path in logged:
-        fig.tight_layout()
-        mlflow.log_figure(fig, path)
-        plt.close(fig)
-    return [path for _, path in logged]
