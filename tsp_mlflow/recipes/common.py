@@ -470,9 +470,12 @@ def train_and_test(
         summary[schema.TIME_TEST_BATCH_MS] = 1000 * sum(latency) / len(latency)
     mlflow.log_metrics({k: v for k, v in summary.items() if k not in done})
     try:  # a figure that cannot be drawn must not fail a run that trained and tested
+        test_data = loaders["test"].dataset
         log_run_figures(
             result.history, test, (outputs["logits"], outputs["target"]) if outputs else None,
             task, full, result.best_epoch,
+            # MM-IMDb's genres by name; a missing-modality wrapper holds the dataset inside
+            label_names=getattr(getattr(test_data, "dataset", test_data), "target_names", ()),
         )  # fmt: skip
     except Exception as err:
         print(f"warning: run figures not logged: {type(err).__name__}: {err}", file=sys.stderr)

@@ -90,7 +90,7 @@ def confusion(logits: torch.Tensor, target: torch.Tensor, pattern: str) -> plt.F
 
 def multilabel(
     logits: torch.Tensor, target: torch.Tensor, threshold: float, pattern: str,
-    bins: int = 10,
+    bins: int = 10, label_names: Sequence[str] = (),
 ) -> plt.Figure:  # fmt: skip
     """Left: reliability (mean predicted probability vs observed frequency per bin, over
     every label). Right: F1 per label (genre), with its number of positive test rows."""
@@ -112,11 +112,16 @@ def multilabel(
     positives = target.numpy().sum(0).astype(int)
     bars = f1_ax.bar(range(len(per_label)), per_label)
     f1_ax.bar_label(bars, labels=[str(n) for n in positives], fontsize=7, padding=1)
-    f1_ax.set_xticks(range(len(per_label)))
-    f1_ax.set_xlabel("label (bar label: positive test rows)")
+    named = len(label_names) == len(per_label)
+    if named:
+        f1_ax.set_xticks(range(len(per_label)), labels=label_names, rotation=60, ha="right",
+                         fontsize=8)  # fmt: skip
+    else:
+        f1_ax.set_xticks(range(len(per_label)))
+    f1_ax.set_xlabel(f"{'genre' if named else 'label'} (bar label: positive test rows)")
     f1_ax.set_ylabel("F1")
     f1_ax.set_ylim(0, 1.05)
-    f1_ax.set_title("F1 per label")
+    f1_ax.set_title(f"F1 per {'genre' if named else 'label'}")
     return fig
 
 
@@ -140,14 +145,16 @@ def log_run_figures(
     task: Task,
     full_pattern: str,
     best_epoch: int = 0,
+    label_names: Sequence[str] = (),
 ) -> list[str]:
     """Log the run's figures to the active run; returns their artifact paths.
 
-    ``outputs`` are the full pattern's test logits and targets (None with --skip-test).
+    ``outputs`` are the full pattern's test logits and targets (None with --skip-test);
+    ``label_names`` name a multilabel task's labels (MM-IMDb's genres).
     """
     logged: list[tuple[plt.Figure, str]] = []
     try:
-        _draw(logged, history, test, outputs, task, full_pattern, best_epoch)
+        _draw(logged, history, test, outputs, task, full_pattern, best_epoch, label_names)
         for fig, path in logged:
             fig.tight_layout()
             mlflow.log_figure(fig, path)
@@ -165,6 +172,7 @@ def _draw(
     task: Task,
     full_pattern: str,
     best_epoch: int,
+    label_names: Sequence[str],
 ) -> None:
     metric = (getattr(task, "headline_metrics", None) or (task.monitor,))[0]
     if history:
@@ -175,8 +183,8 @@ def _draw(
     if outputs is not None and len(outputs[1]):
         logits, target = outputs
         if isinstance(task, MultilabelTask):
-            logged.append((multilabel(logits, target, task.threshold, full_pattern),
-                           schema.MULTILABEL_FIGURE))  # fmt: skip
+            logged.append((multilabel(logits, target, task.threshold, full_pattern,
+                                      label_names=label_names), schema.MULTILABEL_FIGURE))  # fmt: skip
         elif isinstance(task, SentimentRegressionTask):
             logged.append((regression(logits, target, full_pattern), schema.REGRESSION_FIGURE))
         elif isinstance(task, MulticlassTask):
