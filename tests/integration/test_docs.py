@@ -105,8 +105,14 @@ def test_the_reproduce_page_commands_pass_every_check_on_real_format_files(
     lines = [line for line in script(DOCS / "reproduce.md").splitlines()[1:] if line.strip()]
     assert len(lines) >= 10 and all(line.startswith("tsp ") for line in lines), lines
     for line in lines:
-        main(shlex.split(os.path.expandvars(line))[1:])
-        assert capsys.readouterr().out.startswith("Dry run: every input was checked"), line
+        words = shlex.split(os.path.expandvars(line))
+        main(words[1:])
+        plan = capsys.readouterr().out
+        assert plan.startswith("Dry run: every input was checked"), line
+        dataset = words[words.index("--dataset") + 1]
+        assert f" on {dataset}" in plan and f"{dataset} (" in plan, (line, plan)  # data read
+        if "grid=fusions" in line:  # the grid it would train: 6 methods x 2 conditions
+            assert "fusion runs  60 (grid x 5 seeds)" in plan, plan
     assert MlflowClient(env["MLFLOW_TRACKING_URI"]).search_runs(["0"]) == []
     assert not (tmp_path / "mlruns").exists()  # nothing was logged
 
