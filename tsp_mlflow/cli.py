@@ -94,6 +94,13 @@ def _run_or_resume(recipe: Any, resume: str, experiment: str) -> str:
     return str(recipe.run(resume=resume or None))
 
 
+def _print_plan(plan: Any, recipe: Any, resume: str) -> None:
+    """``--dry-run`` of one training run: a resumed run's settings are checked too."""
+    if resume:
+        recipe.check_resume(resume)
+    _echo(plan(recipe) + (f"\n  resumes     run {resume}" if resume else ""))
+
+
 def _echo(message: str) -> None:
     """A command's closing line, printed once under torchrun (by rank 0)."""
     from tsp_mlflow.training.distributed import is_main_process
@@ -296,9 +303,7 @@ def pretrain(
     if given.dry_run:
         from tsp_mlflow.recipes.plan import plan_pretrain
 
-        if resume:
-            recipe.check_resume(resume)
-        _echo(plan_pretrain(recipe) + (f"\n  resumes     run {resume}" if resume else ""))
+        _print_plan(plan_pretrain, recipe, resume)
         return
     run_id = _run_or_resume(recipe, resume, cfg.tracking.experiment)
     if not is_main_process():
@@ -365,9 +370,7 @@ def multimodal(
     if given.dry_run:
         from tsp_mlflow.recipes.plan import plan_multimodal
 
-        if resume:
-            recipe.check_resume(resume)
-        _echo(plan_multimodal(recipe) + (f"\n  resumes     run {resume}" if resume else ""))
+        _print_plan(plan_multimodal, recipe, resume)
         return
     run_id = _run_or_resume(recipe, resume, cfg.tracking.experiment)
     _echo(f"multimodal run {run_id} finished (condition {recipe.condition})")
