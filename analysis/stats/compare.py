@@ -1,8 +1,19 @@
-"""Condition A vs condition B per group: estimate first, test second.
+"""Condition A vs condition B per group: estimate first, decide from adjusted intervals.
 
-Every row carries Δ = A − B with a CI, a standardised effect size, P(A > B) with a CI, the
-exact permutation p-value with its floor at this n, the family-adjusted p-value, the
-minimum detectable effect, the seeds needed for 80% power and a plain-language verdict.
+Every row carries Δ = A − B with an interval adjusted for the family (Bonferroni over the
+rows) and, in an adaptive-seed design, for the looks (group-sequential repeated CIs);
+the verdict reads that interval against 0 and ±ROPE:
+
+- ``<a> better`` / ``<b> better``: the adjusted interval lies entirely beyond the ROPE
+  on that side (so the difference is also significant after correction);
+- ``equivalent``: the adjusted interval lies inside ±ROPE;
+- ``inconclusive``: neither, with the seeds a decision would need.
+
+The primary test is the t-test (paired on seeds, Welch otherwise), which can reach the
+per-row level α/m at 5 seeds; the exact permutation test is reported beside it as a
+robustness check, with a warning when the two disagree where the exact test could have
+agreed. Beside the frequentist answer, a Bayesian one: the posterior probability that A
+is better, equivalent or worse (a Student-t posterior on the mean difference).
 """
 
 from __future__ import annotations
@@ -10,34 +21,59 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
-from statsmodels.stats.power import TTestIndPower, TTestPower, normal_power
 
 from analysis.errors import AnalysisInputError
-from analysis.stats.multiplicity import Correction, adjust_pvalues, family_alpha
+from analysis.stats.exact import (
+    permutation_floor,
+    sign_flip_floor,
+    sign_flip_p,
+    studentized_permutation_p,
+)
+from analysis.stats.multiplicity import Correction, adjust_pvalues
+from analysis.stats.sequential import (
+    DOWN,
+    INSIDE,
+    UP,
+    SequentialDesign,
+    critical_values,
+    decision_probability,
+    interval_decision,
+    nominal_level,
+    repeated_p_value,
+)
 
-# Exact permutation tests enumerate up to this many sign flips / relabellings; above it a
-# seeded Monte Carlo test with MONTE_CARLO_RESAMPLES draws is used instead.
-MAX_EXACT = 2**17
-MONTE_CARLO_RESAMPLES = 9_999
 SEEDS_CAP = 10_000  # "need ≈N seeds" above this is reported as "> 10000"
+SYMMETRY_MIN_N = 8  # D'Agostino's skewness test needs 8 values
 # Metric names whose smaller values are better; everything else is higher-is-better.
 LOWER_IS_BETTER_SUFFIXES = ("loss", "mae", "error", "_s", "seconds")
+EQUIVALENT, INCONCLUSIVE = "equivalent", "inconclusive"
 
 COMPARE_COLUMNS = [
     "a", "b", "design", "test", "n_a", "n_b", "n_pairs", "n_unmatched", "n_averaged",
     "mean_a", "sd_a", "mean_b", "sd_b", "r_arms", "delta", "ci_low", "ci_high",
+    "ci_level", "ci_low_unadjusted", "ci_high_unadjusted",
     "effect_size", "effect_kind", "p_superiority", "ps_low", "ps_high",
-    "p_value", "p_t", "p_adjusted", "correction", "p_floor", "mde", "seeds_needed",
-    "verdict", "run_ids_a", "run_ids_b",
+    "p_value", "p_adjusted", "correction", "alpha_row", "critical_t",
+    "p_exact", "exact_test", "p_floor", "exact_can_reach",
+    "prob_a_better", "prob_equivalent", "prob_b_better",
+    "mde", "seeds_needed", "seeds_needed_observed", "p_decide_by_max",
+    "look", "n_looks", "decided_look", "decided_n",
+    "verdict", "verdict_detail", "warnings",
+    "run_ids_a", "run_ids_b", "run_ids_left_out",
 ]  # fmt: skip
 
 
 def higher_is_better(metric: str) -> bool:
     return not str(metric).lower().endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
+def better_verdict(name: str) -> str:
+    return f"{name} better"
 
 
 def compare_two(
@@ -51,32 +87,31 @@ def compare_two(
     by: Sequence[str] = ("pattern", "metric"),
     alpha: float = 0.05,
     confidence: float = 0.95,
-    correction: Correction = "holm",
+    correction: Correction = "bonferroni",
     rope: float = 0.01,
     power: float = 0.8,
     seed: int = 0,
+    design: SequentialDesign | None = None,
 ) -> pd.DataFrame:
     """Compare arm ``a`` with arm ``b`` in every group of ``by``; all rows form one family.
 
-    Runs that share a ``pair_on`` value (the seed) are pairs. A group is analysed as
-    paired when at least two pairs exist and matched runs outnumber unmatched ones
-    (repeats of an (arm, seed) are averaged, unmatched runs dropped and counted);
-    otherwise as two independent samples (Welch). The paired design reports d_z and the
-    exact sign-flip test; the independent one Hedges' g and the exact relabelling test.
-    ``p_value`` is that exact test; ``p_t`` the matching t-test, for reference.
-    ``p_adjusted`` corrects ``p_value`` over the family (every row of this call).
+    Pairing: runs that share a ``pair_on`` value (the seed) are pairs; repeats of an
+    (arm, seed) are averaged. A group is paired when at least two pairs exist and matched
+    runs are at least as many as unmatched ones; runs left without a partner (or without
+    a seed) are left out of that row and named in ``run_ids_left_out`` with the reason.
+    Otherwise the group is compared as two independent samples (Welch).
 
-    Power figures are quoted at α/m, m the family size (Holm's strictest step):
-    ``mde`` is the smallest |Δ| detectable with ``power`` at this n (∞ when even a
-    perfect result cannot beat the exact test's floor), ``seeds_needed`` the n per arm
-    that detects the observed effect (an effect one ``rope`` wide when none is observed)
-    and lets the exact test reach α/m.
+    Decisions: each row's interval has level 1 − α/m (m analysable rows; α with
+    ``correction="none"``), so all of the family's intervals hold together with
+    probability ≥ 1 − α. With a ``design`` the intervals are repeated CIs over its looks,
+    and a row is decided at the first look whose interval decides it. ``p_value`` is
+    the t-test's p at the last look; ``p_adjusted`` is ``correction`` applied to the
+    repeated p-values (Bonferroni's matches the verdict exactly).
 
     Raises:
-        AnalysisInputError: an arm is absent from the whole frame (the row-level case, an
-            arm missing from one group only, is reported in that row's verdict).
+        AnalysisInputError: an arm is absent from the whole frame (an arm missing from
+            one group only is reported in that row's verdict).
     """
-    frame = frame.dropna(subset=[value])  # e.g. no epoch finished within a compute budget
     for name in (a, b):
         if not (frame[arm] == name).any():
             present = ", ".join(sorted(map(str, frame[arm].dropna().unique()))) or "none"
@@ -87,148 +122,393 @@ def compare_two(
     rows = []
     for key, group in groups:
         keys = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
-        row = _compare_group(group, a=a, b=b, arm=arm, value=value, pair_on=pair_on,
-                             confidence=confidence, seed=seed)  # fmt: skip
-        rows.append({**keys, **row})
-    result = pd.DataFrame(rows, columns=[*by, *COMPARE_COLUMNS, "_sd", "_n"])
-    result["p_adjusted"] = adjust_pvalues(result["p_value"].to_numpy(), correction)
+        sample = prepare(group, a=a, b=b, arm=arm, value=value, pair_on=pair_on)
+        rows.append((keys, sample))
+    m = sum(1 for _, s in rows if s.analysable)
+    alpha_row = alpha if correction == "none" else alpha / max(1, m)
+    out = []
+    for keys, sample in rows:
+        better = higher_is_better(keys.get("metric", ""))
+        row = decide(sample, a=a, b=b, alpha_row=alpha_row, confidence=confidence, rope=rope,
+                     power=power, seed=seed, design=design, higher_better=better)  # fmt: skip
+        out.append({**keys, **row})
+    result = pd.DataFrame(out, columns=[*by, *COMPARE_COLUMNS])
+    repeated = np.array([r.get("_p_repeated", np.nan) for r in out], dtype=float)
+    result["p_adjusted"] = adjust_pvalues(repeated, correction)
     result["correction"] = correction
-    m = int(np.isfinite(result["p_value"].to_numpy(dtype=float)).sum())
-    alpha_m = family_alpha(alpha, m)
-    mde, need, verdicts = [], [], []
-    for r in result.to_dict("records"):
-        if r["design"] not in ("paired", "welch"):
-            mde.append(float("nan"))
-            need.append(float("nan"))
-            verdicts.append(r["verdict"])
-            continue
-        paired = r["design"] == "paired"
-        # int(): `_n` turns float in a table where another row has no n (NaN).
-        mde.append(minimum_detectable_effect(int(r["_n"]), r["_sd"], alpha_m, power, paired=paired))
-        need.append(seeds_needed(r["effect_size"], r["_sd"], rope, alpha_m, power, paired=paired))
-        r["seeds_needed"] = need[-1]
-        better = higher_is_better(r.get("metric", ""))
-        verdicts.append(verdict(r, alpha=alpha, rope=rope, higher_better=better))
-    result["mde"], result["seeds_needed"], result["verdict"] = mde, need, verdicts
-    return result.drop(columns=["_sd", "_n"])
+    return result
 
 
-def _compare_group(
-    group: pd.DataFrame, *, a: str, b: str, arm: str, value: str, pair_on: str | None,
-    confidence: float, seed: int,
-) -> dict[str, object]:  # fmt: skip
-    ga, gb = group[group[arm] == a], group[group[arm] == b]
-    ids = {
-        "run_ids_a": ";".join(map(str, ga["run_id"])) if "run_id" in group else "",
-        "run_ids_b": ";".join(map(str, gb["run_id"])) if "run_id" in group else "",
-    }
-    base = {"a": a, "b": b, "n_a": len(ga), "n_b": len(gb), "n_pairs": 0, "n_unmatched": 0,
-            "n_averaged": 0, **ids}  # fmt: skip
+@dataclass
+class Sample:
+    """One group's values, paired where possible (built by :func:`prepare`)."""
+
+    design: str  # paired | welch | missing arm | too few runs
+    xa: np.ndarray  # paired: matched, in seed order; welch: every usable run
+    xb: np.ndarray
+    n_a: int
+    n_b: int
+    n_unmatched: int = 0
+    n_averaged: int = 0
+    ids_a: tuple[str, ...] = ()
+    ids_b: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()  # "run_id (reason)"
+    detail: str = ""
+
+    @property
+    def analysable(self) -> bool:
+        return self.design in ("paired", "welch")
+
+
+def prepare(
+    group: pd.DataFrame, *, a: str, b: str, arm: str, value: str, pair_on: str | None
+) -> Sample:
+    """Pair what can be paired; name every run left out and why."""
+    has_ids = "run_id" in group
+    ab = group[group[arm].isin([a, b])]
+    left_out: list[str] = []
+
+    def ids(rows: pd.DataFrame) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(map(str, rows["run_id"]))) if has_ids else ()
+
+    def leave(rows: pd.DataFrame, why: str) -> None:
+        left_out.extend(f"{r} ({why})" for r in ids(rows))
+
+    missing_value = ab[ab[value].isna()]
+    leave(missing_value, f"{value} is NaN")
+    ab = ab[ab[value].notna()]
+    ga, gb = ab[ab[arm] == a], ab[ab[arm] == b]
+    base = {"n_a": len(ga), "n_b": len(gb)}
     if ga.empty or gb.empty:
         missing = a if ga.empty else b
-        return {**base, "design": "missing arm", "verdict": f"no {missing} runs in this group"}
-    if pair_on is not None and pair_on in group and group[pair_on].notna().all():
-        ab = group[group[arm].isin([a, b])]
-        wide = ab.pivot_table(index=pair_on, columns=arm, values=value, aggfunc="mean")
-        wide = wide.reindex(columns=[a, b]).dropna()  # (n_pairs, 2)
-        matched = ab[pair_on].isin(wide.index)
-        averaged = int(matched.sum() - 2 * len(wide))
-        if len(wide) >= 2 and matched.sum() >= (~matched).sum():
-            stats_row = paired_statistics(wide[a].to_numpy(), wide[b].to_numpy(), confidence)
-            return {**base, **stats_row, "n_pairs": len(wide), "n_unmatched": int((~matched).sum()),
-                    "n_averaged": averaged}  # fmt: skip
+        return Sample("missing arm", np.array([]), np.array([]), **base, ids_a=ids(ga),
+                      ids_b=ids(gb), left_out=tuple(left_out), detail=f"no {missing} runs in this group")  # fmt: skip
+    if pair_on is not None and pair_on in ab:
+        seeded = ab[ab[pair_on].notna()]
+        wide = seeded.pivot_table(index=pair_on, columns=arm, values=value, aggfunc="mean")
+        wide = wide.reindex(columns=[a, b]).dropna().sort_index()  # (n_pairs, 2), seed order
+        matched = seeded[seeded[pair_on].isin(wide.index)]
+        unmatched = len(ab) - len(matched)
+        if len(wide) >= 2 and len(matched) >= unmatched:
+            leave(ab[ab[pair_on].isna()], f"no {pair_on}: cannot be paired")
+            leave(seeded[~seeded[pair_on].isin(wide.index)], f"no partner {pair_on}")
+            return Sample(
+                "paired", wide[a].to_numpy(dtype=float), wide[b].to_numpy(dtype=float),
+                **base, n_unmatched=unmatched, n_averaged=len(matched) - 2 * len(wide),
+                ids_a=ids(matched[matched[arm] == a]), ids_b=ids(matched[matched[arm] == b]),
+                left_out=tuple(left_out),
+            )  # fmt: skip
     xa, xb = ga[value].to_numpy(dtype=float), gb[value].to_numpy(dtype=float)
-    if len(xa) < 2 or len(xb) < 2:
-        n = min(len(xa), len(xb))
-        return {**base, "design": "too few runs", "mean_a": float(xa.mean()),
-                "mean_b": float(xb.mean()), "delta": float(xa.mean() - xb.mean()), "p_floor": 1.0,
-                "verdict": f"inconclusive at n={n}; at least 2 runs (or 2 seed pairs) per arm "
-                           "are needed for a CI or a test"}  # fmt: skip
-    return {**base, **welch_statistics(xa, xb, confidence, seed)}
+    design = "welch" if len(xa) >= 2 and len(xb) >= 2 else "too few runs"
+    detail = (
+        "" if design == "welch"
+        else f"at least 2 runs (or 2 {pair_on} pairs) per arm are needed for an interval"
+    )  # fmt: skip
+    return Sample(design, xa, xb, **base, ids_a=ids(ga), ids_b=ids(gb),
+                  left_out=tuple(left_out), detail=detail)  # fmt: skip
 
 
-def paired_statistics(xa: np.ndarray, xb: np.ndarray, confidence: float) -> dict[str, object]:
-    """Paired estimates and tests for matched vectors ``xa``, ``xb`` (n ≥ 2)."""
+def decide(
+    s: Sample, *, a: str, b: str, alpha_row: float, confidence: float, rope: float,
+    power: float, seed: int, design: SequentialDesign | None, higher_better: bool,
+) -> dict[str, object]:  # fmt: skip
+    """Every column of one row, from its sample."""
+    row: dict[str, object] = {
+        "a": a, "b": b, "design": s.design, "n_a": s.n_a, "n_b": s.n_b, "n_pairs": 0,
+        "n_unmatched": s.n_unmatched, "n_averaged": s.n_averaged,
+        "run_ids_a": ";".join(s.ids_a), "run_ids_b": ";".join(s.ids_b),
+        "run_ids_left_out": ";".join(s.left_out), "alpha_row": alpha_row,
+        "verdict": INCONCLUSIVE, "verdict_detail": s.detail, "warnings": "",
+    }  # fmt: skip
+    if not s.analysable:
+        if len(s.xa) and len(s.xb):
+            row |= {"mean_a": float(s.xa.mean()), "mean_b": float(s.xb.mean()),
+                    "delta": float(s.xa.mean() - s.xb.mean()), "p_floor": 1.0}  # fmt: skip
+        return row
+    paired = s.design == "paired"
+    est = paired_estimate(s.xa, s.xb) if paired else welch_estimate(s.xa, s.xb)
+    n = est.n
+    looks = design.looks_until(n) if design else (n,)
+    n_max = design.max if design else n
+    spending = design.spending if design else "pocock"
+    crits = critical_values(looks, alpha_row, spending, n_max)
+    if not paired:  # Welch: the paired schedule's nominal levels, at Welch's df
+        crits = tuple(float(stats.t.isf(nominal_level(c, n) / 2, est.df)) for c in crits)
+    path = _decision_path(s, est, looks, crits, rope, paired)
+    c = path.final_crit
+    low, high = est.delta - c * est.se, est.delta + c * est.se
+    t_abs = abs(est.delta) / est.se if est.se > 0 else (math.inf if est.delta else 0.0)
+    p_t = float(2 * stats.t.sf(t_abs, est.df)) if est.se > 0 else float(est.delta == 0)
+    unadjusted = (
+        stats.t.interval(confidence, est.df, loc=est.delta, scale=est.se)
+        if est.se > 0 else (est.delta, est.delta)
+    )  # fmt: skip
+    if paired:
+        p_rep = repeated_p_value(t_abs, looks, spending, n_max, alpha_row)
+    elif design is None:
+        p_rep = p_t
+    else:
+        p_rep = _welch_repeated(p_t, looks, spending, n_max, alpha_row)
+    if paired:
+        p_exact, floor = sign_flip_p(s.xa - s.xb, seed), sign_flip_floor(s.xa - s.xb)
+        exact = "exact sign-flip"
+    else:
+        p_exact = studentized_permutation_p(s.xa, s.xb, seed)
+        floor = permutation_floor(len(s.xa), len(s.xb))
+        exact = "studentized permutation"
+    winner = a if (est.delta > 0) == higher_better else b
+    verdict = path.verdict(a, b, higher_better)
+    level = float(2 * stats.t.sf(c, est.df)) if math.isfinite(c) else 0.0
+    notes = _robustness(s, est, t_abs >= c, p_exact, floor, level, winner)
+    sd_upper = est.sd * math.sqrt((n - 1) / stats.chi2.ppf(1 - power, n - 1)) if n > 1 else math.nan
+    row |= {
+        "n_pairs": n if paired else 0, "test": "paired t" if paired else "Welch t",
+        "mean_a": float(s.xa.mean()), "sd_a": _sd(s.xa), "mean_b": float(s.xb.mean()),
+        "sd_b": _sd(s.xb), "r_arms": est.r, "delta": est.delta, "ci_low": float(low),
+        "ci_high": float(high), "ci_level": 1 - alpha_row,
+        "ci_low_unadjusted": float(unadjusted[0]), "ci_high_unadjusted": float(unadjusted[1]),
+        "effect_size": est.effect, "effect_kind": "d_z" if paired else "hedges_g",
+        "p_superiority": est.ps, "ps_low": est.ps_low, "ps_high": est.ps_high,
+        "p_value": p_t, "critical_t": c, "p_exact": p_exact, "exact_test": exact,
+        "p_floor": floor, "exact_can_reach": floor <= level, **posterior(est, rope, higher_better, a, b),
+        "mde": minimum_detectable_effect(n, est.sd_for_power, c, rope, power, paired=paired),
+        "seeds_needed": seeds_needed(est.delta, sd_upper, rope, alpha_row, power, paired=paired),
+        "seeds_needed_observed": seeds_needed(est.delta, est.sd_for_power, rope, alpha_row,
+                                              power, paired=paired),
+        "p_decide_by_max": (
+            decision_probability(est.delta, est.sd_for_power, n, n_max,
+                                 crits_at_max(design, alpha_row), rope)
+            if design is not None and n < design.max and verdict == INCONCLUSIVE else math.nan
+        ),
+        "look": len(looks), "n_looks": len(design.looks) if design else 1,
+        "decided_look": path.look, "decided_n": path.n, "verdict": verdict,
+        "warnings": " ".join(notes), "_p_repeated": p_rep,
+    }  # fmt: skip
+    row["verdict_detail"] = _detail(row, verdict, design)
+    return row
+
+
+@dataclass
+class Estimate:
+    n: int  # pairs, or the smaller arm (the look's seed count)
+    delta: float
+    se: float
+    df: float
+    sd: float  # of the differences (paired) or pooled (Welch)
+    effect: float
+    r: float
+    ps: float
+    ps_low: float
+    ps_high: float
+    sd_for_power: float
+    welch_df: float = math.nan
+
+
+def paired_estimate(xa: np.ndarray, xb: np.ndarray) -> Estimate:
     d = xa - xb
     n = len(d)
     delta, sd = float(d.mean()), float(d.std(ddof=1))
-    degenerate = _constant(d)
-    if degenerate:  # every pair differs by the same amount: no spread, no t statistic
-        low = high = delta
-        p_t = float("nan")
-        effect = 0.0 if delta == 0 else math.copysign(math.inf, delta)
+    if _constant(d):  # every pair differs by the same amount: no spread, no t statistic
         sd = 0.0
-    else:
-        low, high = stats.t.interval(confidence, n - 1, loc=delta, scale=stats.sem(d))
-        p_t = float(stats.ttest_rel(xa, xb).pvalue)
-        effect = delta / sd
+    effect = delta / sd if sd > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
     wins = float((d > 0).sum() + 0.5 * (d == 0).sum())
-    ps_low, ps_high = wilson_interval(wins, n, confidence)
-    return {
-        "design": "paired", "test": "exact sign-flip" if 2**n <= MAX_EXACT else "sign-flip (Monte Carlo)",
-        "mean_a": float(xa.mean()), "sd_a": float(xa.std(ddof=1)),
-        "mean_b": float(xb.mean()), "sd_b": float(xb.std(ddof=1)),
-        "r_arms": _correlation(xa, xb), "delta": delta, "ci_low": float(low), "ci_high": float(high),
-        "effect_size": effect, "effect_kind": "d_z",
-        "p_superiority": wins / n, "ps_low": ps_low, "ps_high": ps_high,
-        "p_value": sign_flip_p(d), "p_t": p_t, "p_floor": min(1.0, 2.0 / 2**n),
-        "_sd": sd, "_n": n,
-    }  # fmt: skip
+    ps_low, ps_high = wilson_interval(wins, n)
+    return Estimate(n, delta, sd / math.sqrt(n), n - 1, sd, effect, _correlation(xa, xb),
+                    wins / n, ps_low, ps_high, sd)  # fmt: skip
 
 
-def welch_statistics(
-    xa: np.ndarray, xb: np.ndarray, confidence: float, seed: int = 0
-) -> dict[str, object]:
-    """Independent-samples estimates and tests (each arm ≥ 2 runs)."""
+def welch_estimate(xa: np.ndarray, xb: np.ndarray) -> Estimate:
     na, nb = len(xa), len(xb)
     delta = float(xa.mean() - xb.mean())
-    sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
-    pooled = math.sqrt(((na - 1) * sa**2 + (nb - 1) * sb**2) / (na + nb - 2))
-    if pooled == 0.0:
-        low = high = delta
-        p_t = float("nan")
-        effect = 0.0 if delta == 0 else math.copysign(math.inf, delta)
+    va, vb = float(xa.var(ddof=1)), float(xb.var(ddof=1))
+    se = math.sqrt(va / na + vb / nb)
+    if se > 0 and (va > 0 or vb > 0):
+        df = (va / na + vb / nb) ** 2 / (
+            (va / na) ** 2 / max(na - 1, 1) + (vb / nb) ** 2 / max(nb - 1, 1)
+        )
     else:
-        test = stats.ttest_ind(xa, xb, equal_var=False)
-        low, high = test.confidence_interval(confidence)
-        p_t = float(test.pvalue)
-        correction = 1.0 - 3.0 / (4.0 * (na + nb) - 9.0)  # Hedges' small-sample J
-        effect = delta / pooled * correction
+        df, se = float(na + nb - 2), 0.0
+    pooled = math.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
+    j = 1.0 - 3.0 / (4.0 * (na + nb) - 9.0)  # Hedges' small-sample correction
+    effect = delta / pooled * j if pooled > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
     ps = float(((xa[:, None] > xb[None, :]) + 0.5 * (xa[:, None] == xb[None, :])).mean())
-    ps_low, ps_high = newcombe_auc_interval(ps, na, nb, confidence)
-    total = math.comb(na + nb, na)
-    return {
-        "design": "welch", "test": "exact permutation" if total <= MAX_EXACT else "permutation (Monte Carlo)",
-        "mean_a": float(xa.mean()), "sd_a": sa, "mean_b": float(xb.mean()), "sd_b": sb,
-        "r_arms": float("nan"), "delta": delta, "ci_low": float(low), "ci_high": float(high),
-        "effect_size": effect, "effect_kind": "hedges_g",
-        "p_superiority": ps, "ps_low": ps_low, "ps_high": ps_high,
-        "p_value": permutation_p(xa, xb, seed), "p_t": p_t, "p_floor": min(1.0, 2.0 / total),
-        "_sd": pooled, "_n": min(na, nb),
-    }  # fmt: skip
+    ps_low, ps_high = newcombe_auc_interval(ps, na, nb)
+    # Power figures for Welch: per-arm n with the arms' average variance.
+    return Estimate(min(na, nb), delta, se, df, pooled, effect, math.nan, ps, ps_low, ps_high,
+                    math.sqrt((va + vb) / 2), df)  # fmt: skip
 
 
-def sign_flip_p(d: np.ndarray, seed: int = 0) -> float:
-    """Two-sided sign-flip test of mean(d) = 0; exact up to :data:`MAX_EXACT` flips."""
-    exact = 2 ** len(d)
-    result = stats.permutation_test(
-        (d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
-        vectorized=True, n_resamples=exact if exact <= MAX_EXACT else MONTE_CARLO_RESAMPLES,
-        rng=np.random.default_rng(seed),
-    )  # fmt: skip
-    return float(min(1.0, result.pvalue))
+@dataclass
+class Path:
+    """Where along its looks a row was first decided (None: not yet)."""
+
+    decision: str | None  # "a" (a − b beyond +ROPE), "b" (beyond −ROPE), "equivalent"
+    look: float
+    n: float
+    final_crit: float
+
+    def verdict(self, a: str, b: str, higher_better: bool) -> str:
+        if self.decision is None:
+            return INCONCLUSIVE
+        if self.decision == EQUIVALENT:
+            return EQUIVALENT
+        up = self.decision == "up"  # Δ = a − b lies above +ROPE
+        return better_verdict(a if up == higher_better else b)
 
 
-def permutation_p(xa: np.ndarray, xb: np.ndarray, seed: int = 0) -> float:
-    """Two-sided relabelling test of equal means; exact up to :data:`MAX_EXACT` splits."""
-    exact = math.comb(len(xa) + len(xb), len(xa))
-    result = stats.permutation_test(
-        (xa, xb), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-        permutation_type="independent", vectorized=True,
-        n_resamples=exact if exact <= MAX_EXACT else MONTE_CARLO_RESAMPLES,
-        rng=np.random.default_rng(seed),
-    )  # fmt: skip
-    return float(min(1.0, result.pvalue))
+def _decision_path(
+    s: Sample, est: Estimate, looks: tuple[int, ...], crits: tuple[float, ...], rope: float,
+    paired: bool,
+) -> Path:  # fmt: skip
+    """The first look whose interval decides the row: earlier looks use the first n_k
+    pairs in seed order, as they were when that look happened."""
+    stages = []
+    if paired and len(looks) > 1:
+        d = s.xa - s.xb
+        for k, (n_k, c) in enumerate(zip(looks, crits, strict=True)):
+            part = d[:n_k]
+            sd = 0.0 if _constant(part) else float(part.std(ddof=1))
+            stages.append((k + 1, n_k, float(part.mean()), sd / math.sqrt(n_k), c))
+    else:  # one look, or Welch (the runs' order within an arm is not a design)
+        stages.append((len(looks), est.n, est.delta, est.se, crits[-1]))
+    for look, n_k, delta, se, c in stages:
+        decision = interval_decision(delta - c * se, delta + c * se, rope)
+        if decision != 0:
+            return Path(_DECISIONS[decision], look, n_k, crits[-1])
+    return Path(None, math.nan, math.nan, crits[-1])
+
+
+_DECISIONS = {UP: "up", DOWN: "down", INSIDE: EQUIVALENT}
+
+
+def _welch_repeated(
+    p_nominal: float, looks: tuple[int, ...], spending: str, n_max: int, alpha: float
+) -> float:
+    """Welch rows in a sequential design: the paired schedule's repeated p-value at the
+    same nominal p (an approximation; the pipeline's designs are always paired)."""
+    t_equiv = float(stats.t.isf(p_nominal / 2, looks[-1] - 1)) if p_nominal > 0 else math.inf
+    return repeated_p_value(t_equiv, looks, spending, n_max, alpha)  # type: ignore[arg-type]
+
+
+def crits_at_max(design: SequentialDesign, alpha_row: float) -> float:
+    return critical_values(design.looks, alpha_row, design.spending, design.max)[-1]
+
+
+def posterior(
+    est: Estimate, rope: float, higher_better: bool, a: str, b: str
+) -> dict[str, float]:
+    """P(a better), P(equivalent within ±ROPE), P(b better) under the Student-t posterior
+    of the mean difference (flat prior on the mean, Jeffreys on the scale): the Bayesian
+    correlated t-test of Benavoli et al. (2017) with correlation 0, as seeds are
+    independent replicates (Welch rows: the Welch–Satterthwaite approximation)."""
+    if est.se == 0:
+        above, below = float(est.delta > rope), float(est.delta < -rope)
+    else:
+        dist = stats.t(est.df, loc=est.delta, scale=est.se)
+        above, below = float(dist.sf(rope)), float(dist.cdf(-rope))
+    inside = max(0.0, 1.0 - above - below)
+    a_better, b_better = (above, below) if higher_better else (below, above)
+    return {"prob_a_better": a_better, "prob_equivalent": inside, "prob_b_better": b_better}
+
+
+def _robustness(
+    s: Sample, est: Estimate, t_decides: bool, p_exact: float, floor: float, level: float,
+    winner: str,
+) -> list[str]:  # fmt: skip
+    """Warnings a reader must see: the exact test disagrees where it could agree, or the
+    differences look skewed (both tests assume symmetry)."""
+    notes = []
+    exact_decides = p_exact <= level
+    if t_decides != exact_decides and floor <= level:
+        notes.append(
+            f"the exact test disagrees (p = {p_exact:.3g} against the look's level "
+            f"{level:.3g}): check for outliers or skew before trusting the t-test"
+        )
+    if s.design == "paired" and est.n >= SYMMETRY_MIN_N and est.sd > 0:
+        skew = stats.skewtest(s.xa - s.xb)
+        if skew.pvalue < 0.05:
+            notes.append(
+                f"the paired differences look skewed (D'Agostino p = {skew.pvalue:.3g}); both "
+                "tests assume symmetric differences"
+            )
+    return notes
+
+
+def _detail(row: dict[str, object], verdict: str, design: SequentialDesign | None) -> str:
+    n = int(row["n_pairs"] or min(int(row["n_a"]), int(row["n_b"])))
+    where = f"look {row['look']} of {row['n_looks']}, n={n}" if design else f"n={n}"
+    if verdict != INCONCLUSIVE:
+        if design and row["decided_look"] != row["look"]:
+            return f"decided at look {int(row['decided_look'])} (n={int(row['decided_n'])}); now {where}"
+        return f"decided at {where}" if design else f"at n={n}"
+    need, seen = row["seeds_needed"], row["seeds_needed_observed"]
+    text = (f"need > {SEEDS_CAP} seeds" if not math.isfinite(need)
+            else f"need ≈{max(int(need), n + 1)} seeds")  # fmt: skip
+    if math.isfinite(seen) and seen != need:
+        text += f" (≈{max(int(seen), n + 1)} at the observed spread)"
+    if design and math.isfinite(float(row["p_decide_by_max"])):
+        text += f"; P(decided by {design.max}) ≈ {float(row['p_decide_by_max']):.2f}"
+    return f"{where}; {text}"
+
+
+def minimum_detectable_effect(
+    n: int, sd: float, critical: float, rope: float, power: float, *, paired: bool
+) -> float:
+    """Smallest |Δ| whose interval clears the ROPE with ``power`` at n seeds per arm, for
+    the row's own critical value (the verdict's test). Always finite for n ≥ 2."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    if sd == 0:
+        return rope
+    df = n - 1 if paired else 2 * n - 2
+    scale = sd / math.sqrt(n) if paired else sd * math.sqrt(2 / n)
+    if not math.isfinite(critical):
+        return math.inf
+    ncp = optimize.brentq(lambda x: stats.nct.sf(critical, df, x) - power, 0.0, critical + 50)
+    return float(rope + ncp * scale)
+
+
+def seeds_needed(
+    delta: float, sd: float, rope: float, alpha: float, power: float, *, paired: bool
+) -> float:
+    """Seeds per arm at which a fixed design's interval at level 1 − ``alpha`` decides the
+    row with ``power``, if the truth is ``delta`` with spread ``sd``: clearing the ROPE
+    when |delta| > ROPE, lying inside it otherwise. The smallest such n ≥ 2."""
+    if not (math.isfinite(delta) and math.isfinite(sd)):
+        return math.nan
+    size = abs(float(delta))
+    if sd == 0:
+        return 2.0 if size != rope else math.inf
+    if size == rope:
+        return math.inf
+
+    def achieved(n: int) -> float:
+        df = n - 1 if paired else 2 * n - 2
+        scale = sd / math.sqrt(n) if paired else sd * math.sqrt(2 / n)
+        c = stats.t.isf(alpha / 2, df)
+        if size > rope:
+            return float(stats.nct.sf(c, df, (size - rope) / scale))
+        # inside ±ROPE: the mean's interval must fit between the bounds (normal approximation)
+        return float(max(0.0, stats.norm.cdf((rope - size) / scale - c)
+                         - stats.norm.cdf((-rope - size) / scale + c)))  # fmt: skip
+
+    def enough(n: int) -> bool:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return achieved(n) >= power
+
+    low = 2
+    if enough(low):
+        return float(low)
+    high = 4
+    while not enough(high):
+        if high > SEEDS_CAP:
+            return math.inf
+        low, high = high, high * 2
+    while high - low > 1:  # power grows with n
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return float(high)
 
 
 def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -263,84 +543,8 @@ def newcombe_auc_interval(
     return float(low), float(high)
 
 
-def minimum_detectable_effect(
-    n: int, sd: float, alpha: float, power: float, *, paired: bool
-) -> float:
-    """Smallest |Δ| (metric units) detected with ``power`` at level ``alpha`` with n per arm.
-
-    ∞ when the exact test's floor at this n is above ``alpha``: no result could pass.
-    """
-    floor = 2.0 / 2**n if paired else 2.0 / math.comb(2 * n, n)
-    if floor > alpha:
-        return math.inf
-    if sd == 0:
-        return 0.0
-    try:
-        with warnings.catch_warnings():  # non-convergence returns NaN, which we report
-            warnings.simplefilter("ignore")
-            if paired:
-                d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)
-            else:
-                d = TTestIndPower().solve_power(effect_size=None, nobs1=n, alpha=alpha, power=power)
-    except (ValueError, RuntimeError):
-        return float("nan")
-    return float(d) * sd
-
-
-def seeds_needed(
-    effect: float, sd: float, rope: float, alpha: float, power: float, *, paired: bool
-) -> float:
-    """Seeds (per arm) for ``power`` at level ``alpha``, and enough for the exact test."""
-    floor_n = exact_test_min_n(alpha, paired=paired)
-    size = abs(float(effect))
-    if not math.isfinite(size):  # no spread: any n that clears the exact floor suffices
-        return float(floor_n)
-    if size == 0:
-        size = rope / sd if sd > 0 and rope > 0 else 0.0
-    if size == 0:
-        return math.inf
-    analysis = TTestPower() if paired else TTestIndPower()
-
-    def enough(n: int) -> bool:  # power grows with n, so the smallest such n is found by bisection
-        achieved = analysis.power(size, n, alpha)
-        if not np.isfinite(achieved):  # statsmodels' noncentral t gives NaN when power ≈ 1
-            achieved = normal_power(size, n if paired else n / 2, alpha)
-        return bool(achieved >= power)
-
-    low = max(floor_n, 2)
-    if enough(low):
-        return float(low)
-    high = low * 2
-    while not enough(high):
-        if high > SEEDS_CAP:
-            return math.inf
-        low, high = high, high * 2
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if enough(mid) else (mid, high)
-    return float(high)
-
-
-def exact_test_min_n(alpha: float, *, paired: bool) -> int:
-    """The fewest seeds (per arm) at which the exact two-sided test can reach ``alpha``."""
-    n = 1
-    while (2.0 / 2**n if paired else 2.0 / math.comb(2 * n, n)) > alpha:
-        n += 1
-    return n
-
-
-def verdict(row: dict[str, object], *, alpha: float, rope: float, higher_better: bool) -> str:
-    """ "better", "worse", "equivalent within ±ROPE" or "inconclusive at n=…; need ≈N seeds"."""
-    low, high, p_adj = row["ci_low"], row["ci_high"], row["p_adjusted"]
-    n = int(row["_n"])
-    excludes_zero = low > 0 or high < 0
-    if pd.notna(p_adj) and p_adj < alpha and excludes_zero:
-        return "better" if (row["delta"] > 0) == higher_better else "worse"
-    if rope > 0 and pd.notna(low) and -rope <= low and high <= rope:
-        return f"equivalent within ±{rope:g}"
-    need = row["seeds_needed"]
-    need_text = f"> {SEEDS_CAP}" if not math.isfinite(need) else f"≈{max(int(need), n + 1)}"
-    return f"inconclusive at n={n}; need {need_text} seeds"
+def _sd(x: np.ndarray) -> float:
+    return float(x.std(ddof=1)) if len(x) >= 2 else math.nan
 
 
 def _constant(x: np.ndarray) -> bool:
@@ -351,3 +555,6 @@ def _correlation(xa: np.ndarray, xb: np.ndarray) -> float:
     if _constant(xa) or _constant(xb):
         return float("nan")
     return float(np.corrcoef(xa, xb)[0, 1])
+
+
+__all__ = ["compare_two", "higher_is_better", "sign_flip_p", "seeds_needed", "wilson_interval"]
