@@ -30,12 +30,13 @@ from analysis.data import (
     pattern_values,
     resolve_experiment,
     runs_frame,
-    select_runs,
+    select_runs_and_left_out,
 )
 from analysis.errors import AnalysisInputError
 from analysis.report import render
 from analysis.results import AnalysisInputs, AnalysisSettings, Results, compute_results
 from analysis.stats import full_pattern
+from analysis.stats.sequential import SequentialDesign
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import redact_uri
 from tsp_mlflow.tracking.schema import REPRESENTATIONS_DIR
@@ -63,6 +64,8 @@ def analyze(
     log: bool = True,
     output_dir: Path | None = None,
     max_workers: int = MAX_WORKERS,
+    design: SequentialDesign | None = None,
+    look: int | None = None,
 ) -> Analysis:
     """Compare ``settings.a`` with ``settings.b`` over FINISHED multimodal runs.
 
@@ -73,12 +76,17 @@ def analyze(
             ``"params.optim.lr = '0.001'"``.
         log: create an analysis run with the report (False: compute and return only).
         output_dir: also write the report files there (a folder; created if needed).
+        design: the adaptive-seed design the runs came from; None reads it from an
+            ``auto`` pipeline's parent run, else the design is fixed (one look).
+        look: which look of that design this analysis is (tagged on the analysis run).
     """
     settings = settings or AnalysisSettings()
     client = MlflowClient()
     selection = _selection(client, experiment, parent_run, filter_string)
     where = _describe(selection, experiment)
-    runs = select_runs(client, selection)
+    runs, left_out = select_runs_and_left_out(client, selection)
+    if design is None and parent_run:
+        design = design_of_pipeline(client, parent_run)
     if not runs:
         raise AnalysisInputError(
             f"no FINISHED multimodal runs in {where}; run the pipeline (or multimodal) first"
@@ -102,8 +110,9 @@ def analyze(
             client, [r.info.run_id for r in runs], keys, max_workers=max_workers
         ),
         lineage=lineage_frame(client, runs, max_workers=max_workers),
+        left_out=left_out,
     )
-    results = compute_results(inputs, settings)
+    results = compute_results(inputs, settings, design)
     title = f"Does task-specific pretraining help? {settings.a} vs {settings.b}"
     inputs_line = (
         f"{len(runs)} FINISHED multimodal runs from {where}"
@@ -112,6 +121,8 @@ def analyze(
     )
     headline, report_md, report_tex = render(results, title=title, inputs_line=inputs_line)
 
+    if not log and not output_dir:  # nothing would keep the files: compute only
+        return Analysis(None, results, headline, report_md, None)
     folder = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="tsp-analysis-"))
     try:
         _write_files(folder, results, inputs, headline, report_md, report_tex,
@@ -119,11 +130,25 @@ def analyze(
         embeddings = _representations(client, results)
         if embeddings:
             figures.representations(embeddings, folder / "figures" / "representations.png")
-        run_id = _log(folder, selection, settings, results, runs, nested) if log else None
+        run_id = _log(folder, selection, settings, results, runs, nested, look) if log else None
     finally:
         if not output_dir:
             shutil.rmtree(folder, ignore_errors=True)
     return Analysis(run_id, results, headline, report_md, folder if output_dir else None)
+
+
+def design_of_pipeline(client: MlflowClient, run_id: str) -> SequentialDesign | None:
+    """The adaptive-seed design an ``auto`` pipeline ran with, from its params; None for a
+    fixed number of seeds (or a run that is not a pipeline)."""
+    params = client.get_run(run_id).data.params
+    if params.get("pipeline.seeds") != "auto":
+        return None
+    fields = {"min": int, "step": int, "max": int, "spending": str, "futility": float,
+              "stop": str}  # fmt: skip
+    return SequentialDesign(**{
+        name: kind(params[f"pipeline.seeds.{name}"])
+        for name, kind in fields.items() if f"pipeline.seeds.{name}" in params
+    })  # fmt: skip
 
 
 def headline_metrics_of(runs: list[Run], where: str) -> tuple[str, ...]:
@@ -218,6 +243,8 @@ def _tables(results: Results) -> dict[str, pd.DataFrame]:
         "efficiency": results.efficiency,
         "multimodal": results.multimodal,
         "multimodal_summary": results.multimodal_summary,
+        "aggregate": results.aggregate,
+        "left_out": results.left_out,
     }
     for duration, comparison in results.survival.items():
         tables[f"survival_{duration}"] = comparison.curves
@@ -263,6 +290,7 @@ def _meta(
         "grouping": list(results.by),
         "pairing": settings.pair_on,
         "correction": settings.correction,
+        "design": dataclasses.asdict(results.design) if results.design else "fixed",
         "threshold": results.threshold,
         "curve_key": results.curve_key,
         "rng_seed": settings.seed,
@@ -274,9 +302,11 @@ def _meta(
 
 def _log(
     folder: Path, selection: Selection, settings: AnalysisSettings, results: Results, runs: list,
-    nested: bool,
+    nested: bool, look: int | None,
 ) -> str:  # fmt: skip
     tags = {schema.STAGE: schema.STAGE_ANALYSIS}
+    if look is not None:
+        tags[schema.ANALYSIS_LOOK] = str(look)
     datasets = {r.data.tags.get(schema.DATASET) for r in runs} - {None}
     if len(datasets) == 1:
         tags[schema.DATASET] = datasets.pop()
@@ -292,6 +322,8 @@ def _log(
             "analysis.grouping": ",".join(results.by),
             "analysis.threshold": results.threshold,
             "analysis.n_runs": len(runs),
+            "analysis.n_left_out": len(results.left_out),
+            "analysis.design": results.design.describe() if results.design else "fixed",
         }
         mlflow.log_params({k: "none" if v is None else v for k, v in params.items()})
         mlflow.log_artifacts(str(folder), schema.ANALYSIS_DIR)

@@ -118,6 +118,52 @@ def select_runs(
     return search_all_runs(client, selection.experiment_ids, selection.query(stage))
 
 
+LEFT_OUT_COLUMNS = ["run_id", "run_name", "condition", "seed", "status", "reason"]
+
+
+def select_runs_and_left_out(
+    client: MlflowClient, selection: Selection, stage: str = schema.STAGE_MULTIMODAL
+) -> tuple[list[Run], pd.DataFrame]:
+    """The FINISHED runs of one stage within the selection, and every other run of it
+    there (RUNNING, FAILED, KILLED), each with the reason it is left out: an analysis
+    names what it did not count."""
+    every = search_all_runs(
+        client, selection.experiment_ids, selection.query(stage, finished=False)
+    )
+    finished = [r for r in every if r.info.status == "FINISHED"]
+    rows = []
+    for run in every:
+        if run.info.status == "FINISHED":
+            continue
+        tags = run.data.tags
+        reason = {
+            "RUNNING": "still RUNNING (or its process died: `tsp runs reap`)",
+            "FAILED": f"FAILED: {tags.get(schema.ERROR, 'no reason recorded')}",
+            "KILLED": "KILLED before it finished (resume it with --resume)",
+            "SCHEDULED": "SCHEDULED, not started",
+        }.get(run.info.status, run.info.status)
+        rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
+                     "condition": tags.get(schema.CONDITION), "seed": tags.get(schema.SEED),
+                     "status": run.info.status, "reason": reason})  # fmt: skip
+    return finished, pd.DataFrame(rows, columns=LEFT_OUT_COLUMNS)
+
+
+def seed_of(run: Run) -> int | None:
+    """A run's ``tsp.seed`` tag as an integer; None when the run has none (it is then
+    compared unpaired and named). A malformed tag is an error naming the run."""
+    text = run.data.tags.get(schema.SEED)
+    if text is None or text.strip() == "":
+        return None
+    stripped = text.strip()
+    if stripped.lstrip("-").isdigit():
+        return int(stripped)
+    raise AnalysisInputError(
+        f"run {run.info.run_id} has tag {schema.SEED}={text!r}, which is not an integer seed; "
+        f"set it right (MlflowClient().set_tag('{run.info.run_id}', '{schema.SEED}', '1')) or "
+        f"leave the run out with --filter \"attributes.run_id != '{run.info.run_id}'\""
+    )
+
+
 def cast_param(text: str | None) -> bool | int | float | str | None:
     """A param string as the value the config held: bool, int, float, None or str."""
     if text is None or text in ("None", "null", "~"):
@@ -145,7 +191,6 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
     for run in runs:
         info, tags, metrics = run.info, run.data.tags, run.data.metrics
         wall = (info.end_time - info.start_time) / 1000 if info.end_time else math.nan
-        seed = tags.get(schema.SEED)
         rows.append(
             {
                 "run_id": info.run_id,
@@ -158,7 +203,7 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
                 "stage": tags.get(schema.STAGE),
                 "dataset": tags.get(schema.DATASET),
                 "condition": tags.get(schema.CONDITION),
-                "seed": int(seed) if seed not in (None, "") else None,
+                "seed": seed_of(run),
                 "fusion": tags.get(schema.FUSION),
                 "missing": tags.get(schema.missing_tag("train"), "0"),
                 **method_columns(tags),
@@ -197,7 +242,7 @@ def pattern_values(
     rows = []
     for run in runs:
         tags = run.data.tags
-        seed = tags.get(schema.SEED)
+        seed = seed_of(run)
         for key, value in run.data.metrics.items():
             parsed = schema.parse_metric_key(key)
             if parsed is None or (split and parsed.split != split):
@@ -207,14 +252,14 @@ def pattern_values(
             if metrics is not None and parsed.metric not in metrics:
                 continue
             rows.append({"run_id": run.info.run_id, "condition": tags.get(schema.CONDITION),
-                         "seed": int(seed) if seed not in (None, "") else None,
+                         "seed": seed, "dataset": tags.get(schema.DATASET),
                          "fusion": tags.get(schema.FUSION),
                          "missing": tags.get(schema.missing_tag("train"), "0"),
                          **method_columns(tags), "split": parsed.split,
                          "pattern": parsed.pattern, "metric": parsed.metric,
                          "value": float(value)})  # fmt: skip
-    columns = ["run_id", "condition", "seed", "fusion", "missing", "gradient", "imputation",
-               "split", "pattern", "metric", "value"]  # fmt: skip
+    columns = ["run_id", "condition", "seed", "dataset", "fusion", "missing", "gradient",
+               "imputation", "split", "pattern", "metric", "value"]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
     frame["seed"] = frame["seed"].astype("Int64")
     return frame

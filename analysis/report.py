@@ -13,8 +13,8 @@ def comparison_table(results: Results, table: pd.DataFrame | None = None, title:
     """The headline: one row per pattern × metric, estimate first, then tests, then verdict."""
     s = results.settings
     table = results.comparison if table is None else table
-    extra = ("quantity", "basis", "epoch", "condition", "fusion", "missing", "gradient",
-             "imputation")  # fmt: skip
+    extra = ("quantity", "basis", "epoch", "condition", "dataset", "fusion", "missing",
+             "gradient", "imputation")  # fmt: skip
     keys = [c for c in table.columns if c in results.by or c in extra]
     # Tables that compare other arms (fusion methods, missing rates) name them in a and b.
     a = str(table["a"].iloc[0]) if "a" in table and len(table) else s.a
@@ -28,34 +28,81 @@ def comparison_table(results: Results, table: pd.DataFrame | None = None, title:
                 "n": r["n_pairs"] if r["design"] == "paired" else f"{r['n_a']}+{r['n_b']}",
                 f"{a} mean ± sd": pm(r["mean_a"], r["sd_a"]),
                 f"{b} mean ± sd": pm(r["mean_b"], r["sd_b"]),
-                f"Δ [{s.confidence:.0%} CI]": f"{num(r['delta'], signed=True)} {interval(r['ci_low'], r['ci_high'])}",
+                "Δ [adjusted CI]": f"{num(r['delta'], signed=True)} {interval(r['ci_low'], r['ci_high'])}",
                 "Δ%": percent(r["delta"] / r["mean_b"] * 100)
                 if pd.notna(r["mean_b"]) and r["mean_b"]
                 else "–",
                 "effect": f"{kind} = {num(r['effect_size'], 2, signed=True)}"
                 if pd.notna(r["effect_kind"])
                 else "–",
-                f"P({a}>{b})": f"{num(r['p_superiority'], 2)} {interval(r['ps_low'], r['ps_high'], 2, signed=False)}",
-                "p (floor)": f"{pvalue(r['p_value'])} ({pvalue(r['p_floor'])})",
-                f"p {s.correction}": pvalue(r["p_adjusted"]),
+                "p t": pvalue(r["p_value"]),
+                f"p {r['correction']}": pvalue(r["p_adjusted"]),
+                "p exact (floor)": f"{pvalue(r['p_exact'])} ({pvalue(r['p_floor'])})",
+                f"P({a} better / ≈ / {b} better)": _posterior(r),
                 "MDE": num(r["mde"], 3),
-                "verdict": r["verdict"],
+                "verdict": verdict_text(r),
             }
         )
-    design = ", ".join(sorted(table["design"].dropna().unique())) if len(table) else "–"
-    note = (
+    return Table(title or f"{s.a} vs {s.b} per pattern ({s.split} split)", pd.DataFrame(rows),
+                 comparison_note(results, table, a, b))  # fmt: skip
+
+
+def verdict_text(r: dict[str, object]) -> str:
+    """The verdict with what the reader needs next to it: where it was decided, or the
+    seeds a decision would need."""
+    detail = str(r.get("verdict_detail") or "")
+    return f"{r['verdict']} ({detail})" if detail else str(r["verdict"])
+
+
+def _posterior(r: dict[str, object]) -> str:
+    if pd.isna(r.get("prob_a_better")):
+        return "–"
+    return " / ".join(f"{float(r[k]):.2f}" for k in ("prob_a_better", "prob_equivalent",
+                                                     "prob_b_better"))  # fmt: skip
+
+
+def comparison_note(results: Results, table: pd.DataFrame, a: str, b: str) -> str:
+    """What the table's numbers mean: the design, the intervals' level, the tests."""
+    s = results.settings
+    if not len(table):
+        return ""
+    design = ", ".join(sorted(table["design"].dropna().unique()))
+    analysable = table[table["design"].isin(["paired", "welch"])]
+    m = len(analysable)
+    level = float(analysable["ci_level"].iloc[0]) if m else 1 - s.alpha
+    parts = [
         f"Δ = {a} − {b}. Design: {design} (paired by {s.pair_on} where seeds match, Welch "
-        f"otherwise). p is the exact permutation test; its floor is the smallest p this n "
-        f"allows. p {s.correction} corrects over the {len(table)} rows. MDE: smallest |Δ| "
-        f"detectable with 80% power at α/m. ROPE ±{s.rope:g}. Run ids per row: tables/*.csv."
-    )
-    averaged = int(table["n_averaged"].max()) if len(table) else 0
-    unmatched = int(table["n_unmatched"].max()) if len(table) else 0
+        "otherwise).",
+        f"Adjusted CI: the t interval at level {level:.4g} per row"
+        + (f" (Bonferroni over the {m} rows, so all hold together with {1 - s.alpha:.0%})"
+           if s.correction != "none" and m > 1 else "")  # fmt: skip
+        + (f", as repeated CIs of a {results.design.describe()}" if results.design else "")
+        + ".",
+        f"Verdict: '{a} better' / '{b} better' when that interval lies beyond ±{s.rope:g} "
+        "(ROPE), 'equivalent' when inside it, else 'inconclusive'.",
+        f"p t: the t-test's own p; p {s.correction}: corrected over the family"
+        + (" (repeated p-values, valid across looks)" if results.design else "")
+        + "; p exact: the exact sign-flip (paired) or studentized permutation test, a "
+        "robustness check, with the smallest p it can reach at this n.",
+        f"P(…): the Bayesian posterior (Student-t) that {a} is better, equivalent within "
+        f"±{s.rope:g}, or {b} is better. MDE: the smallest |Δ| the verdict detects with 80% "
+        "power at this n. Run ids per row: tables/*.csv.",
+    ]
+    unreachable = analysable[~analysable["exact_can_reach"].astype(bool)] if m else analysable
+    if len(unreachable):
+        floor = float(unreachable["p_floor"].max())
+        parts.append(
+            f"At n = {int(unreachable['n_pairs'].max() or unreachable['n_a'].min())} the exact test "
+            f"cannot reach the per-row level (its floor {floor:.3g}); there the verdicts rest on "
+            "the t-test's assumption of normal (symmetric) differences."
+        )
+    averaged = int(table["n_averaged"].max())
     if averaged:
-        note += f" {averaged} runs repeated an (arm, {s.pair_on}) pair and were averaged into it."
-    if unmatched:
-        note += f" {unmatched} runs had no partner {s.pair_on} and were dropped."
-    return Table(title or f"{s.a} vs {s.b} per pattern ({s.split} split)", pd.DataFrame(rows), note)
+        parts.append(f"{averaged} runs repeated an (arm, {s.pair_on}) pair and were averaged into it.")
+    left_out = sum(len([e for e in str(x).split(";") if e]) for x in table["run_ids_left_out"])
+    if left_out:
+        parts.append(f"{left_out} run(s) were left out of rows; see 'Runs left out'.")
+    return " ".join(parts)
 
 
 def verdict_lines(results: Results) -> list[str]:
@@ -64,10 +111,81 @@ def verdict_lines(results: Results) -> list[str]:
     for r in results.comparison.to_dict("records"):
         label = " · ".join(str(r[c]) for c in results.by)
         lines.append(
-            f"- **{label}**: {r['verdict']} (Δ = {num(r['delta'], signed=True)} "
+            f"- **{label}**: {verdict_text(r)} (Δ = {num(r['delta'], signed=True)} "
             f"{interval(r['ci_low'], r['ci_high'])}, p {s.correction} = {pvalue(r['p_adjusted'])})"
         )
+        if r.get("warnings"):
+            lines.append(f"  - warning: {r['warnings']}")
     return lines
+
+
+def warning_lines(results: Results) -> list[str]:
+    """One line per warning a reader must not miss, for the console."""
+    lines = []
+    for r in results.comparison.to_dict("records"):
+        if r.get("warnings"):
+            label = " · ".join(str(r[c]) for c in results.by)
+            lines.append(f"warning: {label}: {r['warnings']}")
+    return lines
+
+
+def left_out_lines(results: Results) -> list[str]:
+    """Runs the analysis did not count, by reason, for the console and the report."""
+    frame = results.left_out
+    if frame.empty:
+        return []
+    lines = []
+    for reason, group in frame.groupby("reason", sort=True):
+        ids = sorted(set(group["run_id"]))
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        lines.append(f"left out: {len(ids)} run(s), {reason}: {shown}")
+    return lines
+
+
+def looks_table(results: Results) -> list[Table]:
+    """At which look each headline row was decided, for an adaptive-seed design."""
+    design = results.design
+    table = results.comparison
+    if design is None or table.empty:
+        return []
+    rows = []
+    keys = [c for c in results.by]
+    for r in table.to_dict("records"):
+        decided = r.get("decided_look")
+        rows.append({**{k: r[k] for k in keys}, "looks taken": r.get("look"),
+                     "decided at look": "–" if pd.isna(decided) else int(decided),
+                     "seeds then": "–" if pd.isna(r.get("decided_n")) else int(r["decided_n"]),
+                     "verdict": r["verdict"]})  # fmt: skip
+    return [Table(f"Sequential looks ({design.describe()})", pd.DataFrame(rows),
+                  "Each look's interval is a repeated CI: a row is decided at the first look "
+                  "whose interval decides it, and that decision stands.")]  # fmt: skip
+
+
+def aggregate_tables(results: Results) -> list[Table]:
+    """rliable's aggregates across patterns: IQM and probability of improvement."""
+    frame = results.aggregate
+    if frame.empty:
+        return []
+    s = results.settings
+    keys = [c for c in frame.columns if c in results.by]
+    rows = [{**{k: r[k] for k in keys}, "tasks": r["tasks"],
+             f"IQM {s.a}": f"{num(r['iqm_a'])} {interval(r['iqm_a_low'], r['iqm_a_high'], signed=False)}",
+             f"IQM {s.b}": f"{num(r['iqm_b'])} {interval(r['iqm_b_low'], r['iqm_b_high'], signed=False)}",
+             "IQM Δ": f"{num(r['iqm_delta'], signed=True)} {interval(r['iqm_delta_low'], r['iqm_delta_high'])}",
+             f"P({s.a} > {s.b})": f"{num(r['p_improvement'], 2)} {interval(r['p_improvement_low'], r['p_improvement_high'], 2, signed=False)}"}
+            for r in frame.to_dict("records")]  # fmt: skip
+    return [Table("Across patterns: interquartile mean and probability of improvement",
+                  pd.DataFrame(rows),
+                  "rliable's estimators (Agarwal et al. 2021): IQM of every run's score on "
+                  "every pattern; P(A > B) averaged over patterns; 95% stratified bootstrap "
+                  "intervals (runs resampled within each pattern).")]  # fmt: skip
+
+
+def left_out_tables(results: Results) -> list[Table]:
+    if results.left_out.empty:
+        return []
+    return [Table("Runs left out", results.left_out.rename(columns={"rows": "where"}),
+                  "Runs of the selection that no number above counts, and why.")]  # fmt: skip
 
 
 def convergence_tables(results: Results) -> list[Table]:
@@ -241,6 +359,9 @@ def render(results: Results, *, title: str, inputs_line: str) -> tuple[str, str,
     sections: list[tuple[str, list[Table] | list[str]]] = [
         ("Verdicts", verdict_lines(results)),
         ("Comparison per pattern", [headline]),
+        ("Sequential looks", looks_table(results)),
+        ("Across patterns", aggregate_tables(results)),
+        ("Runs left out", left_out_tables(results)),
         ("Convergence", convergence_tables(results)),
         ("Cost", cost_tables(results)),
         ("Multimodal quantities", multimodal_tables(results)),
@@ -271,6 +392,9 @@ def render(results: Results, *, title: str, inputs_line: str) -> tuple[str, str,
     sections.append(("Thesis-style tables", thesis_tables(results)))
 
     intro = [f"# {title}", "", inputs_line, ""]
+    if results.design:
+        intro += [f"Procedure: {results.design.describe()}; every interval below is a "
+                  "repeated confidence interval, valid at whichever look the study stopped.", ""]  # fmt: skip
     intro += [f"Note: {n}" for n in results.notes]
     md, tex = list(intro), [_latex_preamble(title)]
     for name, items in sections:

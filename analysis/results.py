@@ -31,9 +31,11 @@ from analysis.stats import (
     time_to_threshold,
     value_at_equal_compute,
 )
+from analysis.stats.aggregate import aggregate_across_tasks
 from analysis.stats.convergence import CurveBands, SurvivalComparison
 from analysis.stats.many import ManyResult
 from analysis.stats.multiplicity import CORRECTIONS, Correction
+from analysis.stats.sequential import SequentialDesign
 from tsp_mlflow.tracking import schema
 
 
@@ -47,7 +49,9 @@ class AnalysisSettings:
         metrics: per-pattern metrics; with the patterns they form one Holm family. Empty:
             the task's headline metrics, read from the runs' ``tsp.headline_metrics`` tag.
         pair_on: the column that pairs runs (seeds); runs without a partner are dropped.
-        correction: ``holm`` (family-wise, any dependence), ``bh``, ``by`` or ``none``.
+        correction: the p-value correction over the family: ``bonferroni`` (the default:
+            it matches the verdicts, which read Bonferroni-simultaneous intervals), ``holm``,
+            ``bh``, ``by`` or ``none`` (then each row's interval has level 1 − alpha).
         rope: half-width of the region of practical equivalence, in metric units.
         threshold: validation value for time-to-threshold; None picks 95% of the median
             best validation value over all runs (logged, so it can be reused).
@@ -61,7 +65,7 @@ class AnalysisSettings:
     split: str = "test"
     metrics: tuple[str, ...] = ()
     pair_on: str = "seed"
-    correction: Correction = "holm"
+    correction: Correction = "bonferroni"
     alpha: float = 0.05
     confidence: float = 0.95
     rope: float = 0.01
@@ -101,6 +105,8 @@ class AnalysisInputs:
     values: pd.DataFrame  # data.pattern_values: one row per (run, split, pattern, metric)
     histories: pd.DataFrame  # data.fetch_histories: run_id, key, step, value, timestamp
     lineage: pd.DataFrame  # data.lineage_frame: (fusion run, modality) -> pretrain run
+    # data.select_runs_and_left_out: runs of the selection not FINISHED, and why
+    left_out: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -135,12 +141,18 @@ class Results:
     objectives: ManyResult | pd.DataFrame | None = None  # contrastive vs supervised
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # data.runs_frame
     probes: pd.DataFrame = field(default_factory=pd.DataFrame)  # linear probes, a vs b
+    aggregate: pd.DataFrame = field(default_factory=pd.DataFrame)  # IQM, P(improvement)
+    left_out: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, reason, where
+    design: SequentialDesign | None = None  # the adaptive-seed design the intervals use
     notes: list[str] = field(default_factory=list)
 
 
-def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Results:
+def compute_results(
+    inputs: AnalysisInputs, settings: AnalysisSettings, design: SequentialDesign | None = None
+) -> Results:
     """The whole analysis: comparison per pattern × metric, convergence, cost, fusion gain,
-    and k-condition comparisons when the runs hold them."""
+    and k-condition comparisons when the runs hold them. With ``design`` (an adaptive-seed
+    pipeline), every two-arm interval is a repeated CI over its looks."""
     s = settings
     values = inputs.values[
         (inputs.values["split"] == s.split) & inputs.values["metric"].isin(s.metrics)
@@ -158,7 +170,7 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     # gradient strategy and imputation that the runs vary.
     varying = [axis for axis in METHOD_AXES if axis in values and values[axis].nunique() > 1]
     common = {"alpha": s.alpha, "confidence": s.confidence, "correction": s.correction,
-              "rope": s.rope, "seed": s.seed, "pair_on": s.pair_on}  # fmt: skip
+              "rope": s.rope, "seed": s.seed, "pair_on": s.pair_on, "design": design}  # fmt: skip
     # A grid of several blocks crosses a and b only in some cells: compare those, in one
     # stratum per level of every factor that varies there.
     all_values = values  # every cell, for the per-factor comparisons below
@@ -182,6 +194,11 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
     by = (*strata, "pattern", "metric")
     comparison = compare_two(values, a=s.a, b=s.b, by=by, **common)
     summary = summarize(values, by=("condition", *by), confidence=s.confidence, seed=s.seed)
+    tasks = ("dataset", "pattern") if "dataset" in values and values["dataset"].nunique() > 1 else ("pattern",)
+    aggregate = aggregate_across_tasks(
+        values, a=s.a, b=s.b, tasks=tasks, by=(*strata, "metric"), confidence=s.confidence,
+        seed=s.seed,
+    )  # fmt: skip
 
     full = full_pattern(list(values["pattern"].unique()))
     curve_key = schema.metric_key("val", full, s.history_metric)
@@ -227,9 +244,10 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
         notes.append("at equal compute one arm finished no epoch within the budget; no comparison")
     full_values = values[values["pattern"] == full]
     per_min = ["per_min_own", "per_min_total", "per_min_amortised"]
-    eff_runs = efficiency(full_values, cost)[["condition", "metric", *per_min]]
+    eff_runs = efficiency(full_values, cost)[["run_id", "condition", "metric", *per_min]]
     eff = summarize(
-        eff_runs.melt(id_vars=["condition", "metric"], value_vars=per_min, var_name="basis"),
+        eff_runs.melt(id_vars=["run_id", "condition", "metric"], value_vars=per_min,
+                      var_name="basis"),
         by=("condition", "metric", "basis"), confidence=s.confidence, seed=s.seed,
     )  # fmt: skip
 
@@ -284,13 +302,32 @@ def compute_results(inputs: AnalysisInputs, settings: AnalysisSettings) -> Resul
         multimodal=gain_cmp, multimodal_summary=gain_summary, lineage=inputs.lineage,
         conditions=conditions, fusions=fusion_result, missing_rates=missing_result,
         gradients=gradient_result, imputations=imputation_result, objectives=objective_result,
-        runs=inputs.runs, probes=probe_cmp, notes=notes,
+        runs=inputs.runs, probes=probe_cmp, aggregate=aggregate,
+        left_out=left_out_table(inputs.left_out, comparison), design=design, notes=notes,
     )  # fmt: skip
+
+
+def left_out_table(not_finished: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
+    """Every run an analysis did not count, once per (run, reason): runs of the selection
+    that are not FINISHED, and runs a comparison row left out (no seed, no partner, NaN),
+    with the rows that left them out."""
+    rows = [{"run_id": r["run_id"], "reason": r["reason"], "rows": "all"}
+            for r in not_finished.to_dict("records")] if len(not_finished) else []  # fmt: skip
+    found: dict[tuple[str, str], list[str]] = {}
+    keys = [c for c in comparison.columns if c in (*METHOD_AXES, "dataset", "pattern", "metric")]
+    for r in comparison.to_dict("records"):
+        for entry in filter(None, str(r.get("run_ids_left_out") or "").split(";")):
+            run_id, _, reason = entry.partition(" (")
+            where = "/".join(str(r[k]) for k in keys)
+            found.setdefault((run_id, reason.rstrip(")")), []).append(where)
+    rows += [{"run_id": run_id, "reason": reason, "rows": ", ".join(where)}
+             for (run_id, reason), where in found.items()]  # fmt: skip
+    return pd.DataFrame(rows, columns=["run_id", "reason", "rows"])
 
 
 AxisResult = ManyResult | pd.DataFrame | None
 # Strata of the main comparison, and the factors compared level against level.
-METHOD_AXES = ("fusion", "missing", "gradient", "imputation")
+METHOD_AXES = ("dataset", "fusion", "missing", "gradient", "imputation")
 # Level order: Δ = a − b is "the method minus its baseline".
 GRADIENT_ORDER = ("mmpareto", "uniform", schema.GRADIENT_JOINT)
 IMPUTATION_ORDER = ("predicted", schema.IMPUTATION_NONE)
@@ -403,12 +440,15 @@ def _break_even(
         return pd.DataFrame()
     mean = cost.groupby("condition")[["own_s", "pretrain_s"]].mean()
     pretrain = float(mean.at[s.a, "pretrain_s"])
+    ids = ";".join(map(str, cost.loc[cost["condition"].isin([s.a, s.b]), "run_id"]))
     rows = [{"basis": "own training time", "pretrain_s": pretrain,
-             "saving_per_run_s": float(mean.at[s.b, "own_s"] - mean.at[s.a, "own_s"])}]  # fmt: skip
+             "saving_per_run_s": float(mean.at[s.b, "own_s"] - mean.at[s.a, "own_s"]),
+             "run_ids": ids}]  # fmt: skip
     if "seconds" in survival:
         medians = survival["seconds"].summary.set_index("condition")["median"]
         rows.append({"basis": "time to threshold (KM median)", "pretrain_s": pretrain,
-                     "saving_per_run_s": float(medians[s.b] - medians[s.a])})  # fmt: skip
+                     "saving_per_run_s": float(medians[s.b] - medians[s.a]),
+                     "run_ids": ids})  # fmt: skip
     frame = pd.DataFrame(rows)
     frame["break_even_k"] = [
         break_even(p, sv) if np.isfinite(sv) else np.inf

@@ -21,6 +21,7 @@ BENCHMARKS = (
     "analysis_fetch",
     "data",
     "profile_epoch",
+    "sequential_seeds",
 )
 
 

@@ -379,18 +379,22 @@ def multimodal(
 @cli.command()
 @run_flags(*ON_TRAINING_RUNS)
 @click.option("--dataset", default="avdigits", show_default=True)
-@click.option("--seeds", type=int, default=5, show_default=True, help="fusion runs per condition")
+@click.option(
+    "--seeds", default="auto", show_default=True,
+    help="fusion runs per condition: N (fixed), or auto (adaptive: add seeds until decided)",
+)  # fmt: skip
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
 @click.option(
     "--resume", default="", help="a pipeline run id: finish its grid, skipping finished cells"
 )
-def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str) -> None:
+def pipeline(dataset: str, seeds: str, epochs: str, overrides: str, resume: str) -> None:
     """Pretrain, train the grid of fusion models (conf/grid/) over seeds, then analyse.
 
     \b
     Examples:
-      tsp pipeline --seeds 5
+      tsp pipeline                       # seeds=auto: adds seeds until the verdicts are decided
+      tsp pipeline --seeds 5             # a fixed design: 5 seeds per condition
       tsp pipeline --seeds 2 --epochs 1 --overrides "grid=fusions"      # 6 fusion methods
       tsp pipeline --overrides "grid=missing grid.conditions=[scratch,audio_scratch] analysis.a=audio_scratch"
       tsp pipeline --resume <pipeline run id> --seeds 2 --epochs 1 --overrides "debug=tiny"
@@ -401,7 +405,10 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
     from tsp_mlflow.recipes.pipeline import PipelineRecipe
     from tsp_mlflow.tracking.session import use_experiment
 
+    from tsp_mlflow.recipes.looks import parse_seeds
+
     _check_dataset(dataset)
+    parse_seeds(seeds)  # before anything touches the store
     given = flags("pipeline", supported=ON_TRAINING_RUNS)
     # Without test metrics the closing analysis compares the validation split.
     switches = [*given.overrides(), *(["analysis.split=val"] if given.skip_test else [])]
@@ -428,6 +435,13 @@ def pipeline(dataset: str, seeds: int, epochs: str, overrides: str, resume: str)
     from tsp_mlflow.tracking.schema import ANALYSIS_REPORT_ARTIFACT
 
     click.echo("\n".join(verdict_lines(result.analysis.results)))
+    from analysis.report import left_out_lines
+
+    for line in left_out_lines(result.analysis.results):
+        click.echo(line)
+    if result.looks:
+        click.echo(f"Adaptive seeds: looks at {', '.join(map(str, result.looks))} seeds; "
+                   f"stopped: {result.stop_reason}")  # fmt: skip
     click.echo(
         f"\nFull report: artifact {ANALYSIS_REPORT_ARTIFACT} of the analysis run {result.analysis.run_id}"
     )
@@ -796,8 +810,10 @@ def ui_command(host: str, port: int, backend_store_uri: str) -> None:
 )
 @click.option("--b", "arm_b", default="scratch", show_default=True, help="condition B")
 @click.option("--pair-on", default="seed", show_default=True, help="column that pairs runs")
-@click.option("--correction", type=click.Choice(["holm", "bh", "by", "none"]), default="holm",
-              show_default=True, help="multiple-comparison correction per family")  # fmt: skip
+@click.option("--correction", type=click.Choice(["bonferroni", "holm", "bh", "by", "none"]),
+              default="bonferroni", show_default=True,
+              help="p-value correction per family (verdicts use Bonferroni-simultaneous intervals "
+                   "unless none)")  # fmt: skip
 @click.option("--alpha", type=float, default=0.05, show_default=True)
 @click.option("--confidence", type=float, default=0.95, show_default=True)
 @click.option("--rope", type=float, default=0.01, show_default=True,
@@ -847,6 +863,10 @@ def analyze_command(
         settings=settings, log=not no_log, output_dir=output, max_workers=workers,
     )  # fmt: skip
     click.echo(result.report)
+    from analysis.report import left_out_lines, warning_lines
+
+    for line in [*warning_lines(result.results), *left_out_lines(result.results)]:
+        click.echo(line)
     if result.run_id:
         click.echo(f"analysis run {result.run_id}")
     if result.folder:

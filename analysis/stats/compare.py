@@ -61,7 +61,7 @@ COMPARE_COLUMNS = [
     "p_value", "p_adjusted", "correction", "alpha_row", "critical_t",
     "p_exact", "exact_test", "p_floor", "exact_can_reach",
     "prob_a_better", "prob_equivalent", "prob_b_better",
-    "mde", "seeds_needed", "seeds_needed_observed", "p_decide_by_max",
+    "mde", "seeds_needed", "seeds_needed_low", "seeds_needed_high", "p_decide_by_max",
     "look", "n_looks", "decided_look", "decided_n",
     "verdict", "verdict_detail", "warnings",
     "run_ids_a", "run_ids_b", "run_ids_left_out",
@@ -260,7 +260,6 @@ def decide(
     verdict = path.verdict(a, b, higher_better)
     level = float(2 * stats.t.sf(c, est.df)) if math.isfinite(c) else 0.0
     notes = _robustness(s, est, t_abs >= c, p_exact, floor, level, winner)
-    sd_upper = est.sd * math.sqrt((n - 1) / stats.chi2.ppf(1 - power, n - 1)) if n > 1 else math.nan
     row |= {
         "n_pairs": n if paired else 0, "test": "paired t" if paired else "Welch t",
         "mean_a": float(s.xa.mean()), "sd_a": _sd(s.xa), "mean_b": float(s.xb.mean()),
@@ -272,9 +271,7 @@ def decide(
         "p_value": p_t, "critical_t": c, "p_exact": p_exact, "exact_test": exact,
         "p_floor": floor, "exact_can_reach": floor <= level, **posterior(est, rope, higher_better, a, b),
         "mde": minimum_detectable_effect(n, est.sd_for_power, c, rope, power, paired=paired),
-        "seeds_needed": seeds_needed(est.delta, sd_upper, rope, alpha_row, power, paired=paired),
-        "seeds_needed_observed": seeds_needed(est.delta, est.sd_for_power, rope, alpha_row,
-                                              power, paired=paired),
+        **needed_seeds(est, rope, alpha_row, power, paired=paired),
         "p_decide_by_max": (
             decision_probability(est.delta, est.sd_for_power, n, n_max,
                                  crits_at_max(design, alpha_row), rope)
@@ -441,14 +438,73 @@ def _detail(row: dict[str, object], verdict: str, design: SequentialDesign | Non
         if design and row["decided_look"] != row["look"]:
             return f"decided at look {int(row['decided_look'])} (n={int(row['decided_n'])}); now {where}"
         return f"decided at {where}" if design else f"at n={n}"
-    need, seen = row["seeds_needed"], row["seeds_needed_observed"]
-    text = (f"need > {SEEDS_CAP} seeds" if not math.isfinite(need)
-            else f"need ≈{max(int(need), n + 1)} seeds")  # fmt: skip
-    if math.isfinite(seen) and seen != need:
-        text += f" (≈{max(int(seen), n + 1)} at the observed spread)"
+    need, low, high = row["seeds_needed"], row["seeds_needed_low"], row["seeds_needed_high"]
+    text = f"need ≈{_seeds(need, n)} seeds (80% CI {_seeds(low, n)}–{_seeds(high, n)})"
     if design and math.isfinite(float(row["p_decide_by_max"])):
         text += f"; P(decided by {design.max}) ≈ {float(row['p_decide_by_max']):.2f}"
     return f"{where}; {text}"
+
+
+def _seeds(value: float, n: int) -> str:
+    if not math.isfinite(value):
+        return "∞" if value > 0 or math.isnan(value) else "?"
+    return f"> {SEEDS_CAP}" if value > SEEDS_CAP else str(max(int(value), n + 1))
+
+
+SEEDS_CONFIDENCE = 0.8  # the interval around "need ≈N seeds"
+
+
+def needed_seeds(est: Estimate, rope: float, alpha: float, power: float, *, paired: bool) -> dict[str, float]:
+    """Seeds a decision needs at the observed effect, and at the ends of an 80% interval
+    for the standardised effect (noncentral t; normal for Hedges' g): at n = 5 the
+    observed d_z alone is far too noisy to plan with (8 to 64 seeds for a true d = 1)."""
+    point = seeds_needed(est.delta, est.sd_for_power, rope, alpha, power, paired=paired)
+    if est.sd_for_power == 0 or not math.isfinite(est.effect):
+        return {"seeds_needed": point, "seeds_needed_low": point, "seeds_needed_high": point}
+    sign = 1.0 if est.delta >= 0 else -1.0
+    strong, weak = effect_bounds(est, paired=paired)  # |effect| bounds, strongest first
+    low = seeds_needed(sign * strong * est.sd_for_power, est.sd_for_power, rope, alpha, power,
+                       paired=paired)  # fmt: skip
+    high = (
+        seeds_needed(sign * weak * est.sd_for_power, est.sd_for_power, rope, alpha, power,
+                     paired=paired) if weak * est.sd_for_power > rope or abs(est.delta) <= rope
+        else math.inf
+    )  # fmt: skip
+    if abs(est.delta) <= rope:  # equivalence: a smaller |Δ| is the easier case
+        low, high = min(low, high, point), max(low, high, point)
+    return {"seeds_needed": point, "seeds_needed_low": min(low, point),
+            "seeds_needed_high": max(high, point)}  # fmt: skip
+
+
+def effect_bounds(est: Estimate, *, paired: bool) -> tuple[float, float]:
+    """(upper, lower) 80% confidence bounds of |standardised effect| in the observed
+    direction; the lower bound is clipped at 0."""
+    tail = (1 - SEEDS_CONFIDENCE) / 2
+    size = abs(est.effect)
+    if paired:
+        n = est.n
+        t_obs = size * math.sqrt(n)
+
+        width = 8.0 * math.sqrt(1.0 + t_obs**2 / (2 * (n - 1))) + 1.0
+
+        def bound(q: float) -> float:
+            def f(ncp: float) -> float:
+                return float(stats.nct.cdf(t_obs, n - 1, ncp)) - q
+
+            lo, hi = max(-50.0, t_obs - width), t_obs + width
+            try:
+                return optimize.brentq(f, lo, hi) / math.sqrt(n)
+            except ValueError:  # scipy's noncentral t gives NaN far in its tails
+                return math.nan
+
+        upper, lower = bound(tail), bound(1 - tail)
+        upper = size if math.isnan(upper) else upper
+        lower = 0.0 if math.isnan(lower) else lower
+    else:
+        se = math.sqrt(2 / est.n + size**2 / (4 * est.n))
+        z = stats.norm.isf(tail)
+        upper, lower = size + z * se, size - z * se
+    return float(upper), float(max(0.0, lower))
 
 
 def minimum_detectable_effect(
@@ -464,8 +520,15 @@ def minimum_detectable_effect(
     scale = sd / math.sqrt(n) if paired else sd * math.sqrt(2 / n)
     if not math.isfinite(critical):
         return math.inf
-    ncp = optimize.brentq(lambda x: stats.nct.sf(critical, df, x) - power, 0.0, critical + 50)
-    return float(rope + ncp * scale)
+    def short(x: float) -> float:
+        return float(stats.nct.sf(critical, df, x)) - power
+
+    high = critical + 10.0
+    while not short(high) > 0:  # at 1-2 degrees of freedom the power rises slowly
+        high *= 2
+        if high > 1e6:
+            return math.inf
+    return float(rope + optimize.brentq(short, 0.0, high) * scale)
 
 
 def seeds_needed(

@@ -45,8 +45,8 @@ def time_to_threshold(
 class SurvivalComparison:
     """Kaplan–Meier curves per arm and the log-rank test between two arms."""
 
-    curves: pd.DataFrame  # arm, time, survival, ci_low, ci_high (step function knots)
-    summary: pd.DataFrame  # arm, n, reached, censored, median (inf: not reached)
+    curves: pd.DataFrame  # arm, time, survival, ci_low, ci_high, run_ids (step knots)
+    summary: pd.DataFrame  # arm, n, reached, censored, median (inf: not reached), run_ids
     statistic: float
     p_value: float
     note: str
@@ -73,6 +73,7 @@ def compare_time_to_threshold(
         if arm_rows.empty:
             raise AnalysisInputError(f"no runs with {arm}={name!r} for time-to-threshold")
         times = arm_rows[duration].to_numpy(dtype=float)
+        ids = ";".join(map(str, arm_rows["run_id"])) if "run_id" in arm_rows else ""
         reached = arm_rows["reached"].to_numpy(dtype=bool)
         data[name] = stats.CensoredData(uncensored=times[reached], right=times[~reached])
         fit = stats.ecdf(data[name])
@@ -83,11 +84,12 @@ def compare_time_to_threshold(
         for t, s, lo, hi in zip(sf.quantiles, sf.probabilities, ci.low.probabilities,
                                 ci.high.probabilities, strict=True):  # fmt: skip
             curves.append({arm: name, "time": float(t), "survival": float(s),
-                           "ci_low": float(lo), "ci_high": float(hi)})  # fmt: skip
+                           "ci_low": float(lo), "ci_high": float(hi), "run_ids": ids})  # fmt: skip
         below = sf.quantiles[sf.probabilities <= 0.5]
         summary.append({arm: name, "n": len(times), "reached": int(reached.sum()),
                         "censored": int((~reached).sum()),
-                        "median": float(below[0]) if len(below) else math.inf})  # fmt: skip
+                        "median": float(below[0]) if len(below) else math.inf,
+                        "run_ids": ids})  # fmt: skip
     events = sum(int(r["reached"]) for r in summary)
     if events == 0:
         statistic, p, note = float("nan"), float("nan"), "no run reached the threshold"

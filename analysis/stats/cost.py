@@ -62,6 +62,7 @@ def cost_summary(cost: pd.DataFrame, *, a: str, b: str) -> pd.DataFrame:
         ["own_s", "pretrain_s", "pretrain_amortised_s", "total_s", "total_amortised_s"]
     ].mean()
     means["n"] = cost.groupby("condition").size()
+    means["run_ids"] = cost.groupby("condition")["run_id"].agg(lambda ids: ";".join(map(str, ids)))
     summary = means.reset_index()
     if a in means.index and b in means.index:
         for column, name in (

@@ -269,5 +269,7 @@ def decision_probability(
         inside = np.maximum(0.0, stats.norm.cdf((rope - half - delta) / spread)
                             - stats.norm.cdf((-rope + half - delta) / spread))  # fmt: skip
         p = np.minimum(1.0, up + down + inside)
-    p = np.where((sd == 0) | (n >= n_max), 1.0, p)
+    # No spread: the interval is the point Δ̂ at every look, so it decides now or never.
+    point = np.asarray(interval_decision(delta, delta, rope)) != UNDECIDED
+    p = np.where(sd == 0, point.astype(float), np.where(n >= n_max, 1.0, p))
     return p.item() if p.ndim == 0 else p

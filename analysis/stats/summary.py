@@ -13,7 +13,8 @@ from scipy import stats
 BOOTSTRAP_MIN_N = 20
 CIMethod = Literal["auto", "t", "bootstrap"]
 
-SUMMARY_COLUMNS = ["n", "mean", "sd", "median", "iqm", "ci_low", "ci_high", "ci_method"]
+SUMMARY_COLUMNS = ["n", "mean", "sd", "median", "iqm", "ci_low", "ci_high", "ci_method",
+                   "run_ids"]  # fmt: skip
 
 
 def iqm(values: Sequence[float] | np.ndarray) -> float:
@@ -80,11 +81,13 @@ def summarize(
     method: CIMethod = "auto",
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per group of ``by``: n, mean, sd, median, IQM and a CI for the mean."""
+    """One row per group of ``by``: n, mean, sd, median, IQM, a CI for the mean, and the
+    runs behind it (``run_ids``, ``;``-separated, when the frame has ``run_id``)."""
     rows = []
     for key, group in frame.groupby(list(by), sort=True, dropna=False):
-        x = group[value].dropna().to_numpy(dtype=float)
-        low, high, used = mean_interval(x, confidence=confidence, method=method, seed=seed)
+        used = group[group[value].notna()]
+        x = used[value].to_numpy(dtype=float)
+        low, high, method_used = mean_interval(x, confidence=confidence, method=method, seed=seed)
         rows.append(
             {
                 **dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
@@ -95,7 +98,10 @@ def summarize(
                 "iqm": iqm(x),
                 "ci_low": low,
                 "ci_high": high,
-                "ci_method": used,
+                "ci_method": method_used,
+                "run_ids": ";".join(dict.fromkeys(map(str, used["run_id"])))
+                if "run_id" in used
+                else "",
             }
         )
     return pd.DataFrame(rows, columns=[*by, *SUMMARY_COLUMNS])

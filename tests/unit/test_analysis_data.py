@@ -79,7 +79,7 @@ def test_analysis_run_traces_every_number_to_run_ids(synthetic, tmp_path: Path) 
     )
     run = client.get_run(result.run_id)
     assert run.data.tags[schema.STAGE] == "analysis" and run.info.experiment_id == experiment_id
-    assert run.data.params["analysis.correction"] == "holm"
+    assert run.data.params["analysis.correction"] == "bonferroni"
     comparison = pd.read_csv(tmp_path / "out/tables/comparison.csv")
     assert len(comparison) == 3 * 2  # patterns × metrics: one family
     for row in comparison.to_dict("records"):
@@ -91,7 +91,7 @@ def test_analysis_run_traces_every_number_to_run_ids(synthetic, tmp_path: Path) 
         where = f"test/{row['pattern']}/{row['metric']}"
         assert run.data.metrics[f"delta/{where}"] == pytest.approx(row["delta"])
         assert run.data.metrics[f"p_adjusted/{where}"] == pytest.approx(row["p_adjusted"])
-        assert row["verdict"] == "better"  # effect 0.05, tiny noise, 8 seeds: 2/2^8 < 0.05/6
+        assert row["verdict"] == "pretrained better"  # effect 0.05, tiny noise, 8 seeds
     values = pd.read_csv(tmp_path / "out/inputs/values.csv")
     assert set(values["run_id"]) == set(ids["scratch"] + ids["pretrained"])
     meta = json.loads((tmp_path / "out/meta.json").read_text())

@@ -4,10 +4,11 @@ models over several seeds, then analyse, all as children of one parent run."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import mlflow
+import pandas as pd
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from mlflow import MlflowClient
@@ -16,10 +17,20 @@ from omegaconf import DictConfig
 from analysis.analyze import Analysis, analyze
 from analysis.figures import forest_figure, plt
 from analysis.results import AnalysisSettings
+from analysis.stats import full_pattern
+from analysis.stats.sequential import SequentialDesign
 from tsp_mlflow.config import compose_config, quote
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
 from tsp_mlflow.recipes.grid import Cell, Grid, encoders_for
+from tsp_mlflow.recipes.looks import (
+    NOT_COMPARED,
+    Stratum,
+    decide_strata,
+    parse_seeds,
+    stop_summary,
+    stratum_of,
+)
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
 from tsp_mlflow.tracking import schema
@@ -44,6 +55,8 @@ class PipelineResult:
     fusion_runs: list[str]
     analysis: Analysis
     contrastive_run: str | None = None
+    looks: tuple[int, ...] = ()  # seed counts at the looks taken (seeds=auto)
+    stop_reason: str = ""
 
 
 class PipelineRecipe:
@@ -51,7 +64,8 @@ class PipelineRecipe:
 
     Args:
         dataset: a ``data/`` option.
-        seeds: fusion runs per grid cell (seeds 0 .. seeds-1).
+        seeds: fusion runs per grid cell (seeds 0 .. seeds-1), or ``auto``: adaptive seeds
+            under the ``seeds`` config's group-sequential design.
         epochs: epochs for every stage (None keeps the configs' value).
         overrides: Hydra overrides; each goes to every stage config that has its key.
         resume: a pipeline run id: continue that run, skipping its finished cells.
@@ -60,15 +74,12 @@ class PipelineRecipe:
     def __init__(
         self,
         dataset: str,
-        seeds: int,
+        seeds: int | str,
         epochs: int | None,
         overrides: Sequence[str],
         resume: str | None = None,
     ) -> None:
-        if not isinstance(seeds, int) or seeds < 1:
-            raise UserInputError(
-                f"seeds must be a positive integer, got {seeds!r}; e.g. -P seeds=5"
-            )
+        fixed = parse_seeds(seeds)
         # objective.* configures the contrastive pretraining only (the supervised config has
         # no such keys), so it is set aside for that recipe.
         objective: list[str] = []
@@ -99,11 +110,13 @@ class PipelineRecipe:
         self.cfg, _ = compose_config("pipeline", routed["pipeline"])
         self.analysis = analysis_settings(self.cfg.analysis)
         self.grid: Grid = build_grid(self.cfg.grid)
+        self.design: SequentialDesign | None = None if fixed else sequential_design(self.cfg.seeds)
+        seeds = fixed if fixed else self.design.max  # the cells a study may come to run
         self.resume = resume or None
         # Prefixed: `mlflow run` already logs the raw entry-point parameters unprefixed.
         self.params = {
             "pipeline.dataset": dataset,
-            "pipeline.seeds": str(seeds),
+            "pipeline.seeds": str(fixed) if fixed else "auto",
             "pipeline.epochs": "config" if epochs is None else str(epochs),
             "pipeline.overrides": " ".join(redact_overrides(overrides)) or "none",
             "pipeline.pretrain_seed": str(self.cfg.pretrain_seed),
@@ -121,6 +134,11 @@ class PipelineRecipe:
             self.params["pipeline.grid.blocks"] = json.dumps(
                 [dict(b) for b in self.grid.blocks], sort_keys=True
             )
+        if self.design is not None:  # the design is part of what a resume must match
+            self.params |= {f"pipeline.seeds.{k}": str(v) for k, v in
+                            (("min", self.design.min), ("step", self.design.step),
+                             ("max", self.design.max), ("spending", self.design.spending),
+                             ("futility", self.design.futility), ("stop", self.design.stop))}  # fmt: skip
         if self.resume:
             check_resumable(
                 self.resume, stage=schema.STAGE_PIPELINE, params=self.params, allow_finished=True
@@ -167,7 +185,9 @@ class PipelineRecipe:
                 )
         for cell in {replace(c, condition="scratch", scratch=tuple(self.modalities), seed=0)
                      for c in self.cells}:  # fmt: skip
-            self._fusion_recipe(cell, {})
+            probe = self._fusion_recipe(cell, {})
+        if self.design is not None:
+            check_auto_seeds(probe, self.analysis)
 
     def _fusion_recipe(
         self, cell: Cell, pretrain_runs: dict[str, str], contrastive_run: str | None = None
@@ -212,26 +232,94 @@ class PipelineRecipe:
                 )
 
             done, cut_short = cell_runs(parent.info.run_id) if self.resume else ({}, {})
-            fusion_runs = []
-            with CellProgress(f"pipeline {self.dataset}: fusion runs", len(self.cells)) as bar:
-                for cell in self.cells:
-                    label = cell.label
-                    if cell.key in done:
-                        fusion_runs.append(done[cell.key])
-                        bar.cell_done(f"multimodal {label}: finished earlier, run {done[cell.key]}")
-                        continue
-                    recipe = self._fusion_recipe(cell, pretrain_runs, contrastive_run)
-                    run_id = recipe.run(nested=True, resume=cut_short.get(cell.key))
-                    fusion_runs.append(run_id)
-                    bar.cell_done(f"multimodal {label}: run {run_id}")
+            fusion_runs: list[str] = []
+            looks: tuple[int, ...] = ()
+            stop = ""
+            with CellProgress(f"pipeline {self.dataset}: fusion runs",
+                              len(self._cells_until(self.design.min if self.design else 0))) as bar:  # fmt: skip
 
-            result = analyze(parent_run=parent.info.run_id, settings=self.analysis, nested=True)
+                def train(cells: list[Cell]) -> None:
+                    for cell in cells:
+                        if cell.key in done:
+                            fusion_runs.append(done[cell.key])
+                            bar.cell_done(f"multimodal {cell.label}: finished earlier, run "
+                                          f"{done[cell.key]}")  # fmt: skip
+                            continue
+                        recipe = self._fusion_recipe(cell, pretrain_runs, contrastive_run)
+                        run_id = recipe.run(nested=True, resume=cut_short.get(cell.key))
+                        fusion_runs.append(run_id)
+                        bar.cell_done(f"multimodal {cell.label}: run {run_id}")
+
+                if self.design is None:
+                    train(self.cells)
+                    result = analyze(parent_run=parent.info.run_id, settings=self.analysis,
+                                     nested=True)  # fmt: skip
+                else:
+                    result, looks, stop = self._adaptive(parent.info.run_id, train, bar)
             mlflow.log_text(result.markdown, schema.ANALYSIS_TABLE_ARTIFACT)
             figure = forest_figure(result.results)  # the headline, on the parent itself
             mlflow.log_figure(figure, schema.HEADLINE_FIGURE)
             plt.close(figure)
         return PipelineResult(parent.info.run_id, pretrain_runs, reused, fusion_runs, result,
-                              contrastive_run)  # fmt: skip
+                              contrastive_run, looks, stop)  # fmt: skip
+
+    def _cells_until(self, seeds: int, stopped: Sequence[Stratum] = ()) -> list[Cell]:
+        """The cells a look at ``seeds`` seeds needs (all of them for a fixed design)."""
+        if self.design is None:
+            return self.cells
+        return [c for c in self.cells if c.seed < seeds and stratum_of(c) not in stopped]
+
+    def _adaptive(
+        self, parent_id: str, train: Callable[[list[Cell]], None], bar: CellProgress
+    ) -> tuple[Analysis, tuple[int, ...], str]:
+        """``seeds=auto``: train to the first look, analyse, add seeds to the undecided
+        strata, and so on. Each look is an analysis child run tagged with its number; a
+        resumed pipeline takes the looks it had already taken from their logged tables."""
+        design = self.design
+        assert design is not None
+        strata = list(dict.fromkeys(stratum_of(c) for c in self.cells))
+        stopped: dict[Stratum, str] = {}
+        reasons: dict[Stratum, str] = {}
+        taken: list[int] = []
+        earlier = logged_looks(parent_id) if self.resume else {}
+        trained: set[tuple] = set()
+        result: Analysis | None = None
+        for number, seeds in enumerate(design.looks, start=1):
+            batch = [c for c in self._cells_until(seeds, tuple(stopped)) if c.key not in trained]
+            bar.extend(max(0, len(batch) - (bar.total - bar.done)))
+            train(batch)
+            trained.update(c.key for c in batch)
+            taken.append(seeds)
+            last = number == len(design.looks)
+            if number in earlier:
+                comparison, full = earlier[number]
+                result = None  # recomputed below if this look turns out to be the last
+                print(f"look {number} ({seeds} seeds): analysed earlier, run "
+                      f"{comparison.attrs['run_id']}", flush=True)  # fmt: skip
+            else:
+                result = analyze(parent_run=parent_id, settings=self.analysis, nested=True,
+                                 design=design, look=number)  # fmt: skip
+                comparison, full = result.results.comparison, result.results.full_pattern
+            open_strata = [k for k in strata if k not in stopped]
+            decision = decide_strata(comparison, full, open_strata, design, last_look=last)
+            for stratum, why in decision.stops.items():
+                if why is not None:
+                    stopped[stratum] = why
+                    reasons[stratum] = decision.reasons[stratum]
+            decided = sum(1 for k in open_strata if decision.stops[k] not in (None, NOT_COMPARED))
+            print(f"look {number} ({seeds} seeds): {decided} of {len(open_strata)} open strata "
+                  "stop" + (f" ({'; '.join(sorted(set(decision.reasons.values())))})"
+                            if decision.reasons else ""), flush=True)  # fmt: skip
+            if all(k in stopped for k in strata):
+                break
+        if result is None:  # the last look was analysed before a resume: its numbers again
+            result = analyze(parent_run=parent_id, settings=self.analysis, log=False,
+                             design=design)  # fmt: skip
+        stop = stop_summary(reasons, stopped)
+        used = max((c.seed + 1 for c in self.cells if c.key in trained), default=0)
+        mlflow.set_tags({schema.SEEDS_LOOKS: ",".join(map(str, taken)),
+                         schema.SEEDS_USED: str(used), schema.SEEDS_STOP: stop})  # fmt: skip
+        return result, tuple(taken), stop
 
     def _contrastive_run(self, parent_id: str, experiment_id: str) -> str | None:
         """The contrastive pretrain run the ``contrastive`` cells use: the one this pipeline
@@ -357,6 +445,52 @@ def interrupted_pretrain_runs(parent_id: str) -> dict[str, str]:
         for run in children(parent_id, schema.STAGE_PRETRAIN)
         if run.info.status == "KILLED"
     }
+
+
+def logged_looks(parent_id: str) -> dict[int, tuple[pd.DataFrame, str]]:
+    """The looks a pipeline has analysed already (FINISHED analysis children with a
+    ``tsp.analysis.look`` tag): look -> (its comparison table, its full pattern), read
+    from the CSV it logged, so a resume decides exactly as that look did."""
+    found: dict[int, tuple[pd.DataFrame, str]] = {}
+    client = MlflowClient()
+    for run in children(parent_id, schema.STAGE_ANALYSIS):
+        look = run.data.tags.get(schema.ANALYSIS_LOOK)
+        if run.info.status != "FINISHED" or not (look or "").isdigit():
+            continue
+        path = client.download_artifacts(run.info.run_id, schema.ANALYSIS_COMPARISON_CSV)
+        comparison = pd.read_csv(path, keep_default_na=True, dtype={"missing": str})
+        comparison.attrs["run_id"] = run.info.run_id
+        patterns = [str(p) for p in comparison["pattern"].unique()]
+        found[int(look)] = (comparison, full_pattern(patterns))
+    return found
+
+
+def sequential_design(node: DictConfig) -> SequentialDesign:
+    """The ``seeds`` config node as a design; a bad value fails before any run."""
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        raise UserInputError(str(cause) if isinstance(cause, UserInputError) else
+                             f"pipeline seeds settings: {err}") from None  # fmt: skip
+
+
+def check_auto_seeds(recipe: MultimodalRecipe, settings: AnalysisSettings) -> None:
+    """``seeds=auto`` decides on test metrics whose direction it knows."""
+    if bool(recipe.cfg.trainer.get("skip_test", False)):
+        raise UserInputError(
+            "seeds=auto decides from test metrics, which --skip-test does not compute; give a "
+            "fixed -P seeds=N with --skip-test, or drop --skip-test"
+        )
+    task = recipe.task
+    known = (*task.metrics_names, "loss")
+    unknown = [m for m in settings.metrics if m not in known]
+    if unknown:
+        raise UserInputError(
+            f"seeds=auto needs metrics whose better direction is known; analysis.metrics "
+            f"{unknown} are not {task.name} metrics ({', '.join(known)}); pick from those, or "
+            "give a fixed -P seeds=N"
+        )
 
 
 def build_grid(node: DictConfig) -> Grid:

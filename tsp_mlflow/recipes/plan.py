@@ -158,14 +158,23 @@ def plan_pipeline(recipe: object) -> str:
         pretrain.append(f"{m}: " + (f"reuse run {found.info.run_id}" if found else "train"))
     if recipe.contrastive is not None:
         pretrain.append("contrastive: train or reuse one run for the contrastive cells")
-    labels = [c.label for c in recipe.cells]
+    design = recipe.design
+    cells = recipe.cells if design is None else [c for c in recipe.cells if c.seed < design.min]
+    labels = [c.label for c in cells]
     shown = ", ".join(labels[:6]) + (f", ... ({len(labels) - 6} more)" if len(labels) > 6 else "")
+    if design is None:
+        runs = f"{len(labels)} (grid x {recipe.seeds} seeds): {shown}"
+    else:
+        runs = (f"{len(labels)} to the first look (grid x {design.min} seeds), up to "
+                f"{len(recipe.cells)} (grid x {design.max} seeds): {shown}")  # fmt: skip
     first = next(iter(recipe.pretrain.values()))
     return describe(f"tsp pipeline on {recipe.dataset}", [
         ("experiment", experiment_line(cfg.tracking.experiment)),
         ("data", data_line(first.cfg, recipe.modalities)),
         ("pretrain", "; ".join(pretrain)),
-        ("fusion runs", f"{len(labels)} (grid x {recipe.seeds} seeds): {shown}"),
+        ("fusion runs", runs),
+        *([("seeds", f"auto: {design.describe()}; stop when every full-pattern row is "
+                     f"decided, or for futility below {design.futility:g}")] if design else []),
         *training_lines(first.cfg),
         ("analysis", f"{recipe.analysis.a} vs {recipe.analysis.b} on {recipe.analysis.split}, "
                      f"{recipe.analysis.correction} correction"),

@@ -89,6 +89,13 @@ def pipeline_reused_tag(modality: str) -> str:
     return f"tsp.pipeline.pretrain.{modality}.reused"
 
 
+# Adaptive seeds (pipeline seeds=auto): the parent records its looks and why it stopped;
+# each look is an analysis child tagged with its number.
+SEEDS_LOOKS = "tsp.seeds.looks"  # seed counts at the looks taken, e.g. "5,6"
+SEEDS_USED = "tsp.seeds.used"  # the most seeds any cell reached
+SEEDS_STOP = "tsp.seeds.stop"  # why it stopped adding seeds (decided, futility, seeds.max)
+ANALYSIS_LOOK = "tsp.analysis.look"  # on an analysis run: its look (1-based)
+
 # Sweeps: the parent carries SWEEP_* tags; each trial is a multimodal (or pretrain) run
 # nested under it with the TRIAL_* tags. The analysis of pretrained vs scratch leaves
 # trials out unless asked for one parent's children: their hyperparameters differ.

@@ -197,6 +197,14 @@ class CellProgress:
             self._session.__exit__(None, None, None)
             self._progress = self._session = None
 
+    def extend(self, more: int) -> None:
+        """More cells than planned (adaptive seeds add them look by look)."""
+        if more <= 0:
+            return
+        self.total += more
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, total=self.total)
+
     def cell_done(self, message: str) -> None:
         """One cell finished (trained now, or earlier): advance and say which."""
         self.done += 1
