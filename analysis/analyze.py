@@ -31,6 +31,7 @@ from analysis.data import (
     resolve_experiment,
     runs_frame,
     select_runs_and_left_out,
+    test_bootstraps,
 )
 from analysis.errors import AnalysisInputError
 from analysis.report import render
@@ -111,6 +112,9 @@ def analyze(
         ),
         lineage=lineage_frame(client, runs, max_workers=max_workers),
         left_out=left_out,
+        bootstraps=test_bootstraps(client, [r.info.run_id for r in runs], max_workers=max_workers)
+        if settings.split == "test"
+        else {},
     )
     results = compute_results(inputs, settings, design)
     title = f"Does task-specific pretraining help? {settings.a} vs {settings.b}"
@@ -244,6 +248,7 @@ def _tables(results: Results) -> dict[str, pd.DataFrame]:
         "multimodal": results.multimodal,
         "multimodal_summary": results.multimodal_summary,
         "aggregate": results.aggregate,
+        "variance": results.variance,
         "left_out": results.left_out,
     }
     for duration, comparison in results.survival.items():

@@ -8,6 +8,7 @@ concurrency otherwise.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -422,3 +423,27 @@ def learning_curves(
     return curves[
         ["run_id", "condition", "seed", "fusion", "epoch", "value", "seconds"]
     ].sort_values(["run_id", "epoch"], ignore_index=True)
+
+
+def test_bootstraps(
+    client: MlflowClient, run_ids: Sequence[str], *, max_workers: int = MAX_WORKERS
+) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """run id -> pattern -> metric -> replicate values, from each run's
+    ``test_bootstrap.json`` (JSON, never unpickled); runs without one are absent."""
+
+    def fetch(run_id: str) -> tuple[str, dict | None]:
+        try:
+            path = client.download_artifacts(run_id, schema.TEST_BOOTSTRAP_ARTIFACT)
+        except (MlflowException, OSError):  # older runs, or test_bootstrap=0
+            return run_id, None
+        try:
+            with open(path, encoding="utf-8") as handle:
+                found = json.load(handle)
+            return run_id, found["values"] if isinstance(found.get("values"), dict) else None
+        except (ValueError, KeyError, AttributeError):
+            log.warning("run %s: %s is not a test-set bootstrap; ignored", run_id,
+                        schema.TEST_BOOTSTRAP_ARTIFACT)  # fmt: skip
+            return run_id, None
+
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        return {r: v for r, v in pool.map(fetch, list(dict.fromkeys(run_ids))) if v is not None}

@@ -181,6 +181,23 @@ def aggregate_tables(results: Results) -> list[Table]:
                   "intervals (runs resampled within each pattern).")]  # fmt: skip
 
 
+def variance_tables(results: Results) -> list[Table]:
+    """Seeds vs the finite test set: where each difference's uncertainty comes from."""
+    frame = results.variance
+    if frame.empty:
+        return []
+    keys = [c for c in frame.columns if c in results.by]
+    rows = [{**{k: r[k] for k in keys}, "n": r["n"], "Δ": num(r["delta"], signed=True),
+             "se seeds": num(r["se_seeds"]), "se test set": num(r["se_test_set"]),
+             "se both": num(r["se_total"]), "test-set share": percent(100 * r["test_set_share"], signed=False)}
+            for r in frame.to_dict("records")]  # fmt: skip
+    return [Table("Variance: seeds vs the finite test set", pd.DataFrame(rows),
+                  "se seeds: the standard error over seeds that every interval above uses; se "
+                  "test set: the sd of Δ over shared bootstrap resamples of the test rows "
+                  f"({int(frame['resamples'].iloc[0])} resamples); a large test-set share means a "
+                  "new test set would move Δ more than new seeds would.")]  # fmt: skip
+
+
 def left_out_tables(results: Results) -> list[Table]:
     if results.left_out.empty:
         return []
@@ -361,6 +378,7 @@ def render(results: Results, *, title: str, inputs_line: str) -> tuple[str, str,
         ("Comparison per pattern", [headline]),
         ("Sequential looks", looks_table(results)),
         ("Across patterns", aggregate_tables(results)),
+        ("Variance decomposition", variance_tables(results)),
         ("Runs left out", left_out_tables(results)),
         ("Convergence", convergence_tables(results)),
         ("Cost", cost_tables(results)),

@@ -36,6 +36,7 @@ from analysis.stats.convergence import CurveBands, SurvivalComparison
 from analysis.stats.many import ManyResult
 from analysis.stats.multiplicity import CORRECTIONS, Correction
 from analysis.stats.sequential import SequentialDesign
+from analysis.stats.variance import variance_components
 from tsp_mlflow.tracking import schema
 
 
@@ -107,6 +108,8 @@ class AnalysisInputs:
     lineage: pd.DataFrame  # data.lineage_frame: (fusion run, modality) -> pretrain run
     # data.select_runs_and_left_out: runs of the selection not FINISHED, and why
     left_out: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # data.test_bootstraps: run id -> pattern -> metric -> test-set bootstrap replicates
+    bootstraps: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -142,6 +145,7 @@ class Results:
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # data.runs_frame
     probes: pd.DataFrame = field(default_factory=pd.DataFrame)  # linear probes, a vs b
     aggregate: pd.DataFrame = field(default_factory=pd.DataFrame)  # IQM, P(improvement)
+    variance: pd.DataFrame = field(default_factory=pd.DataFrame)  # seeds vs the test set
     left_out: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, reason, where
     design: SequentialDesign | None = None  # the adaptive-seed design the intervals use
     notes: list[str] = field(default_factory=list)
@@ -303,6 +307,7 @@ def compute_results(
         conditions=conditions, fusions=fusion_result, missing_rates=missing_result,
         gradients=gradient_result, imputations=imputation_result, objectives=objective_result,
         runs=inputs.runs, probes=probe_cmp, aggregate=aggregate,
+        variance=variance_components(comparison, inputs.bootstraps, by=by),
         left_out=left_out_table(inputs.left_out, comparison), design=design, notes=notes,
     )  # fmt: skip
 

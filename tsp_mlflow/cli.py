@@ -402,10 +402,9 @@ def pipeline(dataset: str, seeds: str, epochs: str, overrides: str, resume: str)
       tsp pipeline --seeds 5 --overrides "grid=fusions" --dry-run      # the 60 runs it would train
     """
     from tsp_mlflow.config import split_overrides
+    from tsp_mlflow.recipes.looks import parse_seeds
     from tsp_mlflow.recipes.pipeline import PipelineRecipe
     from tsp_mlflow.tracking.session import use_experiment
-
-    from tsp_mlflow.recipes.looks import parse_seeds
 
     _check_dataset(dataset)
     parse_seeds(seeds)  # before anything touches the store

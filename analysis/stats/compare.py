@@ -55,7 +55,7 @@ EQUIVALENT, INCONCLUSIVE = "equivalent", "inconclusive"
 
 COMPARE_COLUMNS = [
     "a", "b", "design", "test", "n_a", "n_b", "n_pairs", "n_unmatched", "n_averaged",
-    "mean_a", "sd_a", "mean_b", "sd_b", "r_arms", "delta", "ci_low", "ci_high",
+    "mean_a", "sd_a", "mean_b", "sd_b", "r_arms", "delta", "se", "ci_low", "ci_high",
     "ci_level", "ci_low_unadjusted", "ci_high_unadjusted",
     "effect_size", "effect_kind", "p_superiority", "ps_low", "ps_high",
     "p_value", "p_adjusted", "correction", "alpha_row", "critical_t",
@@ -263,7 +263,7 @@ def decide(
     row |= {
         "n_pairs": n if paired else 0, "test": "paired t" if paired else "Welch t",
         "mean_a": float(s.xa.mean()), "sd_a": _sd(s.xa), "mean_b": float(s.xb.mean()),
-        "sd_b": _sd(s.xb), "r_arms": est.r, "delta": est.delta, "ci_low": float(low),
+        "sd_b": _sd(s.xb), "r_arms": est.r, "delta": est.delta, "se": est.se, "ci_low": float(low),
         "ci_high": float(high), "ci_level": 1 - alpha_row,
         "ci_low_unadjusted": float(unadjusted[0]), "ci_high_unadjusted": float(unadjusted[1]),
         "effect_size": est.effect, "effect_kind": "d_z" if paired else "hedges_g",
@@ -436,7 +436,7 @@ def _detail(row: dict[str, object], verdict: str, design: SequentialDesign | Non
     where = f"look {row['look']} of {row['n_looks']}, n={n}" if design else f"n={n}"
     if verdict != INCONCLUSIVE:
         if design and row["decided_look"] != row["look"]:
-            return f"decided at look {int(row['decided_look'])} (n={int(row['decided_n'])}); now {where}"
+            return f"decided at look {int(row['decided_look'])}, n={int(row['decided_n'])}; now {where}"
         return f"decided at {where}" if design else f"at n={n}"
     need, low, high = row["seeds_needed"], row["seeds_needed_low"], row["seeds_needed_high"]
     text = f"need ≈{_seeds(need, n)} seeds (80% CI {_seeds(low, n)}–{_seeds(high, n)})"

@@ -68,7 +68,8 @@ def welch_t(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         t = diff / se
     # No spread in either arm: the sign of the difference, as far as it goes.
-    return np.where(se > 0, t, np.sign(diff) * np.inf * (diff != 0)).astype(float)
+    spreadless = np.where(diff != 0, np.sign(diff) * np.inf, 0.0)
+    return np.where(se > 0, t, spreadless).astype(float)
 
 
 def studentized_permutation_p(xa: np.ndarray, xb: np.ndarray, seed: int = 0) -> float:

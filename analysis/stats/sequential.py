@@ -126,10 +126,10 @@ class SequentialDesign:
         return (*(k for k in self.looks if k < n), n)
 
     def describe(self) -> str:
-        return (
-            f"group-sequential, {self.spending.replace('_', '-')} spending, looks at "
-            f"{', '.join(map(str, self.looks))} seeds"
-        )
+        looks = self.looks
+        shown = (", ".join(map(str, looks)) if len(looks) <= 6
+                 else f"{looks[0]}, {looks[1]}, …, {looks[-1]}")  # fmt: skip
+        return f"group-sequential, {self.spending.replace('_', '-')} spending, looks at {shown} seeds"
 
 
 _DEFAULTS = {"min": 5, "step": 1, "max": 20}

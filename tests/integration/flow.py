@@ -111,7 +111,9 @@ def check_pipeline_tree(
         for key in (*(f"train/{m}" for m in train_metrics), "time/epoch_s"):
             steps = [x.step for x in client.get_metric_history(run.info.run_id, key)]
             assert steps == list(range(1, epochs + 1)), key
-        assert {"config.yaml", "metrics.json"} <= artifact_paths(client, run.info.run_id)
+        assert {"config.yaml", "metrics.json", schema.TEST_BOOTSTRAP_ARTIFACT} <= artifact_paths(
+            client, run.info.run_id
+        )
         check_run_figures(client, run)
         # Monitoring is on by default: per layer group, sampled at optimisation steps.
         grad = f"{schema.MONITOR_PREFIX}/grad_norm/head"
@@ -169,7 +171,11 @@ def check_analysis_run(
     files = artifact_paths(client, analysis.info.run_id)
     assert {schema.ANALYSIS_TABLE_ARTIFACT, schema.ANALYSIS_REPORT_ARTIFACT, schema.ANALYSIS_LATEX_ARTIFACT,
             schema.ANALYSIS_META_ARTIFACT, schema.ANALYSIS_COMPARISON_CSV, schema.ANALYSIS_VALUES_CSV,
-            schema.ANALYSIS_FOREST_FIGURE, "analysis/figures/cost.png"} <= files  # fmt: skip
+            schema.ANALYSIS_FOREST_FIGURE, "analysis/figures/cost.png",
+            "analysis/tables/variance.csv", "analysis/tables/aggregate.csv"} <= files  # fmt: skip
+    variance = pd.read_csv(client.download_artifacts(analysis.info.run_id,
+                                                     "analysis/tables/variance.csv"))  # fmt: skip
+    assert len(variance) and (variance["se_test_set"] > 0).all()  # every row: the test set's part
     png = Path(
         client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_FOREST_FIGURE)
     ).read_bytes()
@@ -187,7 +193,8 @@ def check_analysis_run(
         assert row["delta"] == pytest.approx(sum(arms[0]) / seeds - sum(arms[1]) / seeds)
         assert analysis.data.metrics[f"delta/{key}"] == pytest.approx(row["delta"])
         assert analysis.data.metrics[f"n_pairs/{key}"] == seeds
-        assert isinstance(row["verdict"], str) and row["verdict"]
+        assert row["verdict"] in ("pretrained better", "scratch better", "equivalent",
+                                  "inconclusive")  # fmt: skip
     report = Path(
         client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_REPORT_ARTIFACT)
     ).read_text()

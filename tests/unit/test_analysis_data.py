@@ -122,3 +122,48 @@ def test_bad_selections_fail_clearly(synthetic) -> None:
         analyze(experiment="avdigits", settings=AnalysisSettings(metrics=("bogus",)), log=False)
     with pytest.raises(AnalysisInputError, match="correction='bonferoni' is unknown"):
         AnalysisSettings(correction="bonferoni")
+
+
+def test_runs_not_finished_are_named_with_their_reason(synthetic, tmp_path: Path) -> None:
+    """Defect: FAILED and RUNNING runs inside the selection were left out without a word."""
+    client, experiment_id, ids = synthetic
+    failed, running = ids["pretrained"][0], ids["scratch"][1]
+    client.set_terminated(failed, status="FAILED")
+    client.set_tag(failed, schema.ERROR, "TrainingDiverged: loss is NaN at epoch 3")
+    client.update_run(running, status="RUNNING")
+    result = analyze(experiment="avdigits", log=False)
+    left = result.results.left_out.set_index("run_id")
+    assert left.loc[failed, "reason"] == "FAILED: TrainingDiverged: loss is NaN at epoch 3"
+    assert left.loc[running, "reason"].startswith("still RUNNING")
+    # their partners lost a pair: named in the rows, as "no partner seed"
+    partners = left[left["reason"] == "no partner seed"]
+    assert {ids["scratch"][0], ids["pretrained"][1]} <= set(partners.index)
+    row = result.results.comparison.iloc[0]
+    assert row["n_pairs"] == 6 and failed not in row["run_ids_a"]
+    assert "left out: 1 run(s), FAILED: TrainingDiverged" in "\n".join(
+        __import__("analysis.report", fromlist=["x"]).left_out_lines(result.results)
+    )
+    assert "## Runs left out" in result.report
+
+
+def test_a_malformed_seed_tag_is_one_line_naming_the_run(synthetic) -> None:
+    """Defect: tsp.seed = "1.0" crashed with ValueError: invalid literal for int()."""
+    client, _, ids = synthetic
+    client.set_tag(ids["scratch"][2], schema.SEED, "1.0")
+    with pytest.raises(AnalysisInputError, match=rf"run {ids['scratch'][2]} has tag tsp.seed='1.0'"):
+        analyze(experiment="avdigits", log=False)
+
+
+def test_every_table_traces_its_numbers_to_run_ids(synthetic, tmp_path: Path) -> None:
+    """Defect: nine tables carried no run ids at all."""
+    _, _, ids = synthetic
+    analyze(experiment="avdigits", settings=AnalysisSettings(rope=0.005), output_dir=tmp_path / "o")
+    fusion = set(ids["scratch"] + ids["pretrained"])
+    for name in ("summary", "cost_summary", "break_even", "efficiency", "multimodal_summary",
+                 "survival_epochs", "survival_epochs_summary", "curve_bands", "aggregate",
+                 "comparison"):  # fmt: skip
+        table = pd.read_csv(tmp_path / "o" / "tables" / f"{name}.csv")
+        columns = [c for c in table.columns if c.startswith("run_ids")]
+        assert columns, name
+        named = {i for c in columns for cell in table[c].dropna() for i in str(cell).split(";")}
+        assert named and named <= fusion, name

@@ -47,6 +47,7 @@ from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has
 from tsp_mlflow.training.monitoring import MonitoringSettings, TrainingMonitor
 from tsp_mlflow.training.progress import EpochProgress, progress_mode
 from tsp_mlflow.training.tasks import Task
+from tsp_mlflow.training.test_bootstrap import test_bootstrap
 
 # Called after each epoch's logging as (epoch, metrics, seconds); a sweep reports to Optuna.
 EpochHook = Callable[[int, EpochMetrics, float], None]
@@ -457,6 +458,15 @@ def train_and_test(
     done = set(mlflow.get_run(resume_run_id).data.metrics) if resume_run_id else set()
     if test is not None:
         logger.log_test(test, result.best_epoch, skip=done)
+    # Fusion runs only (multimodal.yaml's test_bootstrap; pretrain configs have no such key).
+    resamples = int(cfg.get("test_bootstrap", 0) or 0)
+    if test is not None and resamples > 0 and outputs:
+        logged = {f.path for f in MlflowClient().list_artifacts(run_id)} if resume_run_id else set()
+        if schema.TEST_BOOTSTRAP_ARTIFACT not in logged:
+            patterns = {k: v for k, v in outputs["patterns"].items()
+                        if k != schema.OBSERVED_PATTERN}  # fmt: skip
+            mlflow.log_dict(test_bootstrap(task, patterns, outputs["target"], resamples),
+                            schema.TEST_BOOTSTRAP_ARTIFACT)  # fmt: skip
     summary = {
         schema.BEST_EPOCH: result.best_epoch,
         schema.BEST_VALUE: result.best_value,

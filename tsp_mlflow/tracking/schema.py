@@ -171,6 +171,7 @@ def parse_metric_key(key: str) -> PatternMetric | None:
 # --- artifacts and registry -------------------------------------------------------------
 ENCODER_ARTIFACT_DIR = "encoder"
 REPRESENTATIONS_DIR = "representations"  # <modality>.npy test embeddings + targets.npy
+TEST_BOOTSTRAP_ARTIFACT = "test_bootstrap.json"  # fusion runs: metrics on test resamples
 CONFIG_ARTIFACT = "config.yaml"
 METRICS_ARTIFACT = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"  # checkpoints/epoch-0003/{state.json,state.safetensors}

@@ -78,7 +78,8 @@ def evaluate(
     With ``latency``, the seconds of each batch's full-pattern forward pass (encoders,
     fusion, head; data loading and transfer excluded) are appended to it: what a fusion
     method costs at test time, measured in the same pass. With ``outputs``, it receives the
-    full pattern's ``logits`` and ``target`` (for the run's figures).
+    full pattern's ``logits`` and ``target`` (for the run's figures), and ``patterns``:
+    every pattern's logits (for the test-set bootstrap).
     """
     model.eval()
     names = [pattern_name(p, model.modalities) for p in patterns]
@@ -105,7 +106,7 @@ def evaluate(
     gathered = {name: all_rows(_cat(chunks)) for name, chunks in logits.items()}
     if outputs is not None:
         full = pattern_name(model.modalities, model.modalities)
-        outputs.update(logits=gathered[full], target=target)
+        outputs.update(logits=gathered[full], target=target, patterns=gathered)
     return {name: task.metrics(values, target) for name, values in gathered.items()}
 
 
