@@ -275,3 +275,61 @@ def test_two_resumes_of_one_run_at_once_leave_one_writer(
         steps = [m.step for m in client.get_metric_history(run_id, key)]
         assert len(steps) == len(set(steps)), key  # nothing logged twice
     assert epochs_logged(client, run_id) == list(range(1, EPOCHS + 1))
+
+
+PIPELINE = ["pipeline", "--seeds", "2", "--epochs", "2", "--overrides",
+            "representations=false trainer.batch_size=128 model.encoders.audio.width=4 "
+            "model.encoders.image.width=4 trainer.checkpoint.min_interval_s=0"]  # fmt: skip
+
+
+def _pretraining(client: MlflowClient) -> bool:
+    found = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")
+    return any(r.info.status == "RUNNING" and epochs_logged(client, r.info.run_id) for r in found)
+
+
+def _mid_grid(client: MlflowClient) -> bool:
+    cells = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
+    return any(r.info.status == "FINISHED" for r in cells) and any(
+        r.info.status == "RUNNING" and epochs_logged(client, r.info.run_id) for r in cells
+    )
+
+
+def _analysing(client: MlflowClient) -> bool:
+    cells = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
+    return len(cells) == 4 and all(r.info.status == "FINISHED" for r in cells)
+
+
+@pytest.mark.parametrize("moment", [_pretraining, _mid_grid, _analysing],
+                         ids=["during pretraining", "mid-grid", "during the analysis"])  # fmt: skip
+def test_a_pipeline_killed_anywhere_resumes_into_its_own_experiment(
+    moment: Callable[[MlflowClient], bool], tracking_uri: str, subprocess_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Regression: a resumed pipeline created its new children (cells, the analysis) in the
+    Default experiment, so the analysis saw part of the seeds, or none."""
+    client = MlflowClient(tracking_uri)
+    proc = tsp_process(PIPELINE, subprocess_env)
+    wait_for(moment.__name__, lambda: moment(client), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
+    main([*PIPELINE, "--resume", parent.info.run_id])
+    capsys.readouterr()
+    experiment = parent.info.experiment_id
+    assert experiment != "0"
+    everything = runs(client, "")
+    assert {r.info.experiment_id for r in everything} == {experiment}  # nothing in Default
+    kids = children(client, parent.info.run_id)
+    finished = [r for r in kids if r.info.status == "FINISHED"]
+    cells = [r for r in finished if r.data.tags[schema.STAGE] == "multimodal"]
+    keys = sorted((r.data.tags[schema.CONDITION], r.data.tags[schema.SEED]) for r in cells)
+    assert keys == [("pretrained", "0"), ("pretrained", "1"), ("scratch", "0"), ("scratch", "1")]
+    analyses = [r for r in finished if r.data.tags[schema.STAGE] == "analysis"]
+    assert analyses and all(r.data.metrics["n_pairs/test/audio-image/accuracy"] == 2
+                            for r in analyses)  # fmt: skip
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    # resuming a finished pipeline again trains nothing
+    before = {r.info.run_id for r in runs(client, f"tags.`{schema.STAGE}` != 'analysis'")}
+    main([*PIPELINE, "--resume", parent.info.run_id])
+    assert "finished earlier" in capsys.readouterr().out
+    assert {r.info.run_id for r in runs(client, f"tags.`{schema.STAGE}` != 'analysis'")} == before

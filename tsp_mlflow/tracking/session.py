@@ -90,7 +90,15 @@ def tracked_run(
     unreachable the run cannot be closed: it stays RUNNING, and the error says how to
     reap and resume it once the server is back.
     """
-    if nested or parent_run_id or os.environ.get("MLFLOW_RUN_ID"):
+    active = mlflow.active_run()
+    if nested and active is not None:
+        # A child lives beside its parent, whatever experiment this process selected: a
+        # resumed pipeline never selects one (its parent's is fixed), and MLflow would
+        # otherwise put the child in Default.
+        experiment_id = active.info.experiment_id
+    elif parent_run_id:
+        experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
+    elif nested or os.environ.get("MLFLOW_RUN_ID"):
         experiment_id = None
     global last_signal
     if not nested:
