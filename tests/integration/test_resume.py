@@ -333,3 +333,36 @@ def test_a_pipeline_killed_anywhere_resumes_into_its_own_experiment(
     main([*PIPELINE, "--resume", parent.info.run_id])
     assert "finished earlier" in capsys.readouterr().out
     assert {r.info.run_id for r in runs(client, f"tags.`{schema.STAGE}` != 'analysis'")} == before
+
+
+def test_a_registration_cut_by_sigkill_is_completed_by_the_resume(
+    tracking_uri: str, subprocess_env: dict[str, str]
+) -> None:
+    """Regression: a SIGKILL between creating the version and setting @champion left a
+    version with no alias; the resume then failed on the missing alias."""
+    client = MlflowClient(tracking_uri)
+    args = ["pretrain", "--modality", "image", "--epochs", "1", "--overrides",
+            "model.encoders.image.width=4 trainer.batch_size=128"]  # fmt: skip
+    # A real SIGKILL at exactly that point: the process kills itself instead of aliasing.
+    code = (
+        "import os, signal\nfrom mlflow import MlflowClient\n"
+        "MlflowClient.set_registered_model_alias = "
+        "lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"from tsp_mlflow.cli import main\nmain({args!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    (run,) = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")
+    assert run.info.status == "RUNNING"
+    (version,) = client.search_model_versions("name = 'avdigits-image-encoder'")
+    with pytest.raises(Exception, match="alias"):
+        client.get_model_version_by_alias("avdigits-image-encoder", "champion")
+
+    main([*args, "--resume", run.info.run_id])
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert [v.version for v in client.search_model_versions("name = 'avdigits-image-encoder'")] == [
+        version.version
+    ]  # completed, not registered twice
+    champion = client.get_model_version_by_alias("avdigits-image-encoder", "champion")
+    assert champion.version == version.version and champion.run_id == run.info.run_id

@@ -34,7 +34,7 @@ from tsp_mlflow.recipes.common import (
 )
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten
-from tsp_mlflow.tracking.registry import is_registered, register_encoder
+from tsp_mlflow.tracking.registry import register_encoder
 from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.training.distributed import check_supported
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
@@ -158,8 +158,6 @@ class ContrastivePretrainRecipe:
                 name = schema.registered_encoder_name(
                     cfg.data.name, m, schema.OBJECTIVE_CONTRASTIVE
                 )
-                if resume and is_registered(name, run_id):
-                    continue  # (a resumed run killed while registering)
                 register_encoder(
                     name=name,
                     artifact_uri=uris[m],

@@ -28,7 +28,7 @@ from tsp_mlflow.recipes.common import (
 from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten
-from tsp_mlflow.tracking.registry import is_registered, register_encoder
+from tsp_mlflow.tracking.registry import register_encoder
 from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.training.distributed import check_batch_size, current, init_distributed
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
@@ -132,9 +132,10 @@ class PretrainRecipe:
                 return run_id
             artifact_uri = log_encoder_artifact(encoder, self.config["model"]["encoders"][m])
             name = schema.registered_encoder_name(cfg.data.name, m)
-            if not register or (resume and is_registered(name, run_id)):
-                return run_id  # (a resumed run killed after registering: done)
-            # Last step, so that a run that fails anywhere above registers nothing.
+            if not register:
+                return run_id
+            # Last step, so that a run that fails anywhere above registers nothing. A
+            # resumed run completes (or confirms) what an earlier process registered.
             register_encoder(
                 name=name,
                 artifact_uri=artifact_uri,

@@ -10,11 +10,6 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from tsp_mlflow.tracking import schema
 
 
-def is_registered(name: str, run_id: str) -> bool:
-    """Whether ``run_id`` has a version of registered model ``name`` already."""
-    return bool(MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
-
-
 def register_encoder(
     *,
     name: str,
@@ -24,10 +19,12 @@ def register_encoder(
     value: float,
     higher_is_better: bool = True,
 ) -> ModelVersion:
-    """Register a new encoder version and move ``champion`` to the best one by validation.
+    """Register the run's encoder version (once) and move ``champion`` to the best one.
 
-    Versions are ranked by the validation metric they were selected with (``tsp.monitor``
-    tag, in the direction of its ``tsp.monitor_mode`` tag); ties keep the older version.
+    Idempotent, so that a resume completes a registration a SIGKILL cut short: a version
+    this run created already is kept, and the alias is set again. Versions are ranked by
+    the validation metric they were selected with (``tsp.monitor`` tag, in the direction
+    of its ``tsp.monitor_mode`` tag); ties keep the older version.
 
     Args:
         name: registered model name, ``<dataset>-<modality>-encoder``.
@@ -47,18 +44,21 @@ def register_encoder(
     except MlflowException as err:
         if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-    version = None
+    created: ModelVersion | None = None
     try:
-        version = client.create_model_version(
-            name,
-            source=artifact_uri,
-            run_id=run_id,
-            tags={
-                schema.MODEL_VERSION_MONITOR: monitor,
-                schema.MODEL_VERSION_MONITOR_VALUE: repr(value),
-                schema.MODEL_VERSION_MONITOR_MODE: "max" if higher_is_better else "min",
-            },
-        )
+        existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        version = existing[0] if existing else None
+        if version is None:
+            version = created = client.create_model_version(
+                name,
+                source=artifact_uri,
+                run_id=run_id,
+                tags={
+                    schema.MODEL_VERSION_MONITOR: monitor,
+                    schema.MODEL_VERSION_MONITOR_VALUE: repr(value),
+                    schema.MODEL_VERSION_MONITOR_MODE: "max" if higher_is_better else "min",
+                },
+            )
         # Rank by the metric the current champion was chosen by: a version monitored by
         # another metric is not comparable and never displaces it (move it by hand if meant).
         try:
@@ -71,8 +71,8 @@ def register_encoder(
             client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, champion)
     except BaseException:
         # A run that fails registers nothing: undo what this call created.
-        if version is not None:
-            client.delete_model_version(name, version.version)
+        if created is not None:
+            client.delete_model_version(name, created.version)
         if created_model:
             client.delete_registered_model(name)
         raise
