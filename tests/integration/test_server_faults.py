@@ -174,6 +174,18 @@ def test_an_authenticated_server_takes_runs_with_credentials_only(
             blobs = [p.read_bytes() for p in folder.rglob("*") if p.is_file()]
             assert PASSWORD not in recorded
             assert not any(PASSWORD.encode() in blob for blob in blobs)
+            # Credentials in the URI itself: nothing printed shows them (MLflow's "View run
+            # ... at http://admin:...@" line included), and a `pw` key is redacted.
+            in_uri = url.replace("://", f"://{ADMIN}:{PASSWORD}@")
+            shown = tsp_run(["pretrain", "--modality", "audio", "--epochs", "1", "--overrides",
+                             "debug=tiny model.encoders.audio.width=4 +tracking.pw=hunter2-pw"],
+                            client_env(in_uri))  # fmt: skip
+            assert shown.returncode == 0, shown.stderr[-3000:]
+            assert PASSWORD not in shown.stdout + shown.stderr
+            latest = runs(client, "")[0]
+            assert latest.data.params["tracking.pw"] == "***"
+            config = Path(client.download_artifacts(latest.info.run_id, "config.yaml")).read_text()
+            assert "hunter2-pw" not in config and PASSWORD not in config
         finally:
             for name in creds:
                 os.environ.pop(name, None)

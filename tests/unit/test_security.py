@@ -87,9 +87,11 @@ def test_the_only_unpickler_is_the_restricted_one_for_local_data() -> None:
 SECRETS = {
     "password": "pw-1", "db_password": "pw-2", "api_token": "tok-3", "client-secret": "sec-4",
     "access_key": "key-5", "key": "key-6", "credentials": "cred-7", "passwd": "pw-8",
+    "pw": "pw-11", "pwd": "pw-12", "auth": "auth-13", "basic_auth": "auth-14",
+    "passphrase": "pw-15", "session_cookie": "ck-16",
 }  # fmt: skip
 NOT_SECRETS = {"tokenizer": "wordpiece", "max_tokens": 512, "keys": "a,b", "monitor": "accuracy",
-               "bypass": 1}  # fmt: skip
+               "bypass": 1, "author": "ada", "pwm": 3, "authority": "x"}  # fmt: skip
 
 
 def test_secret_keys_and_uri_credentials_are_redacted_everywhere() -> None:
@@ -106,5 +108,6 @@ def test_secret_keys_and_uri_credentials_are_redacted_everywhere() -> None:
     assert flat["tracking.store"] == "postgresql://***@db:5432/mlflow"
     assert flat["model.tokenizer"] == "wordpiece" and flat["model.max_tokens"] == "512"
     assert flat["model.keys"] == "a,b" and flat["model.bypass"] == "1"
+    assert flat["model.author"] == "ada" and flat["model.pwm"] == "3"
     assert redact_overrides(["+tracking.api_token=x", "storage=postgresql://u:p@h/d", "a=1"]) == [
         "+tracking.api_token=***", "storage=postgresql://***@h/d", "a=1"]  # fmt: skip

@@ -19,11 +19,11 @@ from tsp_mlflow.tracking import schema
 MAX_PARAMS_PER_CALL = 100  # MLflow's batch limit
 REDACTED = "***"
 # Whole words of a key only (split at `.`, `_`, `-` and camelCase): `api_token`,
-# `db.password`, `access_key`, `clientSecret` and `secrets` are secrets; `max_tokens`,
-# `tokenizer`, `keys` and `bypass_cache` are not.
-_SECRET_WORDS = re.compile(
-    r"(^|[._-])(pass|passwd|password|secrets?|token|key|apikey|credentials?)($|[._-])", re.I
-)
+# `db.password`, `tracking.pw`, `auth`, `access_key`, `clientSecret` and `secrets` are
+# secrets; `max_tokens`, `tokenizer`, `keys`, `author` and `bypass_cache` are not.
+SECRET_WORDS = ("pass", "passwd", "password", "passphrase", "pw", "pwd", "secret", "secrets",
+                "token", "key", "apikey", "credential", "credentials", "auth", "cookie")  # fmt: skip
+_SECRET_WORDS = re.compile(rf"(^|[._-])({'|'.join(SECRET_WORDS)})($|[._-])", re.I)
 # Userinfo runs to the last `@` before the host: `me:p@ss@db` hides all of `me:p@ss`.
 _URI_USERINFO = re.compile(r"(?<=://)[^/\s]+@")
 
@@ -52,6 +52,11 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = redact_uri(str(value))
     return flat
+
+
+def has_credentials(uri: str) -> bool:
+    """Whether a URI carries userinfo (``http://alice:pw@host``)."""
+    return bool(_URI_USERINFO.search(uri))
 
 
 def redact_uri(uri: str) -> str:

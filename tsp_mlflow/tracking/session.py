@@ -19,7 +19,7 @@ from mlflow.entities import RunStatus
 from tsp_mlflow.errors import ResumeTaken, RunStopped, TrackingServerLost
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.liveness import HEARTBEAT, liveness_tags
-from tsp_mlflow.tracking.params import redact_uri
+from tsp_mlflow.tracking.params import has_credentials, redact_uri
 from tsp_mlflow.tracking.server import check_tracking_server, is_unreachable
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ def configure_tracking() -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     # Set explicitly either way: a URI set earlier in this process must not shadow the env.
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    if has_credentials(uri):  # MLflow's "View run ... at http://alice:pw@..." would show them
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(uri)
     check_tracking_server(uri)
     return uri
