@@ -19,6 +19,7 @@ from mlflow.entities import RunStatus
 from tsp_mlflow.errors import ResumeTaken, RunStopped, TrackingServerLost
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.liveness import HEARTBEAT, liveness_tags
+from tsp_mlflow.tracking.local_store import prepare_sqlite_store
 from tsp_mlflow.tracking.params import has_credentials, redact_uri
 from tsp_mlflow.tracking.server import check_tracking_server, is_unreachable
 
@@ -46,6 +47,7 @@ def configure_tracking() -> str:
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(uri)
     check_tracking_server(uri)
+    prepare_sqlite_store(uri)
     return uri
 
 
