@@ -36,3 +36,53 @@ def test_concurrent_commands_on_a_fresh_sqlite_store_all_succeed(
     found = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")
     assert len(found) == 3 and all(r.info.status == "FINISHED" for r in found)
     assert len(client.search_experiments()) == 2  # Default and avdigits, once each
+
+
+PIPELINE = ["pipeline", "--seeds", "1", "--epochs", "1", "--overrides", TINY]
+
+
+def check_each_encoder_pretrained_once(client: MlflowClient, procs: list, outcomes: list) -> None:
+    for proc, (_, err) in zip(procs, outcomes, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    pretrain = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")  # deleted runs excluded
+    assert sorted(r.data.tags[schema.MODALITY] for r in pretrain) == ["audio", "image"]
+    assert all(r.info.status == "FINISHED" for r in pretrain)
+    for m in ("audio", "image"):
+        assert len(client.search_model_versions(f"name = 'avdigits-{m}-encoder'")) == 1
+    pipelines = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
+    assert len(pipelines) == 3 and all(p.info.status == "FINISHED" for p in pipelines)
+    used = {(m, p.data.tags[schema.pipeline_pretrain_tag(m)]) for p in pipelines
+            for m in ("audio", "image")}  # fmt: skip
+    assert used == {(r.data.tags[schema.MODALITY], r.info.run_id) for r in pretrain}
+    assert sum(p.data.tags[schema.pipeline_reused_tag("audio")] == "true" for p in pipelines) == 2
+
+
+def test_three_identical_pipelines_at_once_pretrain_each_encoder_once(
+    tmp_path: Path, subprocess_env: dict[str, str], tracking_uri: str
+) -> None:
+    """Regression: concurrent identical pipelines each pretrained every encoder (4
+    pretrain runs and 2 versions per encoder). The first claims; the others wait."""
+    procs = [start(PIPELINE, subprocess_env, tmp_path) for _ in range(3)]
+    outcomes = [p.communicate(timeout=900) for p in procs]
+    check_each_encoder_pretrained_once(MlflowClient(tracking_uri), procs, outcomes)
+
+
+def test_the_same_on_a_postgresql_tracking_server(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    import shutil
+    import tempfile
+
+    from tsp_mlflow.tracking.local_server import free_port
+    from tsp_mlflow.tracking.serve import tracking_server
+
+    folder = Path(tempfile.mkdtemp(prefix="tsp-server-"))
+    folder.chmod(0o711)  # under root PostgreSQL runs as `postgres`, who must reach it
+    try:
+        with tracking_server(folder, postgres_port=free_port(), port=free_port(), workers=2) as s:
+            env = {**subprocess_env, "MLFLOW_TRACKING_URI": s.url}
+            procs = [start(PIPELINE, env, tmp_path) for _ in range(3)]
+            outcomes = [p.communicate(timeout=900) for p in procs]
+            check_each_encoder_pretrained_once(MlflowClient(s.url), procs, outcomes)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

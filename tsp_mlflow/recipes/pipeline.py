@@ -34,6 +34,7 @@ from tsp_mlflow.recipes.looks import (
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.claims import Superseded, live_claim, wait_for
 from tsp_mlflow.tracking.params import flatten, redact_overrides
 from tsp_mlflow.tracking.resume import check_resumable, children
 from tsp_mlflow.tracking.reuse import find_identical_run
@@ -354,21 +355,30 @@ def pretrain_or_reuse(
     runs, reused = {}, {}
     for m, recipe in recipes.items():
         tags = recipe.tags()
-        existing = find_identical_run(
-            experiment_ids=[experiment_id],
-            stage=schema.STAGE_PRETRAIN,
-            config_hash=tags[schema.CONFIG_HASH],
-            code_version=tags[schema.CODE_VERSION],
-            params=flatten(recipe.config),
-        )
-        reused[m] = existing is not None
-        if existing is not None:
-            runs[m] = existing.info.run_id
-        else:
+        key = (schema.STAGE_PRETRAIN, tags[schema.CONFIG_HASH], tags[schema.CODE_VERSION])
+        while True:  # reuse a finished run, wait for one in progress, or claim and train
+            existing = find_identical_run(experiment_ids=[experiment_id], stage=key[0],
+                                          config_hash=key[1], code_version=key[2],
+                                          params=flatten(recipe.config))  # fmt: skip
+            if existing is not None:
+                runs[m], reused[m] = existing.info.run_id, True
+                break
+            busy = live_claim(experiment_id, *key)
+            if busy is not None:
+                print(f"pretrain {m}: waiting for identical run {busy.info.run_id} (another "
+                      "process is training it)", flush=True)  # fmt: skip
+                wait_for(busy.info.run_id)
+                continue
             resume = (interrupted or {}).get(tags[schema.CONFIG_HASH])
-            runs[m] = recipe.run(
-                nested=parent_run_id is None, parent_run_id=parent_run_id, resume=resume
-            )
+            try:
+                runs[m] = recipe.run(nested=parent_run_id is None, parent_run_id=parent_run_id,
+                                     resume=resume, claim=isinstance(recipe, PretrainRecipe))  # fmt: skip
+            except Superseded as lost:
+                print(f"pretrain {m}: run {lost.winner} started first; waiting for it", flush=True)
+                wait_for(lost.winner)
+                continue
+            reused[m] = False
+            break
         print(f"pretrain {m}: {'reused' if reused[m] else 'trained'} run {runs[m]}", flush=True)
     return runs, reused
 

@@ -27,6 +27,7 @@ from tsp_mlflow.recipes.common import (
 )
 from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.claims import check_claim
 from tsp_mlflow.tracking.params import code_version, flatten
 from tsp_mlflow.tracking.registry import register_encoder
 from tsp_mlflow.tracking.resume import check_resumable
@@ -99,11 +100,13 @@ class PretrainRecipe:
         on_epoch_end: EpochHook | None = None,
         register: bool = True,
         resume: str | None = None,
+        claim: bool = False,
     ) -> str:
         """Train, log and register. ``run_id`` fills a run created beforehand (a sweep's
         trial, which registers nothing: ``register=False``); ``parent_run_id`` nests the
         run under a parent this process does not hold open; ``resume`` continues that
-        (interrupted) run from its last checkpoint."""
+        (interrupted) run from its last checkpoint. With ``claim``, a run that finds an
+        earlier identical one in progress withdraws (:class:`Superseded`) before training."""
         cfg, m = self.cfg, self.modality
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
@@ -124,6 +127,8 @@ class PretrainRecipe:
         with training_run(cfg, self.config, datasets, run_name=f"pretrain-{m}", tags=tags,
                           nested=nested, run_id=run_id, parent_run_id=parent_run_id,
                           resume=resume, generator=generator, device=device) as (run_id, loaders):  # fmt: skip
+            if claim and not resume:
+                check_claim(run_id, flatten(self.config))
             result = train_and_test(cfg, model, loaders, self.task, device, started,
                                     on_epoch_end, resume_run_id=resume)  # fmt: skip
             if not current().is_main:  # under torchrun rank 0 alone logs and registers

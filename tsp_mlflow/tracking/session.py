@@ -18,6 +18,7 @@ from mlflow.entities import RunStatus
 
 from tsp_mlflow.errors import ResumeTaken, RunStopped, TrackingServerLost
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.claims import Superseded
 from tsp_mlflow.tracking.liveness import HEARTBEAT, liveness_tags
 from tsp_mlflow.tracking.local_store import prepare_sqlite_store
 from tsp_mlflow.tracking.params import has_credentials, redact_uri
@@ -137,6 +138,10 @@ def tracked_run(
         raise
     except RunStopped as err:
         _end(run.info.run_id, RunStatus.KILLED, str(err), tag=schema.STOPPED)
+        raise
+    except Superseded as err:  # an identical run claimed the work first: leave no trace
+        _end(run.info.run_id, RunStatus.KILLED, str(err), tag=schema.STOPPED)
+        MlflowClient().delete_run(run.info.run_id)
         raise
     except TrackingServerLost as err:
         _forget_active_runs()
