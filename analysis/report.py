@@ -74,8 +74,11 @@ def comparison_note(results: Results, table: pd.DataFrame, a: str, b: str) -> st
         f"Δ = {a} − {b}. Design: {design} (paired by {s.pair_on} where seeds match, Welch "
         "otherwise).",
         f"Adjusted CI: the t interval at level {level:.4g} per row"
-        + (f" (Bonferroni over the {m} rows, so all hold together with {1 - s.alpha:.0%})"
-           if s.correction != "none" and m > 1 else "")  # fmt: skip
+        + (
+            f" (Bonferroni over the {m} rows, so all hold together with {1 - s.alpha:.0%})"
+            if s.correction != "none" and m > 1
+            else ""
+        )  # fmt: skip
         + (f", as repeated CIs of a {results.design.describe()}" if results.design else "")
         + ".",
         f"Verdict: '{a} better' / '{b} better' when that interval lies beyond ±{s.rope:g} "
@@ -98,7 +101,9 @@ def comparison_note(results: Results, table: pd.DataFrame, a: str, b: str) -> st
         )
     averaged = int(table["n_averaged"].max())
     if averaged:
-        parts.append(f"{averaged} runs repeated an (arm, {s.pair_on}) pair and were averaged into it.")
+        parts.append(
+            f"{averaged} runs repeated an (arm, {s.pair_on}) pair and were averaged into it."
+        )
     left_out = sum(len([e for e in str(x).split(";") if e]) for x in table["run_ids_left_out"])
     if left_out:
         parts.append(f"{left_out} run(s) were left out of rows; see 'Runs left out'.")

@@ -198,7 +198,11 @@ def compute_results(
     by = (*strata, "pattern", "metric")
     comparison = compare_two(values, a=s.a, b=s.b, by=by, **common)
     summary = summarize(values, by=("condition", *by), confidence=s.confidence, seed=s.seed)
-    tasks = ("dataset", "pattern") if "dataset" in values and values["dataset"].nunique() > 1 else ("pattern",)
+    tasks = (
+        ("dataset", "pattern")
+        if "dataset" in values and values["dataset"].nunique() > 1
+        else ("pattern",)
+    )
     aggregate = aggregate_across_tasks(
         values, a=s.a, b=s.b, tasks=tasks, by=(*strata, "metric"), confidence=s.confidence,
         seed=s.seed,

@@ -327,7 +327,11 @@ def welch_estimate(xa: np.ndarray, xb: np.ndarray) -> Estimate:
         df, se = float(na + nb - 2), 0.0
     pooled = math.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
     j = 1.0 - 3.0 / (4.0 * (na + nb) - 9.0)  # Hedges' small-sample correction
-    effect = delta / pooled * j if pooled > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
+    effect = (
+        delta / pooled * j
+        if pooled > 0
+        else (0.0 if delta == 0 else math.copysign(math.inf, delta))
+    )
     ps = float(((xa[:, None] > xb[None, :]) + 0.5 * (xa[:, None] == xb[None, :])).mean())
     ps_low, ps_high = newcombe_auc_interval(ps, na, nb)
     # Power figures for Welch: per-arm n with the arms' average variance.
@@ -391,9 +395,7 @@ def crits_at_max(design: SequentialDesign, alpha_row: float) -> float:
     return critical_values(design.looks, alpha_row, design.spending, design.max)[-1]
 
 
-def posterior(
-    est: Estimate, rope: float, higher_better: bool, a: str, b: str
-) -> dict[str, float]:
+def posterior(est: Estimate, rope: float, higher_better: bool, a: str, b: str) -> dict[str, float]:
     """P(a better), P(equivalent within ±ROPE), P(b better) under the Student-t posterior
     of the mean difference (flat prior on the mean, Jeffreys on the scale): the Bayesian
     correlated t-test of Benavoli et al. (2017) with correlation 0, as seeds are
@@ -454,7 +456,9 @@ def _seeds(value: float, n: int) -> str:
 SEEDS_CONFIDENCE = 0.8  # the interval around "need ≈N seeds"
 
 
-def needed_seeds(est: Estimate, rope: float, alpha: float, power: float, *, paired: bool) -> dict[str, float]:
+def needed_seeds(
+    est: Estimate, rope: float, alpha: float, power: float, *, paired: bool
+) -> dict[str, float]:
     """Seeds a decision needs at the observed effect, and at the ends of an 80% interval
     for the standardised effect (noncentral t; normal for Hedges' g): at n = 5 the
     observed d_z alone is far too noisy to plan with (8 to 64 seeds for a true d = 1)."""
@@ -520,6 +524,7 @@ def minimum_detectable_effect(
     scale = sd / math.sqrt(n) if paired else sd * math.sqrt(2 / n)
     if not math.isfinite(critical):
         return math.inf
+
     def short(x: float) -> float:
         return float(stats.nct.sf(critical, df, x)) - power
 

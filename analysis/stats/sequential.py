@@ -54,7 +54,9 @@ def spent(spending: Spending, fraction: np.ndarray | float, alpha: float) -> np.
             return np.where(t > 0, 2.0 * stats.norm.sf(stats.norm.isf(alpha / 2) / np.sqrt(t)), 0.0)
     if spending == "linear":
         return alpha * t
-    raise AnalysisInputError(f"spending={spending!r} is unknown; choose one of {', '.join(SPENDING)}")
+    raise AnalysisInputError(
+        f"spending={spending!r} is unknown; choose one of {', '.join(SPENDING)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ class SequentialDesign:
         looks = self.looks
         shown = (", ".join(map(str, looks)) if len(looks) <= 6
                  else f"{looks[0]}, {looks[1]}, …, {looks[-1]}")  # fmt: skip
-        return f"group-sequential, {self.spending.replace('_', '-')} spending, looks at {shown} seeds"
+        return (
+            f"group-sequential, {self.spending.replace('_', '-')} spending, looks at {shown} seeds"
+        )
 
 
 _DEFAULTS = {"min": 5, "step": 1, "max": 20}
@@ -145,6 +149,8 @@ def interval_decision(low, high, rope: float):  # noqa: ANN001, ANN201 - floats 
     inside = (rope > 0) & (low > -rope) & (high < rope)
     out = np.where(inside, INSIDE, out)
     return out.item() if out.ndim == 0 else out
+
+
 FIXED = None  # a fixed design is `design=None`: one look at the n there is
 
 
@@ -228,7 +234,9 @@ def repeated_p_value(
             return p
         if float(spent(spending, fraction, 1.0)) <= p:
             return 1.0
-        return float(optimize.brentq(lambda a: float(spent(spending, fraction, a)) - p, 1e-300, 1.0))
+        return float(
+            optimize.brentq(lambda a: float(spent(spending, fraction, a)) - p, 1e-300, 1.0)
+        )
     levels, crits = _p_table(looks, spending, n_max, alpha)
     if t_abs >= crits[0]:
         return float(levels[0])
@@ -251,9 +259,7 @@ def _p_table(
     return levels, crits
 
 
-def decision_probability(
-    delta, sd, n, n_max: int, c_max: float, rope: float
-):  # noqa: ANN001, ANN201 - floats or arrays
+def decision_probability(delta, sd, n, n_max: int, c_max: float, rope: float):  # noqa: ANN001, ANN201 - floats or arrays
     """Plug-in probability that a row is decided by ``n_max`` seeds if the true mean
     difference and spread are the ones observed at ``n`` (the futility rule's input).
 

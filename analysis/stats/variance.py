@@ -34,7 +34,9 @@ def variance_components(
     """
     rows = []
     for r in comparison.to_dict("records"):
-        if r["design"] not in ("paired", "welch") or not math.isfinite(float(r.get("se", math.nan))):
+        if r["design"] not in ("paired", "welch") or not math.isfinite(
+            float(r.get("se", math.nan))
+        ):
             continue
         pattern, metric = str(r["pattern"]), str(r["metric"])
         arms = []

@@ -4,6 +4,7 @@ them, a SIGKILL between looks resumed like a fixed grid, and grids that stop per
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -62,7 +63,7 @@ def test_an_undecided_study_takes_every_look_and_records_them(
     # the last look's report states the procedure and the look of every row
     last = looks_of(client, parent.info.run_id)[3][0]
     report = client.download_artifacts(last.info.run_id, schema.ANALYSIS_REPORT_ARTIFACT)
-    text = open(report).read()
+    text = Path(report).read_text()
     assert "Procedure: group-sequential, pocock spending, looks at 2, 3, 4 seeds" in text
     assert "## Sequential looks" in text and "| looks taken |" in text
     # a standalone analysis of the pipeline reads its design back from the parent

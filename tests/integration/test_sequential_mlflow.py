@@ -11,7 +11,12 @@ from mlflow import MlflowClient
 
 from analysis.analyze import analyze
 from analysis.results import AnalysisSettings
-from analysis.stats.sequential import UNDECIDED, SequentialDesign, critical_values, interval_decision
+from analysis.stats.sequential import (
+    UNDECIDED,
+    SequentialDesign,
+    critical_values,
+    interval_decision,
+)
 from analysis.synthetic import log_synthetic_study
 from tsp_mlflow.recipes.looks import decide_strata
 from tsp_mlflow.tracking import schema

@@ -150,7 +150,9 @@ def test_a_malformed_seed_tag_is_one_line_naming_the_run(synthetic) -> None:
     """Defect: tsp.seed = "1.0" crashed with ValueError: invalid literal for int()."""
     client, _, ids = synthetic
     client.set_tag(ids["scratch"][2], schema.SEED, "1.0")
-    with pytest.raises(AnalysisInputError, match=rf"run {ids['scratch'][2]} has tag tsp.seed='1.0'"):
+    with pytest.raises(
+        AnalysisInputError, match=rf"run {ids['scratch'][2]} has tag tsp.seed='1.0'"
+    ):
         analyze(experiment="avdigits", log=False)
 
 

@@ -78,7 +78,9 @@ def test_heavy_tails_keep_the_error_and_skew_is_flagged_where_it_breaks_it() -> 
 
 @pytest.mark.parametrize(("delta", "min_power", "max_seeds"), [(0.5, 0.05, 12), (1.0, 0.5, 14),
                                                                (2.0, 0.98, 10)])  # fmt: skip
-def test_power_and_seeds_used_for_known_effects(delta: float, min_power: float, max_seeds: float) -> None:
+def test_power_and_seeds_used_for_known_effects(
+    delta: float, min_power: float, max_seeds: float
+) -> None:
     """Δ in sd units of the paired differences; two correlated headline rows (accuracy and
     F1 of the full pattern) and four null rows in the family."""
     sim = simulate(DESIGN, [delta, delta, 0, 0, 0, 0], reps=REPS, headline=(0, 1), corr=0.9,
@@ -129,9 +131,7 @@ def test_the_simulator_and_compare_two_reach_the_same_verdicts() -> None:
 
 
 def test_critical_values_one_look_is_the_t_interval_and_prefixes_agree() -> None:
-    assert critical_values((10,), 0.01, "pocock", 10) == pytest.approx(
-        (stats.t.isf(0.005, 9),)
-    )
+    assert critical_values((10,), 0.01, "pocock", 10) == pytest.approx((stats.t.isf(0.005, 9),))
     full = critical_values(DESIGN.looks, 0.01, "pocock", 20)
     assert critical_values(DESIGN.looks_until(9), 0.01, "pocock", 20) == full[:5]
     # the first look is exact: the t quantile of the error Pocock spends at 5/20

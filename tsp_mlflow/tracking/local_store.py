@@ -28,7 +28,7 @@ def sqlite_path(uri: str) -> Path | None:
     """The file of a ``sqlite:///`` URI (None for other stores and in-memory ones)."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
     return None if path in ("", ":memory:") else Path(path)
 
 
