@@ -187,7 +187,9 @@ def check_weights_fit(cls: type[nn.Module], kwargs: dict[str, Any], weights: Pat
         )
 
 
-def fit_problems(model: dict[str, tuple[int, ...]], weights: dict[str, tuple[int, ...]]) -> list[str]:
+def fit_problems(
+    model: dict[str, tuple[int, ...]], weights: dict[str, tuple[int, ...]]
+) -> list[str]:
     """Missing keys, unexpected keys and shape mismatches between a model's tensors and
     stored ones, each named."""
     missing = sorted(set(model) - set(weights))

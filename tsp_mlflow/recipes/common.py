@@ -47,7 +47,7 @@ from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has
 from tsp_mlflow.training.monitoring import MonitoringSettings, TrainingMonitor
 from tsp_mlflow.training.progress import EpochProgress, progress_mode
 from tsp_mlflow.training.tasks import Task
-from tsp_mlflow.training.test_bootstrap import test_bootstrap
+from tsp_mlflow.training.resampling import bootstrap_test_metrics
 
 # Called after each epoch's logging as (epoch, metrics, seconds); a sweep reports to Optuna.
 EpochHook = Callable[[int, EpochMetrics, float], None]
@@ -465,7 +465,7 @@ def train_and_test(
         if schema.TEST_BOOTSTRAP_ARTIFACT not in logged:
             patterns = {k: v for k, v in outputs["patterns"].items()
                         if k != schema.OBSERVED_PATTERN}  # fmt: skip
-            mlflow.log_dict(test_bootstrap(task, patterns, outputs["target"], resamples),
+            mlflow.log_dict(bootstrap_test_metrics(task, patterns, outputs["target"], resamples),
                             schema.TEST_BOOTSTRAP_ARTIFACT)  # fmt: skip
     summary = {
         schema.BEST_EPOCH: result.best_epoch,

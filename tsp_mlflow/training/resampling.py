@@ -1,4 +1,4 @@
-"""Test-set bootstrap replicates of every pattern's metrics, for the analysis's variance
+"""Test-set bootstrap replicates of every pattern's headline metrics, for the analysis's variance
 decomposition (seed variance is not all the variance: the test set is finite too).
 
 Replicate b scores the run's own test predictions on resample b of the test rows. The
@@ -18,19 +18,25 @@ from tsp_mlflow.training.tasks import Task
 BOOTSTRAP_SEED = 20211210  # fixed: every run of a dataset resamples the same test rows
 
 
-def test_bootstrap(
+def bootstrap_test_metrics(
     task: Task, logits: dict[str, torch.Tensor], target: torch.Tensor, resamples: int
 ) -> dict[str, object]:
     """{"n": rows, "resamples": B, "seed": ..., "values": {pattern: {metric: [B values]}}}
-    for ``logits`` (pattern -> (N, C) test outputs) and the (N, ...) ``target``."""
+    for ``logits`` (pattern -> (N, C) test outputs) and the (N, ...) ``target``: the task's
+    headline metrics on each resample, computed for all resamples at once."""
     n = len(target)
     rng = np.random.default_rng([BOOTSTRAP_SEED, n])
-    draws = torch.as_tensor(rng.integers(0, n, size=(resamples, n)))  # (B, N)
-    values: dict[str, dict[str, list[float]]] = {}
-    for pattern, out in logits.items():
-        per_metric: dict[str, list[float]] = {}
-        for rows in draws:
-            for metric, value in task.metrics(out[rows], target[rows]).items():
-                per_metric.setdefault(metric, []).append(float(value))
-        values[pattern] = per_metric
+    draws = rng.integers(0, n, size=(resamples, n))  # (B, N) row indices
+    weights = np.zeros((resamples, n))
+    np.add.at(weights, (np.arange(resamples)[:, None], draws), 1.0)  # (B, N) multiplicities
+    values = {
+        pattern: {m: [float(v) for v in column]
+                  for m, column in task.resampled(out, target, weights).items()}
+        for pattern, out in logits.items()
+    }  # fmt: skip
     return {"n": n, "resamples": resamples, "seed": BOOTSTRAP_SEED, "values": values}
+
+
+def resample_rows(n: int, resamples: int) -> np.ndarray:
+    """The (B, N) row indices every run of a test set of ``n`` rows resamples."""
+    return np.random.default_rng([BOOTSTRAP_SEED, n]).integers(0, n, size=(resamples, n))
