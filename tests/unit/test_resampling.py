@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from tsp_mlflow.training.resampling import bootstrap_test_metrics, resample_rows
 from tsp_mlflow.training.tasks import (
     MulticlassTask,
     MultilabelTask,
     SentimentClassTask,
     SentimentRegressionTask,
 )
-from tsp_mlflow.training.resampling import bootstrap_test_metrics, resample_rows
 
 
 def outputs(task: object, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:

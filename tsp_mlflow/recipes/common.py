@@ -46,8 +46,8 @@ from tsp_mlflow.training.gradients import GradientStrategy
 from tsp_mlflow.training.loop import EpochMetrics, FitResult, evaluate, fit, has_missing
 from tsp_mlflow.training.monitoring import MonitoringSettings, TrainingMonitor
 from tsp_mlflow.training.progress import EpochProgress, progress_mode
-from tsp_mlflow.training.tasks import Task
 from tsp_mlflow.training.resampling import bootstrap_test_metrics
+from tsp_mlflow.training.tasks import Task
 
 # Called after each epoch's logging as (epoch, metrics, seconds); a sweep reports to Optuna.
 EpochHook = Callable[[int, EpochMetrics, float], None]
