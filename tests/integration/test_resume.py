@@ -366,3 +366,47 @@ def test_a_registration_cut_by_sigkill_is_completed_by_the_resume(
     ]  # completed, not registered twice
     champion = client.get_model_version_by_alias("avdigits-image-encoder", "champion")
     assert champion.version == version.version and champion.run_id == run.info.run_id
+
+
+MONITORED = [*ARGS[:-1], ARGS[-1] + " monitoring.every_n_steps=5"]
+KILL_AT = {  # MlflowClient.log_batch kills its process, before sending, when this holds
+    "after the checkpoint's upload": "'time/epoch_s' in keys",
+    "after the epoch's batch": "any(k.startswith('monitor/') for k in keys)",
+}
+
+
+@pytest.mark.parametrize("moment", list(KILL_AT))
+def test_monitoring_samples_are_logged_exactly_once_across_a_sigkill(
+    moment: str, tracking_uri: str, subprocess_env: dict[str, str]
+) -> None:
+    """Regression: a SIGKILL after the checkpoint upload or after the epoch batch lost
+    that epoch's monitor/* samples: the resume retrains only later epochs."""
+    client = MlflowClient(tracking_uri)
+    main(MONITORED)  # the uninterrupted reference
+    (reference,) = runs(client, "")
+    code = (
+        "import os, signal\nfrom mlflow import MlflowClient\n"
+        "original = MlflowClient.log_batch\n"
+        "def log_batch(self, run_id, metrics=(), *args, **kwargs):\n"
+        "    keys = {m.key for m in metrics}\n"
+        f"    if {KILL_AT[moment]}:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return original(self, run_id, metrics, *args, **kwargs)\n"
+        "MlflowClient.log_batch = log_batch\n"
+        f"from tsp_mlflow.cli import main\nmain({MONITORED!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    (cut,) = [r for r in runs(client, "") if r.info.run_id != reference.info.run_id]
+    main([*MONITORED, "--resume", cut.info.run_id])
+    resumed = client.get_run(cut.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    keys = [k for k in reference.data.metrics if k.startswith(schema.MONITOR_PREFIX + "/")]
+    assert keys and sorted(keys) == sorted(
+        k for k in resumed.data.metrics if k.startswith(schema.MONITOR_PREFIX + "/")
+    )
+    for key in keys:
+        want = sorted(m.step for m in client.get_metric_history(reference.info.run_id, key))
+        have = sorted(m.step for m in client.get_metric_history(cut.info.run_id, key))
+        assert have == want, key  # every sample, each once

@@ -34,7 +34,7 @@ from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.background import BackgroundWriter, writes_in_background
 from tsp_mlflow.tracking.checkpoints import RunCheckpointer, latest_checkpoint, logged_epochs
 from tsp_mlflow.tracking.datasets import log_datasets
-from tsp_mlflow.tracking.epoch_log import EpochLogger
+from tsp_mlflow.tracking.epoch_log import MONITOR_SAMPLES, EpochLogger, UnsentSamples, samples_of
 from tsp_mlflow.tracking.params import code_version, config_hash, log_config
 from tsp_mlflow.tracking.resume import claim
 from tsp_mlflow.tracking.run_figures import log_run_figures
@@ -380,6 +380,9 @@ def train_and_test(
         print(f"resuming run {resume_run_id} after epoch {state.epochs_run}", flush=True)
     logger = EpochLogger(run_id, logged)
     logger.replay(state.history, state.epoch_seconds)
+    unsent = UnsentSamples()
+    if saved is not None:  # samples the checkpoint holds but a SIGKILL kept from the run
+        logger.send_missing_samples(samples_of(saved.extra))
     last: list[tuple[TrainingState | None, int, EpochMetrics, float, list[Metric]]] = []
     settings = MonitoringSettings.from_config(cfg.get("monitoring"))
     monitor = (
@@ -391,11 +394,15 @@ def train_and_test(
     )
 
     def log_epoch(epoch: int, metrics: EpochMetrics, seconds: float) -> None:
+        sampled = monitor.drain() if monitor is not None else []
+        unsent.add(epoch, sampled)
         snapshot = None
         if checkpointer.enabled:  # a CPU copy of the state, only when it may be saved
             snapshot = capture(epoch, model, optimizer, scheduler, generator, state, device)
             snapshot.extra["elapsed_s"] = earlier_s + time.perf_counter() - started
-        sampled = monitor.drain() if monitor is not None else []
+            # Every sample not yet known to be sent: a SIGKILL after this checkpoint's
+            # upload would otherwise lose them (the epochs they belong to are not retrained).
+            snapshot.extra[MONITOR_SAMPLES] = unsent.serialized()
         last[:] = [(snapshot, epoch, metrics, seconds, sampled)]
         writer.submit(lambda: write_epoch(snapshot, epoch, metrics, seconds, sampled))
         if on_epoch_end is not None:
@@ -409,8 +416,10 @@ def train_and_test(
         sampled: list[Metric],
     ) -> None:  # checkpoint, then metrics (on the writer thread: while the next epoch trains)
         saved = checkpointer.offer(snapshot) if snapshot is not None else False
-        logger.log_epoch(epoch, metrics, seconds, send=saved or not checkpointer.enabled,
-                         extra=sampled)  # fmt: skip
+        sent = saved or not checkpointer.enabled
+        logger.log_epoch(epoch, metrics, seconds, send=sent, extra=sampled)
+        if sent:  # the flush sent every queued sample, this epoch's and earlier ones
+            unsent.confirm_through(epoch)
 
     def write_last_epoch() -> None:
         """The newest finished epoch written whole (checkpoint, metrics, metrics.json), when

@@ -6,6 +6,7 @@ Writes name their run explicitly (no fluent active run), so they may run on the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -19,6 +20,9 @@ from tsp_mlflow.tracking.session import deferred_interrupts
 
 # MLflow's limit per log_batch request (its client splits bigger batches anywhere).
 MAX_METRICS_PER_CALL = MAX_METRICS_PER_BATCH
+
+# A checkpoint's record of the monitoring samples not yet known to be sent (state.json).
+MONITOR_SAMPLES = "monitor_samples"
 
 # split -> pattern -> metric -> value; "train" has the single pseudo-pattern "all".
 SplitMetrics = dict[str, dict[str, dict[str, float]]]
@@ -125,6 +129,20 @@ class EpochLogger:
         self._samples.extend(extra)
         self.logged.add(epoch)
 
+    def send_missing_samples(self, samples: Sequence[Metric]) -> None:
+        """Send the samples whose (key, step) the run lacks: each sample once, however a
+        kill fell between a checkpoint's upload and the samples' request."""
+        if not samples:
+            return
+        have = {
+            key: {m.step for m in self.client.get_metric_history(self.run_id, key)}
+            for key in {m.key for m in samples}
+        }
+        missing = [m for m in samples if m.step not in have[m.key]]
+        if missing:
+            with deferred_interrupts():
+                self.client.log_batch(self.run_id, metrics=missing, synchronous=True)
+
     def write_document(self) -> None:
         self.client.log_dict(self.run_id, self.document, schema.METRICS_ARTIFACT)
 
@@ -142,3 +160,33 @@ class EpochLogger:
         self.document["test"] = test
         self.document["best_epoch"] = best_epoch
         self.write_document()
+
+
+class UnsentSamples:
+    """Monitoring samples from the moment they are drained until a flush has sent them,
+    by epoch. The training thread adds, the writer thread confirms: hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_epoch: list[tuple[int, list[Metric]]] = []
+
+    def add(self, epoch: int, samples: Sequence[Metric]) -> None:
+        if samples:
+            with self._lock:
+                self._by_epoch.append((epoch, list(samples)))
+
+    def confirm_through(self, epoch: int) -> None:
+        with self._lock:
+            self._by_epoch = [(e, s) for e, s in self._by_epoch if e > epoch]
+
+    def serialized(self) -> list[list[Any]]:
+        """[key, value, timestamp, step] rows, JSON-able for a checkpoint's state.json."""
+        with self._lock:
+            return [[m.key, m.value, m.timestamp, m.step]
+                    for _, samples in self._by_epoch for m in samples]  # fmt: skip
+
+
+def samples_of(extra: dict[str, Any]) -> list[Metric]:
+    """The monitoring samples a checkpoint recorded (none for older checkpoints)."""
+    rows = extra.get(MONITOR_SAMPLES) or []
+    return [Metric(str(k), float(v), int(t), int(step)) for k, v, t, step in rows]
