@@ -9,6 +9,7 @@ from typing import Any
 from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 from torch import nn
 
+from tsp_mlflow.errors import EncoderWeightsMismatch, UnsafeArtifact
 from tsp_mlflow.models.serialization import load_encoder_folder
 from tsp_mlflow.tracking.resolve import EncoderLocation, download_encoder, resolve_encoder
 from tsp_mlflow.tracking.session import configure_tracking
@@ -37,7 +38,13 @@ def load_encoder_with_location(
     """Download and build an encoder; ``expected`` pins its architecture (see serialization)."""
     with tempfile.TemporaryDirectory(prefix="tsp-encoder-") as tmp:
         folder = download_encoder(location, Path(tmp))
-        encoder, spec = load_encoder_folder(folder, expected)
+        try:
+            encoder, spec = load_encoder_folder(folder, expected)
+        except (UnsafeArtifact, EncoderWeightsMismatch, FileNotFoundError) as err:
+            # Name the artifact where it lives, not the temporary copy deleted on return.
+            where = location.artifact_uri
+            message = str(err).replace(str(folder), where)
+            raise type(err)(message) from None
     encoder.tsp_source = location.uri  # type: ignore[assignment]
     encoder.tsp_run_id = location.run_id  # type: ignore[assignment]
     return encoder.train(), spec

@@ -6,6 +6,7 @@ recipe. Parameter names are a public contract shared with ``MLproject``.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import traceback
@@ -90,7 +91,7 @@ def _run_or_resume(recipe: Any, resume: str, experiment: str) -> str:
         recipe.check_resume(resume)  # fails fast; run() checks again just before reopening
         _mark_project_run_as_resuming(resume)
     elif is_main_process():  # under torchrun the other ranks open no run
-        use_experiment(experiment)
+        use_experiment(experiment, when_a_run_starts=True)
     return str(recipe.run(resume=resume or None))
 
 
@@ -253,7 +254,7 @@ def cli(ctx: click.Context) -> None:
 @click.option("--objective", default="supervised", show_default=True,
               help="supervised (the modality's own labels) | contrastive (paired, label-free)")  # fmt: skip
 @click.option("--epochs", default="", help=EPOCHS_HELP)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
 @click.option("--resume", default="", help=RESUME_HELP)
 def pretrain(
@@ -330,7 +331,7 @@ def pretrain(
               help="scratch | pretrained | contrastive | <modality>=<scratch|pretrained|URI>,...")  # fmt: skip
 @click.option("--fusion", default="concat", show_default=True)
 @click.option("--epochs", default="", help=EPOCHS_HELP)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
 @click.option("--resume", default="", help=RESUME_HELP)
 def multimodal(
@@ -508,7 +509,8 @@ def sweep(dataset: str, trials: str, study: str, storage: str, epochs: str, over
 @click.option("--metric", default="", help="a metric of the trial runs; empty: best/value (the objective)")  # fmt: skip
 @click.option("--reference", default="", help="the condition others are compared with (empty: scratch)")  # fmt: skip
 @click.option("--confidence", type=float, default=0.95, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="RNG seed for bootstraps")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="RNG seed for bootstraps")  # fmt: skip
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="also write the report, values and figures into this folder")  # fmt: skip
 @click.option("--no-log", is_flag=True, help="print only; log nothing to the sweep run")
@@ -655,6 +657,11 @@ def runs_reap(experiments: tuple[str, ...], stale_after: float | None, dry_run: 
             if found is None:
                 raise UserInputError(f"experiment={name!r} not found in this tracking store")
             ids.append(found.experiment_id)
+    if stale_after is not None and not (math.isfinite(stale_after) and stale_after >= 0):
+        raise UserInputError(
+            f"--stale-after must be a number of seconds >= 0, got {stale_after}; e.g. "
+            "--stale-after 120"
+        )
     dead = reap(ids, stale_after=STALE_AFTER_SECONDS if stale_after is None else stale_after,
                 dry_run=dry_run)  # fmt: skip
     for d in dead:
@@ -820,7 +827,8 @@ def ui_command(host: str, port: int, backend_store_uri: str) -> None:
 @click.option("--threshold", default="",
               help="validation level for time-to-threshold; empty: 95% of the median best value")  # fmt: skip
 @click.option("--curve-metric", default="", help="convergence/cost metric; empty: the first metric")
-@click.option("--seed", type=int, default=0, show_default=True, help="RNG seed for bootstraps")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="RNG seed for bootstraps")  # fmt: skip
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="also write the report, tables, figures and inputs into this folder")  # fmt: skip
 @click.option("--no-log", is_flag=True, help="compute and print only; create no analysis run")
@@ -968,9 +976,11 @@ def _redact(err: BaseException) -> str:
 
 def _server_is_gone(err: BaseException) -> bool:
     """Marking the project run FAILED would only retry against an unreachable server."""
+    from tsp_mlflow.tracking.local_store import TrackingStoreError
     from tsp_mlflow.tracking.server import TrackingServerError, is_unreachable
 
-    return isinstance(err, (TrackingServerError, TrackingServerLost)) or is_unreachable(err)
+    unusable = (TrackingServerError, TrackingServerLost, TrackingStoreError)
+    return isinstance(err, unusable) or is_unreachable(err)
 
 
 def _fail_project_run(reason: str, status: str = "FAILED") -> None:

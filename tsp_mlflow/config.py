@@ -84,6 +84,13 @@ def compose_config(
         The resolved config, and the chosen option per config group (e.g.
         ``{"model/fusion": "concat"}``), which runs record as tags.
     """
+    for item in overrides:
+        key = str(item).lstrip("+~").partition("=")[0]
+        if "=" not in str(item) or not key.strip():
+            raise UserInputError(
+                f"override {item!r} is not key=value; write e.g. trainer.epochs=3 (and quote "
+                "values with spaces)"
+            )
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name=name, overrides=[*_search_path(), *overrides],

@@ -308,7 +308,7 @@ CATALOGUE = [
     ("unknown key, pipeline", ["pipeline", "--overrides", "optim.lrr=0.1"],
      "unknown config key 'optim.lrr' for multimodal; did you mean optim.lr?"),
     ("wrong type", ["multimodal", "--overrides", "trainer.batch_size=abc"],
-     "trainer.batch_size must be an integer >= 1, got 'abc'; e.g. trainer.batch_size=32"),
+     "trainer.batch_size must be an integer in [1, 1048576], got 'abc'; e.g. trainer.batch_size=32"),
     ("wrong type", ["pretrain", "--modality", "audio", "--overrides", "optim.lr=fast"],
      "optim.lr must be a positive, finite number, got 'fast'; e.g. optim.lr=1e-3"),
     ("wrong type", ["pipeline", "--seeds", "many"], "seeds must be a positive integer or auto, got 'many'"),
@@ -443,6 +443,9 @@ def test_a_corrupted_encoder_file_is_named_and_nothing_runs(
     assert code == 2
     assert "model.safetensors is not a readable safetensors file" in err
     assert "pretrain the encoder again or pick another version" in err
+    # the artifact where it lives, not the temporary copy deleted by then
+    artifact = client.get_run(broken).info.artifact_uri
+    assert f"{artifact}/encoder/model.safetensors" in err and "tsp-encoder-" not in err
     assert store_snapshot(client) == before
 
 
@@ -514,3 +517,79 @@ def test_scale_out_misuse_fails_before_anything_starts(
         code, err = tsp([command], capsys)
         assert code == 2 and f"tsp {command} runs in one process; torchrun launches pretrain and multimodal" in err  # fmt: skip
     assert runs(MlflowClient(tracking_uri), "") == []
+
+
+LONG = "d" * 5000
+# The fault-injection campaign's bad inputs (issue 22): environment, store and values.
+# (case, environment, arguments, the one line's content). Each must be one line with the
+# fix, within seconds, leaving the store as it was.
+ENVIRONMENT_CATALOGUE = [
+    ("store under /proc", {"MLFLOW_TRACKING_URI": "sqlite:////proc/mlflow.db"}, ["pretrain", "--modality", "image"],
+     "MLFLOW_TRACKING_URI='sqlite:////proc/mlflow.db': cannot write there"),
+    ("store folder missing", {"MLFLOW_TRACKING_URI": "sqlite:////nonexistent-tsp/mlflow.db"}, ["pretrain", "--modality", "image"],
+     "folder /nonexistent-tsp does not exist; create it, or point MLFLOW_TRACKING_URI at a writable place"),
+    ("store is a folder", {"MLFLOW_TRACKING_URI": "sqlite:////tmp"}, ["pretrain", "--modality", "image"],
+     "MLFLOW_TRACKING_URI='sqlite:////tmp': /tmp is a folder, not a file"),
+    ("garbage URI scheme", {"MLFLOW_TRACKING_URI": "garbage://x/y"}, ["pretrain", "--modality", "image"],
+     "MLFLOW_TRACKING_URI='garbage://x/y': 'garbage' is not a tracking store MLflow knows"),
+    ("store path too long", {"MLFLOW_TRACKING_URI": f"sqlite:////tmp/{LONG}/m.db"}, ["pretrain", "--modality", "image"],
+     "the path is too long; point MLFLOW_TRACKING_URI at a writable place"),
+    ("TSP_DATA_DIR not UTF-8", {"TSP_DATA_DIR": "/tmp/tsp-\udcff\udcfe"}, ["pretrain", "--modality", "image"],
+     "is not valid UTF-8 (it is recorded in run tags and params); use a UTF-8 path"),
+    ("TSP_DATA_DIR is a file", {"TSP_DATA_DIR": "<file>"}, ["pretrain", "--modality", "image"],
+     "is a file, not a folder; point it at a folder"),
+    ("TSP_HEARTBEAT_S=abc", {"TSP_HEARTBEAT_S": "abc"}, ["pretrain", "--modality", "image"],
+     "TSP_HEARTBEAT_S='abc' must be a number of seconds in [1, 3600]"),
+    ("TSP_HEARTBEAT_S=0", {"TSP_HEARTBEAT_S": "0"}, ["pretrain", "--modality", "image"],
+     "TSP_HEARTBEAT_S='0' must be a number of seconds in [1, 3600]"),
+    ("very long cache_dir", {}, ["pretrain", "--modality", "image", "--overrides", f"data.dataset.cache_dir=/tmp/{LONG}"],
+     "cannot hold the built-in dataset (File name too long); set TSP_DATA_DIR"),
+    ("seed 2**70", {}, ["pretrain", "--modality", "image", "--seed", str(2**70)],
+     "Invalid value for '--seed': 1180591620717411303424 is not in the range 0<=x<=4294967295"),
+    ("seed override 2**70", {}, ["pretrain", "--modality", "image", "--overrides", f"seed={2**70}"],
+     "seed must be an integer in [0, 2^32), got 1180591620717411303424"),
+    ("override =3", {}, ["pretrain", "--modality", "image", "--overrides", "=3"],
+     "override '=3' is not key=value; write e.g. trainer.epochs=3"),
+    ("9,000-character experiment", {}, ["pretrain", "--modality", "image", "--overrides", f"tracking.experiment={'e' * 9000}"],
+     "experiment name of 9000 characters ('eeee"),
+    ("batch size 1e12", {}, ["pretrain", "--modality", "image", "--overrides", "trainer.batch_size=1e12"],
+     "trainer.batch_size must be an integer in [1, 1048576], got 1000000000000.0"),
+    ("resume, malformed id", {}, ["pretrain", "--modality", "image", "--resume", "not a run!"],
+     "resume='not a run!' is not an MLflow run id (32 hexadecimal characters)"),
+    ("stale-after nan", {}, ["runs", "reap", "--stale-after", "nan"],
+     "--stale-after must be a number of seconds >= 0, got nan"),
+    ("server without the postgres extra", {"<no psycopg2>": "1"}, ["server"],
+     "tsp server keeps its runs in PostgreSQL, whose driver psycopg2 is not installed: pip install -e '.[postgres]'"),
+    ("data.root is a file", {}, ["pretrain", "--dataset", "mmimdb", "--modality", "text", "--overrides", "data.root=<file>"],
+     "is not an HDF5 file, or a truncated one"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "env", "args", "message"), ENVIRONMENT_CATALOGUE,
+                         ids=[c[0] for c in ENVIRONMENT_CATALOGUE])  # fmt: skip
+def test_the_environment_and_store_catalogue(
+    case: str, env: dict[str, str], args: list[str], message: str, existing: str,
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from tsp_mlflow.tracking import serve
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder, not a dataset")
+    for key, value in env.items():
+        if key == "<no psycopg2>":
+            real = serve.importlib.util.find_spec
+            monkeypatch.setattr(serve.importlib.util, "find_spec",
+                                lambda name: None if name.startswith("psycopg") else real(name))  # fmt: skip
+        else:
+            monkeypatch.setenv(key, value.replace("<file>", str(a_file)))
+    args = [a.replace("<file>", str(a_file)) for a in args]
+    client = MlflowClient(tracking_uri)
+    before = store_snapshot(client)
+    experiments = sorted(e.name for e in client.search_experiments())
+    code, err = tsp(args, capsys)
+    assert code == 2 and message in err, err
+    monkeypatch.undo()
+    mlflow.set_tracking_uri(tracking_uri)
+    assert store_snapshot(client) == before  # no run created, nothing altered
+    assert sorted(e.name for e in client.search_experiments()) == experiments  # none left empty

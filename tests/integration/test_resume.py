@@ -313,8 +313,13 @@ def test_a_pipeline_killed_anywhere_resumes_into_its_own_experiment(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
+    main(["runs", "reap"])  # the dead runs are marked KILLED, with tsp.error "reaped ..."
+    assert schema.ERROR in client.get_run(parent.info.run_id).data.tags
     main([*PIPELINE, "--resume", parent.info.run_id])
     capsys.readouterr()
+    tags = client.get_run(parent.info.run_id).data.tags
+    assert schema.ERROR not in tags and schema.REAPED not in tags  # no stale error
+    assert "reaped" in tags[schema.INTERRUPTED]  # why it had stopped, kept as history
     experiment = parent.info.experiment_id
     assert experiment != "0"
     everything = runs(client, "")

@@ -18,7 +18,6 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from mlflow import MlflowClient
 from mlflow.entities import Metric
-from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -36,7 +35,7 @@ from tsp_mlflow.tracking.checkpoints import RunCheckpointer, latest_checkpoint, 
 from tsp_mlflow.tracking.datasets import log_datasets
 from tsp_mlflow.tracking.epoch_log import MONITOR_SAMPLES, EpochLogger, UnsentSamples, samples_of
 from tsp_mlflow.tracking.params import code_version, config_hash, log_config
-from tsp_mlflow.tracking.resume import claim
+from tsp_mlflow.tracking.resume import claim, clear_stop_reason
 from tsp_mlflow.tracking.run_figures import log_run_figures
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.checkpoint import TrainingState, capture, restore
@@ -60,15 +59,19 @@ def check_trainer(cfg: DictConfig) -> None:
         raise UserInputError(
             f"epochs must be a positive integer, got {epochs!r}; e.g. -P epochs=10"
         )
-    for key, minimum, example in (
-        ("batch_size", 1, "trainer.batch_size=32"),
-        ("num_workers", 0, "trainer.num_workers=2"),
+    for key, minimum, maximum, example in (
+        ("batch_size", 1, 2**20, "trainer.batch_size=32"),
+        ("num_workers", 0, 256, "trainer.num_workers=2"),
     ):
         value = cfg.trainer[key]
-        if not _is_int(value) or value < minimum:
+        if not _is_int(value) or not minimum <= value <= maximum:
             raise UserInputError(
-                f"trainer.{key} must be an integer >= {minimum}, got {value!r}; e.g. {example}"
+                f"trainer.{key} must be an integer in [{minimum}, {maximum}], got {value!r}; "
+                f"e.g. {example}"
             )
+    seed = cfg.get("seed", 0)  # the run's seed (the pipeline's configs set their own)
+    if not _is_int(seed) or not 0 <= seed < 2**32:
+        raise UserInputError(f"seed must be an integer in [0, 2^32), got {seed!r}; e.g. -P seed=0")
     every = cfg.trainer.checkpoint.every_n_epochs
     if not _is_int(every) or every < 0:
         raise UserInputError(
@@ -528,15 +531,8 @@ def system_metrics(run_id: str, settings: MonitoringSettings) -> Iterator[None]:
 def mark_resumed(run_id: str, epoch: int) -> None:
     """The run is running again: its old failure reason moves to ``tsp.interrupted``, so a
     resumed run that finishes carries no ``tsp.error``."""
-    client = MlflowClient()
-    tags = client.get_run(run_id).data.tags
-    if schema.ERROR in tags:
-        client.set_tag(run_id, schema.INTERRUPTED, tags[schema.ERROR])
-    for tag in (schema.ERROR, schema.REAPED):
-        if tag in tags:
-            with contextlib.suppress(MlflowException):  # gone already: nothing to move
-                client.delete_tag(run_id, tag)
-    client.set_tag(run_id, schema.RESUMED, str(epoch))
+    clear_stop_reason(run_id)
+    MlflowClient().set_tag(run_id, schema.RESUMED, str(epoch))
 
 
 def provenance_tags(config: dict[str, Any]) -> dict[str, str]:

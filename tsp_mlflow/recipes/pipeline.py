@@ -36,7 +36,7 @@ from tsp_mlflow.recipes.pretrain import PretrainRecipe
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.claims import Superseded, live_claim, wait_for
 from tsp_mlflow.tracking.params import flatten, redact_overrides
-from tsp_mlflow.tracking.resume import check_resumable, children
+from tsp_mlflow.tracking.resume import check_resumable, children, clear_stop_reason
 from tsp_mlflow.tracking.reuse import find_identical_run
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.progress import CellProgress
@@ -214,6 +214,8 @@ class PipelineRecipe:
         ) as parent:
             if not self.resume:  # a resumed run has them already (checked equal)
                 mlflow.log_params(self.params)
+            else:  # it runs again: no stale "reaped" or "interrupted" error on it
+                clear_stop_reason(parent.info.run_id)
             experiment_id = parent.info.experiment_id
             if self.resume:  # the encoders its finished cells used, else go on with them
                 pretrain_runs, reused = recorded_pretrain_runs(parent.info.run_id)

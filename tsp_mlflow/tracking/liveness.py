@@ -16,6 +16,7 @@ refreshes while the run is open. A RUNNING run is then dead when
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -31,8 +32,26 @@ from tsp_mlflow.tracking import schema
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = float(os.environ.get("TSP_HEARTBEAT_S", "30"))
+DEFAULT_HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 300.0  # 10 missed heartbeats
+
+
+def heartbeat_seconds() -> float:
+    """``TSP_HEARTBEAT_S`` (default 30): a number of seconds in [1, 3600]. Zero would spin
+    the heartbeat thread; text is refused before any run exists, not on import."""
+    text = os.environ.get("TSP_HEARTBEAT_S")
+    if text is None or text.strip() == "":
+        return DEFAULT_HEARTBEAT_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 1.0 <= value <= 3600.0:
+        raise UserInputError(
+            f"TSP_HEARTBEAT_S={text!r} must be a number of seconds in [1, 3600]; unset it "
+            "(default 30) or set e.g. TSP_HEARTBEAT_S=30"
+        )
+    return value
 
 
 def _start_ticks(pid: int) -> str:
@@ -77,11 +96,19 @@ def liveness_tags() -> dict[str, str]:
 class Heartbeat:
     """One daemon thread per process refreshing ``tsp.heartbeat`` on every open run."""
 
-    def __init__(self, interval: float = HEARTBEAT_SECONDS) -> None:
-        self.interval = interval
+    def __init__(self, interval: float | None = None) -> None:
+        self._interval = interval
         self._runs: dict[str, str] = {}  # run id -> tracking URI it lives in
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    @property
+    def interval(self) -> float:
+        """Read from TSP_HEARTBEAT_S when first needed (a bad value is caught earlier, by
+        :func:`heartbeat_seconds` in the command's start-up checks)."""
+        if self._interval is None:
+            self._interval = heartbeat_seconds()
+        return self._interval
 
     def add(self, run_id: str) -> None:
         with self._lock:
@@ -134,7 +161,7 @@ def why_dead(run: Run, stale_after: float = STALE_AFTER_SECONDS) -> DeadRun | No
         return None
     # Another host: silence counts only when it spans many of that run's own intervals.
     age = time.time() - beat
-    interval = float(tags.get(schema.HEARTBEAT_INTERVAL) or HEARTBEAT_SECONDS)
+    interval = float(tags.get(schema.HEARTBEAT_INTERVAL) or DEFAULT_HEARTBEAT_SECONDS)
     if age > max(stale_after, 3 * interval):
         return DeadRun(run, f"no heartbeat from {host} for {age:.0f} s", last_seen_ms)
     return None

@@ -10,13 +10,34 @@ lock on ``<store>.lock`` beside it; whoever comes second finds the schema ready.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from mlflow import MlflowClient
 
 from tsp_mlflow.errors import UserInputError
+
+# What MLflow can track into (its tracking and registry stores both). `file:` and bare
+# paths are MLflow's file store, which raises unless MLFLOW_ALLOW_FILE_STORE is set.
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file", "")
+FIX = ("point MLFLOW_TRACKING_URI at a writable place, e.g. sqlite:///$PWD/mlflow.db, or a "
+       "server: http://host:5000")  # fmt: skip
+
+
+class TrackingStoreError(UserInputError):
+    """The tracking store at MLFLOW_TRACKING_URI cannot be used; the message says why."""
+
+
+def check_store_uri(uri: str) -> None:
+    """A scheme MLflow can store runs in, named with the fix; not MLflow's misleading
+    "model registry functionality is unavailable" for a typo."""
+    scheme = uri.partition("://")[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in SCHEMES:
+        raise TrackingStoreError(
+            f"MLFLOW_TRACKING_URI={uri!r}: {scheme!r} is not a tracking store MLflow knows "
+            f"(sqlite, postgresql, mysql, mssql, http, https); {FIX}"
+        )
+
 
 try:  # POSIX; elsewhere the store is opened without the lock
     import fcntl
@@ -40,20 +61,35 @@ def prepare_sqlite_store(uri: str) -> None:
     if path is None:
         return
     folder = path.parent if str(path.parent) else Path(".")
+    if len(str(path)) > 4000 or any(len(part) > 255 for part in path.parts):
+        raise TrackingStoreError(f"MLFLOW_TRACKING_URI={uri[:80]!r}…: the path is too long; {FIX}")
+    if path.is_dir():
+        raise TrackingStoreError(
+            f"MLFLOW_TRACKING_URI={uri!r}: {path} is a folder, not a file; {FIX}"
+        )
     if not folder.is_dir():
-        raise UserInputError(
-            f"MLFLOW_TRACKING_URI={uri!r}: folder {folder} does not exist; create it, or point "
-            "MLFLOW_TRACKING_URI at a writable place (e.g. sqlite:///$PWD/mlflow.db)"
+        raise TrackingStoreError(
+            f"MLFLOW_TRACKING_URI={uri!r}: folder {folder} does not exist; create it, or {FIX}"
         )
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UserInputError(
-            f"MLFLOW_TRACKING_URI={uri!r}: {path if path.exists() else folder} is not writable; "
-            "fix its permissions, or point MLFLOW_TRACKING_URI at a writable place"
-        )
-    with _locked(path.with_name(path.name + ".lock")):
+    lock = path.with_name(path.name + ".lock")
+    try:  # a real write, not os.access: root passes access checks on a read-only mount
+        with open(lock, "a"), open(path, "ab"):
+            pass
+    except OSError as err:
+        raise TrackingStoreError(
+            f"MLFLOW_TRACKING_URI={uri!r}: cannot write there ({err.strerror}); {FIX}"
+        ) from None
+    with _locked(lock):
         client = MlflowClient(uri)
-        client.search_experiments(max_results=1)  # tracking tables
-        client.search_registered_models(max_results=1)  # registry tables
+        try:
+            client.search_experiments(max_results=1)  # tracking tables
+            client.search_registered_models(max_results=1)  # registry tables
+        except Exception as err:  # sqlite's OperationalError, a corrupt file: name the store
+            first = (str(err).splitlines() or [type(err).__name__])[0]
+            raise TrackingStoreError(
+                f"MLFLOW_TRACKING_URI={uri!r}: the store cannot be opened ({first[:200]}); "
+                f"is it a MLflow sqlite database? {FIX}"
+            ) from None
 
 
 @contextlib.contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 
 from mlflow import MlflowClient
@@ -12,6 +14,21 @@ from tsp_mlflow.errors import ResumeTaken, UserInputError
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.liveness import STALE_AFTER_SECONDS, mark_killed, this_process, why_dead
 from tsp_mlflow.tracking.params import semantic_params
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow's stores generate (uuid4 hex)
+
+
+def clear_stop_reason(run_id: str) -> None:
+    """A run that runs again keeps why it had stopped as ``tsp.interrupted``, never as a
+    stale ``tsp.error`` (``reaped``, ``interrupted``) on a run that then finishes."""
+    client = MlflowClient()
+    tags = client.get_run(run_id).data.tags
+    if schema.ERROR in tags:
+        client.set_tag(run_id, schema.INTERRUPTED, tags[schema.ERROR])
+    for tag in (schema.ERROR, schema.REAPED):
+        if tag in tags:
+            with contextlib.suppress(MlflowException):  # gone already: nothing to move
+                client.delete_tag(run_id, tag)
 
 
 def check_resumable(
@@ -29,6 +46,11 @@ def check_resumable(
     runs). A RUNNING run whose process is dead (SIGKILL) is reaped here first; one whose
     process still lives is refused.
     """
+    if not RUN_ID.fullmatch(str(run_id)):
+        raise UserInputError(
+            f"resume={run_id!r} is not an MLflow run id (32 hexadecimal characters); copy the "
+            "id from the run's page in the MLflow UI, `tsp runs` or `tsp runs reap --dry-run`"
+        )
     client = MlflowClient()
     try:
         run = client.get_run(run_id)

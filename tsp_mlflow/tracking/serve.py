@@ -10,6 +10,7 @@ docs/deploy.md is the long form.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import socket
@@ -64,6 +65,14 @@ def check_server_settings(backend_store_uri: str | None, workers: int | None, au
         )
     if auth and len(os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]) < 12:
         raise UserInputError("MLFLOW_AUTH_ADMIN_PASSWORD: MLflow requires at least 12 characters")
+    driver = "psycopg" if "+psycopg://" in (backend_store_uri or "") else "psycopg2"
+    if (not backend_store_uri or backend_store_uri.startswith("postgresql")) and (
+        importlib.util.find_spec(driver) is None
+    ):
+        raise UserInputError(
+            f"tsp server keeps its runs in PostgreSQL, whose driver {driver} is not installed: "
+            "pip install -e '.[postgres]' (psycopg2-binary), or `make setup`"
+        )
     return workers
 
 

@@ -16,11 +16,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-from tsp_mlflow.errors import ResumeTaken, RunStopped, TrackingServerLost
+from tsp_mlflow.errors import ResumeTaken, RunStopped, TrackingServerLost, UserInputError
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.claims import Superseded
-from tsp_mlflow.tracking.liveness import HEARTBEAT, liveness_tags
-from tsp_mlflow.tracking.local_store import prepare_sqlite_store
+from tsp_mlflow.tracking.liveness import HEARTBEAT, heartbeat_seconds, liveness_tags
+from tsp_mlflow.tracking.local_store import check_store_uri, prepare_sqlite_store
 from tsp_mlflow.tracking.params import has_credentials, redact_uri
 from tsp_mlflow.tracking.server import check_tracking_server, is_unreachable
 
@@ -46,27 +46,81 @@ def configure_tracking() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     if has_credentials(uri):  # MLflow's "View run ... at http://alice:pw@..." would show them
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    check_environment()
+    check_store_uri(uri)
     mlflow.set_tracking_uri(uri)
     check_tracking_server(uri)
     prepare_sqlite_store(uri)
     return uri
 
 
+def check_environment() -> None:
+    """The environment variables tsp reads, checked before anything touches a store:
+    ``TSP_HEARTBEAT_S`` and ``TSP_DATA_DIR``."""
+    heartbeat_seconds()
+    data_dir = os.environ.get("TSP_DATA_DIR")
+    if data_dir is None:
+        return
+    try:
+        data_dir.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = data_dir.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise UserInputError(
+            f"TSP_DATA_DIR={shown!r} is not valid UTF-8 (it is recorded in run tags and params); "
+            "use a UTF-8 path"
+        ) from None
+    path = Path(data_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserInputError(
+            f"TSP_DATA_DIR={data_dir!r} is a file, not a folder; point it at a folder (created "
+            "if missing) where the built-in dataset and digests are cached"
+        )
+    if len(str(path)) > 4000 or any(len(part) > 255 for part in path.parts):
+        raise UserInputError(
+            f"TSP_DATA_DIR={data_dir[:80]!r}…: the path is too long; use a shorter one"
+        )
+
+
 _experiment_we_set: str | None = None
+_experiment_pending: str | None = None  # use_experiment(..., when_a_run_starts=True)
+MAX_EXPERIMENT_NAME = 500
 
 
-def use_experiment(name: str) -> None:
+def use_experiment(name: str, *, when_a_run_starts: bool = False) -> None:
     """Select ``name`` unless ``mlflow run`` or the user's environment already chose one.
 
     ``mlflow.set_experiment`` itself exports ``MLFLOW_EXPERIMENT_ID``; a value we set
-    earlier in this process is ours to replace, not the user's choice.
+    earlier in this process is ours to replace, not the user's choice. With
+    ``when_a_run_starts`` the experiment is created (if new) only when the next top-level
+    run starts, so a command that fails before it (a data file that is not one) leaves no
+    empty experiment behind.
     """
-    global _experiment_we_set
+    global _experiment_we_set, _experiment_pending
+    chosen = os.environ.get("MLFLOW_EXPERIMENT_NAME") or name
+    if len(chosen) > MAX_EXPERIMENT_NAME:  # MLflow's limit, checked before anything exists
+        raise UserInputError(
+            f"experiment name of {len(chosen)} characters ({chosen[:40]!r}…): MLflow allows at "
+            f"most {MAX_EXPERIMENT_NAME}; set a shorter tracking.experiment (or "
+            "MLFLOW_EXPERIMENT_NAME)"
+        )
     env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if os.environ.get("MLFLOW_RUN_ID") or (env_id and env_id != _experiment_we_set):
         return
-    experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or name)
+    if when_a_run_starts:
+        _experiment_pending = chosen
+        return
+    experiment = mlflow.set_experiment(chosen)
     _experiment_we_set = experiment.experiment_id
+
+
+def _pending_experiment_id() -> str | None:
+    """The experiment a deferred :func:`use_experiment` chose, created now if new."""
+    global _experiment_pending
+    if _experiment_pending is None:
+        return None
+    name, _experiment_pending = _experiment_pending, None
+    use_experiment(name)
+    return _experiment_we_set
 
 
 @contextmanager
@@ -105,6 +159,8 @@ def tracked_run(
         experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
     elif nested or os.environ.get("MLFLOW_RUN_ID"):
         experiment_id = None
+    elif experiment_id is None and run_id is None:
+        experiment_id = _pending_experiment_id()
     global last_signal
     if not nested:
         last_signal = None

@@ -33,6 +33,8 @@ def resolve_device(device: str) -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a generator for DataLoader shuffling."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UserInputError(f"seed={seed!r} must be an integer in [0, 2^32); e.g. seed=0")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
