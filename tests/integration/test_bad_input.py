@@ -580,7 +580,7 @@ def test_the_environment_and_store_catalogue(
         if key == "<no psycopg2>":
             real = serve.importlib.util.find_spec
             monkeypatch.setattr(serve.importlib.util, "find_spec",
-                                lambda name: None if name.startswith("psycopg") else real(name))  # fmt: skip
+                                lambda name, real=real: None if name.startswith("psycopg") else real(name))  # fmt: skip
         else:
             monkeypatch.setenv(key, value.replace("<file>", str(a_file)))
     args = [a.replace("<file>", str(a_file)) for a in args]
