@@ -775,7 +775,7 @@ def ui_command(host: str, port: int, backend_store_uri: str) -> None:
     dry_run = flags("ui", supported=("dry_run",)).dry_run
     if backend_store_uri:
         os.environ["MLFLOW_TRACKING_URI"] = backend_store_uri
-    uri = configure_tracking()
+    uri = configure_tracking(prepare_store=False)
     if uri.startswith(("http://", "https://")):
         click.echo(f"The tracking store is a server already: open {redact_uri(uri)}")
         return

@@ -373,8 +373,9 @@ def pretrain_or_reuse(
                 continue
             resume = (interrupted or {}).get(tags[schema.CONFIG_HASH])
             try:
+                claim = {"claim": True} if isinstance(recipe, PretrainRecipe) else {}
                 runs[m] = recipe.run(nested=parent_run_id is None, parent_run_id=parent_run_id,
-                                     resume=resume, claim=isinstance(recipe, PretrainRecipe))  # fmt: skip
+                                     resume=resume, **claim)  # fmt: skip
             except Superseded as lost:
                 print(f"pretrain {m}: run {lost.winner} started first; waiting for it", flush=True)
                 wait_for(lost.winner)

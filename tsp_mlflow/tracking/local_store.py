@@ -4,12 +4,17 @@ MLflow creates and migrates a sqlite store's schema the first time a process ope
 Two processes doing that at once on a fresh file crash in the migration ("Online
 migration expected to match one row", "duplicate column name: step"). So every tsp
 command opens the store, tracking and registry tables both, while holding an exclusive
-lock on ``<store>.lock`` beside it; whoever comes second finds the schema ready.
+lock (named by the store's path, in the user's temporary folder); whoever comes second
+finds the schema ready.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,15 +76,15 @@ def prepare_sqlite_store(uri: str) -> None:
         raise TrackingStoreError(
             f"MLFLOW_TRACKING_URI={uri!r}: folder {folder} does not exist; create it, or {FIX}"
         )
-    lock = path.with_name(path.name + ".lock")
+    lock = lock_path(path)
     try:  # a real write, not os.access: root passes access checks on a read-only mount
-        with open(lock, "a"), open(path, "ab"):
+        with open(path, "ab"):
             pass
     except OSError as err:
         raise TrackingStoreError(
             f"MLFLOW_TRACKING_URI={uri!r}: cannot write there ({err.strerror}); {FIX}"
         ) from None
-    with _locked(lock):
+    with _locked(lock), _quiet_schema_logs():
         client = MlflowClient(uri)
         try:
             client.search_experiments(max_results=1)  # tracking tables
@@ -90,6 +95,28 @@ def prepare_sqlite_store(uri: str) -> None:
                 f"MLFLOW_TRACKING_URI={uri!r}: the store cannot be opened ({first[:200]}); "
                 f"is it a MLflow sqlite database? {FIX}"
             ) from None
+
+
+def lock_path(store: Path) -> Path:
+    """The store's lock, in this user's temporary folder (never beside the store: a dry
+    run leaves no file there), named by the store's absolute path."""
+    digest = hashlib.sha256(str(store.resolve()).encode()).hexdigest()[:20]
+    folder = Path(tempfile.gettempdir()) / f"tsp-mlflow-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"{digest}.lock"
+
+
+@contextlib.contextmanager
+def _quiet_schema_logs() -> Iterator[None]:
+    """MLflow logs "Creating initial MLflow database tables" at INFO; the command's own
+    output (an error line, a plan) must stay the first thing a user reads."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

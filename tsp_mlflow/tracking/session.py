@@ -15,6 +15,7 @@ from types import FrameType
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 
 from tsp_mlflow.errors import ResumeTaken, RunStopped, TrackingServerLost, UserInputError
 from tsp_mlflow.tracking import schema
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 MAX_TAG_LENGTH = 5000
 
 
-def configure_tracking() -> str:
+def configure_tracking(*, prepare_store: bool = True) -> str:
     """Point MLflow at ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``.
 
     MLflow's own default is the same sqlite file, except that a leftover ``./mlruns``
@@ -50,7 +51,8 @@ def configure_tracking() -> str:
     check_store_uri(uri)
     mlflow.set_tracking_uri(uri)
     check_tracking_server(uri)
-    prepare_sqlite_store(uri)
+    if prepare_store:  # `tsp ui` leaves that to `mlflow ui`, which migrates it itself
+        prepare_sqlite_store(uri)
     return uri
 
 
@@ -109,7 +111,12 @@ def use_experiment(name: str, *, when_a_run_starts: bool = False) -> None:
     if when_a_run_starts:
         _experiment_pending = chosen
         return
-    experiment = mlflow.set_experiment(chosen)
+    try:
+        experiment = mlflow.set_experiment(chosen)
+    except MlflowException as err:  # another process created it a moment ago
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        experiment = mlflow.set_experiment(chosen)
     _experiment_we_set = experiment.experiment_id
 
 
@@ -228,9 +235,13 @@ def mark_training_experiment(experiment_id: str) -> None:
         return
     client = MlflowClient()
     if schema.EXPERIMENT_KIND not in client.get_experiment(experiment_id).tags:
-        client.set_experiment_tag(
-            experiment_id, schema.EXPERIMENT_KIND, schema.EXPERIMENT_KIND_TRAINING
-        )
+        try:
+            client.set_experiment_tag(
+                experiment_id, schema.EXPERIMENT_KIND, schema.EXPERIMENT_KIND_TRAINING
+            )
+        except MlflowException:  # a concurrent command tagged it first (a unique key)
+            if schema.EXPERIMENT_KIND not in client.get_experiment(experiment_id).tags:
+                raise
     _kind_checked.add(key)
 
 
