@@ -340,6 +340,16 @@ def test_a_pipeline_killed_anywhere_resumes_into_its_own_experiment(
     assert {r.info.run_id for r in runs(client, f"tags.`{schema.STAGE}` != 'analysis'")} == before
 
 
+def killed_at(patch: str, args: list[str], env: dict[str, str]) -> None:
+    """Run ``tsp <args>`` in a process where ``patch`` (Python, with os, signal and
+    MlflowClient imported) makes it SIGKILL itself at one exact point; check it died so."""
+    code = ("import os, signal\nfrom mlflow import MlflowClient\n" + patch
+            + f"from tsp_mlflow.cli import main\nmain({args!r})\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+
+
 def test_a_registration_cut_by_sigkill_is_completed_by_the_resume(
     tracking_uri: str, subprocess_env: dict[str, str]
 ) -> None:
@@ -349,15 +359,10 @@ def test_a_registration_cut_by_sigkill_is_completed_by_the_resume(
     args = ["pretrain", "--modality", "image", "--epochs", "1", "--overrides",
             "model.encoders.image.width=4 trainer.batch_size=128"]  # fmt: skip
     # A real SIGKILL at exactly that point: the process kills itself instead of aliasing.
-    code = (
-        "import os, signal\nfrom mlflow import MlflowClient\n"
+    killed_at(
         "MlflowClient.set_registered_model_alias = "
-        "lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"from tsp_mlflow.cli import main\nmain({args!r})\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+        "lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n", args, subprocess_env,
+    )  # fmt: skip
     (run,) = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")
     assert run.info.status == "RUNNING"
     (version,) = client.search_model_versions("name = 'avdigits-image-encoder'")
@@ -389,20 +394,15 @@ def test_monitoring_samples_are_logged_exactly_once_across_a_sigkill(
     client = MlflowClient(tracking_uri)
     main(MONITORED)  # the uninterrupted reference
     (reference,) = runs(client, "")
-    code = (
-        "import os, signal\nfrom mlflow import MlflowClient\n"
+    killed_at(
         "original = MlflowClient.log_batch\n"
         "def log_batch(self, run_id, metrics=(), *args, **kwargs):\n"
         "    keys = {m.key for m in metrics}\n"
         f"    if {KILL_AT[moment]}:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return original(self, run_id, metrics, *args, **kwargs)\n"
-        "MlflowClient.log_batch = log_batch\n"
-        f"from tsp_mlflow.cli import main\nmain({MONITORED!r})\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+        "MlflowClient.log_batch = log_batch\n", MONITORED, subprocess_env,
+    )  # fmt: skip
     (cut,) = [r for r in runs(client, "") if r.info.run_id != reference.info.run_id]
     main([*MONITORED, "--resume", cut.info.run_id])
     resumed = client.get_run(cut.info.run_id)
