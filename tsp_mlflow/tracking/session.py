@@ -108,6 +108,9 @@ def use_experiment(name: str, *, when_a_run_starts: bool = False) -> None:
     env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if os.environ.get("MLFLOW_RUN_ID") or (env_id and env_id != _experiment_we_set):
         return
+    # One choice at a time: a choice deferred by an earlier command in this process (one
+    # that failed before its run started) must not place this command's run.
+    _experiment_pending = None
     if when_a_run_starts:
         _experiment_pending = chosen
         return
@@ -173,6 +176,7 @@ def tracked_run(
         last_signal = None
     tags = {**tags, **liveness_tags()}
     if run_id:
+        _select_experiment_of(run_id)
         run = mlflow.start_run(run_id=run_id, nested=nested, tags=tags)
     else:
         run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags,
@@ -223,6 +227,16 @@ def tracked_run(
         if not nested:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _select_experiment_of(run_id: str) -> None:
+    """Make a reopened run's experiment the active one. MLflow refuses to reopen a run
+    outside the experiment this process selected last (an earlier command in the same
+    process, a notebook's ``set_experiment``); a resumed run's experiment is fixed."""
+    global _experiment_we_set, _experiment_pending
+    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    _experiment_we_set, _experiment_pending = experiment_id, None
 
 
 _kind_checked: set[tuple[str, str]] = set()  # (tracking URI, experiment id)
