@@ -4,9 +4,19 @@ notebook, a test): an earlier command's experiment choice never places a later r
 from __future__ import annotations
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
+from tsp_mlflow.tracking import session
 from tsp_mlflow.tracking.session import tracked_run, use_experiment
+
+
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a new process would: no experiment chosen by tsp yet (ids
+    repeat across the tests' stores, so an earlier test's choice would look like ours)."""
+    monkeypatch.setattr(session, "_experiment_we_set", None)
+    monkeypatch.setattr(session, "_experiment_pending", None)
 
 
 def experiment_name_of(client: MlflowClient, run_id: str) -> str:
@@ -26,6 +36,18 @@ def test_a_deferred_choice_left_by_a_failed_command_does_not_place_the_next_run(
     client = MlflowClient(tracking_uri)
     assert experiment_name_of(client, run.info.run_id) == "avdigits"
     assert client.get_experiment_by_name("mmimdb") is None  # and nothing empty created
+
+
+def test_a_deferred_choice_yields_to_the_users_experiment_too(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = MlflowClient(tracking_uri).create_experiment("mine")
+    use_experiment("mmimdb", when_a_run_starts=True)  # a failed command's choice
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", mine)  # the user's, for the next command
+    use_experiment("avdigits")
+    with tracked_run(run_name="r", tags={}) as run:
+        pass
+    assert run.info.experiment_id == mine
 
 
 def test_a_deferred_choice_is_the_newest_one(tracking_uri: str) -> None:

@@ -98,6 +98,10 @@ def use_experiment(name: str, *, when_a_run_starts: bool = False) -> None:
     empty experiment behind.
     """
     global _experiment_we_set, _experiment_pending
+    # One choice at a time: a choice deferred by an earlier command in this process (one
+    # that failed before its run started) must not place this command's run, whoever
+    # chooses for this one (us, `mlflow run` or the user's environment).
+    _experiment_pending = None
     chosen = os.environ.get("MLFLOW_EXPERIMENT_NAME") or name
     if len(chosen) > MAX_EXPERIMENT_NAME:  # MLflow's limit, checked before anything exists
         raise UserInputError(
@@ -108,9 +112,6 @@ def use_experiment(name: str, *, when_a_run_starts: bool = False) -> None:
     env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if os.environ.get("MLFLOW_RUN_ID") or (env_id and env_id != _experiment_we_set):
         return
-    # One choice at a time: a choice deferred by an earlier command in this process (one
-    # that failed before its run started) must not place this command's run.
-    _experiment_pending = None
     if when_a_run_starts:
         _experiment_pending = chosen
         return
