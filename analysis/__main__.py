@@ -1,8 +1,6 @@
-"""``python -m analysis ...``: the same command as ``tsp analyze ...``."""
+"""``python -m analysis ...``: the same command as ``tsp analyze ...``, without torch."""
 
-import sys
-
-from tsp_mlflow.cli import main
+from analysis.command import main
 
 if __name__ == "__main__":
-    main(["analyze", *sys.argv[1:]])
+    main()

@@ -22,7 +22,7 @@ from mlflow.entities import Experiment, Metric, Run
 from mlflow.exceptions import MlflowException
 
 from analysis.errors import AnalysisInputError
-from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking import experiments, schema
 from tsp_mlflow.tracking.params import redact_uri
 
 log = logging.getLogger(__name__)
@@ -63,20 +63,12 @@ class Selection:
 
 
 def resolve_experiment(client: MlflowClient, experiment: str) -> Experiment:
-    """An experiment by name, or by id; a clear error listing the experiments otherwise."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None and experiment.isdigit():
-        try:
-            found = client.get_experiment(experiment)
-        except MlflowException:
-            found = None
-    if found is None:
-        names = [e.name for e in client.search_experiments()]
-        raise AnalysisInputError(
-            f"experiment={experiment!r} not found in {redact_uri(client.tracking_uri)}; "
-            f"experiments: {', '.join(names) or 'none'}"
-        )
-    return found
+    """An experiment by name or id (:func:`tsp_mlflow.tracking.experiments.resolve_experiment`),
+    its error raised as the analysis's own."""
+    try:
+        return experiments.resolve_experiment(client, experiment)
+    except experiments.ExperimentNotFound as err:
+        raise AnalysisInputError(str(err)) from None
 
 
 def parent_experiment(client: MlflowClient, parent_run_id: str) -> str:
@@ -403,7 +395,7 @@ def _get_run_or_none(client: MlflowClient, run_id: str) -> Run | None:
         return None
 
 
-def learning_curves(
+def learning_curve_table(
     histories: pd.DataFrame, runs: pd.DataFrame, key: str, *, time_key: str = schema.TIME_EPOCH
 ) -> pd.DataFrame:
     """One row per (run, epoch) of ``key``: run_id, condition, seed, fusion, epoch, value,

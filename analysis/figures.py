@@ -26,7 +26,7 @@ def save_all(results: Results, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     saved = [forest(results, folder / "forest.png")]
     if results.bands is not None:
-        saved.append(learning_curves(results, folder / "learning_curves.png"))
+        saved.append(mean_curves_figure(results, folder / "learning_curves.png"))
     if results.survival:
         saved.append(time_to_threshold(results, folder / "time_to_threshold.png"))
     saved.append(cost_breakdown(results, folder / "cost.png"))
@@ -89,7 +89,7 @@ def forest_figure(results: Results) -> plt.Figure:
     return fig
 
 
-def learning_curves(results: Results, path: Path) -> Path:
+def mean_curves_figure(results: Results, path: Path) -> Path:
     """Mean validation curve per arm with its CI band; * marks epochs whose difference is
     significant after correction over epochs."""
     s, bands = results.settings, results.bands

@@ -408,13 +408,13 @@ def _rate(text: str) -> float:
 
 
 def _curves(inputs: AnalysisInputs, key: str) -> pd.DataFrame:
-    from analysis.data import learning_curves
+    from analysis.data import learning_curve_table
 
     if inputs.histories.empty:
         return pd.DataFrame(
             columns=["run_id", "condition", "seed", "fusion", "epoch", "value", "seconds"]
         )
-    return learning_curves(inputs.histories, inputs.runs, key)
+    return learning_curve_table(inputs.histories, inputs.runs, key)
 
 
 def _auto_threshold(curves: pd.DataFrame, higher_better: bool) -> float:

@@ -31,7 +31,7 @@ from analysis.data import (
 from analysis.results import AnalysisInputs, AnalysisSettings, compute_results
 from analysis.synthetic import log_synthetic_pipeline
 from bench.harness import Result, Table, arguments, interleave, quiet_mlflow, ratio, save
-from tsp_mlflow.tracking.local_server import local_server
+from tsp_mlflow.tracking.loopback_server import loopback_server
 
 PATTERNS = ("audio", "image", "audio-image")
 TARGET = ">= 5"
@@ -47,7 +47,7 @@ def main() -> None:
     keys = [*(f"val/{p}/accuracy" for p in PATTERNS), "time/epoch_s"]
     result = Result("analysis_fetch", "Analysis fetch", quick=args.quick)
 
-    with tempfile.TemporaryDirectory(prefix="tsp-bench-") as tmp, local_server(Path(tmp)) as url:
+    with tempfile.TemporaryDirectory(prefix="tsp-bench-") as tmp, loopback_server(Path(tmp)) as url:
         client = MlflowClient(url)
         experiment_id = client.create_experiment("bench")
         start = time.perf_counter()

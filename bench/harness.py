@@ -267,11 +267,11 @@ class Setup:
 
     def model(self, seed: int = 0) -> Any:
         from tsp_mlflow.models.late_fusion import LateFusionModel
-        from tsp_mlflow.recipes.common import build_encoder
+        from tsp_mlflow.recipes.setup import build_encoder
         from tsp_mlflow.training.runtime import seed_everything
 
         seed_everything(seed)
-        encoders = {m: build_encoder(self.cfg, m) for m in self.modalities}
+        encoders = {m: build_encoder(self.cfg.model.encoders, m) for m in self.modalities}
         fusion = instantiate(self.cfg.model.fusion)(
             in_dims={m: e.out_dim for m, e in encoders.items()}
         )
@@ -281,11 +281,11 @@ class Setup:
         return LateFusionModel(encoders, fusion, head).to(self.device)
 
     def loaders(self, seed: int = 0, **loader_kwargs: Any) -> dict[str, DataLoader]:
-        from tsp_mlflow.recipes.common import make_loaders
+        from tsp_mlflow.recipes.setup import make_loaders
 
         generator = torch.Generator().manual_seed(seed)
         if not loader_kwargs:
-            return make_loaders(self.cfg, self.datasets, generator, self.device)
+            return make_loaders(self.cfg.trainer, self.datasets, generator, self.device)
         return {
             split: DataLoader(d, batch_size=self.cfg.trainer.batch_size, shuffle=split == "train",
                               generator=generator if split == "train" else None, **loader_kwargs)
@@ -308,9 +308,9 @@ class Setup:
         return clock.intervals()
 
     def optimizer(self, model: torch.nn.Module) -> tuple[Any, Any]:
-        from tsp_mlflow.recipes.common import make_optimizer
+        from tsp_mlflow.recipes.setup import make_optimizer
 
-        return make_optimizer(self.cfg, model)
+        return make_optimizer(self.cfg.optim, self.cfg.scheduler, model)
 
     @property
     def monitor_pattern(self) -> str:
@@ -326,14 +326,15 @@ QUICK_OVERRIDES = ("model.encoders.audio.width=4", "model.encoders.image.width=4
 def avdigits(overrides: Sequence[str] = (), quick: bool = False) -> Setup:
     """The built-in dataset with the ``multimodal`` defaults (small CNNs, batch 32)."""
     from tsp_mlflow.config import compose_config
-    from tsp_mlflow.recipes.common import build_task, make_datasets
+    from tsp_mlflow.recipes.setup import build_task, make_datasets
     from tsp_mlflow.training.runtime import resolve_device
 
     extra = QUICK_OVERRIDES if quick else ()
     cfg, _ = compose_config("multimodal", ["representations=false", *extra, *overrides])
     modalities = tuple(cfg.data.modalities)
-    return Setup(cfg, build_task(cfg), modalities, make_datasets(cfg, modalities),
-                 resolve_device(cfg.runtime.device))  # fmt: skip
+    datasets = make_datasets(cfg.data, modalities, missing=cfg.get("missing"), seed=cfg.seed)
+    task = build_task(cfg.task, cfg.data)
+    return Setup(cfg, task, modalities, datasets, resolve_device(cfg.runtime.device))
 
 
 def quiet_mlflow() -> None:

@@ -21,7 +21,7 @@ import mlflow
 from torch.profiler import ProfilerActivity, profile
 
 from bench.harness import Result, Table, arguments, avdigits, quiet_mlflow, save
-from tsp_mlflow.recipes.common import train_and_test
+from tsp_mlflow.recipes.orchestrator import train_and_test
 from tsp_mlflow.tracking.session import tracked_run
 
 # Top-level events on the training thread, by name prefix.
@@ -65,7 +65,7 @@ def main() -> None:
         model, loaders = setup.model(), setup.loaders()
         with tracked_run(run_name="profile", tags={}):
             train_and_test(setup.cfg, model, loaders, setup.task, setup.device,
-                           time.perf_counter(), on_epoch_end=hook)  # fmt: skip
+                           started=time.perf_counter(), on_epoch_end=hook)  # fmt: skip
     prof = hook.profiler
 
     events = prof.events()

@@ -42,8 +42,8 @@ from bench.harness import (
     ratio,
     save,
 )
-from tsp_mlflow.recipes.common import train_and_test
-from tsp_mlflow.tracking.local_server import local_server
+from tsp_mlflow.recipes.orchestrator import train_and_test
+from tsp_mlflow.tracking.loopback_server import loopback_server
 from tsp_mlflow.tracking.session import tracked_run
 
 TARGET = "<= 1.03"
@@ -85,7 +85,7 @@ def tracked(
         cpu.mark()
 
     with tracked_run(run_name=arm.name, tags={}):
-        train_and_test(cfg, model, loaders, setup.task, setup.device, start,
+        train_and_test(cfg, model, loaders, setup.task, setup.device, started=start,
                        on_epoch_end=on_epoch_end)  # fmt: skip
     server_cpu.extend(cpu.per_epoch())
     outside.extend(clock.wall_over_compute())
@@ -138,7 +138,7 @@ def main() -> None:
     result = Result("tracking_overhead", "Tracking overhead", quick=args.quick)
     with (
         tempfile.TemporaryDirectory(prefix="tsp-bench-") as tmp,
-        local_server(Path(tmp) / "server") as server,
+        loopback_server(Path(tmp) / "server") as server,
     ):
         stores = {"sqlite": f"sqlite:///{tmp}/mlflow.db", "server": server}
         arms = {"none": setup.fit_epochs}  # the same loop, no tracking call

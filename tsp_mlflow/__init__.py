@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from tsp_mlflow.version import __version__
+
 __all__ = ["__version__", "load_encoder"]
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tsp_mlflow.tracking.local_server import free_port
+from tsp_mlflow.tracking.loopback_server import free_port
 
 UI_TIMEOUT_MS = 60_000  # the first page load compiles MLflow's JavaScript bundle
 

@@ -125,7 +125,7 @@ def test_encoders_must_match_their_modality_and_the_configured_architecture(
 def test_interrupting_marks_the_pending_project_run_killed(
     tracking_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import tsp_mlflow.cli as cli
+    from tsp_mlflow.commands import train
 
     client = MlflowClient(tracking_uri)
     pending = client.create_run(client.create_experiment("avdigits")).info.run_id
@@ -134,7 +134,7 @@ def test_interrupting_marks_the_pending_project_run_killed(
     def interrupted(dataset: str) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_check_dataset", interrupted)
+    monkeypatch.setattr(train, "check_dataset_choice", interrupted)
     code, err = tsp(["pipeline"], capsys)
     assert code == 130 and err == "tsp: interrupted"
     run = client.get_run(pending)
@@ -572,7 +572,7 @@ def test_the_environment_and_store_catalogue(
     tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    from tsp_mlflow.tracking import serve
+    from tsp_mlflow.tracking import lab_server as serve
 
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder, not a dataset")

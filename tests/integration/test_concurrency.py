@@ -61,8 +61,8 @@ def test_the_same_on_a_postgresql_tracking_server(
     import shutil
     import tempfile
 
-    from tsp_mlflow.tracking.local_server import free_port
-    from tsp_mlflow.tracking.serve import tracking_server
+    from tsp_mlflow.tracking.lab_server import tracking_server
+    from tsp_mlflow.tracking.loopback_server import free_port
 
     folder = Path(tempfile.mkdtemp(prefix="tsp-server-"))
     folder.chmod(0o711)  # under root PostgreSQL runs as `postgres`, who must reach it

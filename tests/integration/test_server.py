@@ -20,8 +20,8 @@ import tsp_mlflow
 from tests.integration.flow import check_pipeline_tree, mlflow_run, runs
 from tsp_mlflow.cli import main
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.local_server import free_port
-from tsp_mlflow.tracking.serve import Served, tracking_server
+from tsp_mlflow.tracking.lab_server import Served, tracking_server
+from tsp_mlflow.tracking.loopback_server import free_port
 
 pytestmark = pytest.mark.integration
 

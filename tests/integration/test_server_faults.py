@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from tests.integration.flow import runs
 from tests.integration.test_resume import epochs_logged, tsp_process, wait_for
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.local_server import free_port, local_server
+from tsp_mlflow.tracking.loopback_server import free_port, loopback_server
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_an_unreachable_server_fails_at_once_with_the_fix(tmp_path: Path) -> Non
 
 def test_a_server_restarted_mid_run_gets_every_metric(tmp_path: Path) -> None:
     folder, port = tmp_path / "server", free_port()
-    with local_server(folder, port=port, stop_signal=signal.SIGKILL) as url:
+    with loopback_server(folder, port=port, stop_signal=signal.SIGKILL) as url:
         client = MlflowClient(url)
         proc = tsp_process(TRAIN, client_env(url))
         run = wait_for("a run", lambda: runs(client, ""), proc)[0]  # type: ignore[index]
@@ -83,7 +83,7 @@ def test_a_server_restarted_mid_run_gets_every_metric(tmp_path: Path) -> None:
     # Killed: the run goes on training while its logging calls retry.
     time.sleep(2)
     assert proc.poll() is None
-    with local_server(folder, port=port) as url:
+    with loopback_server(folder, port=port) as url:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]  # type: ignore[union-attr]
         assert_every_epoch_once(MlflowClient(url), run_id)
 
@@ -92,7 +92,7 @@ def test_a_long_outage_leaves_the_run_resumable_and_nothing_is_lost(tmp_path: Pa
     folder, port = tmp_path / "server", free_port()
     # One retry only: the outage outlasts it, as a long one would outlast the default ~8 min.
     impatient = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
-    with local_server(folder, port=port, stop_signal=signal.SIGKILL) as url:
+    with loopback_server(folder, port=port, stop_signal=signal.SIGKILL) as url:
         client = MlflowClient(url)
         proc = tsp_process(TRAIN, client_env(url, **impatient))
         run_id = wait_for("a run", lambda: runs(client, ""), proc)[0].info.run_id  # type: ignore[index]
@@ -102,7 +102,7 @@ def test_a_long_outage_leaves_the_run_resumable_and_nothing_is_lost(tmp_path: Pa
     assert f"run {run_id} could not be closed and stays RUNNING" in last
     assert f"tsp runs reap, then rerun the same command with --resume {run_id}" in last
 
-    with local_server(folder, port=port) as url:
+    with loopback_server(folder, port=port) as url:
         client = MlflowClient(url)
         assert client.get_run(run_id).info.status == "RUNNING"
         reaped = tsp_run(["runs", "reap"], client_env(url))
@@ -123,7 +123,7 @@ def test_an_authenticated_server_takes_runs_with_credentials_only(
     """`tsp server --auth` on PostgreSQL with two workers: users in the cluster's
     `mlflow_auth` database, one generated CSRF key shared by the workers, the admin
     password never written down; a run needs the right credentials."""
-    from tsp_mlflow.tracking.serve import tracking_server
+    from tsp_mlflow.tracking.lab_server import tracking_server
 
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", ADMIN)
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", PASSWORD)

@@ -22,8 +22,8 @@ from tests.integration.flow import artifact_paths, children, mlflow_run, runs
 from tsp_mlflow.cli import main
 from tsp_mlflow.recipes.sweep import RUN_ATTR, SURPLUS_ATTR
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.local_server import free_port
-from tsp_mlflow.tracking.serve import tracking_server
+from tsp_mlflow.tracking.lab_server import tracking_server
+from tsp_mlflow.tracking.loopback_server import free_port
 
 pytestmark = pytest.mark.integration
 

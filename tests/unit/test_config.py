@@ -148,7 +148,7 @@ def test_overrides_parameter_is_split_like_a_shell() -> None:
 
 
 def test_pipeline_overrides_reach_exactly_the_stages_that_have_the_key() -> None:
-    from tsp_mlflow.recipes.pipeline import route_overrides
+    from tsp_mlflow.recipes.overrides import route_overrides
 
     routed = route_overrides(
         ["trainer.epochs=3", "model.head.dropout=0.5", "debug=tiny"], ["pretrain", "multimodal"]

@@ -12,13 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsp_mlflow.errors import UserInputError
-from tsp_mlflow.models.contrastive import (
-    ContrastiveObjective,
-    ContrastiveProjection,
-    info_nce,
-    retrieval_recall,
-)
+from tsp_mlflow.models.contrastive import ContrastiveProjection
 from tsp_mlflow.models.late_fusion import LateFusionModel
+from tsp_mlflow.training.contrastive import ContrastiveObjective, info_nce, retrieval_recall
 
 
 def _unit(n: int, d: int, seed: int = 0) -> torch.Tensor:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from tsp_mlflow.errors import UserInputError
-from tsp_mlflow.recipes.common import system_metrics
+from tsp_mlflow.recipes.orchestrator import system_metrics
 from tsp_mlflow.training.monitoring import MonitoringSettings, TrainingMonitor, layer_groups
 
 

@@ -93,9 +93,9 @@ def test_tsp_progress_chooses_explicitly(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_a_bad_tsp_progress_is_refused_before_any_run(monkeypatch: pytest.MonkeyPatch) -> None:
     from tsp_mlflow.config import compose_config
-    from tsp_mlflow.recipes.common import check_trainer
+    from tsp_mlflow.recipes.config_checks import check_training_config
 
     cfg, _ = compose_config("multimodal", [])
     monkeypatch.setenv("TSP_PROGRESS", "bar")
     with pytest.raises(UserInputError, match="TSP_PROGRESS='bar'"):
-        check_trainer(cfg)  # what every recipe calls before it opens a run
+        check_training_config(cfg, ())  # what every recipe calls before it opens a run

@@ -10,7 +10,7 @@ from matplotlib import pyplot as plt
 from PIL import Image
 
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.run_figures import log_run_figures, multilabel
+from tsp_mlflow.training.run_figures import log_run_figures, multilabel
 from tsp_mlflow.training.tasks import MulticlassTask, MultilabelTask, SentimentRegressionTask
 
 HISTORY = [

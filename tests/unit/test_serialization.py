@@ -45,7 +45,7 @@ def test_weights_that_do_not_fit_list_every_mismatched_key(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     "target",
     ["os.system", "builtins.exec", "subprocess.call",
-     "tsp_mlflow.tracking.local_server.local_server",  # inside tsp_mlflow, but no encoder
+     "tsp_mlflow.tracking.loopback_server.loopback_server",  # inside tsp_mlflow, but no encoder
      "tsp_mlflow_evil.models.SmallCNN"],  # a look-alike package
 )  # fmt: skip
 def test_only_allow_listed_classes_are_ever_built(tmp_path: Path, target: str) -> None:

@@ -19,18 +19,13 @@ from tsp_mlflow.config import to_plain
 from tsp_mlflow.data.batch import pattern_name
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
-from tsp_mlflow.recipes.common import (
-    EpochHook,
+from tsp_mlflow.recipes.config_checks import check_training_config, config_errors
+from tsp_mlflow.recipes.orchestrator import EpochHook, train_and_test, training_run
+from tsp_mlflow.recipes.setup import (
     build_encoder,
-    check_data_root,
-    check_encoder_args,
-    check_trainer,
-    config_errors,
     log_encoder_artifact,
     make_datasets,
     provenance_tags,
-    train_and_test,
-    training_run,
 )
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten
@@ -61,11 +56,8 @@ class ContrastivePretrainRecipe:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.modalities = contrastive_modalities(cfg)
-        check_trainer(cfg)
-        check_data_root(cfg)
-        check_encoder_args(cfg, self.modalities)
         check_supported(objective=schema.OBJECTIVE_CONTRASTIVE)
-        resolve_device(cfg.runtime.device)
+        check_training_config(cfg, encoder_modalities=self.modalities)
         with config_errors("objective"):  # the objective's own argument checks, up front
             self.objective_check = instantiate(cfg.objective.loss)(modalities=self.modalities)
         with open_dict(cfg):  # only what this run uses is logged
@@ -122,21 +114,21 @@ class ContrastivePretrainRecipe:
         started = time.perf_counter()
         generator = seed_everything(cfg.seed)
         device = resolve_device(cfg.runtime.device)
-        encoders = {m: build_encoder(cfg, m) for m in self.modalities}
+        encoders = {m: build_encoder(cfg.model.encoders, m) for m in self.modalities}
         projection = instantiate(cfg.objective.projection)(
             in_dims={m: e.out_dim for m, e in encoders.items()}
         )
         objective = instantiate(cfg.objective.loss)(modalities=self.modalities)
         model = LateFusionModel(encoders, projection, objective)
-        datasets = make_datasets(cfg, self.modalities)
+        datasets = make_datasets(cfg.data, self.modalities, missing=None, seed=cfg.seed)
         if resume:
             self.check_resume(resume)
         tags = {} if resume else self.tags()
         with training_run(cfg, self.config, datasets, run_name="pretrain-contrastive",
                           tags=tags, nested=nested, run_id=run_id, parent_run_id=parent_run_id,
                           resume=resume, generator=generator, device=device) as (run_id, loaders):  # fmt: skip
-            result = train_and_test(cfg, model, loaders, objective, device, started,
-                                    on_epoch_end, resume_run_id=resume,
+            result = train_and_test(cfg, model, loaders, objective, device, started=started,
+                                    on_epoch_end=on_epoch_end, resume_run_id=resume,
                                     patterns=[self.modalities])  # fmt: skip
             if cfg.trainer.skip_train:  # untrained encoders: nothing to keep or register
                 return run_id

@@ -17,28 +17,22 @@ from tsp_mlflow.config import group_options, to_plain
 from tsp_mlflow.data.missing import describe_rates
 from tsp_mlflow.errors import EncoderWeightsMismatch, UserInputError
 from tsp_mlflow.models.late_fusion import LateFusionModel
-from tsp_mlflow.recipes.common import (
-    EpochHook,
+from tsp_mlflow.recipes.config_checks import check_training_config, config_errors
+from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
+from tsp_mlflow.recipes.orchestrator import EpochHook, train_and_test, training_run
+from tsp_mlflow.recipes.setup import (
     build_encoder,
     build_task,
-    check_data_root,
-    check_encoder_args,
-    check_trainer,
-    config_errors,
     make_datasets,
     provenance_tags,
     split_missing_rates,
     task_tags,
-    train_and_test,
-    training_run,
 )
-from tsp_mlflow.recipes.encoder_sources import SCRATCH, condition_name, parse_encoder_sources
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.params import code_version, flatten
 from tsp_mlflow.tracking.resolve import EncoderLocation, resolve_encoder
 from tsp_mlflow.tracking.resume import check_resumable
 from tsp_mlflow.training.distributed import (
-    check_batch_size,
     check_supported,
     current,
     init_distributed,
@@ -106,22 +100,21 @@ def check_encoder_run(location: EncoderLocation, *, modality: str, dataset: str,
     return objective
 
 
-def build_gradient(cfg: DictConfig) -> GradientStrategy:
+def build_gradient(gradient: DictConfig) -> GradientStrategy:
     """The ``gradient`` option (joint | uniform | mmpareto), its arguments checked."""
     with config_errors("gradient"):
-        strategy = instantiate(cfg.gradient)
+        strategy = instantiate(gradient)
     if not isinstance(strategy, GradientStrategy):
         raise UserInputError(
-            f"gradient: {cfg.gradient._target_} is not a gradient strategy; choose "
+            f"gradient: {gradient._target_} is not a gradient strategy; choose "
             f"{', '.join(group_options('gradient'))}"
         )
     return strategy
 
 
-def check_imputation(cfg: DictConfig, modalities: Sequence[str]) -> str:
+def check_imputation(node: DictConfig, modalities: Sequence[str]) -> str:
     """The ``imputation`` option's name; its predictor is built on a stand-in here, so a
     bad argument fails before any run exists."""
-    node = cfg.imputation
     if node.predictor is not None:
         if len(modalities) < 2:
             raise UserInputError("imputation=predicted needs at least two modalities")
@@ -136,20 +129,17 @@ class MultimodalRecipe:
     def __init__(self, cfg: DictConfig, fusion_name: str, condition: str | None = None) -> None:
         self.modalities: tuple[str, ...] = tuple(cfg.data.modalities)
         self.sources = parse_encoder_sources(cfg.encoders, self.modalities, cfg.data.name)
-        check_trainer(cfg)
-        self.task = build_task(cfg)
-        check_data_root(cfg)
-        self.missing = split_missing_rates(cfg, self.modalities)
+        scratch = [m for m, src in self.sources.items() if src == SCRATCH]
+        check_training_config(cfg, encoder_modalities=scratch)
+        self.task = build_task(cfg.task, cfg.data)
+        self.missing = split_missing_rates(cfg.get("missing"), self.modalities)
         self.modes = encoder_modes(
             cfg.finetune.mode, to_plain(cfg.finetune.modes) or {}, self.modalities
         )
         check_learning_rates(to_plain(cfg.finetune.lr) or {}, self.modalities)
-        check_encoder_args(cfg, [m for m, src in self.sources.items() if src == SCRATCH])
-        self.gradient = build_gradient(cfg)
-        self.imputation = check_imputation(cfg, self.modalities)
+        self.gradient = build_gradient(cfg.gradient)
+        self.imputation = check_imputation(cfg.imputation, self.modalities)
         check_supported(gradient=self.gradient.name, imputation=self.imputation)
-        check_batch_size(cfg.trainer.batch_size)
-        resolve_device(cfg.runtime.device)
         # Resolving checks that every named run / model exists before any run is created.
         self.locations: dict[str, EncoderLocation] = {
             m: resolve_encoder(src, modality=m) for m, src in self.sources.items() if src != SCRATCH
@@ -231,7 +221,7 @@ class MultimodalRecipe:
         generator = seed_everything(cfg.seed)
         device = init_distributed(resolve_device(cfg.runtime.device))  # torchrun: its device
         encoders = {
-            m: self.pretrained[m] if m in self.pretrained else build_encoder(cfg, m)
+            m: self.pretrained[m] if m in self.pretrained else build_encoder(cfg.model.encoders, m)
             for m in self.modalities
         }
         config = to_plain(cfg)
@@ -256,7 +246,9 @@ class MultimodalRecipe:
         )
         apply_modes(model, self.modes)
 
-        datasets = make_datasets(cfg, self.modalities)  # a malformed file creates no run
+        datasets = make_datasets(  # a malformed file creates no run
+            cfg.data, self.modalities, missing=cfg.get("missing"), seed=cfg.seed
+        )
         # Checked last, so that no other resume can slip in between; under torchrun by
         # rank 0 alone (the run it claims is then RUNNING for the others).
         if resume and current().is_main:
@@ -268,8 +260,9 @@ class MultimodalRecipe:
         with training_run(cfg, config, datasets, run_name=name, tags=tags, nested=nested,
                           run_id=run_id, parent_run_id=parent_run_id, resume=resume,
                           generator=generator, device=device) as (run_id, loaders):  # fmt: skip
-            train_and_test(cfg, model, loaders, self.task, device, started, on_epoch_end,
-                           resume_run_id=resume, gradient=self.gradient)  # fmt: skip
+            train_and_test(cfg, model, loaders, self.task, device, started=started,
+                           on_epoch_end=on_epoch_end, resume_run_id=resume,
+                           gradient=self.gradient)  # fmt: skip
             if not current().is_main:  # under torchrun rank 0 alone logs
                 return run_id
             logged = set(mlflow.get_run(run_id).data.metrics) if resume else set()

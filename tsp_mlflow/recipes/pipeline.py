@@ -32,6 +32,7 @@ from tsp_mlflow.recipes.looks import (
     stratum_of,
 )
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
+from tsp_mlflow.recipes.overrides import PIPELINE_RUN_KEYS, override_key, route_overrides
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.claims import Superseded, live_claim, wait_for
@@ -43,7 +44,6 @@ from tsp_mlflow.training.progress import CellProgress
 
 STAGE_CONFIGS = ("pretrain", "multimodal")
 # Set by the pipeline for every run it creates; an override of them would be ignored.
-PER_RUN_KEYS = ("seed", "modality", "encoders")
 # Set per grid cell: choose them with grid.fusions / grid.missing / ... instead.
 GRID_KEYS = ("model/fusion", "missing", "gradient", "imputation")
 
@@ -84,14 +84,10 @@ class PipelineRecipe:
         # objective.* configures the contrastive pretraining only (the supervised config has
         # no such keys), so it is set aside for that recipe.
         objective: list[str] = []
+        PIPELINE_RUN_KEYS.check(overrides)
         for item in overrides:
-            key = o_key(item)
+            key = override_key(item)
             group = key.split(".")[0]
-            if key in PER_RUN_KEYS:
-                raise UserInputError(
-                    f"override {item!r}: the pipeline sets {key} for each run itself; use "
-                    "-P seeds=N, or overrides='pretrain_seed=...' for the encoders' seed"
-                )
             if group in GRID_KEYS:
                 raise UserInputError(
                     f"override {item!r}: the pipeline sets {group} per grid cell; "
@@ -384,34 +380,6 @@ def pretrain_or_reuse(
             break
         print(f"pretrain {m}: {'reused' if reused[m] else 'trained'} run {runs[m]}", flush=True)
     return runs, reused
-
-
-def o_key(override: str) -> str:
-    """The key of a Hydra override (``+a.b=1`` -> ``a.b``)."""
-    return override.lstrip("+~").partition("=")[0]
-
-
-def route_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str, list[str]]:
-    """Send each override to every stage config that accepts it; reject one that fits none.
-
-    ``model/fusion=concat`` only reaches ``multimodal``, ``trainer.epochs=3`` both training
-    stages, ``pretrain_seed=1`` the pipeline's own config.
-    """
-    routed: dict[str, list[str]] = {s: [] for s in stages}
-    for override in overrides:
-        errors = []
-        for stage in stages:
-            try:
-                compose_config(stage, [*routed[stage], override], require_values=False)
-            except UserInputError as err:
-                errors.append(str(err))
-            else:
-                routed[stage].append(override)
-        if len(errors) == len(stages):
-            raise UserInputError(
-                f"override {override!r} fits none of the configs ({', '.join(stages)}): {errors[-1]}"
-            )
-    return routed
 
 
 CellKey = tuple[str, str, str, int, str, str]

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from tsp_mlflow.data.batch import SPLITS, all_patterns, pattern_name
-from tsp_mlflow.recipes.common import make_datasets
+from tsp_mlflow.recipes.setup import make_datasets
 from tsp_mlflow.tracking.params import redact_uri
 from tsp_mlflow.training.monitoring import MonitoringSettings
 from tsp_mlflow.training.runtime import resolve_device
@@ -37,7 +37,7 @@ def experiment_line(name: str) -> str:
 
 def data_line(cfg: DictConfig, modalities: Sequence[str]) -> str:
     """Reads and validates every split, as the run would, and counts its rows."""
-    datasets = make_datasets(cfg, modalities)
+    datasets = make_datasets(cfg.data, modalities, missing=cfg.get("missing"), seed=cfg.seed)
     rows = " / ".join(f"{split} {len(datasets[split])}" for split in SPLITS)
     return f"{cfg.data.name} ({', '.join(modalities)}): {rows} rows, read and validated"
 

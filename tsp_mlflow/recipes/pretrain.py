@@ -11,27 +11,23 @@ from tsp_mlflow.config import to_plain
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.models.fusion import ConcatFusion
 from tsp_mlflow.models.late_fusion import LateFusionModel
-from tsp_mlflow.recipes.common import (
-    EpochHook,
+from tsp_mlflow.recipes.config_checks import check_training_config
+from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
+from tsp_mlflow.recipes.orchestrator import EpochHook, train_and_test, training_run
+from tsp_mlflow.recipes.setup import (
     build_encoder,
     build_task,
-    check_data_root,
-    check_encoder_args,
-    check_trainer,
     log_encoder_artifact,
     make_datasets,
     provenance_tags,
     task_tags,
-    train_and_test,
-    training_run,
 )
-from tsp_mlflow.recipes.contrastive import ContrastivePretrainRecipe
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.claims import check_claim
 from tsp_mlflow.tracking.params import code_version, flatten
 from tsp_mlflow.tracking.registry import register_encoder
 from tsp_mlflow.tracking.resume import check_resumable
-from tsp_mlflow.training.distributed import check_batch_size, current, init_distributed
+from tsp_mlflow.training.distributed import current, init_distributed
 from tsp_mlflow.training.runtime import resolve_device, seed_everything
 
 
@@ -57,12 +53,8 @@ class PretrainRecipe:
                 f"unknown modality {cfg.modality!r} for dataset {cfg.data.name!r}; "
                 f"choose one of {', '.join(modalities)} (-P modality=...)"
             )
-        check_trainer(cfg)
-        check_batch_size(cfg.trainer.batch_size)
-        self.task = build_task(cfg)
-        check_data_root(cfg)
-        check_encoder_args(cfg, [cfg.modality])
-        resolve_device(cfg.runtime.device)
+        check_training_config(cfg, encoder_modalities=[cfg.modality])
+        self.task = build_task(cfg.task, cfg.data)
         with open_dict(cfg):  # only the pretrained modality's encoder belongs to this run
             cfg.model.encoders = {cfg.modality: cfg.model.encoders[cfg.modality]}
             cfg.pop("missing", None)  # unimodal pretraining sees complete data
@@ -113,12 +105,12 @@ class PretrainRecipe:
         device = init_distributed(resolve_device(cfg.runtime.device))  # torchrun: its device
         # Built before the run, so a bad encoder argument (a hub id) or a malformed data
         # file creates no run.
-        encoder = build_encoder(cfg, m)
+        encoder = build_encoder(cfg.model.encoders, m)
         head = instantiate(cfg.model.head)(
             in_features=encoder.out_dim, out_features=self.task.num_outputs
         )
         model = LateFusionModel({m: encoder}, ConcatFusion({m: encoder.out_dim}), head)
-        datasets = make_datasets(cfg, [m])
+        datasets = make_datasets(cfg.data, [m], missing=None, seed=cfg.seed)
         # Checked last, so that no other resume can slip in between; under torchrun by
         # rank 0 alone (the run it claims is then RUNNING for the others).
         if resume and current().is_main:
@@ -129,8 +121,8 @@ class PretrainRecipe:
                           resume=resume, generator=generator, device=device) as (run_id, loaders):  # fmt: skip
             if claim and not resume:
                 check_claim(run_id, flatten(self.config))
-            result = train_and_test(cfg, model, loaders, self.task, device, started,
-                                    on_epoch_end, resume_run_id=resume)  # fmt: skip
+            result = train_and_test(cfg, model, loaders, self.task, device, started=started,
+                                    on_epoch_end=on_epoch_end, resume_run_id=resume)  # fmt: skip
             if not current().is_main:  # under torchrun rank 0 alone logs and registers
                 return run_id
             if cfg.trainer.skip_train:  # an untrained encoder: nothing to keep or register

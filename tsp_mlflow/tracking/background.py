@@ -15,8 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
-import torch
-
 from tsp_mlflow.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -24,7 +22,7 @@ log = logging.getLogger(__name__)
 BACKGROUND_WRITES = ("auto", True, False)
 
 
-def writes_in_background(setting: object, device: torch.device) -> bool:
+def writes_in_background(setting: object, device_type: str) -> bool:
     """``tracking.background_writes``: ``auto`` is background on an accelerator, where the
     training thread mostly waits for kernels and a writer thread overlaps for free, and
     inline on a CPU, where it would take cores and the GIL from training: measured, a
@@ -33,7 +31,7 @@ def writes_in_background(setting: object, device: torch.device) -> bool:
         raise UserInputError(
             f"tracking.background_writes must be auto, true or false, got {setting!r}"
         )
-    return device.type != "cpu" if setting == "auto" else bool(setting)
+    return device_type != "cpu" if setting == "auto" else bool(setting)
 
 
 class BackgroundWriter:

@@ -11,9 +11,9 @@ from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table
 
-from analysis.data import resolve_experiment  # one lookup, one error message
 from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.tracking import schema
+from tsp_mlflow.tracking.experiments import resolve_experiment  # one lookup, one error message
 from tsp_mlflow.tracking.params import redact_uri
 
 

@@ -127,7 +127,7 @@ def code_version() -> str:
     Runs are only reused when this matches, so editing ``tsp_mlflow/`` or ``conf/`` (tracked
     or not, with or without git) retrains.
     """
-    from tsp_mlflow import __version__
+    from tsp_mlflow.version import __version__
 
     root = Path(__file__).resolve().parents[2]
     return f"{__version__}+src.{source_digest(root / 'tsp_mlflow', root / 'conf')}"

@@ -23,7 +23,7 @@ from tsp_mlflow.tracking.claims import Superseded
 from tsp_mlflow.tracking.liveness import HEARTBEAT, heartbeat_seconds, liveness_tags
 from tsp_mlflow.tracking.local_store import check_store_uri, prepare_sqlite_store
 from tsp_mlflow.tracking.params import has_credentials, redact_uri
-from tsp_mlflow.tracking.server import check_tracking_server, is_unreachable
+from tsp_mlflow.tracking.server_check import check_tracking_server, is_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -324,3 +324,13 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     global last_signal
     last_signal = signum
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def where_to_look(uri: str) -> str:
+    """The closing lines of a command: where its runs are and how to browse them."""
+    uri = redact_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        return f"Tracking server: {uri} (open it in a browser)"
+    here = uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}"  # tsp ui's own default
+    return (f"Tracking store: {uri}\nBrowse the runs:  tsp ui"
+            f"{'' if here else f' --backend-store-uri {uri}'}   (it prints the URL to open)")  # fmt: skip

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(
+def loopback_server(
     folder: Path,
     *,
     workers: int = 1,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tsp_mlflow.errors import UserInputError
-from tsp_mlflow.tracking.local_server import local_server
+from tsp_mlflow.tracking.loopback_server import loopback_server
 from tsp_mlflow.tracking.params import redact_uri
 from tsp_mlflow.tracking.postgres import private_postgres
 
@@ -111,7 +111,7 @@ def tracking_server(
             env.update(_auth_env(folder, users or f"sqlite:///{folder / 'basic_auth.db'}"))
         hosts = allowed_hosts or default_allowed_hosts(host)
         url = stack.enter_context(
-            local_server(
+            loopback_server(
                 folder,
                 extra_args=["--allowed-hosts", hosts] if hosts else [],
                 workers=workers,

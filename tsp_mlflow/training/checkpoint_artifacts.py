@@ -19,8 +19,8 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 
 from tsp_mlflow.tracking import schema
 from tsp_mlflow.tracking.session import deferred_interrupts
-from tsp_mlflow.training import checkpoint
-from tsp_mlflow.training.checkpoint import CheckpointError, TrainingState
+from tsp_mlflow.training import training_state
+from tsp_mlflow.training.training_state import CheckpointError, TrainingState
 
 log = logging.getLogger(__name__)
 _EPOCH_DIR = re.compile(r"epoch-(\d+)$")
@@ -73,7 +73,7 @@ class RunCheckpointer:
             return False
         path = schema.checkpoint_path(state.epoch)
         with deferred_interrupts(), tempfile.TemporaryDirectory(prefix="tsp-ckpt-") as tmp:
-            checkpoint.save(state, tmp)
+            training_state.save(state, tmp)
             self.client.log_artifacts(self.run_id, tmp, path)
             previous, self._saved_path, self.saved_epoch = self._saved_path, path, state.epoch
             if previous is not None and previous != path:  # the same path was overwritten
@@ -118,7 +118,7 @@ def latest_checkpoint(run_id: str) -> TrainingState | None:
                 run_id=run_id, artifact_path=path, dst_path=tmp
             )
             try:
-                state = checkpoint.load(folder)
+                state = training_state.load(folder)
             except CheckpointError as err:
                 log.warning("skipping the checkpoint of epoch %d: %s", epoch, err)
                 continue

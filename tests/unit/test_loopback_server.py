@@ -1,4 +1,4 @@
-"""`local_server` refuses a port something already listens on: its health check would
+"""`loopback_server` refuses a port something already listens on: its health check would
 otherwise be answered by that other server."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tsp_mlflow.errors import UserInputError
-from tsp_mlflow.tracking.local_server import local_server
+from tsp_mlflow.tracking.loopback_server import loopback_server
 
 
 def test_a_port_in_use_is_refused_before_any_server_starts(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_a_port_in_use_is_refused_before_any_server_starts(tmp_path: Path) -> No
         port = other.getsockname()[1]
         with (
             pytest.raises(UserInputError, match=f"port {port} is in use on 127.0.0.1"),
-            local_server(tmp_path, port=port),
+            loopback_server(tmp_path, port=port),
         ):
             pass  # pragma: no cover
     assert not (tmp_path / "server.log").exists()  # no process was started

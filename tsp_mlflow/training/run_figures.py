@@ -27,7 +27,7 @@ from tsp_mlflow.training.tasks import (  # noqa: E402
 EpochMetrics = dict[str, dict[str, dict[str, float]]]
 
 
-def learning_curves(
+def learning_curves_figure(
     history: Sequence[EpochMetrics], monitor: str, best_epoch: int = 0
 ) -> plt.Figure:
     """Left: train loss and each pattern's val loss. Right: each pattern's val ``monitor``.
@@ -176,7 +176,7 @@ def _draw(
 ) -> None:
     metric = (getattr(task, "headline_metrics", None) or (task.monitor,))[0]
     if history:
-        logged.append((learning_curves(history, task.monitor, best_epoch),
+        logged.append((learning_curves_figure(history, task.monitor, best_epoch),
                        schema.LEARNING_CURVES_FIGURE))  # fmt: skip
     if test:
         logged.append((pattern_bars(test, metric), schema.PATTERNS_FIGURE))

@@ -1,0 +1,1 @@
+"""The ``tsp`` commands, one module per family; :mod:`tsp_mlflow.cli` registers them."""
