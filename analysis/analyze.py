@@ -129,8 +129,15 @@ def analyze(
         return Analysis(None, results, headline, report_md, None)
     folder = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="tsp-analysis-"))
     try:
-        _write_files(folder, results, inputs, headline, report_md, report_tex,
-                     meta=_meta(selection, settings, results, client, len(runs)))  # fmt: skip
+        _write_files(
+            folder,
+            results,
+            inputs,
+            headline,
+            report_md,
+            report_tex,
+            meta=_meta(selection, settings, results, client, len(runs)),
+        )
         embeddings = _representations(client, results)
         if embeddings:
             figures.representations(embeddings, folder / "figures" / "representations.png")
@@ -147,12 +154,14 @@ def design_of_pipeline(client: MlflowClient, run_id: str) -> SequentialDesign | 
     params = client.get_run(run_id).data.params
     if params.get("pipeline.seeds") != "auto":
         return None
-    fields = {"min": int, "step": int, "max": int, "spending": str, "futility": float,
-              "stop": str}  # fmt: skip
-    return SequentialDesign(**{
-        name: kind(params[f"pipeline.seeds.{name}"])
-        for name, kind in fields.items() if f"pipeline.seeds.{name}" in params
-    })  # fmt: skip
+    fields = {"min": int, "step": int, "max": int, "spending": str, "futility": float, "stop": str}
+    return SequentialDesign(
+        **{
+            name: kind(params[f"pipeline.seeds.{name}"])
+            for name, kind in fields.items()
+            if f"pipeline.seeds.{name}" in params
+        }
+    )
 
 
 def headline_metrics_of(runs: list[Run], where: str) -> tuple[str, ...]:
@@ -189,10 +198,15 @@ def _describe(selection: Selection, experiment: str | None) -> str:
 
 
 def _write_files(
-    folder: Path, results: Results, inputs: AnalysisInputs, headline: str, report_md: str,
-    report_tex: str, meta: dict[str, object],
-) -> None:  # fmt: skip
-    """The artifact tree under ``analysis/`` (see the README's tracking schema)."""
+    folder: Path,
+    results: Results,
+    inputs: AnalysisInputs,
+    headline: str,
+    report_md: str,
+    report_tex: str,
+    meta: dict[str, object],
+) -> None:
+    """The artifact tree under ``analysis/`` (see docs/tracking-schema.md)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "table.md").write_text(headline)
     (folder / "report.md").write_text(report_md)
@@ -260,10 +274,14 @@ def _tables(results: Results) -> dict[str, pd.DataFrame]:
         tables["curve_bands"] = results.bands.bands
         tables["curve_differences"] = results.bands.differences
     tables["probes"] = results.probes
-    for name, many in (("conditions", results.conditions), ("fusions", results.fusions),
-                       ("missing_rates", results.missing_rates), ("gradients", results.gradients),
-                       ("imputations", results.imputations),
-                       ("objectives", results.objectives)):  # fmt: skip
+    for name, many in (
+        ("conditions", results.conditions),
+        ("fusions", results.fusions),
+        ("missing_rates", results.missing_rates),
+        ("gradients", results.gradients),
+        ("imputations", results.imputations),
+        ("objectives", results.objectives),
+    ):
         if isinstance(many, pd.DataFrame):
             tables[name] = many
         elif many is not None:
@@ -273,9 +291,12 @@ def _tables(results: Results) -> dict[str, pd.DataFrame]:
 
 
 def _meta(
-    selection: Selection, settings: AnalysisSettings, results: Results, client: MlflowClient,
+    selection: Selection,
+    settings: AnalysisSettings,
+    results: Results,
+    client: MlflowClient,
     n_runs: int,
-) -> dict[str, object]:  # fmt: skip
+) -> dict[str, object]:
     versions = {}
     for package in VERSIONED:
         try:
@@ -290,7 +311,7 @@ def _meta(
             "parent_run": selection.parent_run_id,
             "filter": selection.filter_string,
             "query": selection.query(schema.STAGE_MULTIMODAL),
-        },  # fmt: skip
+        },
         "settings": dataclasses.asdict(settings),
         "grouping": list(results.by),
         "pairing": settings.pair_on,
@@ -306,9 +327,14 @@ def _meta(
 
 
 def _log(
-    folder: Path, selection: Selection, settings: AnalysisSettings, results: Results, runs: list,
-    nested: bool, look: int | None,
-) -> str:  # fmt: skip
+    folder: Path,
+    selection: Selection,
+    settings: AnalysisSettings,
+    results: Results,
+    runs: list,
+    nested: bool,
+    look: int | None,
+) -> str:
     tags = {schema.STAGE: schema.STAGE_ANALYSIS}
     if look is not None:
         tags[schema.ANALYSIS_LOOK] = str(look)
@@ -316,10 +342,13 @@ def _log(
     if len(datasets) == 1:
         tags[schema.DATASET] = datasets.pop()
     # A standalone analysis lands beside the runs it analyses.
-    with tracked_run(run_name="analysis", tags=tags, nested=nested,
-                     experiment_id=selection.experiment_ids[0]) as run:  # fmt: skip
-        params = {f"analysis.{k}": ",".join(v) if isinstance(v, tuple) else v
-                  for k, v in dataclasses.asdict(settings).items()}  # fmt: skip
+    with tracked_run(
+        run_name="analysis", tags=tags, nested=nested, experiment_id=selection.experiment_ids[0]
+    ) as run:
+        params = {
+            f"analysis.{k}": ",".join(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(settings).items()
+        }
         params |= {
             "analysis.experiment_ids": ",".join(selection.experiment_ids),
             "analysis.parent_run": selection.parent_run_id or "",
@@ -342,9 +371,15 @@ def headline_metrics(results: Results) -> dict[str, float]:
     found: dict[str, float] = {}
     for r in results.comparison.to_dict("records"):
         where = "/".join(str(r[c]) for c in results.by if c != "metric")
-        for name, column in (("delta", "delta"), ("ci_low", "ci_low"), ("ci_high", "ci_high"),
-                             ("p_value", "p_value"), ("p_adjusted", "p_adjusted"),
-                             ("effect", "effect_size"), ("n_pairs", "n_pairs")):  # fmt: skip
+        for name, column in (
+            ("delta", "delta"),
+            ("ci_low", "ci_low"),
+            ("ci_high", "ci_high"),
+            ("p_value", "p_value"),
+            ("p_adjusted", "p_adjusted"),
+            ("effect", "effect_size"),
+            ("n_pairs", "n_pairs"),
+        ):
             found[f"{name}/{s.split}/{where}/{r['metric']}"] = r[column]
     for frame, prefix in ((results.first_epoch, "first_epoch"), (results.aulc, "aulc")):
         for r in frame.to_dict("records"):

@@ -22,38 +22,78 @@ from tsp_mlflow.run_flags import flags, run_flags
 @click.command("analyze")
 @run_flags("dry_run")
 @click.option("--experiment", default="avdigits", show_default=True, help="experiment name or id")
-@click.option("--parent-run", "--parent_run", "parent_run", default="",
-              help="a pipeline run id: analyse only its children")  # fmt: skip
-@click.option("--filter", "filter_string", default="",
-              help="MLflow search filter ANDed to the selection, e.g. \"params.optim.lr = '0.001'\"")  # fmt: skip
-@click.option("--metric", "--metrics", "metrics", default="",
-              help="comma-separated per-pattern metrics, one correction family with the patterns; "
-                   "empty: the task's headline metrics (accuracy,f1_macro for classification)")  # fmt: skip
+@click.option(
+    "--parent-run",
+    "--parent_run",
+    "parent_run",
+    default="",
+    help="a pipeline run id: analyse only its children",
+)
+@click.option(
+    "--filter",
+    "filter_string",
+    default="",
+    help="MLflow search filter ANDed to the selection, e.g. \"params.optim.lr = '0.001'\"",
+)
+@click.option(
+    "--metric",
+    "--metrics",
+    "metrics",
+    default="",
+    help="comma-separated per-pattern metrics, one correction family with the patterns; "
+    "empty: the task's headline metrics (accuracy,f1_macro for classification)",
+)
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
 @click.option("--a", "a", default="pretrained", show_default=True, help="condition A (Δ = A − B)")
 @click.option("--b", "b", default="scratch", show_default=True, help="condition B")
 @click.option("--pair-on", default="seed", show_default=True, help="column that pairs runs")
-@click.option("--correction", type=click.Choice(["bonferroni", "holm", "bh", "by", "none"]),
-              default="bonferroni", show_default=True,
-              help="p-value correction per family (verdicts use Bonferroni-simultaneous intervals "
-                   "unless none)")  # fmt: skip
+@click.option(
+    "--correction",
+    type=click.Choice(["bonferroni", "holm", "bh", "by", "none"]),
+    default="bonferroni",
+    show_default=True,
+    help="p-value correction per family (verdicts use Bonferroni-simultaneous intervals "
+    "unless none)",
+)
 @click.option("--alpha", type=float, default=0.05, show_default=True)
 @click.option("--confidence", type=float, default=0.95, show_default=True)
-@click.option("--rope", type=float, default=0.01, show_default=True,
-              help="region of practical equivalence ±ROPE, metric units")  # fmt: skip
-@click.option("--threshold", default="",
-              help="validation level for time-to-threshold; empty: 95% of the median best value")  # fmt: skip
+@click.option(
+    "--rope",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="region of practical equivalence ±ROPE, metric units",
+)
+@click.option(
+    "--threshold",
+    default="",
+    help="validation level for time-to-threshold; empty: 95% of the median best value",
+)
 @click.option("--curve-metric", default="", help="convergence/cost metric; empty: the first metric")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
-              help="RNG seed for bootstraps")  # fmt: skip
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="also write the report, tables, figures and inputs into this folder")  # fmt: skip
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="RNG seed for bootstraps",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="also write the report, tables, figures and inputs into this folder",
+)
 @click.option("--no-log", is_flag=True, help="compute and print only; create no analysis run")
 @click.option(
     "--tracking-uri", default="", help="tracking server or store (default: MLFLOW_TRACKING_URI)"
 )
-@click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="concurrent requests to the tracking server")  # fmt: skip
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    help="concurrent requests to the tracking server",
+)
 def analyze_command(
     experiment: str,
     parent_run: str,
@@ -132,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:
         if os.environ.get("TSP_TRACEBACK"):
             traceback.print_exc()
-        click.echo(f"python -m analysis: error: {type(err).__name__}: {redact_uri(str(err))} "
-                   "(set TSP_TRACEBACK=1 for the traceback)", err=True)  # fmt: skip
+        click.echo(
+            f"python -m analysis: error: {type(err).__name__}: {redact_uri(str(err))} "
+            "(set TSP_TRACEBACK=1 for the traceback)",
+            err=True,
+        )
         sys.exit(1)

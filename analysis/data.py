@@ -135,9 +135,16 @@ def select_runs_and_left_out(
             "KILLED": "KILLED before it finished (resume it with --resume)",
             "SCHEDULED": "SCHEDULED, not started",
         }.get(run.info.status, run.info.status)
-        rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
-                     "condition": tags.get(schema.CONDITION), "seed": tags.get(schema.SEED),
-                     "status": run.info.status, "reason": reason})  # fmt: skip
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "condition": tags.get(schema.CONDITION),
+                "seed": tags.get(schema.SEED),
+                "status": run.info.status,
+                "reason": reason,
+            }
+        )
     return finished, pd.DataFrame(rows, columns=LEFT_OUT_COLUMNS)
 
 
@@ -244,15 +251,35 @@ def pattern_values(
                 continue
             if metrics is not None and parsed.metric not in metrics:
                 continue
-            rows.append({"run_id": run.info.run_id, "condition": tags.get(schema.CONDITION),
-                         "seed": seed, "dataset": tags.get(schema.DATASET),
-                         "fusion": tags.get(schema.FUSION),
-                         "missing": tags.get(schema.missing_tag("train"), "0"),
-                         **method_columns(tags), "split": parsed.split,
-                         "pattern": parsed.pattern, "metric": parsed.metric,
-                         "value": float(value)})  # fmt: skip
-    columns = ["run_id", "condition", "seed", "dataset", "fusion", "missing", "gradient",
-               "imputation", "split", "pattern", "metric", "value"]  # fmt: skip
+            rows.append(
+                {
+                    "run_id": run.info.run_id,
+                    "condition": tags.get(schema.CONDITION),
+                    "seed": seed,
+                    "dataset": tags.get(schema.DATASET),
+                    "fusion": tags.get(schema.FUSION),
+                    "missing": tags.get(schema.missing_tag("train"), "0"),
+                    **method_columns(tags),
+                    "split": parsed.split,
+                    "pattern": parsed.pattern,
+                    "metric": parsed.metric,
+                    "value": float(value),
+                }
+            )
+    columns = [
+        "run_id",
+        "condition",
+        "seed",
+        "dataset",
+        "fusion",
+        "missing",
+        "gradient",
+        "imputation",
+        "split",
+        "pattern",
+        "metric",
+        "value",
+    ]
     frame = pd.DataFrame(rows, columns=columns)
     frame["seed"] = frame["seed"].astype("Int64")
     return frame
@@ -315,10 +342,12 @@ def _rest_bulk(client: MlflowClient, store, key: str, ids: list[str]) -> list[di
     from mlflow.utils.rest_utils import http_request
 
     response = http_request(
-        store.get_host_creds(), BULK_HISTORY_ENDPOINT, "GET",
+        store.get_host_creds(),
+        BULK_HISTORY_ENDPOINT,
+        "GET",
         params={"run_id": ids, "metric_key": key, "max_results": BULK_MAX_RESULTS},
         raise_on_status=False,
-    )  # fmt: skip
+    )
     if response.status_code == 404:
         raise _BulkUnavailable(f"{BULK_HISTORY_ENDPOINT} returned 404")
     if response.status_code != 200:
@@ -328,8 +357,16 @@ def _rest_bulk(client: MlflowClient, store, key: str, ids: list[str]) -> list[di
     metrics = response.json().get("metrics", [])
     if len(metrics) >= BULK_MAX_RESULTS:  # truncated: halve the batch
         return _split(client, store, key, ids, _rest_bulk)
-    return [{"run_id": m["run_id"], "key": key, "step": int(m.get("step", 0)),
-             "value": float(m["value"]), "timestamp": int(m.get("timestamp", 0))} for m in metrics]  # fmt: skip
+    return [
+        {
+            "run_id": m["run_id"],
+            "key": key,
+            "step": int(m.get("step", 0)),
+            "value": float(m["value"]),
+            "timestamp": int(m.get("timestamp", 0)),
+        }
+        for m in metrics
+    ]
 
 
 def _store_bulk(client: MlflowClient, store, key: str, ids: list[str]) -> list[dict[str, object]]:  # noqa: ANN001
@@ -351,8 +388,13 @@ def _per_run(client: MlflowClient, key: str, ids: list[str]) -> list[dict[str, o
 
 
 def _point(run_id: str, metric: Metric) -> dict[str, object]:
-    return {"run_id": run_id, "key": metric.key, "step": int(metric.step),
-            "value": float(metric.value), "timestamp": int(metric.timestamp)}  # fmt: skip
+    return {
+        "run_id": run_id,
+        "key": metric.key,
+        "step": int(metric.step),
+        "value": float(metric.value),
+        "timestamp": int(metric.timestamp),
+    }
 
 
 def lineage_frame(
@@ -366,15 +408,21 @@ def lineage_frame(
         for tag, value in run.data.tags.items():
             match = _ENCODER_RUN_TAG.match(tag)
             if match:
-                links.append({"run_id": run.info.run_id, "modality": match["modality"],
-                              "pretrain_run_id": value})  # fmt: skip
+                links.append(
+                    {
+                        "run_id": run.info.run_id,
+                        "modality": match["modality"],
+                        "pretrain_run_id": value,
+                    }
+                )
     columns = ["run_id", "modality", "pretrain_run_id", "pretrain_s", "pretrain_status"]
     if not links:
         return pd.DataFrame(columns=columns)
     unique = sorted({link["pretrain_run_id"] for link in links})
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        fetched = dict(zip(unique, pool.map(lambda rid: _get_run_or_none(client, rid), unique),
-                           strict=True))  # fmt: skip
+        fetched = dict(
+            zip(unique, pool.map(lambda rid: _get_run_or_none(client, rid), unique), strict=True)
+        )
     missing = [rid for rid, r in fetched.items() if r is None]
     if missing:
         raise AnalysisInputError(
@@ -433,8 +481,11 @@ def test_bootstraps(
                 found = json.load(handle)
             return run_id, found["values"] if isinstance(found.get("values"), dict) else None
         except (ValueError, KeyError, AttributeError):
-            log.warning("run %s: %s is not a test-set bootstrap; ignored", run_id,
-                        schema.TEST_BOOTSTRAP_ARTIFACT)  # fmt: skip
+            log.warning(
+                "run %s: %s is not a test-set bootstrap; ignored",
+                run_id,
+                schema.TEST_BOOTSTRAP_ARTIFACT,
+            )
             return run_id, None
 
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:

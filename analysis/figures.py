@@ -163,8 +163,15 @@ def cost_breakdown(results: Results, path: Path) -> Path:
     for offset, basis in ((-width / 2, "full"), (width / 2, "amortised")):
         own = cost.groupby("condition")["own_s"].mean().reindex(conditions).fillna(0)
         bottom = own.to_numpy().copy()
-        ax.bar(x + offset, own, width, color="0.6", label="fusion training" if basis == "full" else None,
-               hatch="//" if basis == "amortised" else None, edgecolor="white")  # fmt: skip
+        ax.bar(
+            x + offset,
+            own,
+            width,
+            color="0.6",
+            label="fusion training" if basis == "full" else None,
+            hatch="//" if basis == "amortised" else None,
+            edgecolor="white",
+        )
         for j, m in enumerate(modalities):
             rows = merged[merged["modality"] == m]
             share = (
@@ -173,11 +180,20 @@ def cost_breakdown(results: Results, path: Path) -> Path:
                 else rows["pretrain_s"] / rows["reuses"].clip(lower=1)
             )
             per_run = (
-                share.groupby(rows["condition"]).sum() / cost.groupby("condition").size()
-            ).reindex(conditions).fillna(0)  # fmt: skip
-            ax.bar(x + offset, per_run, width, bottom=bottom, color=f"C{j}", edgecolor="white",
-                   hatch="//" if basis == "amortised" else None,
-                   label=f"pretrain {m}" if basis == "full" else None)  # fmt: skip
+                (share.groupby(rows["condition"]).sum() / cost.groupby("condition").size())
+                .reindex(conditions)
+                .fillna(0)
+            )
+            ax.bar(
+                x + offset,
+                per_run,
+                width,
+                bottom=bottom,
+                color=f"C{j}",
+                edgecolor="white",
+                hatch="//" if basis == "amortised" else None,
+                label=f"pretrain {m}" if basis == "full" else None,
+            )
             bottom += per_run.to_numpy()
     ax.set_xticks(x, [f"{c}\n(full | amortised)" for c in conditions])
     ax.set_ylabel("seconds per fusion run")
@@ -195,8 +211,15 @@ def value_vs_compute(results: Results, path: Path) -> Path:
         color = _color(str(name), i)
         for j, (run_id, run) in enumerate(arm.groupby("run_id")):
             offset = float(cost.at[run_id, "pretrain_s"]) if run_id in cost.index else 0.0
-            ax.plot(run["seconds"] + offset, run["value"], color=color, alpha=0.6, linewidth=1,
-                    marker=".", label=str(name) if j == 0 else None)  # fmt: skip
+            ax.plot(
+                run["seconds"] + offset,
+                run["value"],
+                color=color,
+                alpha=0.6,
+                linewidth=1,
+                marker=".",
+                label=str(name) if j == 0 else None,
+            )
     ax.set_xlabel("total compute, pretraining fully counted (s)")
     ax.set_ylabel(results.curve_key)
     ax.set_title("Validation value vs total compute")
@@ -209,8 +232,11 @@ def critical_difference(result: ManyResult, path: Path) -> Path:
     conditions that no Holm-adjusted pairwise test separates. One panel per group."""
     groups = result.omnibus.to_dict("records")
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 1.6 * len(groups) + 0.6), squeeze=False)
-    key_columns = [c for c in result.omnibus.columns if c not in
-                   ("k", "n_blocks", "friedman_chi2", "p_value", "critical_difference", "alpha")]  # fmt: skip
+    key_columns = [
+        c
+        for c in result.omnibus.columns
+        if c not in ("k", "n_blocks", "friedman_chi2", "p_value", "critical_difference", "alpha")
+    ]
     arm = [c for c in result.ranks.columns if c not in (*key_columns, "avg_rank", "mean", "sd")][0]
     for ax, group in zip(axes[:, 0], groups, strict=True):
         match = (
@@ -262,8 +288,12 @@ def representations(embeddings: dict[str, dict[str, np.ndarray]], path: Path) ->
 
     arms = list(embeddings)
     modalities = [k for k in embeddings[arms[0]] if k != "targets"]
-    fig, axes = plt.subplots(len(modalities), 2 * len(arms), squeeze=False,
-                             figsize=(3.2 * 2 * len(arms), 3.0 * len(modalities)))  # fmt: skip
+    fig, axes = plt.subplots(
+        len(modalities),
+        2 * len(arms),
+        squeeze=False,
+        figsize=(3.2 * 2 * len(arms), 3.0 * len(modalities)),
+    )
     rng = np.random.default_rng(0)
     for col, (arm, method) in enumerate((a, m) for m in ("PCA", "t-SNE") for a in arms):
         data = embeddings[arm]
@@ -276,8 +306,9 @@ def representations(embeddings: dict[str, dict[str, np.ndarray]], path: Path) ->
                 xy = PCA(n_components=2, random_state=0).fit_transform(x)
             else:
                 perplexity = max(2.0, min(30.0, (len(x) - 1) / 3))
-                xy = TSNE(n_components=2, perplexity=perplexity, random_state=0,
-                          init="pca").fit_transform(x)  # fmt: skip
+                xy = TSNE(
+                    n_components=2, perplexity=perplexity, random_state=0, init="pca"
+                ).fit_transform(x)
             ax = axes[row][col]
             ax.scatter(xy[:, 0], xy[:, 1], c=colour[keep], s=5, cmap="tab10", alpha=0.8)
             ax.set_title(f"{modality}: {arm}\n{method}", fontsize=8)

@@ -173,8 +173,15 @@ def compute_results(
     # A grid is compared cell by cell: one stratum per fusion method, missing rate,
     # gradient strategy and imputation that the runs vary.
     varying = [axis for axis in METHOD_AXES if axis in values and values[axis].nunique() > 1]
-    common = {"alpha": s.alpha, "confidence": s.confidence, "correction": s.correction,
-              "rope": s.rope, "seed": s.seed, "pair_on": s.pair_on, "design": design}  # fmt: skip
+    common = {
+        "alpha": s.alpha,
+        "confidence": s.confidence,
+        "correction": s.correction,
+        "rope": s.rope,
+        "seed": s.seed,
+        "pair_on": s.pair_on,
+        "design": design,
+    }
     # A grid of several blocks crosses a and b only in some cells: compare those, in one
     # stratum per level of every factor that varies there.
     all_values = values  # every cell, for the per-factor comparisons below
@@ -204,9 +211,14 @@ def compute_results(
         else ("pattern",)
     )
     aggregate = aggregate_across_tasks(
-        values, a=s.a, b=s.b, tasks=tasks, by=(*strata, "metric"), confidence=s.confidence,
+        values,
+        a=s.a,
+        b=s.b,
+        tasks=tasks,
+        by=(*strata, "metric"),
+        confidence=s.confidence,
         seed=s.seed,
-    )  # fmt: skip
+    )
 
     full = full_pattern(list(values["pattern"].unique()))
     curve_key = schema.metric_key("val", full, s.history_metric)
@@ -227,11 +239,19 @@ def compute_results(
         survival = {
             duration: compare_time_to_threshold(
                 ttt, a=s.a, b=s.b, duration=duration, confidence=s.confidence
-            )  # fmt: skip
+            )
             for duration in (("epochs", "seconds") if timed else ("epochs",))
         }
-        bands = curve_bands(curves, a=s.a, b=s.b, confidence=s.confidence, alpha=s.alpha,
-                            correction=s.correction, rope=s.rope, seed=s.seed)  # fmt: skip
+        bands = curve_bands(
+            curves,
+            a=s.a,
+            b=s.b,
+            confidence=s.confidence,
+            alpha=s.alpha,
+            correction=s.correction,
+            rope=s.rope,
+            seed=s.seed,
+        )
         first = _first_epoch_frame(inputs, curves)
         aulc = area_under_curve(curves).assign(quantity=f"AULC val {s.history_metric}")
     first_cmp = (
@@ -254,16 +274,22 @@ def compute_results(
     per_min = ["per_min_own", "per_min_total", "per_min_amortised"]
     eff_runs = efficiency(full_values, cost)[["run_id", "condition", "metric", *per_min]]
     eff = summarize(
-        eff_runs.melt(id_vars=["run_id", "condition", "metric"], value_vars=per_min,
-                      var_name="basis"),
-        by=("condition", "metric", "basis"), confidence=s.confidence, seed=s.seed,
-    )  # fmt: skip
+        eff_runs.melt(
+            id_vars=["run_id", "condition", "metric"], value_vars=per_min, var_name="basis"
+        ),
+        by=("condition", "metric", "basis"),
+        confidence=s.confidence,
+        seed=s.seed,
+    )
 
     gain = fusion_gain(values)
     gain_summary = (
-        summarize(gain, by=("condition", "metric", "quantity"), confidence=s.confidence, seed=s.seed)
-        if len(gain) else empty
-    )  # fmt: skip
+        summarize(
+            gain, by=("condition", "metric", "quantity"), confidence=s.confidence, seed=s.seed
+        )
+        if len(gain)
+        else empty
+    )
     gain_cmp = (
         compare_two(gain, a=s.a, b=s.b, by=("metric", "quantity"), **common) if len(gain) else empty
     )
@@ -302,26 +328,56 @@ def compute_results(
     )
 
     return Results(
-        settings=s, full_pattern=full, curve_key=curve_key, threshold=threshold, by=by,
-        comparison=comparison, summary=summary,
-        first_epoch=first_cmp, aulc=aulc_cmp, time_to_threshold=ttt, survival=survival,
-        bands=bands, curves=curves, cost=cost, cost_summary=costs, break_even=even,
-        equal_compute=eq_cmp, equal_compute_values=eq_values, efficiency=eff,
-        multimodal=gain_cmp, multimodal_summary=gain_summary, lineage=inputs.lineage,
-        conditions=conditions, fusions=fusion_result, missing_rates=missing_result,
-        gradients=gradient_result, imputations=imputation_result, objectives=objective_result,
-        runs=inputs.runs, probes=probe_cmp, aggregate=aggregate,
+        settings=s,
+        full_pattern=full,
+        curve_key=curve_key,
+        threshold=threshold,
+        by=by,
+        comparison=comparison,
+        summary=summary,
+        first_epoch=first_cmp,
+        aulc=aulc_cmp,
+        time_to_threshold=ttt,
+        survival=survival,
+        bands=bands,
+        curves=curves,
+        cost=cost,
+        cost_summary=costs,
+        break_even=even,
+        equal_compute=eq_cmp,
+        equal_compute_values=eq_values,
+        efficiency=eff,
+        multimodal=gain_cmp,
+        multimodal_summary=gain_summary,
+        lineage=inputs.lineage,
+        conditions=conditions,
+        fusions=fusion_result,
+        missing_rates=missing_result,
+        gradients=gradient_result,
+        imputations=imputation_result,
+        objectives=objective_result,
+        runs=inputs.runs,
+        probes=probe_cmp,
+        aggregate=aggregate,
         variance=variance_components(comparison, inputs.bootstraps, by=by),
-        left_out=left_out_table(inputs.left_out, comparison), design=design, notes=notes,
-    )  # fmt: skip
+        left_out=left_out_table(inputs.left_out, comparison),
+        design=design,
+        notes=notes,
+    )
 
 
 def left_out_table(not_finished: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
     """Every run an analysis did not count, once per (run, reason): runs of the selection
     that are not FINISHED, and runs a comparison row left out (no seed, no partner, NaN),
     with the rows that left them out."""
-    rows = [{"run_id": r["run_id"], "reason": r["reason"], "rows": "all"}
-            for r in not_finished.to_dict("records")] if len(not_finished) else []  # fmt: skip
+    rows = (
+        [
+            {"run_id": r["run_id"], "reason": r["reason"], "rows": "all"}
+            for r in not_finished.to_dict("records")
+        ]
+        if len(not_finished)
+        else []
+    )
     found: dict[tuple[str, str], list[str]] = {}
     keys = [c for c in comparison.columns if c in (*METHOD_AXES, "dataset", "pattern", "metric")]
     for r in comparison.to_dict("records"):
@@ -329,8 +385,10 @@ def left_out_table(not_finished: pd.DataFrame, comparison: pd.DataFrame) -> pd.D
             run_id, _, reason = entry.partition(" (")
             where = "/".join(str(r[k]) for k in keys)
             found.setdefault((run_id, reason.rstrip(")")), []).append(where)
-    rows += [{"run_id": run_id, "reason": reason, "rows": ", ".join(where)}
-             for (run_id, reason), where in found.items()]  # fmt: skip
+    rows += [
+        {"run_id": run_id, "reason": reason, "rows": ", ".join(where)}
+        for (run_id, reason), where in found.items()
+    ]
     return pd.DataFrame(rows, columns=["run_id", "reason", "rows"])
 
 
@@ -365,16 +423,26 @@ def compare_axis(
     by = (*shown, "pattern", "metric")
     if len(levels) == 2:
         return compare_two(data, a=levels[0], b=levels[1], arm=axis, by=by, **common)
-    return compare_many(data, arm=axis, block=str(common["pair_on"]), by=by,
-                        alpha=float(common["alpha"]), correction=common["correction"])  # type: ignore[arg-type]  # fmt: skip
+    return compare_many(
+        data,
+        arm=axis,
+        block=str(common["pair_on"]),
+        by=by,
+        alpha=float(common["alpha"]),
+        correction=common["correction"],
+    )  # type: ignore[arg-type]
 
 
 def _without_runs(inputs: AnalysisInputs, run_ids: set[str]) -> AnalysisInputs:
     def keep(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[~frame["run_id"].isin(run_ids)] if "run_id" in frame else frame
 
-    return AnalysisInputs(runs=keep(inputs.runs), values=keep(inputs.values),
-                          histories=keep(inputs.histories), lineage=keep(inputs.lineage))  # fmt: skip
+    return AnalysisInputs(
+        runs=keep(inputs.runs),
+        values=keep(inputs.values),
+        histories=keep(inputs.histories),
+        lineage=keep(inputs.lineage),
+    )
 
 
 def _complete_groups(
@@ -450,14 +518,24 @@ def _break_even(
     mean = cost.groupby("condition")[["own_s", "pretrain_s"]].mean()
     pretrain = float(mean.at[s.a, "pretrain_s"])
     ids = ";".join(map(str, cost.loc[cost["condition"].isin([s.a, s.b]), "run_id"]))
-    rows = [{"basis": "own training time", "pretrain_s": pretrain,
-             "saving_per_run_s": float(mean.at[s.b, "own_s"] - mean.at[s.a, "own_s"]),
-             "run_ids": ids}]  # fmt: skip
+    rows = [
+        {
+            "basis": "own training time",
+            "pretrain_s": pretrain,
+            "saving_per_run_s": float(mean.at[s.b, "own_s"] - mean.at[s.a, "own_s"]),
+            "run_ids": ids,
+        }
+    ]
     if "seconds" in survival:
         medians = survival["seconds"].summary.set_index("condition")["median"]
-        rows.append({"basis": "time to threshold (KM median)", "pretrain_s": pretrain,
-                     "saving_per_run_s": float(medians[s.b] - medians[s.a]),
-                     "run_ids": ids})  # fmt: skip
+        rows.append(
+            {
+                "basis": "time to threshold (KM median)",
+                "pretrain_s": pretrain,
+                "saving_per_run_s": float(medians[s.b] - medians[s.a]),
+                "run_ids": ids,
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["break_even_k"] = [
         break_even(p, sv) if np.isfinite(sv) else np.inf

@@ -42,7 +42,9 @@ class SensitivityReport:
     folder: Path | None
 
 
-def trials_frame(client: MlflowClient, parent_run_id: str, metric: str = schema.BEST_VALUE) -> pd.DataFrame:  # fmt: skip
+def trials_frame(
+    client: MlflowClient, parent_run_id: str, metric: str = schema.BEST_VALUE
+) -> pd.DataFrame:
     """One row per trial under a sweep parent: run id, condition, trial number, ``state``
     (COMPLETE, PRUNED, FAIL), ``config`` (canonical JSON of the sampled values), one column
     per parameter, and ``value`` (``metric``; NaN unless COMPLETE)."""
@@ -55,9 +57,10 @@ def trials_frame(client: MlflowClient, parent_run_id: str, metric: str = schema.
     if parent.data.tags.get(schema.STAGE) != schema.STAGE_SWEEP:
         raise AnalysisInputError(f"run {parent_run_id} is not a sweep parent (tsp.stage=sweep)")
     runs = search_all_runs(
-        client, [parent.info.experiment_id],
+        client,
+        [parent.info.experiment_id],
         f"tags.`{schema.PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{schema.TRIAL_STATE}` IS NOT NULL",
-    )  # fmt: skip
+    )
     rows = []
     for run in runs:
         tags = run.data.tags
@@ -68,11 +71,17 @@ def trials_frame(client: MlflowClient, parent_run_id: str, metric: str = schema.
                 f"trial run {run.info.run_id} has no metric {metric!r}; choose one it logged, "
                 f"e.g. {schema.BEST_VALUE} or test/<pattern>/<metric>"
             )
-        rows.append({"run_id": run.info.run_id,
-                     "condition": tags.get(schema.CONDITION) or tags.get(schema.MODALITY, "?"),
-                     "trial": int(tags.get(schema.TRIAL_NUMBER, -1)), "state": state,
-                     "config": json.dumps(values, sort_keys=True), **values,
-                     "value": run.data.metrics[metric] if state == "COMPLETE" else np.nan})  # fmt: skip
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "condition": tags.get(schema.CONDITION) or tags.get(schema.MODALITY, "?"),
+                "trial": int(tags.get(schema.TRIAL_NUMBER, -1)),
+                "state": state,
+                "config": json.dumps(values, sort_keys=True),
+                **values,
+                "value": run.data.metrics[metric] if state == "COMPLETE" else np.nan,
+            }
+        )
     frame = pd.DataFrame(rows)
     return frame.sort_values(["condition", "trial"]).reset_index(drop=True) if len(frame) else frame
 
@@ -108,24 +117,45 @@ def sensitivity_report(
     objective = metric in (None, schema.BEST_VALUE)  # the sweep's own objective
     higher = direction == "maximize" if objective else _higher(str(metric))
     frame = frame.dropna(axis=1, how="all")  # a dimension only failed trials sampled
-    params = [c for c in frame.columns
-              if c not in ("run_id", "condition", "trial", "config", "value")]  # fmt: skip
-    result = sensitivity(frame, params=params, higher_is_better=higher, reference=reference,
-                         confidence=confidence, seed=seed)  # fmt: skip
+    params = [
+        c for c in frame.columns if c not in ("run_id", "condition", "trial", "config", "value")
+    ]
+    result = sensitivity(
+        frame,
+        params=params,
+        higher_is_better=higher,
+        reference=reference,
+        confidence=confidence,
+        seed=seed,
+    )
     shown_metric = str(params_logged.get("sweep.metric", metric) if objective else metric)
-    notes = [f"Left out (no final value): {', '.join(f'{n} {state.lower()} ({c})' for (c, state), n in dropped.items())}. "
-             "Failed or pruned configurations can make a condition look more robust than it is."] if len(dropped) else []  # fmt: skip
+    notes = (
+        [
+            f"Left out (no final value): {', '.join(f'{n} {state.lower()} ({c})' for (c, state), n in dropped.items())}. "
+            "Failed or pruned configurations can make a condition look more robust than it is."
+        ]
+        if len(dropped)
+        else []
+    )
     sampler, pruner = params_logged.get("sweep.sampler", ""), params_logged.get("sweep.pruner", "")
     if not sampler.startswith(NON_ADAPTIVE_SAMPLERS) or not pruner.startswith("NopPruner"):
-        notes.append(f"Caution: this sweep used {sampler.split('(')[0] or '?'} with "
-                     f"{pruner.split('(')[0] or '?'}, which choose what to measure from earlier "
-                     "results, so each condition is measured on a self-selected part of the "
-                     "space; use sweep=sensitivity (a grid, no pruning) for this question.")  # fmt: skip
+        notes.append(
+            f"Caution: this sweep used {sampler.split('(')[0] or '?'} with "
+            f"{pruner.split('(')[0] or '?'}, which choose what to measure from earlier "
+            "results, so each condition is measured on a self-selected part of the "
+            "space; use sweep=sensitivity (a grid, no pruning) for this question."
+        )
     headline = "\n".join(verdict(r) for _, r in result.comparisons.iterrows()) or (
         "One condition only: nothing to compare."
     )
-    markdown = render(result, metric=shown_metric, run_id=parent_run_id, headline=headline,
-                      confidence=confidence, notes=notes)  # fmt: skip
+    markdown = render(
+        result,
+        metric=shown_metric,
+        run_id=parent_run_id,
+        headline=headline,
+        confidence=confidence,
+        notes=notes,
+    )
     if log and folder is None:
         with tempfile.TemporaryDirectory(prefix="tsp-sensitivity-") as tmp:
             write(result, markdown, Path(tmp), shown_metric)
@@ -150,38 +180,76 @@ def render(
     level = f"{confidence:.0%}"
     s = result.summary
     ks = [c for c in s.columns if c.startswith("best") and c.endswith("_mean")]
-    spread = pd.DataFrame({
-        "condition": s["condition"], "trials": s["n"], "best": s["best"].map(num),
-        **{f"mean of best {c[4:-5]}": s[c].map(num) for c in ks},
-        "median": s["median"].map(num), "SD": s["sd"].map(num), "IQR": s["iqr"].map(num),
-        "range": s["range"].map(num), "mean regret": s["mean_regret"].map(num),
-    })  # fmt: skip
-    tables = [Table(f"Spread over configurations ({metric})", spread,
-                    "Regret: how far a configuration falls below its condition's best; the mean "
-                    "regret is the area above the robustness curve (robustness.png). Read it "
-                    "with the best values: a condition that learns nothing is flat, hence "
-                    "'robust'.")]  # fmt: skip
+    spread = pd.DataFrame(
+        {
+            "condition": s["condition"],
+            "trials": s["n"],
+            "best": s["best"].map(num),
+            **{f"mean of best {c[4:-5]}": s[c].map(num) for c in ks},
+            "median": s["median"].map(num),
+            "SD": s["sd"].map(num),
+            "IQR": s["iqr"].map(num),
+            "range": s["range"].map(num),
+            "mean regret": s["mean_regret"].map(num),
+        }
+    )
+    tables = [
+        Table(
+            f"Spread over configurations ({metric})",
+            spread,
+            "Regret: how far a configuration falls below its condition's best; the mean "
+            "regret is the area above the robustness curve (robustness.png). Read it "
+            "with the best values: a condition that learns nothing is flat, hence "
+            "'robust'.",
+        )
+    ]
     c = result.comparisons
     if len(c):
-        compare = pd.DataFrame({
-            "A vs B": c["a"] + " vs " + c["b"],
-            "Δ mean regret (A−B)": c["delta_regret"].map(lambda x: num(x, signed=True)),
-            f"{level} CI": [interval(lo, hi) for lo, hi in zip(c["ci_low"], c["ci_high"], strict=True)],
-            "test": c["test"], "p": c["p_value"].map(pvalue), "p (adjusted)": c["p_adjusted"].map(pvalue),
-            "Δ IQR (A−B)": c["delta_iqr"].map(lambda x: num(x, signed=True)),
-            f"IQR {level} CI": [interval(lo, hi) for lo, hi in zip(c["iqr_ci_low"], c["iqr_ci_high"], strict=True)],
-            "Brown-Forsythe p": c["spread_test_p"].map(pvalue),
-        })  # fmt: skip
-        tables.append(Table("Is one condition less sensitive?", compare,
-                            "Negative Δ: A's configurations stay closer to A's best than B's to B's. "
-                            "Holm-corrected over the comparisons."))  # fmt: skip
+        compare = pd.DataFrame(
+            {
+                "A vs B": c["a"] + " vs " + c["b"],
+                "Δ mean regret (A−B)": c["delta_regret"].map(lambda x: num(x, signed=True)),
+                f"{level} CI": [
+                    interval(lo, hi) for lo, hi in zip(c["ci_low"], c["ci_high"], strict=True)
+                ],
+                "test": c["test"],
+                "p": c["p_value"].map(pvalue),
+                "p (adjusted)": c["p_adjusted"].map(pvalue),
+                "Δ IQR (A−B)": c["delta_iqr"].map(lambda x: num(x, signed=True)),
+                f"IQR {level} CI": [
+                    interval(lo, hi)
+                    for lo, hi in zip(c["iqr_ci_low"], c["iqr_ci_high"], strict=True)
+                ],
+                "Brown-Forsythe p": c["spread_test_p"].map(pvalue),
+            }
+        )
+        tables.append(
+            Table(
+                "Is one condition less sensitive?",
+                compare,
+                "Negative Δ: A's configurations stay closer to A's best than B's to B's. "
+                "Holm-corrected over the comparisons.",
+            )
+        )
     e = result.effects
     if len(e):
-        effects = pd.DataFrame({"parameter": e["param"], "condition": e["condition"], "measure": e["kind"],
-                                "effect": e["effect"].map(num), "p": e["p_value"].map(pvalue)})  # fmt: skip
-        tables.append(Table("How the metric moves with each hyperparameter", effects,
-                            "Few levels: the range of the level means (the other parameters "
-                            "averaged out). Continuous: Spearman's rho."))  # fmt: skip
+        effects = pd.DataFrame(
+            {
+                "parameter": e["param"],
+                "condition": e["condition"],
+                "measure": e["kind"],
+                "effect": e["effect"].map(num),
+                "p": e["p_value"].map(pvalue),
+            }
+        )
+        tables.append(
+            Table(
+                "How the metric moves with each hyperparameter",
+                effects,
+                "Few levels: the range of the level means (the other parameters "
+                "averaged out). Continuous: Spearman's rho.",
+            )
+        )
     lv = result.levels
     if len(lv):
         wide = lv.pivot_table(
@@ -204,16 +272,24 @@ def write(result: Sensitivity, markdown: str, folder: Path, metric: str = "value
     folder.mkdir(parents=True, exist_ok=True)
     (folder / REPORT_FILE).write_text(markdown)
     result.regrets.to_csv(folder / VALUES_FILE, index=False)
-    return [folder / REPORT_FILE, folder / VALUES_FILE,
-            robustness_figure(result, folder / "robustness.png"),
-            landscape_figure(result, folder / "landscape.png", metric)]  # fmt: skip
+    return [
+        folder / REPORT_FILE,
+        folder / VALUES_FILE,
+        robustness_figure(result, folder / "robustness.png"),
+        landscape_figure(result, folder / "landscape.png", metric),
+    ]
 
 
 def robustness_figure(result: Sensitivity, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for i, (condition, group) in enumerate(result.robustness.groupby("condition", sort=False)):
-        ax.step(group["delta"], group["fraction"], where="post", label=str(condition),
-                color=_color(str(condition), i))  # fmt: skip
+        ax.step(
+            group["delta"],
+            group["fraction"],
+            where="post",
+            label=str(condition),
+            color=_color(str(condition), i),
+        )
     ax.set_xlabel("δ: distance below the condition's best")
     ax.set_ylabel("configurations within δ")
     ax.set_ylim(0, 1.02)

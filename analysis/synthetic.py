@@ -56,15 +56,23 @@ def log_synthetic_pipeline(
         shared = rng.normal(0, 0.02)  # what a seed does to both arms (data order, init)
         for condition in fusion:
             pretrained = condition == schema.CONDITION_PRETRAINED
-            tags = {schema.STAGE: schema.STAGE_MULTIMODAL, schema.CONDITION: condition,
-                    schema.SEED: str(seed), schema.FUSION: "concat", schema.DATASET: "avdigits",
-                    schema.MODALITIES: "audio,image"}  # fmt: skip
+            tags = {
+                schema.STAGE: schema.STAGE_MULTIMODAL,
+                schema.CONDITION: condition,
+                schema.SEED: str(seed),
+                schema.FUSION: "concat",
+                schema.DATASET: "avdigits",
+                schema.MODALITIES: "audio,image",
+            }
             for m, run_id in pretrain.items():
                 tags[schema.encoder_source_tag(m)] = f"run:{run_id}" if pretrained else "scratch"
                 if pretrained:
                     tags[schema.encoder_run_tag(m)] = run_id
-            run = client.create_run(experiment_id, tags=_parent(tags, parent_run_id),
-                                    run_name=f"multimodal-{condition}-{seed}")  # fmt: skip
+            run = client.create_run(
+                experiment_id,
+                tags=_parent(tags, parent_run_id),
+                run_name=f"multimodal-{condition}-{seed}",
+            )
             level = 0.7 + shared + (effect if pretrained else 0.0)
             speed = 1.5 if pretrained else 0.6  # pretrained encoders converge faster
             batch = []
@@ -90,9 +98,12 @@ def log_synthetic_pipeline(
                     )
             batch.append(Metric(schema.TIME_TOTAL, 2.0 * epochs + 1.0, now, 0))
             for i in range(0, len(batch), 1000):  # MLflow's per-call metric limit
-                client.log_batch(run.info.run_id, metrics=batch[i : i + 1000],
-                                 params=[Param("optim.lr", "0.001")] if i == 0 else [],
-                                 tags=[RunTag("tsp.synthetic", "true")] if i == 0 else [])  # fmt: skip
+                client.log_batch(
+                    run.info.run_id,
+                    metrics=batch[i : i + 1000],
+                    params=[Param("optim.lr", "0.001")] if i == 0 else [],
+                    tags=[RunTag("tsp.synthetic", "true")] if i == 0 else [],
+                )
             client.set_terminated(run.info.run_id)
             fusion[condition].append(run.info.run_id)
     return {"pretrain": list(pretrain.values()), **fusion}
@@ -125,15 +136,23 @@ def log_synthetic_study(
     for seed in seeds:
         level = base + np.random.default_rng([rng_seed, seed]).normal(0, seed_spread)
         for condition in (schema.CONDITION_SCRATCH, schema.CONDITION_PRETRAINED):
-            tags = {schema.STAGE: schema.STAGE_MULTIMODAL, schema.CONDITION: condition,
-                    schema.SEED: str(seed), schema.FUSION: "concat", schema.DATASET: "avdigits",
-                    schema.MODALITIES: "audio,image", schema.HEADLINE_METRICS: metric,
-                    schema.PARENT_RUN_ID: parent_run_id, "tsp.synthetic": "true"}  # fmt: skip
+            tags = {
+                schema.STAGE: schema.STAGE_MULTIMODAL,
+                schema.CONDITION: condition,
+                schema.SEED: str(seed),
+                schema.FUSION: "concat",
+                schema.DATASET: "avdigits",
+                schema.MODALITIES: "audio,image",
+                schema.HEADLINE_METRICS: metric,
+                schema.PARENT_RUN_ID: parent_run_id,
+                "tsp.synthetic": "true",
+            }
             run = client.create_run(experiment_id, tags=tags, run_name=f"{condition}-{seed}")
             batch = [Metric(schema.TIME_TOTAL, 10.0, now, 0)]
             for pattern, diffs in differences.items():
                 shift = float(diffs[seed]) if condition == schema.CONDITION_PRETRAINED else 0.0
-                batch.append(Metric(schema.metric_key("test", pattern, metric), level + shift,
-                                    now, 1))  # fmt: skip
+                batch.append(
+                    Metric(schema.metric_key("test", pattern, metric), level + shift, now, 1)
+                )
             client.log_batch(run.info.run_id, metrics=batch)
             client.set_terminated(run.info.run_id)

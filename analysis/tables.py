@@ -19,8 +19,10 @@ class Table:
     def markdown(self) -> str:
         header = "| " + " | ".join(map(str, self.frame.columns)) + " |"
         rule = "|" + "|".join("---" for _ in self.frame.columns) + "|"
-        body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
-                for row in self.frame.itertuples(index=False)]  # fmt: skip
+        body = [
+            "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
+            for row in self.frame.itertuples(index=False)
+        ]
         parts = [f"### {self.title}", "", header, rule, *body]
         if self.note:
             parts += ["", self.note]
@@ -92,16 +94,34 @@ def count(x: float) -> str:
 
 
 def _latex_escape(text: str) -> str:
-    for old, new in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
-                     ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):  # fmt: skip
+    for old, new in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("$", r"\$"),
+        ("#", r"\#"),
+        ("_", r"\_"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+    ):
         text = text.replace(old, new)
     return text
 
 
 # Unicode the tables use, as math that pdflatex also typesets.
-_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "∞": r"$\infty$", "−": r"$-$", "≈": r"$\approx$",
-            "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "α": r"$\alpha$", "–": "--",
-            "·": r"$\cdot$"}  # fmt: skip
+_SYMBOLS = {
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "∞": r"$\infty$",
+    "−": r"$-$",
+    "≈": r"$\approx$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "×": r"$\times$",
+    "α": r"$\alpha$",
+    "–": "--",
+    "·": r"$\cdot$",
+}
 
 
 def _latex_symbols(text: str) -> str:

@@ -27,8 +27,12 @@ BENCHMARKS = (
 
 def main() -> None:
     parser = arguments(__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"which benchmarks (default: all): {', '.join(BENCHMARKS)}")  # fmt: skip
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"which benchmarks (default: all): {', '.join(BENCHMARKS)}",
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:

@@ -51,10 +51,13 @@ def main() -> None:
         client = MlflowClient(url)
         experiment_id = client.create_experiment("bench")
         start = time.perf_counter()
-        log_synthetic_pipeline(client, experiment_id, seeds=runs // 2, epochs=epochs,
-                               metrics=("accuracy",))  # fmt: skip
-        print(f"populated {runs} runs x {epochs} epochs x {len(PATTERNS)} patterns "
-              f"in {time.perf_counter() - start:.1f} s ({url})")  # fmt: skip
+        log_synthetic_pipeline(
+            client, experiment_id, seeds=runs // 2, epochs=epochs, metrics=("accuracy",)
+        )
+        print(
+            f"populated {runs} runs x {epochs} epochs x {len(PATTERNS)} patterns "
+            f"in {time.perf_counter() - start:.1f} s ({url})"
+        )
         points: dict[str, int] = {}
 
         def naive() -> list[float]:
@@ -76,8 +79,9 @@ def main() -> None:
             start = time.perf_counter()
             found = select_runs(client, Selection((experiment_id,)))
             histories = fetch_histories(client, [r.info.run_id for r in found], keys)
-            inputs = AnalysisInputs(runs_frame(found), pattern_values(found), histories,
-                                    lineage_frame(client, found))  # fmt: skip
+            inputs = AnalysisInputs(
+                runs_frame(found), pattern_values(found), histories, lineage_frame(client, found)
+            )
             compute_results(inputs, AnalysisSettings(metrics=("accuracy",)))
             return [time.perf_counter() - start]
 
@@ -87,19 +91,40 @@ def main() -> None:
 
     if points["naive"] != points["ours"]:
         raise SystemExit(f"the two fetches disagree: {points}")
-    result.add_table(Table(
-        f"{runs} fusion runs x {epochs} epochs x {len(keys)} metric keys from a local "
-        f"`mlflow server`, {rounds} round(s)",
-        ["what", "median seconds", "points"],
-        [["naive: search + get_metric_history per run and key",
-          float(np.median(samples["naive"])), points["naive"]],
-         ["ours: search + bulk histories", float(np.median(samples["ours"])), points["ours"]],
-         ["ours: fetch + the whole analysis", float(np.median(samples["ours + analysis"])), ""]],
-    ))  # fmt: skip
-    result.add_ratio(ratio("fetch speed-up, naive / ours", samples["naive"], samples["ours"],
-                           TARGET))  # fmt: skip
-    result.add_ratio(ratio("naive fetch alone / our fetch + the whole analysis",
-                           samples["naive"], samples["ours + analysis"]))  # fmt: skip
+    result.add_table(
+        Table(
+            f"{runs} fusion runs x {epochs} epochs x {len(keys)} metric keys from a local "
+            f"`mlflow server`, {rounds} round(s)",
+            ["what", "median seconds", "points"],
+            [
+                [
+                    "naive: search + get_metric_history per run and key",
+                    float(np.median(samples["naive"])),
+                    points["naive"],
+                ],
+                [
+                    "ours: search + bulk histories",
+                    float(np.median(samples["ours"])),
+                    points["ours"],
+                ],
+                [
+                    "ours: fetch + the whole analysis",
+                    float(np.median(samples["ours + analysis"])),
+                    "",
+                ],
+            ],
+        )
+    )
+    result.add_ratio(
+        ratio("fetch speed-up, naive / ours", samples["naive"], samples["ours"], TARGET)
+    )
+    result.add_ratio(
+        ratio(
+            "naive fetch alone / our fetch + the whole analysis",
+            samples["naive"],
+            samples["ours + analysis"],
+        )
+    )
     save(result, args.out)
 
 

@@ -51,12 +51,21 @@ def generation(result: Result, rounds: int) -> None:
             start = time.perf_counter()
             ensure_avdigits(cache, AVDigitsSpec())
             reopen.append(time.perf_counter() - start)
-    result.add_table(Table(
-        f"avdigits (1,797 digit scans + DTMF spectrograms), {rounds} rounds",
-        ["step", "median (s)", "min (s)", "max (s)"],
-        [["generate into an empty cache", float(np.median(generate)), min(generate), max(generate)],
-         ["find the cached copy", float(np.median(reopen)), min(reopen), max(reopen)]],
-    ))  # fmt: skip
+    result.add_table(
+        Table(
+            f"avdigits (1,797 digit scans + DTMF spectrograms), {rounds} rounds",
+            ["step", "median (s)", "min (s)", "max (s)"],
+            [
+                [
+                    "generate into an empty cache",
+                    float(np.median(generate)),
+                    min(generate),
+                    max(generate),
+                ],
+                ["find the cached copy", float(np.median(reopen)), min(reopen), max(reopen)],
+            ],
+        )
+    )
 
 
 def throughput(setup: Setup, result: Result, rounds: int) -> None:
@@ -83,15 +92,23 @@ def throughput(setup: Setup, result: Result, rounds: int) -> None:
         return [sum(len(b["target"]) for b in batches) / (time.perf_counter() - start)]
 
     samples = interleave({"loader": load, "model": consume}, rounds)
-    result.add_table(Table(
-        f"train split, batch {setup.cfg.trainer.batch_size}, num_workers "
-        f"{setup.cfg.trainer.num_workers}, {rounds} rounds",
-        ["what", "median samples/s"],
-        [["loader alone (dataset + collate)", float(np.median(samples["loader"]))],
-         ["model alone (training steps on batches in memory)", float(np.median(samples["model"]))]],
-    ))  # fmt: skip
-    result.add_ratio(ratio("samples/s, loader / model training", samples["loader"],
-                           samples["model"]))  # fmt: skip
+    result.add_table(
+        Table(
+            f"train split, batch {setup.cfg.trainer.batch_size}, num_workers "
+            f"{setup.cfg.trainer.num_workers}, {rounds} rounds",
+            ["what", "median samples/s"],
+            [
+                ["loader alone (dataset + collate)", float(np.median(samples["loader"]))],
+                [
+                    "model alone (training steps on batches in memory)",
+                    float(np.median(samples["model"])),
+                ],
+            ],
+        )
+    )
+    result.add_ratio(
+        ratio("samples/s, loader / model training", samples["loader"], samples["model"])
+    )
 
 
 def loader_settings(setup: Setup, result: Result, rounds: int, quick: bool) -> None:
@@ -99,8 +116,9 @@ def loader_settings(setup: Setup, result: Result, rounds: int, quick: bool) -> N
     for workers in (1,) if quick else (1, 2):
         for persistent in (False, True):
             settings[f"num_workers={workers}, persistent={persistent}"] = {
-                "num_workers": workers, "persistent_workers": persistent,
-            }  # fmt: skip
+                "num_workers": workers,
+                "persistent_workers": persistent,
+            }
     if setup.device.type == "cuda":
         settings["num_workers=0, pin_memory=False"] = {"pin_memory": False}
 
@@ -109,18 +127,23 @@ def loader_settings(setup: Setup, result: Result, rounds: int, quick: bool) -> N
         rounds,
     )
     default = "default (num_workers=0)"
-    result.add_table(Table(
-        f"epoch time of the real loop (train + every val pattern), {setup.cfg.trainer.epochs} "
-        f"epochs x {rounds} rounds per setting",
-        ["DataLoader setting", "median epoch (s)", "vs default"],
-        [[name, float(np.median(s)), float(np.median(s) / np.median(samples[default]))]
-         for name, s in samples.items()],
-    ))  # fmt: skip
+    result.add_table(
+        Table(
+            f"epoch time of the real loop (train + every val pattern), {setup.cfg.trainer.epochs} "
+            f"epochs x {rounds} rounds per setting",
+            ["DataLoader setting", "median epoch (s)", "vs default"],
+            [
+                [name, float(np.median(s)), float(np.median(s) / np.median(samples[default]))]
+                for name, s in samples.items()
+            ],
+        )
+    )
     best = min(samples, key=lambda n: np.median(samples[n]))
     for name in settings:
         if name != default:
-            result.add_ratio(ratio(f"epoch time, {name} / default", samples[name],
-                                   samples[default]))  # fmt: skip
+            result.add_ratio(
+                ratio(f"epoch time, {name} / default", samples[name], samples[default])
+            )
     result.notes.append(f"Fastest DataLoader setting here: {best}.")
 
 
@@ -132,25 +155,45 @@ def peak_rss(result: Result, quick: bool) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tsp-bench-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
-               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # fmt: skip
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": uri,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        }
         epochs = "1" if quick else "5"
         training = ["multimodal", "--epochs", epochs]
         if quick:
             training += ["--overrides", " ".join(["debug=tiny", *QUICK_OVERRIDES])]
-        rows.append(["`python -m tsp_mlflow --help` (imports only)",
-                     _max_rss(["tsp_mlflow", "--help"], tmp, env)])  # fmt: skip
-        rows.append([f"tsp multimodal --epochs {epochs} (avdigits)",
-                     _max_rss(["tsp_mlflow", *training], tmp, env)])  # fmt: skip
+        rows.append(
+            [
+                "`python -m tsp_mlflow --help` (imports only)",
+                _max_rss(["tsp_mlflow", "--help"], tmp, env),
+            ]
+        )
+        rows.append(
+            [
+                f"tsp multimodal --epochs {epochs} (avdigits)",
+                _max_rss(["tsp_mlflow", *training], tmp, env),
+            ]
+        )
         client = MlflowClient(uri)
         experiment = client.create_experiment("bench-analysis")
         seeds = 5 if quick else 50
         log_synthetic_pipeline(client, experiment, seeds=seeds, epochs=20)
-        rows.append([f"tsp analyze ({2 * seeds} fusion runs x 20 epochs)",
-                     _max_rss(["tsp_mlflow", "analyze", "--experiment", "bench-analysis",
-                               "--no-log"], tmp, env)])  # fmt: skip
-    result.add_table(Table("peak resident memory of each process", ["process", "peak RSS (MiB)"],
-                           rows))  # fmt: skip
+        rows.append(
+            [
+                f"tsp analyze ({2 * seeds} fusion runs x 20 epochs)",
+                _max_rss(
+                    ["tsp_mlflow", "analyze", "--experiment", "bench-analysis", "--no-log"],
+                    tmp,
+                    env,
+                ),
+            ]
+        )
+    result.add_table(
+        Table("peak resident memory of each process", ["process", "peak RSS (MiB)"], rows)
+    )
 
 
 # Runs a module as ``python -m`` would and writes its peak RSS (VmHWM, KiB) on exit. The
@@ -171,9 +214,14 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 def _max_rss(module_args: Sequence[str], cwd: str, env: dict[str, str]) -> float:
     """Peak RSS (MiB) of ``python -m <module_args>`` in a process of its own."""
     with tempfile.NamedTemporaryFile(suffix=".kib") as peak:
-        done = subprocess.run([sys.executable, "-c", _PEAK_RSS, peak.name, *module_args],
-                              cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS, peak.name, *module_args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(module_args)} failed:\n{done.stderr[-3000:]}")
         return int(Path(peak.name).read_text()) / 1024

@@ -83,14 +83,15 @@ def main() -> None:
     setup = avdigits([f"trainer.epochs={epochs}"], quick=args.quick)
     samples = interleave({"ours": lambda: ours(setup), "minimal": lambda: minimal(setup)}, rounds)
     result = Result("framework_overhead", "Framework overhead", quick=args.quick)
-    result.add_table(Table(
-        f"avdigits train split ({len(setup.datasets['train'])} samples), batch "
-        f"{setup.cfg.trainer.batch_size}, {epochs} epochs x {rounds} rounds per arm "
-        "(first and last epoch of each run left out)",
-        ["loop", "median samples/s", "min", "max", "epochs measured"],
-        [[name, float(np.median(s)), min(s), max(s), len(s)]
-         for name, s in samples.items()],
-    ))  # fmt: skip
+    result.add_table(
+        Table(
+            f"avdigits train split ({len(setup.datasets['train'])} samples), batch "
+            f"{setup.cfg.trainer.batch_size}, {epochs} epochs x {rounds} rounds per arm "
+            "(first and last epoch of each run left out)",
+            ["loop", "median samples/s", "min", "max", "epochs measured"],
+            [[name, float(np.median(s)), min(s), max(s), len(s)] for name, s in samples.items()],
+        )
+    )
     result.add_ratio(
         ratio("samples/s, ours / minimal loop", samples["ours"], samples["minimal"], TARGET)
     )

@@ -74,8 +74,11 @@ class Result:
         self.ratios.append(ratio)
         verdict = {True: " (target met)", False: " (TARGET MISSED)", None: ""}[ratio.met]
         target = f", target {ratio.target}" if ratio.target else ""
-        print(f"{ratio.name}: {ratio.value:.3f} [95% CI {ratio.low:.3f}, {ratio.high:.3f}]"
-              f"{target}{verdict}", flush=True)  # fmt: skip
+        print(
+            f"{ratio.name}: {ratio.value:.3f} [95% CI {ratio.low:.3f}, {ratio.high:.3f}]"
+            f"{target}{verdict}",
+            flush=True,
+        )
 
     def add_table(self, table: Table) -> None:
         self.tables.append(table)
@@ -101,10 +104,15 @@ def arguments(description: str, **defaults: Any) -> argparse.ArgumentParser:
     """``--quick`` (the CI smoke test: seconds, writes nowhere in the repository) and
     ``--out`` (where the results and the rendered page go)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true",
-                        help="a few seconds, for CI: the numbers are not meaningful")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default: bench/results; --quick: a temp folder)")  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true", help="a few seconds, for CI: the numbers are not meaningful"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default: bench/results; --quick: a temp folder)",
+    )
     parser.set_defaults(**defaults)
     return parser
 
@@ -192,8 +200,9 @@ def ratio(
     give no interval.
     """
     a, b = _by_round(numerator), _by_round(denominator)
-    value = float(np.median(np.concatenate(list(a.values()))) /
-                  np.median(np.concatenate(list(b.values()))))  # fmt: skip
+    value = float(
+        np.median(np.concatenate(list(a.values()))) / np.median(np.concatenate(list(b.values())))
+    )
     keys = sorted(set(a) & set(b))
     if len(keys) < 3:
         return Ratio(name, value, float("nan"), float("nan"), target)
@@ -203,9 +212,14 @@ def ratio(
         bottom = np.concatenate([b[keys[int(i)]] for i in picked])
         return float(np.median(top) / np.median(bottom))
 
-    boot = stats.bootstrap((np.arange(len(keys)),), statistic, vectorized=False,
-                           n_resamples=2000, method="percentile",
-                           random_state=np.random.default_rng(0))  # fmt: skip
+    boot = stats.bootstrap(
+        (np.arange(len(keys)),),
+        statistic,
+        vectorized=False,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(0),
+    )
     interval = boot.confidence_interval
     return Ratio(name, value, float(interval.low), float(interval.high), target)
 
@@ -287,10 +301,15 @@ class Setup:
         if not loader_kwargs:
             return make_loaders(self.cfg.trainer, self.datasets, generator, self.device)
         return {
-            split: DataLoader(d, batch_size=self.cfg.trainer.batch_size, shuffle=split == "train",
-                              generator=generator if split == "train" else None, **loader_kwargs)
+            split: DataLoader(
+                d,
+                batch_size=self.cfg.trainer.batch_size,
+                shuffle=split == "train",
+                generator=generator if split == "train" else None,
+                **loader_kwargs,
+            )
             for split, d in self.datasets.items()
-        }  # fmt: skip
+        }
 
     def fit_epochs(self, **loader_kwargs: Any) -> list[float]:
         """Seconds per epoch (``EpochClock``) of the real loop, untracked, on a fresh model."""
@@ -301,10 +320,19 @@ class Setup:
         loaders = self.loaders(**loader_kwargs)
         optimizer, scheduler = self.optimizer(model)
         clock = EpochClock()
-        fit(model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler,
-            epochs=self.cfg.trainer.epochs, patterns=all_patterns(self.modalities),
-            task=self.task, monitor_pattern=self.monitor_pattern, device=self.device,
-            on_epoch_end=clock)  # fmt: skip
+        fit(
+            model,
+            loaders["train"],
+            loaders["val"],
+            optimizer=optimizer,
+            scheduler=scheduler,
+            epochs=self.cfg.trainer.epochs,
+            patterns=all_patterns(self.modalities),
+            task=self.task,
+            monitor_pattern=self.monitor_pattern,
+            device=self.device,
+            on_epoch_end=clock,
+        )
         return clock.intervals()
 
     def optimizer(self, model: torch.nn.Module) -> tuple[Any, Any]:

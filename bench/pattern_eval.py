@@ -76,19 +76,32 @@ def compare(
         seconds, found[label] = timed(fn, model, loader, patterns, device, task)
         return [seconds]
 
-    samples = interleave({
-        "one pass": lambda: arm("one pass", evaluate),
-        "per pattern": lambda: arm("per pattern", per_pattern),
-    }, rounds)  # fmt: skip
+    samples = interleave(
+        {
+            "one pass": lambda: arm("one pass", evaluate),
+            "per pattern": lambda: arm("per pattern", per_pattern),
+        },
+        rounds,
+    )
     for pattern, metrics in found["per pattern"].items():  # the shortcut must be exact
         for key, value in metrics.items():
             assert np.isclose(found["one pass"][pattern][key], value, rtol=1e-4, atol=1e-6), (
-                pattern, key, found["one pass"][pattern][key], value,
-            )  # fmt: skip
-    result.add_ratio(ratio(f"{name}: time per pattern pass / one pass",
-                           samples["per pattern"], samples["one pass"]))  # fmt: skip
-    return [name, len(patterns), float(np.median(samples["one pass"])),
-            float(np.median(samples["per pattern"]))]  # fmt: skip
+                pattern,
+                key,
+                found["one pass"][pattern][key],
+                value,
+            )
+    result.add_ratio(
+        ratio(
+            f"{name}: time per pattern pass / one pass", samples["per pattern"], samples["one pass"]
+        )
+    )
+    return [
+        name,
+        len(patterns),
+        float(np.median(samples["one pass"])),
+        float(np.median(samples["per pattern"])),
+    ]
 
 
 def synthetic(modalities: Sequence[str], rows: int, batch_size: int) -> list[Batch]:
@@ -96,11 +109,13 @@ def synthetic(modalities: Sequence[str], rows: int, batch_size: int) -> list[Bat
     batches = []
     for start in range(0, rows, batch_size):
         n = min(batch_size, rows - start)
-        batches.append({
-            "inputs": {m: torch.randn(n, 1, 28, 28, generator=generator) for m in modalities},
-            "present": torch.ones(n, len(modalities), dtype=torch.bool),
-            "target": torch.randint(0, 10, (n,), generator=generator),
-        })  # fmt: skip
+        batches.append(
+            {
+                "inputs": {m: torch.randn(n, 1, 28, 28, generator=generator) for m in modalities},
+                "present": torch.ones(n, len(modalities), dtype=torch.bool),
+                "target": torch.randint(0, 10, (n,), generator=generator),
+            }
+        )
     return batches
 
 
@@ -110,8 +125,11 @@ def main() -> None:
     result = Result("pattern_eval", "Pattern evaluation", quick=args.quick)
     setup = avdigits(quick=args.quick)
     loader = setup.loaders()["test"]
-    rows = [compare("avdigits test, M=2", setup.model(), loader, setup.device, setup.task,
-                    rounds, result)]  # fmt: skip
+    rows = [
+        compare(
+            "avdigits test, M=2", setup.model(), loader, setup.device, setup.task, rounds, result
+        )
+    ]
 
     modalities = ("a", "b", "c")
     torch.manual_seed(0)
@@ -119,12 +137,24 @@ def main() -> None:
     fusion = ConcatFusion({m: 64 for m in modalities})
     model = LateFusionModel(encoders, fusion, MLPHead(fusion.out_dim, 10)).to(setup.device)
     batches = synthetic(modalities, rows=128 if args.quick else 1024, batch_size=64)
-    rows.append(compare("synthetic, M=3", model, batches, setup.device,
-                        MulticlassTask(num_classes=10), rounds, result))  # fmt: skip
-    result.add_table(Table(
-        f"median seconds to evaluate every pattern ({rounds} rounds per arm)",
-        ["set-up", "patterns", "one pass (s)", "one pass per pattern (s)"], rows,
-    ))  # fmt: skip
+    rows.append(
+        compare(
+            "synthetic, M=3",
+            model,
+            batches,
+            setup.device,
+            MulticlassTask(num_classes=10),
+            rounds,
+            result,
+        )
+    )
+    result.add_table(
+        Table(
+            f"median seconds to evaluate every pattern ({rounds} rounds per arm)",
+            ["set-up", "patterns", "one pass (s)", "one pass per pattern (s)"],
+            rows,
+        )
+    )
     save(result, args.out)
 
 

@@ -27,10 +27,24 @@ from tsp_mlflow.tracking import schema
 
 
 def pipeline(store: Path, seeds: int, epochs: int, overrides: str) -> float:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # fmt: skip
-    command = [sys.executable, "-m", "tsp_mlflow", "pipeline", "--seeds", str(seeds),
-               "--epochs", str(epochs), "--overrides", overrides]  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "tsp_mlflow",
+        "pipeline",
+        "--seeds",
+        str(seeds),
+        "--epochs",
+        str(epochs),
+        "--overrides",
+        overrides,
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=store, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -68,18 +82,31 @@ def main() -> None:
                 f"tags.`{schema.STAGE}` = '{schema.STAGE_PIPELINE}'",
                 order_by=["attributes.start_time DESC"],
             )
-            reused = [m for m in ("audio", "image")
-                      if latest.data.tags.get(schema.pipeline_reused_tag(m)) == "true"]  # fmt: skip
-            rows.append([r + 1, first[-1], second[-1], len(after_first), len(new),
-                         ",".join(reused)])  # fmt: skip
+            reused = [
+                m
+                for m in ("audio", "image")
+                if latest.data.tags.get(schema.pipeline_reused_tag(m)) == "true"
+            ]
+            rows.append(
+                [r + 1, first[-1], second[-1], len(after_first), len(new), ",".join(reused)]
+            )
     result = Result("pipeline_reuse", "Pipeline reuse", quick=args.quick)
     command = f"tsp pipeline --seeds {seeds} --epochs {epochs}"
     command += f' --overrides "{overrides}"' if overrides else ""
-    result.add_table(Table(
-        f"`{command}` twice per round, a fresh store per round",
-        ["round", "first (s)", "second (s)", "pretrain runs after first",
-         "pretrain runs the second created", "encoders the second reused"], rows,
-    ))  # fmt: skip
+    result.add_table(
+        Table(
+            f"`{command}` twice per round, a fresh store per round",
+            [
+                "round",
+                "first (s)",
+                "second (s)",
+                "pretrain runs after first",
+                "pretrain runs the second created",
+                "encoders the second reused",
+            ],
+            rows,
+        )
+    )
     result.add_ratio(ratio("wall time, second pipeline / first", second, first))
     result.notes.append(
         f"Median first pipeline {np.median(first):.1f} s, second {np.median(second):.1f} s; "

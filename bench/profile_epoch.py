@@ -64,8 +64,15 @@ def main() -> None:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
         model, loaders = setup.model(), setup.loaders()
         with tracked_run(run_name="profile", tags={}):
-            train_and_test(setup.cfg, model, loaders, setup.task, setup.device,
-                           started=time.perf_counter(), on_epoch_end=hook)  # fmt: skip
+            train_and_test(
+                setup.cfg,
+                model,
+                loaders,
+                setup.task,
+                setup.device,
+                started=time.perf_counter(),
+                on_epoch_end=hook,
+            )
     prof = hook.profiler
 
     events = prof.events()
@@ -85,13 +92,17 @@ def main() -> None:
     phases["the rest (Python: metrics, hooks, tracking calls)"] = hook.wall - sum(phases.values())
 
     result = Result("profile_epoch", "Where the time goes", quick=args.quick)
-    result.add_table(Table(
-        f"one avdigits epoch on the training thread, {hook.wall:.3f} s wall "
-        f"(batch {setup.cfg.trainer.batch_size}, {len(loaders['train'])} steps)",
-        ["phase", "seconds", "share"],
-        [[name, s, f"{100 * s / hook.wall:.1f}%"]
-         for name, s in sorted(phases.items(), key=lambda kv: -kv[1])],
-    ))  # fmt: skip
+    result.add_table(
+        Table(
+            f"one avdigits epoch on the training thread, {hook.wall:.3f} s wall "
+            f"(batch {setup.cfg.trainer.batch_size}, {len(loaders['train'])} steps)",
+            ["phase", "seconds", "share"],
+            [
+                [name, s, f"{100 * s / hook.wall:.1f}%"]
+                for name, s in sorted(phases.items(), key=lambda kv: -kv[1])
+            ],
+        )
+    )
     result.notes.append(
         f"Operators recorded on other threads (a background tracking writer, when on; "
         f"DataLoader workers run in their own processes): {writer_s * 1000:.1f} ms."
@@ -99,10 +110,21 @@ def main() -> None:
     top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     rows = []
     for average in sorted(prof.key_averages(), key=lambda a: -a.self_cpu_time_total)[:12]:
-        rows.append([f"`{average.key}`", average.count, average.self_cpu_time_total / 1000,
-                     f"{100 * average.self_cpu_time_total / 1e6 / hook.wall:.1f}%"])  # fmt: skip
-    result.add_table(Table("operators with the most self CPU time in that epoch",
-                           ["operator", "calls", "self CPU (ms)", "of the epoch"], rows))  # fmt: skip
+        rows.append(
+            [
+                f"`{average.key}`",
+                average.count,
+                average.self_cpu_time_total / 1000,
+                f"{100 * average.self_cpu_time_total / 1e6 / hook.wall:.1f}%",
+            ]
+        )
+    result.add_table(
+        Table(
+            "operators with the most self CPU time in that epoch",
+            ["operator", "calls", "self CPU (ms)", "of the epoch"],
+            rows,
+        )
+    )
     path = save(result, args.out)
     prof.export_chrome_trace(str(path.with_name("trace.json.gz")))  # gzip: smaller
     print(top if not args.quick else "", end="")

@@ -48,8 +48,10 @@ def _summary(results: list[Result]) -> str:
     for res, r in sorted(rows, key=lambda row: not row[1].target):
         met = {True: "yes", False: "**no**", None: ""}[r.met]
         quick = " (quick)" if res.quick else ""
-        lines.append(f"| {res.title}{quick} | {r.name} | **{r.value:.3f}** | "
-                     f"{r.low:.3f}–{r.high:.3f} | {r.target} | {met} |")  # fmt: skip
+        lines.append(
+            f"| {res.title}{quick} | {r.name} | **{r.value:.3f}** | "
+            f"{r.low:.3f}–{r.high:.3f} | {r.target} | {met} |"
+        )
     return "\n".join(lines)
 
 
@@ -61,8 +63,9 @@ def _section(result: Result) -> str:
         lines += ["| ratio | value | 95% CI | target | met |", "|---|---|---|---|---|"]
         for r in result.ratios:
             met = {True: "yes", False: "**no**", None: ""}[r.met]
-            lines.append(f"| {r.name} | **{r.value:.3f}** | {r.low:.3f}–{r.high:.3f} | "
-                         f"{r.target} | {met} |")  # fmt: skip
+            lines.append(
+                f"| {r.name} | **{r.value:.3f}** | {r.low:.3f}–{r.high:.3f} | {r.target} | {met} |"
+            )
         lines.append("")
     for table in result.tables:
         lines += [f"*{table.title}*", "", *markdown_table(table), ""]
@@ -90,20 +93,29 @@ def figure(results: list[Result], path: Path) -> None:
     for y, r in enumerate(reversed(ratios)):
         colour = {True: "tab:green", False: "tab:red", None: "tab:blue"}[r.met]
         low, high = r.value - r.low, r.high - r.value
-        ax.errorbar(r.value, y, xerr=[[max(low, 0)], [max(high, 0)]], fmt="o", color=colour,
-                    capsize=3)  # fmt: skip
+        ax.errorbar(
+            r.value, y, xerr=[[max(low, 0)], [max(high, 0)]], fmt="o", color=colour, capsize=3
+        )
         if r.target:
             bound = float(r.target.split()[1])
             ax.plot([bound, bound], [y - 0.35, y + 0.35], color="black", linewidth=2)
-        ax.annotate(f"{r.value:.3g}", (r.value, y), textcoords="offset points", xytext=(0, 6),
-                    ha="center", fontsize=7, color=colour)  # fmt: skip
+        ax.annotate(
+            f"{r.value:.3g}",
+            (r.value, y),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=7,
+            color=colour,
+        )
     ax.set_yticks(range(len(ratios)))
     ax.set_yticklabels([r.name for r in reversed(ratios)], fontsize=8)
     ax.set_xscale("log")
     ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("ratio (log scale); dot: median ratio with 95% bootstrap CI; bar: target")
-    ax.set_title("tsp-mlflow benchmarks: green met its target, red missed it, blue has none",
-                 fontsize=9)  # fmt: skip
+    ax.set_title(
+        "tsp-mlflow benchmarks: green met its target, red missed it, blue has none", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -34,8 +34,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows, per_effect, boots = [], [], []
     for delta in EFFECTS:
-        sim = simulate(design, [delta, delta] + [0.0] * (ROWS - 2), reps=reps, headline=(0, 1),
-                       corr=0.9, seed=int(delta * 100))  # fmt: skip
+        sim = simulate(
+            design,
+            [delta, delta] + [0.0] * (ROWS - 2),
+            reps=reps,
+            headline=(0, 1),
+            corr=0.9,
+            seed=int(delta * 100),
+        )
         power = sim.power(0)
         fixed = fixed_seeds_for(power, delta, alpha_row)
         mean = float(sim.stop_n.mean())
@@ -44,26 +50,54 @@ def main() -> None:
         draws = []
         for _ in range(200 if args.quick else 1000):
             pick = rng.integers(0, reps, reps)
-            draws.append(sim.stop_n[pick].mean() / fixed_seeds_for(right[pick].mean(), delta,
-                                                                   alpha_row))  # fmt: skip
+            draws.append(
+                sim.stop_n[pick].mean() / fixed_seeds_for(right[pick].mean(), delta, alpha_row)
+            )
         boots.append(np.array(draws))
-        rows.append([delta, f"{power:.3f}", f"{mean:.2f}", fixed, f"{mean / fixed:.3f}",
-                     f"{np.median(sim.stop_n):.0f}", f"{(sim.stop_n == design.max).mean():.3f}"])  # fmt: skip
+        rows.append(
+            [
+                delta,
+                f"{power:.3f}",
+                f"{mean:.2f}",
+                fixed,
+                f"{mean / fixed:.3f}",
+                f"{np.median(sim.stop_n):.0f}",
+                f"{(sim.stop_n == design.max).mean():.3f}",
+            ]
+        )
     result = Result("sequential_seeds", "Adaptive seeds vs a fixed design", quick=args.quick)
-    result.add_table(Table(
-        f"{reps:,} simulated studies per effect; {design.describe()}, futility "
-        f"{design.futility:g}; six rows, Bonferroni",
-        ["Δ (sd)", "power", "mean seeds", "fixed design, equal power", "ratio", "median seeds",
-         "share at max"], rows,
-    ))  # fmt: skip
+    result.add_table(
+        Table(
+            f"{reps:,} simulated studies per effect; {design.describe()}, futility "
+            f"{design.futility:g}; six rows, Bonferroni",
+            [
+                "Δ (sd)",
+                "power",
+                "mean seeds",
+                "fixed design, equal power",
+                "ratio",
+                "median seeds",
+                "share at max",
+            ],
+            rows,
+        )
+    )
     for delta, value, draws in zip(EFFECTS, per_effect, boots, strict=True):
         low, high = np.quantile(draws, [0.025, 0.975])
-        result.add_ratio(Ratio(f"seeds used / fixed design, Δ = {delta:g} sd", value,
-                               float(low), float(high)))  # fmt: skip
+        result.add_ratio(
+            Ratio(f"seeds used / fixed design, Δ = {delta:g} sd", value, float(low), float(high))
+        )
     mean_draws = np.mean(boots, axis=0)
     low, high = np.quantile(mean_draws, [0.025, 0.975])
-    result.add_ratio(Ratio("seeds used / fixed design, mean over Δ = 0.5, 1, 2 sd",
-                           float(np.mean(per_effect)), float(low), float(high), TARGET))  # fmt: skip
+    result.add_ratio(
+        Ratio(
+            "seeds used / fixed design, mean over Δ = 0.5, 1, 2 sd",
+            float(np.mean(per_effect)),
+            float(low),
+            float(high),
+            TARGET,
+        )
+    )
     result.notes.append(
         "Power is the share of studies that decided the first full-pattern row in the right "
         "direction; a study stops when both full-pattern rows are decided, or when the "

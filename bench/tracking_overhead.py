@@ -85,8 +85,9 @@ def tracked(
         cpu.mark()
 
     with tracked_run(run_name=arm.name, tags={}):
-        train_and_test(cfg, model, loaders, setup.task, setup.device, started=start,
-                       on_epoch_end=on_epoch_end)  # fmt: skip
+        train_and_test(
+            cfg, model, loaders, setup.task, setup.device, started=start, on_epoch_end=on_epoch_end
+        )
     server_cpu.extend(cpu.per_epoch())
     outside.extend(clock.wall_over_compute())
     return clock.intervals()
@@ -151,20 +152,36 @@ def main() -> None:
         samples = interleave(arms, rounds)
 
     none = np.median(samples["none"])
-    result.add_table(Table(
-        f"avdigits, {epochs} epochs x {rounds} rounds per arm; epoch = wall time between "
-        "epoch ends (the first and last epoch of each run left out)",
-        ["tracking", "median epoch (s)", "epochs measured", "overhead per epoch (ms)",
-         "server CPU per epoch (ms)", "epoch wall / own compute, mean"],
-        [[name, float(np.median(s)), len(s), 1000 * float(np.median(s) - none),
-          1000 * float(np.median(server_cpu[name])) if server_cpu.get(name) else "",
-          float(np.mean(outside[name])) if outside.get(name) else ""]
-         for name, s in samples.items()],
-    ))  # fmt: skip
+    result.add_table(
+        Table(
+            f"avdigits, {epochs} epochs x {rounds} rounds per arm; epoch = wall time between "
+            "epoch ends (the first and last epoch of each run left out)",
+            [
+                "tracking",
+                "median epoch (s)",
+                "epochs measured",
+                "overhead per epoch (ms)",
+                "server CPU per epoch (ms)",
+                "epoch wall / own compute, mean",
+            ],
+            [
+                [
+                    name,
+                    float(np.median(s)),
+                    len(s),
+                    1000 * float(np.median(s) - none),
+                    1000 * float(np.median(server_cpu[name])) if server_cpu.get(name) else "",
+                    float(np.mean(outside[name])) if outside.get(name) else "",
+                ]
+                for name, s in samples.items()
+            ],
+        )
+    )
     for arm in ARMS:
         target = TARGET if arm.default else ""
-        result.add_ratio(ratio(f"epoch time, {arm.name} / none", samples[arm.name],
-                               samples["none"], target))  # fmt: skip
+        result.add_ratio(
+            ratio(f"epoch time, {arm.name} / none", samples[arm.name], samples["none"], target)
+        )
     result.notes.append(
         "The last column pairs each epoch's wall time with the loop's own time for that "
         "epoch (mean over epochs): the share spent outside training, free of the machine's "

@@ -17,10 +17,30 @@ import numpy as np
 import torch
 
 MMIMDB_GENRES = (
-    "Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror",
-    "Documentary", "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History",
-    "Music", "Animation", "Musical", "Western", "Sport", "Short", "Film-Noir",
-)  # fmt: skip
+    "Drama",
+    "Comedy",
+    "Romance",
+    "Thriller",
+    "Crime",
+    "Action",
+    "Adventure",
+    "Horror",
+    "Documentary",
+    "Mystery",
+    "Sci-Fi",
+    "Fantasy",
+    "Family",
+    "Biography",
+    "War",
+    "History",
+    "Music",
+    "Animation",
+    "Musical",
+    "Western",
+    "Sport",
+    "Short",
+    "Film-Noir",
+)
 WORDS = ("heist", "love", "ghost", "war", "family", "space", "detective", "song", "horse", "dream")
 
 
@@ -74,12 +94,17 @@ def fuel_split_array(split_dict: dict[str, dict[str, tuple[int, int]]]) -> np.nd
     table = np.empty(
         len(split_dict) * len(sources),
         dtype=np.dtype(
-            [("split", "S", max(map(len, split_dict))), ("source", "S", max(map(len, sources))),
-             ("start", np.int64), ("stop", np.int64),
-             ("indices", h5py.special_dtype(ref=h5py.Reference)), ("available", np.bool_),
-             ("comment", "S", 1)]
+            [
+                ("split", "S", max(map(len, split_dict))),
+                ("source", "S", max(map(len, sources))),
+                ("start", np.int64),
+                ("stop", np.int64),
+                ("indices", h5py.special_dtype(ref=h5py.Reference)),
+                ("available", np.bool_),
+                ("comment", "S", 1),
+            ]
         ),
-    )  # fmt: skip
+    )
     for i, (split, source) in enumerate(product(split_dict, sources)):
         start, stop = split_dict[split].get(source, (0, 0))
         table[i]["split"] = split.encode()
@@ -143,8 +168,11 @@ def write_mmimdb_raw(
     for i, movie in enumerate(ids):
         genre = MMIMDB_GENRES[i % 5]
         words = rng.choice(WORDS, 12).tolist() + [genre.lower()]
-        meta = {"plot": [" ".join(words), "A second summary of the same film."],
-                "genres": [genre, "Talk-Show"], "title": f"Movie {i}"}  # fmt: skip
+        meta = {
+            "plot": [" ".join(words), "A second summary of the same film."],
+            "genres": [genre, "Talk-Show"],
+            "title": f"Movie {i}",
+        }
         (folder / f"{movie}.json").write_text(json.dumps(meta))
         size = (int(rng.integers(30, 60)), int(rng.integers(40, 90)))  # posters vary in size
         pixels = rng.integers(0, 256, (size[1], size[0], 3)).astype(np.uint8)
@@ -190,13 +218,17 @@ def mosi_content(
             audio[0, 0, 0] = -np.inf  # COVAREP's log-energy of silence
             content[split] = {
                 "raw_text": np.array([f"utterance {i}" for i in range(n)], dtype=object),
-                "audio": audio, "vision": vision, "id": np.array([f"v{i}" for i in range(n)], dtype=object),
-                "text": text, "text_bert": bert,
-                "audio_lengths": len_a.tolist(), "vision_lengths": len_v.tolist(),
+                "audio": audio,
+                "vision": vision,
+                "id": np.array([f"v{i}" for i in range(n)], dtype=object),
+                "text": text,
+                "text_bert": bert,
+                "audio_lengths": len_a.tolist(),
+                "vision_lengths": len_v.tolist(),
                 "annotations": np.array(["Neutral"] * n, dtype=object),
                 "classification_labels": (np.sign(labels) + 1).astype(np.float32),
                 "regression_labels": labels,
-            }  # fmt: skip
+            }
         else:
             text = np.zeros((n, 50, dt), np.float32)
             audio = np.zeros((n, 50, da), np.float32)
@@ -207,9 +239,12 @@ def mosi_content(
                 vision[i, 50 - lengths[i] :] = rng.normal(size=(lengths[i], dv))
             audio[0, -1, 0] = -np.inf
             content[split] = {
-                "vision": vision, "audio": audio, "text": text,
-                "labels": labels.reshape(n, 1, 1), "id": np.array([[f"v{i}"] for i in range(n)]),
-            }  # fmt: skip
+                "vision": vision,
+                "audio": audio,
+                "text": text,
+                "labels": labels.reshape(n, 1, 1),
+                "id": np.array([[f"v{i}"] for i in range(n)]),
+            }
     return content
 
 

@@ -93,8 +93,9 @@ def compose_config(
             )
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name=name, overrides=[*_search_path(), *overrides],
-                          return_hydra_config=True)  # fmt: skip
+            cfg = compose(
+                config_name=name, overrides=[*_search_path(), *overrides], return_hydra_config=True
+            )
         choices = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
         with open_dict(cfg):
             del cfg["hydra"]
@@ -194,9 +195,21 @@ def _explain(err: Exception, name: str) -> str:
     if "is not in struct" in cause_text and "full_key: " in cause_text:  # an unknown key
         key = cause_text.split("full_key: ", 1)[1].split()[0]
         return f"unknown config key {key!r} for {name}{_did_you_mean(key, name)}"
-    groups = ("data", "task", "model/fusion", "model/encoder", "model/head", "optim",
-              "scheduler", "trainer", "gradient", "imputation", "objective", "experiment",
-              "debug")  # fmt: skip
+    groups = (
+        "data",
+        "task",
+        "model/fusion",
+        "model/encoder",
+        "model/head",
+        "optim",
+        "scheduler",
+        "trainer",
+        "gradient",
+        "imputation",
+        "objective",
+        "experiment",
+        "debug",
+    )
     if message.startswith("Interpolation key 'data."):
         key = message.split("'")[1]
         return (

@@ -48,12 +48,16 @@ class MultirunParent(Callback):
         configure_tracking()
         use_experiment(config.tracking.experiment)
         hydra_cfg = config.hydra  # HydraConfig is set per job, not yet here
-        tags = {schema.STAGE: schema.STAGE_MULTIRUN, schema.DATASET: str(config.data.name),
-                schema.MULTIRUN_OVERRIDES: " ".join(redact_overrides(list(hydra_cfg.overrides.task)))}  # fmt: skip
+        tags = {
+            schema.STAGE: schema.STAGE_MULTIRUN,
+            schema.DATASET: str(config.data.name),
+            schema.MULTIRUN_OVERRIDES: " ".join(redact_overrides(list(hydra_cfg.overrides.task))),
+        }
         run = MlflowClient().create_run(
             os.environ["MLFLOW_EXPERIMENT_ID"],  # exported by use_experiment
-            run_name=f"multirun-{Path(hydra_cfg.sweep.dir).name}", tags=tags,
-        )  # fmt: skip
+            run_name=f"multirun-{Path(hydra_cfg.sweep.dir).name}",
+            tags=tags,
+        )
         self.run_id = run.info.run_id
         os.environ[PARENT_ENV] = self.run_id
         atexit.register(self._close, "FAILED")
@@ -105,14 +109,21 @@ def run_job(cfg: DictConfig) -> str:
             from tsp_mlflow.tracking import schema
             from tsp_mlflow.tracking.params import redact_overrides
 
-            tags = {schema.MULTIRUN_JOB: str(hydra_cfg.job.num),
-                    schema.MULTIRUN_OVERRIDES: " ".join(redact_overrides(list(hydra_cfg.overrides.task)))}  # fmt: skip
+            tags = {
+                schema.MULTIRUN_JOB: str(hydra_cfg.job.num),
+                schema.MULTIRUN_OVERRIDES: " ".join(
+                    redact_overrides(list(hydra_cfg.overrides.task))
+                ),
+            }
         run_id = recipe.run(parent_run_id=parent, tags=tags)
     except UserInputError as err:  # one clear line, as the other entry points print;
         print(f"tsp: error: {err}", file=sys.stderr)  # SystemExit passes Hydra's handler
         sys.exit(2)
-    print(f"multimodal run {run_id} finished (fusion {fusion}, condition {recipe.condition}, "
-          f"seed {cfg.seed})", flush=True)  # fmt: skip
+    print(
+        f"multimodal run {run_id} finished (fusion {fusion}, condition {recipe.condition}, "
+        f"seed {cfg.seed})",
+        flush=True,
+    )
     return run_id
 
 
@@ -120,8 +131,11 @@ def main() -> None:
     from tsp_mlflow.training.distributed import launched
 
     if launched().enabled:  # each rank would open its own multirun parent
-        print("tsp: error: tsp_mlflow.multirun runs in one process; torchrun launches "
-              "tsp_mlflow pretrain and multimodal (python -m tsp_mlflow ...)", file=sys.stderr)  # fmt: skip
+        print(
+            "tsp: error: tsp_mlflow.multirun runs in one process; torchrun launches "
+            "tsp_mlflow pretrain and multimodal (python -m tsp_mlflow ...)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     run_job()
 

@@ -41,14 +41,14 @@ class RunFlags:
 
 FLAG_HELP = {
     "dry_run": "check everything the command needs (config, data, encoder sources, "
-               "settings) and print what it would do; create no run",
+    "settings) and print what it would do; create no run",
     "skip_train": "no training: evaluate the model as built (e.g. pretrained encoders with an "
-                  "untrained fusion and head); registers nothing, analyses leave the run out",
+    "untrained fusion and head); registers nothing, analyses leave the run out",
     "skip_test": "train and validate only; no test metrics",
     "disable_monitoring": "no gradient/weight/activation statistics, no system metrics",
     "system_metrics": "log MLflow's system metrics (CPU, memory, disk, network; GPU when "
-                      "present) under system/ while training",
-}  # fmt: skip
+    "present) under system/ while training",
+}
 
 
 def _set_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -68,9 +68,14 @@ def run_flags(*names: str) -> Any:
     def decorate(command: Any) -> Any:
         for name in reversed(names or tuple(FLAG_HELP)):
             command = click.option(
-                f"--{name.replace('_', '-')}", name, is_flag=True, expose_value=False,
-                callback=_set_flag, help=FLAG_HELP[name], envvar=f"TSP_{name.upper()}",
-            )(command)  # fmt: skip
+                f"--{name.replace('_', '-')}",
+                name,
+                is_flag=True,
+                expose_value=False,
+                callback=_set_flag,
+                help=FLAG_HELP[name],
+                envvar=f"TSP_{name.upper()}",
+            )(command)
         return command
 
     return decorate

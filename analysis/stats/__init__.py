@@ -22,8 +22,23 @@ from analysis.stats.multiplicity import adjust_pvalues
 from analysis.stats.summary import iqm, mean_interval, summarize
 
 __all__ = [
-    "adjust_pvalues", "area_under_curve", "break_even", "compare_many",
-    "compare_time_to_threshold", "compare_two", "cost_summary", "cost_table", "curve_bands",
-    "efficiency", "first_epoch", "full_pattern", "fusion_gain", "higher_is_better", "iqm",
-    "mean_interval", "summarize", "time_to_threshold", "value_at_equal_compute",
-]  # fmt: skip
+    "adjust_pvalues",
+    "area_under_curve",
+    "break_even",
+    "compare_many",
+    "compare_time_to_threshold",
+    "compare_two",
+    "cost_summary",
+    "cost_table",
+    "curve_bands",
+    "efficiency",
+    "first_epoch",
+    "full_pattern",
+    "fusion_gain",
+    "higher_is_better",
+    "iqm",
+    "mean_interval",
+    "summarize",
+    "time_to_threshold",
+    "value_at_equal_compute",
+]

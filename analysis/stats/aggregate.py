@@ -19,10 +19,27 @@ from scipy import stats
 from analysis.stats.compare import higher_is_better
 
 AGGREGATE_COLUMNS = [
-    "metric", "tasks", "a", "b", "iqm_a", "iqm_a_low", "iqm_a_high", "iqm_b", "iqm_b_low",
-    "iqm_b_high", "iqm_delta", "iqm_delta_low", "iqm_delta_high", "p_improvement",
-    "p_improvement_low", "p_improvement_high", "n_runs_a", "n_runs_b", "run_ids_a", "run_ids_b",
-]  # fmt: skip
+    "metric",
+    "tasks",
+    "a",
+    "b",
+    "iqm_a",
+    "iqm_a_low",
+    "iqm_a_high",
+    "iqm_b",
+    "iqm_b_low",
+    "iqm_b_high",
+    "iqm_delta",
+    "iqm_delta_low",
+    "iqm_delta_high",
+    "p_improvement",
+    "p_improvement_low",
+    "p_improvement_high",
+    "n_runs_a",
+    "n_runs_b",
+    "run_ids_a",
+    "run_ids_b",
+]
 
 
 def aggregate_across_tasks(
@@ -54,26 +71,53 @@ def aggregate_across_tasks(
         if not per_task:
             continue
         point = _statistics(per_task, sign)
-        boot = np.array([
-            _statistics([(x[rng.integers(0, len(x), len(x))], y[rng.integers(0, len(y), len(y))])
-                         for x, y in per_task], sign)
-            for _ in range(resamples)
-        ])  # fmt: skip
+        boot = np.array(
+            [
+                _statistics(
+                    [
+                        (x[rng.integers(0, len(x), len(x))], y[rng.integers(0, len(y), len(y))])
+                        for x, y in per_task
+                    ],
+                    sign,
+                )
+                for _ in range(resamples)
+            ]
+        )
         tail = (1 - confidence) / 2
         low, high = np.quantile(boot, tail, axis=0), np.quantile(boot, 1 - tail, axis=0)
         used = group[group[arm].isin([a, b]) & group["value"].notna()]
-        ids = {name: ";".join(dict.fromkeys(map(str, used.loc[used[arm] == name, "run_id"])))
-               for name in (a, b)} if "run_id" in used else {a: "", b: ""}  # fmt: skip
-        rows.append({
-            **labels, "tasks": len(per_task), "a": a, "b": b,
-            "iqm_a": point[0], "iqm_a_low": low[0], "iqm_a_high": high[0],
-            "iqm_b": point[1], "iqm_b_low": low[1], "iqm_b_high": high[1],
-            "iqm_delta": point[2], "iqm_delta_low": low[2], "iqm_delta_high": high[2],
-            "p_improvement": point[3], "p_improvement_low": low[3], "p_improvement_high": high[3],
-            "n_runs_a": used.loc[used[arm] == a, "run_id"].nunique() if "run_id" in used else 0,
-            "n_runs_b": used.loc[used[arm] == b, "run_id"].nunique() if "run_id" in used else 0,
-            "run_ids_a": ids[a], "run_ids_b": ids[b],
-        })  # fmt: skip
+        ids = (
+            {
+                name: ";".join(dict.fromkeys(map(str, used.loc[used[arm] == name, "run_id"])))
+                for name in (a, b)
+            }
+            if "run_id" in used
+            else {a: "", b: ""}
+        )
+        rows.append(
+            {
+                **labels,
+                "tasks": len(per_task),
+                "a": a,
+                "b": b,
+                "iqm_a": point[0],
+                "iqm_a_low": low[0],
+                "iqm_a_high": high[0],
+                "iqm_b": point[1],
+                "iqm_b_low": low[1],
+                "iqm_b_high": high[1],
+                "iqm_delta": point[2],
+                "iqm_delta_low": low[2],
+                "iqm_delta_high": high[2],
+                "p_improvement": point[3],
+                "p_improvement_low": low[3],
+                "p_improvement_high": high[3],
+                "n_runs_a": used.loc[used[arm] == a, "run_id"].nunique() if "run_id" in used else 0,
+                "n_runs_b": used.loc[used[arm] == b, "run_id"].nunique() if "run_id" in used else 0,
+                "run_ids_a": ids[a],
+                "run_ids_b": ids[b],
+            }
+        )
     columns = [*by, *(c for c in AGGREGATE_COLUMNS if c not in by)]
     return pd.DataFrame(rows, columns=columns)
 
@@ -83,8 +127,10 @@ def _statistics(per_task: list[tuple[np.ndarray, np.ndarray]], sign: float) -> n
     pooled_a = np.concatenate([x for x, _ in per_task])
     pooled_b = np.concatenate([y for _, y in per_task])
     iqm_a, iqm_b = stats.trim_mean(pooled_a, 0.25), stats.trim_mean(pooled_b, 0.25)
-    improvement = np.mean([
-        np.mean((sign * x[:, None] > sign * y[None, :]) + 0.5 * (x[:, None] == y[None, :]))
-        for x, y in per_task
-    ])  # fmt: skip
+    improvement = np.mean(
+        [
+            np.mean((sign * x[:, None] > sign * y[None, :]) + 0.5 * (x[:, None] == y[None, :]))
+            for x, y in per_task
+        ]
+    )
     return np.array([iqm_a, iqm_b, iqm_a - iqm_b, improvement])

@@ -19,15 +19,22 @@ is better, equivalent or worse (a Student-t posterior on the mean difference).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 
 from analysis.errors import AnalysisInputError
+from analysis.stats.estimates import (
+    Estimate,
+    is_constant,
+    paired_estimate,
+    posterior,
+    sample_sd,
+    welch_estimate,
+)
 from analysis.stats.exact import (
     permutation_floor,
     sign_flip_floor,
@@ -35,6 +42,7 @@ from analysis.stats.exact import (
     studentized_permutation_p,
 )
 from analysis.stats.multiplicity import Correction, adjust_pvalues
+from analysis.stats.power import minimum_detectable_effect, needed_seeds, seeds_text
 from analysis.stats.sequential import (
     DOWN,
     INSIDE,
@@ -47,25 +55,66 @@ from analysis.stats.sequential import (
     repeated_p_value,
 )
 
-SEEDS_CAP = 10_000  # "need ≈N seeds" above this is reported as "> 10000"
 SYMMETRY_MIN_N = 8  # D'Agostino's skewness test needs 8 values
 # Metric names whose smaller values are better; everything else is higher-is-better.
 LOWER_IS_BETTER_SUFFIXES = ("loss", "mae", "error", "_s", "seconds")
 EQUIVALENT, INCONCLUSIVE = "equivalent", "inconclusive"
 
 COMPARE_COLUMNS = [
-    "a", "b", "design", "test", "n_a", "n_b", "n_pairs", "n_unmatched", "n_averaged",
-    "mean_a", "sd_a", "mean_b", "sd_b", "r_arms", "delta", "se", "ci_low", "ci_high",
-    "ci_level", "ci_low_unadjusted", "ci_high_unadjusted",
-    "effect_size", "effect_kind", "p_superiority", "ps_low", "ps_high",
-    "p_value", "p_adjusted", "correction", "alpha_row", "critical_t",
-    "p_exact", "exact_test", "p_floor", "exact_can_reach",
-    "prob_a_better", "prob_equivalent", "prob_b_better",
-    "mde", "seeds_needed", "seeds_needed_low", "seeds_needed_high", "p_decide_by_max",
-    "look", "n_looks", "decided_look", "decided_n",
-    "verdict", "verdict_detail", "warnings",
-    "run_ids_a", "run_ids_b", "run_ids_left_out",
-]  # fmt: skip
+    "a",
+    "b",
+    "design",
+    "test",
+    "n_a",
+    "n_b",
+    "n_pairs",
+    "n_unmatched",
+    "n_averaged",
+    "mean_a",
+    "sd_a",
+    "mean_b",
+    "sd_b",
+    "r_arms",
+    "delta",
+    "se",
+    "ci_low",
+    "ci_high",
+    "ci_level",
+    "ci_low_unadjusted",
+    "ci_high_unadjusted",
+    "effect_size",
+    "effect_kind",
+    "p_superiority",
+    "ps_low",
+    "ps_high",
+    "p_value",
+    "p_adjusted",
+    "correction",
+    "alpha_row",
+    "critical_t",
+    "p_exact",
+    "exact_test",
+    "p_floor",
+    "exact_can_reach",
+    "prob_a_better",
+    "prob_equivalent",
+    "prob_b_better",
+    "mde",
+    "seeds_needed",
+    "seeds_needed_low",
+    "seeds_needed_high",
+    "p_decide_by_max",
+    "look",
+    "n_looks",
+    "decided_look",
+    "decided_n",
+    "verdict",
+    "verdict_detail",
+    "warnings",
+    "run_ids_a",
+    "run_ids_b",
+    "run_ids_left_out",
+]
 
 
 def higher_is_better(metric: str) -> bool:
@@ -129,8 +178,18 @@ def compare_two(
     out = []
     for keys, sample in rows:
         better = higher_is_better(keys.get("metric", ""))
-        row = decide(sample, a=a, b=b, alpha_row=alpha_row, confidence=confidence, rope=rope,
-                     power=power, seed=seed, design=design, higher_better=better)  # fmt: skip
+        row = decide(
+            sample,
+            a=a,
+            b=b,
+            alpha_row=alpha_row,
+            confidence=confidence,
+            rope=rope,
+            power=power,
+            seed=seed,
+            design=design,
+            higher_better=better,
+        )
         out.append({**keys, **row})
     result = pd.DataFrame(out, columns=[*by, *COMPARE_COLUMNS])
     repeated = np.array([r.get("_p_repeated", np.nan) for r in out], dtype=float)
@@ -181,8 +240,16 @@ def prepare(
     base = {"n_a": len(ga), "n_b": len(gb)}
     if ga.empty or gb.empty:
         missing = a if ga.empty else b
-        return Sample("missing arm", np.array([]), np.array([]), **base, ids_a=ids(ga),
-                      ids_b=ids(gb), left_out=tuple(left_out), detail=f"no {missing} runs in this group")  # fmt: skip
+        return Sample(
+            "missing arm",
+            np.array([]),
+            np.array([]),
+            **base,
+            ids_a=ids(ga),
+            ids_b=ids(gb),
+            left_out=tuple(left_out),
+            detail=f"no {missing} runs in this group",
+        )
     if pair_on is not None and pair_on in ab:
         seeded = ab[ab[pair_on].notna()]
         wide = seeded.pivot_table(index=pair_on, columns=arm, values=value, aggfunc="mean")
@@ -193,37 +260,74 @@ def prepare(
             leave(ab[ab[pair_on].isna()], f"no {pair_on}: cannot be paired")
             leave(seeded[~seeded[pair_on].isin(wide.index)], f"no partner {pair_on}")
             return Sample(
-                "paired", wide[a].to_numpy(dtype=float), wide[b].to_numpy(dtype=float),
-                **base, n_unmatched=unmatched, n_averaged=len(matched) - 2 * len(wide),
-                ids_a=ids(matched[matched[arm] == a]), ids_b=ids(matched[matched[arm] == b]),
+                "paired",
+                wide[a].to_numpy(dtype=float),
+                wide[b].to_numpy(dtype=float),
+                **base,
+                n_unmatched=unmatched,
+                n_averaged=len(matched) - 2 * len(wide),
+                ids_a=ids(matched[matched[arm] == a]),
+                ids_b=ids(matched[matched[arm] == b]),
                 left_out=tuple(left_out),
-            )  # fmt: skip
+            )
     xa, xb = ga[value].to_numpy(dtype=float), gb[value].to_numpy(dtype=float)
     design = "welch" if len(xa) >= 2 and len(xb) >= 2 else "too few runs"
     detail = (
-        "" if design == "welch"
+        ""
+        if design == "welch"
         else f"at least 2 runs (or 2 {pair_on} pairs) per arm are needed for an interval"
-    )  # fmt: skip
-    return Sample(design, xa, xb, **base, ids_a=ids(ga), ids_b=ids(gb),
-                  left_out=tuple(left_out), detail=detail)  # fmt: skip
+    )
+    return Sample(
+        design,
+        xa,
+        xb,
+        **base,
+        ids_a=ids(ga),
+        ids_b=ids(gb),
+        left_out=tuple(left_out),
+        detail=detail,
+    )
 
 
 def decide(
-    s: Sample, *, a: str, b: str, alpha_row: float, confidence: float, rope: float,
-    power: float, seed: int, design: SequentialDesign | None, higher_better: bool,
-) -> dict[str, object]:  # fmt: skip
+    s: Sample,
+    *,
+    a: str,
+    b: str,
+    alpha_row: float,
+    confidence: float,
+    rope: float,
+    power: float,
+    seed: int,
+    design: SequentialDesign | None,
+    higher_better: bool,
+) -> dict[str, object]:
     """Every column of one row, from its sample."""
     row: dict[str, object] = {
-        "a": a, "b": b, "design": s.design, "n_a": s.n_a, "n_b": s.n_b, "n_pairs": 0,
-        "n_unmatched": s.n_unmatched, "n_averaged": s.n_averaged,
-        "run_ids_a": ";".join(s.ids_a), "run_ids_b": ";".join(s.ids_b),
-        "run_ids_left_out": ";".join(s.left_out), "alpha_row": alpha_row,
-        "verdict": INCONCLUSIVE, "verdict_detail": s.detail, "warnings": "",
-    }  # fmt: skip
+        "a": a,
+        "b": b,
+        "design": s.design,
+        "n_a": s.n_a,
+        "n_b": s.n_b,
+        "n_pairs": 0,
+        "n_unmatched": s.n_unmatched,
+        "n_averaged": s.n_averaged,
+        "run_ids_a": ";".join(s.ids_a),
+        "run_ids_b": ";".join(s.ids_b),
+        "run_ids_left_out": ";".join(s.left_out),
+        "alpha_row": alpha_row,
+        "verdict": INCONCLUSIVE,
+        "verdict_detail": s.detail,
+        "warnings": "",
+    }
     if not s.analysable:
         if len(s.xa) and len(s.xb):
-            row |= {"mean_a": float(s.xa.mean()), "mean_b": float(s.xb.mean()),
-                    "delta": float(s.xa.mean() - s.xb.mean()), "p_floor": 1.0}  # fmt: skip
+            row |= {
+                "mean_a": float(s.xa.mean()),
+                "mean_b": float(s.xb.mean()),
+                "delta": float(s.xa.mean() - s.xb.mean()),
+                "p_floor": 1.0,
+            }
         return row
     paired = s.design == "paired"
     est = paired_estimate(s.xa, s.xb) if paired else welch_estimate(s.xa, s.xb)
@@ -241,8 +345,9 @@ def decide(
     p_t = float(2 * stats.t.sf(t_abs, est.df)) if est.se > 0 else float(est.delta == 0)
     unadjusted = (
         stats.t.interval(confidence, est.df, loc=est.delta, scale=est.se)
-        if est.se > 0 else (est.delta, est.delta)
-    )  # fmt: skip
+        if est.se > 0
+        else (est.delta, est.delta)
+    )
     if paired:
         p_rep = repeated_p_value(t_abs, looks, spending, n_max, alpha_row)
     elif design is None:
@@ -261,82 +366,51 @@ def decide(
     level = float(2 * stats.t.sf(c, est.df)) if math.isfinite(c) else 0.0
     notes = _robustness(s, est, t_abs >= c, p_exact, floor, level, winner)
     row |= {
-        "n_pairs": n if paired else 0, "test": "paired t" if paired else "Welch t",
-        "mean_a": float(s.xa.mean()), "sd_a": _sd(s.xa), "mean_b": float(s.xb.mean()),
-        "sd_b": _sd(s.xb), "r_arms": est.r, "delta": est.delta, "se": est.se, "ci_low": float(low),
-        "ci_high": float(high), "ci_level": 1 - alpha_row,
-        "ci_low_unadjusted": float(unadjusted[0]), "ci_high_unadjusted": float(unadjusted[1]),
-        "effect_size": est.effect, "effect_kind": "d_z" if paired else "hedges_g",
-        "p_superiority": est.ps, "ps_low": est.ps_low, "ps_high": est.ps_high,
-        "p_value": p_t, "critical_t": c, "p_exact": p_exact, "exact_test": exact,
-        "p_floor": floor, "exact_can_reach": floor <= level, **posterior(est, rope, higher_better, a, b),
+        "n_pairs": n if paired else 0,
+        "test": "paired t" if paired else "Welch t",
+        "mean_a": float(s.xa.mean()),
+        "sd_a": sample_sd(s.xa),
+        "mean_b": float(s.xb.mean()),
+        "sd_b": sample_sd(s.xb),
+        "r_arms": est.r,
+        "delta": est.delta,
+        "se": est.se,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "ci_level": 1 - alpha_row,
+        "ci_low_unadjusted": float(unadjusted[0]),
+        "ci_high_unadjusted": float(unadjusted[1]),
+        "effect_size": est.effect,
+        "effect_kind": "d_z" if paired else "hedges_g",
+        "p_superiority": est.ps,
+        "ps_low": est.ps_low,
+        "ps_high": est.ps_high,
+        "p_value": p_t,
+        "critical_t": c,
+        "p_exact": p_exact,
+        "exact_test": exact,
+        "p_floor": floor,
+        "exact_can_reach": floor <= level,
+        **posterior(est, rope, higher_better, a, b),
         "mde": minimum_detectable_effect(n, est.sd_for_power, c, rope, power, paired=paired),
         **needed_seeds(est, rope, alpha_row, power, paired=paired),
         "p_decide_by_max": (
-            decision_probability(est.delta, est.sd_for_power, n, n_max,
-                                 crits_at_max(design, alpha_row), rope)
-            if design is not None and n < design.max and verdict == INCONCLUSIVE else math.nan
+            decision_probability(
+                est.delta, est.sd_for_power, n, n_max, crits_at_max(design, alpha_row), rope
+            )
+            if design is not None and n < design.max and verdict == INCONCLUSIVE
+            else math.nan
         ),
-        "look": len(looks), "n_looks": len(design.looks) if design else 1,
-        "decided_look": path.look, "decided_n": path.n, "verdict": verdict,
-        "warnings": " ".join(notes), "_p_repeated": p_rep,
-    }  # fmt: skip
+        "look": len(looks),
+        "n_looks": len(design.looks) if design else 1,
+        "decided_look": path.look,
+        "decided_n": path.n,
+        "verdict": verdict,
+        "warnings": " ".join(notes),
+        "_p_repeated": p_rep,
+    }
     row["verdict_detail"] = _detail(row, verdict, design)
     return row
-
-
-@dataclass
-class Estimate:
-    n: int  # pairs, or the smaller arm (the look's seed count)
-    delta: float
-    se: float
-    df: float
-    sd: float  # of the differences (paired) or pooled (Welch)
-    effect: float
-    r: float
-    ps: float
-    ps_low: float
-    ps_high: float
-    sd_for_power: float
-    welch_df: float = math.nan
-
-
-def paired_estimate(xa: np.ndarray, xb: np.ndarray) -> Estimate:
-    d = xa - xb
-    n = len(d)
-    delta, sd = float(d.mean()), float(d.std(ddof=1))
-    if _constant(d):  # every pair differs by the same amount: no spread, no t statistic
-        sd = 0.0
-    effect = delta / sd if sd > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
-    wins = float((d > 0).sum() + 0.5 * (d == 0).sum())
-    ps_low, ps_high = wilson_interval(wins, n)
-    return Estimate(n, delta, sd / math.sqrt(n), n - 1, sd, effect, _correlation(xa, xb),
-                    wins / n, ps_low, ps_high, sd)  # fmt: skip
-
-
-def welch_estimate(xa: np.ndarray, xb: np.ndarray) -> Estimate:
-    na, nb = len(xa), len(xb)
-    delta = float(xa.mean() - xb.mean())
-    va, vb = float(xa.var(ddof=1)), float(xb.var(ddof=1))
-    se = math.sqrt(va / na + vb / nb)
-    if se > 0 and (va > 0 or vb > 0):
-        df = (va / na + vb / nb) ** 2 / (
-            (va / na) ** 2 / max(na - 1, 1) + (vb / nb) ** 2 / max(nb - 1, 1)
-        )
-    else:
-        df, se = float(na + nb - 2), 0.0
-    pooled = math.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
-    j = 1.0 - 3.0 / (4.0 * (na + nb) - 9.0)  # Hedges' small-sample correction
-    effect = (
-        delta / pooled * j
-        if pooled > 0
-        else (0.0 if delta == 0 else math.copysign(math.inf, delta))
-    )
-    ps = float(((xa[:, None] > xb[None, :]) + 0.5 * (xa[:, None] == xb[None, :])).mean())
-    ps_low, ps_high = newcombe_auc_interval(ps, na, nb)
-    # Power figures for Welch: per-arm n with the arms' average variance.
-    return Estimate(min(na, nb), delta, se, df, pooled, effect, math.nan, ps, ps_low, ps_high,
-                    math.sqrt((va + vb) / 2), df)  # fmt: skip
 
 
 @dataclass
@@ -358,9 +432,13 @@ class Path:
 
 
 def _decision_path(
-    s: Sample, est: Estimate, looks: tuple[int, ...], crits: tuple[float, ...], rope: float,
+    s: Sample,
+    est: Estimate,
+    looks: tuple[int, ...],
+    crits: tuple[float, ...],
+    rope: float,
     paired: bool,
-) -> Path:  # fmt: skip
+) -> Path:
     """The first look whose interval decides the row: earlier looks use the first n_k
     pairs in seed order, as they were when that look happened."""
     stages = []
@@ -368,7 +446,7 @@ def _decision_path(
         d = s.xa - s.xb
         for k, (n_k, c) in enumerate(zip(looks, crits, strict=True)):
             part = d[:n_k]
-            sd = 0.0 if _constant(part) else float(part.std(ddof=1))
+            sd = 0.0 if is_constant(part) else float(part.std(ddof=1))
             stages.append((k + 1, n_k, float(part.mean()), sd / math.sqrt(n_k), c))
     else:  # one look, or Welch (the runs' order within an arm is not a design)
         stages.append((len(looks), est.n, est.delta, est.se, crits[-1]))
@@ -395,25 +473,15 @@ def crits_at_max(design: SequentialDesign, alpha_row: float) -> float:
     return critical_values(design.looks, alpha_row, design.spending, design.max)[-1]
 
 
-def posterior(est: Estimate, rope: float, higher_better: bool, a: str, b: str) -> dict[str, float]:
-    """P(a better), P(equivalent within ±ROPE), P(b better) under the Student-t posterior
-    of the mean difference (flat prior on the mean, Jeffreys on the scale): the Bayesian
-    correlated t-test of Benavoli et al. (2017) with correlation 0, as seeds are
-    independent replicates (Welch rows: the Welch–Satterthwaite approximation)."""
-    if est.se == 0:
-        above, below = float(est.delta > rope), float(est.delta < -rope)
-    else:
-        dist = stats.t(est.df, loc=est.delta, scale=est.se)
-        above, below = float(dist.sf(rope)), float(dist.cdf(-rope))
-    inside = max(0.0, 1.0 - above - below)
-    a_better, b_better = (above, below) if higher_better else (below, above)
-    return {"prob_a_better": a_better, "prob_equivalent": inside, "prob_b_better": b_better}
-
-
 def _robustness(
-    s: Sample, est: Estimate, t_decides: bool, p_exact: float, floor: float, level: float,
+    s: Sample,
+    est: Estimate,
+    t_decides: bool,
+    p_exact: float,
+    floor: float,
+    level: float,
     winner: str,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Warnings a reader must see: the exact test disagrees where it could agree, or the
     differences look skewed (both tests assume symmetry)."""
     notes = []
@@ -441,188 +509,10 @@ def _detail(row: dict[str, object], verdict: str, design: SequentialDesign | Non
             return f"decided at look {int(row['decided_look'])}, n={int(row['decided_n'])}; now {where}"
         return f"decided at {where}" if design else f"at n={n}"
     need, low, high = row["seeds_needed"], row["seeds_needed_low"], row["seeds_needed_high"]
-    text = f"need ≈{_seeds(need, n)} seeds (80% CI {_seeds(low, n)}–{_seeds(high, n)})"
+    text = f"need ≈{seeds_text(need, n)} seeds (80% CI {seeds_text(low, n)}–{seeds_text(high, n)})"
     if design and math.isfinite(float(row["p_decide_by_max"])):
         text += f"; P(decided by {design.max}) ≈ {float(row['p_decide_by_max']):.2f}"
     return f"{where}; {text}"
 
 
-def _seeds(value: float, n: int) -> str:
-    if not math.isfinite(value):
-        return "∞" if value > 0 or math.isnan(value) else "?"
-    return f"> {SEEDS_CAP}" if value > SEEDS_CAP else str(max(int(value), n + 1))
-
-
-SEEDS_CONFIDENCE = 0.8  # the interval around "need ≈N seeds"
-
-
-def needed_seeds(
-    est: Estimate, rope: float, alpha: float, power: float, *, paired: bool
-) -> dict[str, float]:
-    """Seeds a decision needs at the observed effect, and at the ends of an 80% interval
-    for the standardised effect (noncentral t; normal for Hedges' g): at n = 5 the
-    observed d_z alone is far too noisy to plan with (8 to 64 seeds for a true d = 1)."""
-    point = seeds_needed(est.delta, est.sd_for_power, rope, alpha, power, paired=paired)
-    if est.sd_for_power == 0 or not math.isfinite(est.effect):
-        return {"seeds_needed": point, "seeds_needed_low": point, "seeds_needed_high": point}
-    sign = 1.0 if est.delta >= 0 else -1.0
-    strong, weak = effect_bounds(est, paired=paired)  # |effect| bounds, strongest first
-    low = seeds_needed(sign * strong * est.sd_for_power, est.sd_for_power, rope, alpha, power,
-                       paired=paired)  # fmt: skip
-    high = (
-        seeds_needed(sign * weak * est.sd_for_power, est.sd_for_power, rope, alpha, power,
-                     paired=paired) if weak * est.sd_for_power > rope or abs(est.delta) <= rope
-        else math.inf
-    )  # fmt: skip
-    if abs(est.delta) <= rope:  # equivalence: a smaller |Δ| is the easier case
-        low, high = min(low, high, point), max(low, high, point)
-    return {"seeds_needed": point, "seeds_needed_low": min(low, point),
-            "seeds_needed_high": max(high, point)}  # fmt: skip
-
-
-def effect_bounds(est: Estimate, *, paired: bool) -> tuple[float, float]:
-    """(upper, lower) 80% confidence bounds of |standardised effect| in the observed
-    direction; the lower bound is clipped at 0."""
-    tail = (1 - SEEDS_CONFIDENCE) / 2
-    size = abs(est.effect)
-    if paired:
-        n = est.n
-        t_obs = size * math.sqrt(n)
-
-        width = 8.0 * math.sqrt(1.0 + t_obs**2 / (2 * (n - 1))) + 1.0
-
-        def bound(q: float) -> float:
-            def f(ncp: float) -> float:
-                return float(stats.nct.cdf(t_obs, n - 1, ncp)) - q
-
-            lo, hi = max(-50.0, t_obs - width), t_obs + width
-            try:
-                return optimize.brentq(f, lo, hi) / math.sqrt(n)
-            except ValueError:  # scipy's noncentral t gives NaN far in its tails
-                return math.nan
-
-        upper, lower = bound(tail), bound(1 - tail)
-        upper = size if math.isnan(upper) else upper
-        lower = 0.0 if math.isnan(lower) else lower
-    else:
-        se = math.sqrt(2 / est.n + size**2 / (4 * est.n))
-        z = stats.norm.isf(tail)
-        upper, lower = size + z * se, size - z * se
-    return float(upper), float(max(0.0, lower))
-
-
-def minimum_detectable_effect(
-    n: int, sd: float, critical: float, rope: float, power: float, *, paired: bool
-) -> float:
-    """Smallest |Δ| whose interval clears the ROPE with ``power`` at n seeds per arm, for
-    the row's own critical value (the verdict's test). Always finite for n ≥ 2."""
-    if n < 2 or not math.isfinite(sd):
-        return math.nan
-    if sd == 0:
-        return rope
-    df = n - 1 if paired else 2 * n - 2
-    scale = sd / math.sqrt(n) if paired else sd * math.sqrt(2 / n)
-    if not math.isfinite(critical):
-        return math.inf
-
-    def short(x: float) -> float:
-        return float(stats.nct.sf(critical, df, x)) - power
-
-    high = critical + 10.0
-    while not short(high) > 0:  # at 1-2 degrees of freedom the power rises slowly
-        high *= 2
-        if high > 1e6:
-            return math.inf
-    return float(rope + optimize.brentq(short, 0.0, high) * scale)
-
-
-def seeds_needed(
-    delta: float, sd: float, rope: float, alpha: float, power: float, *, paired: bool
-) -> float:
-    """Seeds per arm at which a fixed design's interval at level 1 − ``alpha`` decides the
-    row with ``power``, if the truth is ``delta`` with spread ``sd``: clearing the ROPE
-    when |delta| > ROPE, lying inside it otherwise. The smallest such n ≥ 2."""
-    if not (math.isfinite(delta) and math.isfinite(sd)):
-        return math.nan
-    size = abs(float(delta))
-    if sd == 0:
-        return 2.0 if size != rope else math.inf
-    if size == rope:
-        return math.inf
-
-    def achieved(n: int) -> float:
-        df = n - 1 if paired else 2 * n - 2
-        scale = sd / math.sqrt(n) if paired else sd * math.sqrt(2 / n)
-        c = stats.t.isf(alpha / 2, df)
-        if size > rope:
-            return float(stats.nct.sf(c, df, (size - rope) / scale))
-        # inside ±ROPE: the mean's interval must fit between the bounds (normal approximation)
-        return float(max(0.0, stats.norm.cdf((rope - size) / scale - c)
-                         - stats.norm.cdf((-rope - size) / scale + c)))  # fmt: skip
-
-    def enough(n: int) -> bool:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return achieved(n) >= power
-
-    low = 2
-    if enough(low):
-        return float(low)
-    high = 4
-    while not enough(high):
-        if high > SEEDS_CAP:
-            return math.inf
-        low, high = high, high * 2
-    while high - low > 1:  # power grows with n
-        mid = (low + high) // 2
-        low, high = (low, mid) if enough(mid) else (mid, high)
-    return float(high)
-
-
-def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion; honest at 0/n and n/n, unlike a bootstrap."""
-    if n == 0:
-        return float("nan"), float("nan")
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    p = successes / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def newcombe_auc_interval(
-    theta: float, m: int, n: int, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Newcombe's (2006) score interval, method 5, for P(A > B) from two samples.
-
-    It inverts the Hanley–McNeil variance with N* = (m + n)/2, so a perfect separation
-    (θ = 1) still gets a lower bound below 1.
-    """
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    n_star = (m + n) / 2
-
-    def gap(t: float) -> float:
-        var = t * (1 - t) / (m * n) * (1 + (n_star - 1) * ((1 - t) / (2 - t) + t / (1 + t)))
-        return (theta - t) ** 2 - z**2 * var
-
-    eps = 1e-12
-    low = 0.0 if theta <= eps else optimize.brentq(gap, 0.0, min(theta, 1 - 1e-9))
-    high = 1.0 if theta >= 1 - eps else optimize.brentq(gap, max(theta, 1e-9), 1.0)
-    return float(low), float(high)
-
-
-def _sd(x: np.ndarray) -> float:
-    return float(x.std(ddof=1)) if len(x) >= 2 else math.nan
-
-
-def _constant(x: np.ndarray) -> bool:
-    return bool(np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())))
-
-
-def _correlation(xa: np.ndarray, xb: np.ndarray) -> float:
-    if _constant(xa) or _constant(xb):
-        return float("nan")
-    return float(np.corrcoef(xa, xb)[0, 1])
-
-
-__all__ = ["compare_two", "higher_is_better", "sign_flip_p", "seeds_needed", "wilson_interval"]
+__all__ = ["compare_two", "higher_is_better", "sign_flip_p"]

@@ -35,9 +35,16 @@ def time_to_threshold(
     for run_id, run in curves.sort_values("epoch").groupby("run_id", sort=False):
         hit = run["value"] >= threshold if higher_better else run["value"] <= threshold
         at = run[hit].iloc[0] if hit.any() else run.iloc[-1]
-        rows.append({"run_id": run_id, arm: at[arm], "seed": at.get("seed"),
-                     "reached": bool(hit.any()), "epochs": int(at["epoch"]),
-                     "seconds": float(at["seconds"])})  # fmt: skip
+        rows.append(
+            {
+                "run_id": run_id,
+                arm: at[arm],
+                "seed": at.get("seed"),
+                "reached": bool(hit.any()),
+                "epochs": int(at["epoch"]),
+                "seconds": float(at["seconds"]),
+            }
+        )
     return pd.DataFrame(rows, columns=["run_id", arm, "seed", "reached", "epochs", "seconds"])
 
 
@@ -81,15 +88,30 @@ def compare_time_to_threshold(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ci = sf.confidence_interval(confidence)
-        for t, s, lo, hi in zip(sf.quantiles, sf.probabilities, ci.low.probabilities,
-                                ci.high.probabilities, strict=True):  # fmt: skip
-            curves.append({arm: name, "time": float(t), "survival": float(s),
-                           "ci_low": float(lo), "ci_high": float(hi), "run_ids": ids})  # fmt: skip
+        for t, s, lo, hi in zip(
+            sf.quantiles, sf.probabilities, ci.low.probabilities, ci.high.probabilities, strict=True
+        ):
+            curves.append(
+                {
+                    arm: name,
+                    "time": float(t),
+                    "survival": float(s),
+                    "ci_low": float(lo),
+                    "ci_high": float(hi),
+                    "run_ids": ids,
+                }
+            )
         below = sf.quantiles[sf.probabilities <= 0.5]
-        summary.append({arm: name, "n": len(times), "reached": int(reached.sum()),
-                        "censored": int((~reached).sum()),
-                        "median": float(below[0]) if len(below) else math.inf,
-                        "run_ids": ids})  # fmt: skip
+        summary.append(
+            {
+                arm: name,
+                "n": len(times),
+                "reached": int(reached.sum()),
+                "censored": int((~reached).sum()),
+                "median": float(below[0]) if len(below) else math.inf,
+                "run_ids": ids,
+            }
+        )
     events = sum(int(r["reached"]) for r in summary)
     if events == 0:
         statistic, p, note = float("nan"), float("nan"), "no run reached the threshold"
@@ -111,8 +133,15 @@ def area_under_curve(curves: pd.DataFrame, *, arm: str = "condition") -> pd.Data
     for run_id, run in curves.sort_values("epoch").groupby("run_id", sort=False):
         x, y = run["epoch"].to_numpy(dtype=float), run["value"].to_numpy(dtype=float)
         area = float(np.trapezoid(y, x) / (x[-1] - x[0])) if len(x) > 1 else float(y[0])
-        rows.append({"run_id": run_id, arm: run[arm].iloc[0], "seed": run["seed"].iloc[0],
-                     "value": area, "epochs": len(x)})  # fmt: skip
+        rows.append(
+            {
+                "run_id": run_id,
+                arm: run[arm].iloc[0],
+                "seed": run["seed"].iloc[0],
+                "value": area,
+                "epochs": len(x),
+            }
+        )
     return pd.DataFrame(rows, columns=["run_id", arm, "seed", "value", "epochs"])
 
 
@@ -143,7 +172,17 @@ def curve_bands(
     """Mean curve with a CI band per arm and epoch, plus Δ per epoch paired by seed; the
     epochs form one family, so ``p_adjusted < alpha`` marks a significant epoch."""
     bands = summarize(curves, by=(arm, "epoch"), confidence=confidence, seed=seed)
-    diffs = compare_two(curves, a=a, b=b, arm=arm, by=("epoch",), alpha=alpha,
-                        confidence=confidence, correction=correction, rope=rope, seed=seed)  # fmt: skip
+    diffs = compare_two(
+        curves,
+        a=a,
+        b=b,
+        arm=arm,
+        by=("epoch",),
+        alpha=alpha,
+        confidence=confidence,
+        correction=correction,
+        rope=rope,
+        seed=seed,
+    )
     diffs["significant"] = diffs["p_adjusted"] < alpha
     return CurveBands(bands, diffs)

@@ -14,9 +14,16 @@ import numpy as np
 import pandas as pd
 
 COST_COLUMNS = [
-    "run_id", "condition", "seed", "own_s", "pretrain_s", "pretrain_amortised_s",
-    "total_s", "total_amortised_s", "reuses",
-]  # fmt: skip
+    "run_id",
+    "condition",
+    "seed",
+    "own_s",
+    "pretrain_s",
+    "pretrain_amortised_s",
+    "total_s",
+    "total_amortised_s",
+    "reuses",
+]
 
 
 def cost_table(
@@ -111,10 +118,17 @@ def value_at_equal_compute(
             budget = min(finals[r] for r in group["run_id"].unique())
             for run_id, run in group.groupby("run_id"):
                 within = run[run["compute"] <= budget + 1e-9]
-                rows.append({"run_id": run_id, arm: run[arm].iloc[0], "seed": seed,
-                             "basis": basis, "budget_s": float(budget),
-                             "epochs": len(within),
-                             "value": float(within["value"].max()) if len(within) else np.nan})  # fmt: skip
+                rows.append(
+                    {
+                        "run_id": run_id,
+                        arm: run[arm].iloc[0],
+                        "seed": seed,
+                        "basis": basis,
+                        "budget_s": float(budget),
+                        "epochs": len(within),
+                        "value": float(within["value"].max()) if len(within) else np.nan,
+                    }
+                )
     return pd.DataFrame(
         rows, columns=["run_id", arm, "seed", "basis", "budget_s", "epochs", "value"]
     )
@@ -124,7 +138,10 @@ def efficiency(values: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
     """The thesis's efficiency ratio per run: metric value per minute of compute, on the
     run's own time, fully counted and amortised."""
     merged = values.merge(cost[["run_id", "own_s", "total_s", "total_amortised_s"]], on="run_id")
-    for column, name in (("own_s", "per_min_own"), ("total_s", "per_min_total"),
-                         ("total_amortised_s", "per_min_amortised")):  # fmt: skip
+    for column, name in (
+        ("own_s", "per_min_own"),
+        ("total_s", "per_min_total"),
+        ("total_amortised_s", "per_min_amortised"),
+    ):
         merged[name] = merged["value"] / (merged[column] / 60.0)
     return merged

@@ -71,18 +71,43 @@ def compare_many(
         chi2, p = _friedman(wide)
         q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
         cd = float(q * math.sqrt(k * (k + 1) / (6 * n)))
-        omnibus.append({**keys, "k": k, "n_blocks": n, "friedman_chi2": chi2, "p_value": p,
-                        "critical_difference": cd, "alpha": alpha})  # fmt: skip
+        omnibus.append(
+            {
+                **keys,
+                "k": k,
+                "n_blocks": n,
+                "friedman_chi2": chi2,
+                "p_value": p,
+                "critical_difference": cd,
+                "alpha": alpha,
+            }
+        )
         for c in arms:
-            ranks.append({**keys, arm: c, "avg_rank": float(avg[c]), "mean": float(wide[c].mean()),
-                          "sd": float(wide[c].std(ddof=1))})  # fmt: skip
+            ranks.append(
+                {
+                    **keys,
+                    arm: c,
+                    "avg_rank": float(avg[c]),
+                    "mean": float(wide[c].mean()),
+                    "sd": float(wide[c].std(ddof=1)),
+                }
+            )
         pairs = []
         for x, y in itertools.combinations(arms, 2):
             d = (wide[x] - wide[y]).to_numpy()
             sd = float(d.std(ddof=1))
-            pairs.append({**keys, "a": x, "b": y, "n_pairs": n, "delta": float(d.mean()),
-                          "effect_size": float(d.mean() / sd) if sd > 0 else _signed_inf(d.mean()),
-                          "p_value": sign_flip_p(d), "rank_gap": float(avg[x] - avg[y])})  # fmt: skip
+            pairs.append(
+                {
+                    **keys,
+                    "a": x,
+                    "b": y,
+                    "n_pairs": n,
+                    "delta": float(d.mean()),
+                    "effect_size": float(d.mean() / sd) if sd > 0 else _signed_inf(d.mean()),
+                    "p_value": sign_flip_p(d),
+                    "rank_gap": float(avg[x] - avg[y]),
+                }
+            )
         adjusted = adjust_pvalues([r["p_value"] for r in pairs], correction)
         for r, p_adj in zip(pairs, adjusted, strict=True):
             r["p_adjusted"] = float(p_adj)

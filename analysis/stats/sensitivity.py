@@ -57,10 +57,17 @@ def condition_summary(
         values = group["value"].to_numpy(float)
         ranked = np.sort(values)[::-1] if higher_is_better else np.sort(values)  # best first
         q1, q3 = np.percentile(values, [25, 75])
-        row = {"condition": condition, "n": len(values), "best": ranked[0],
-               "mean": values.mean(), "sd": values.std(ddof=1) if len(values) > 1 else np.nan,
-               "median": np.median(values), "iqr": q3 - q1, "range": np.ptp(values),
-               "mean_regret": group["regret"].mean()}  # fmt: skip
+        row = {
+            "condition": condition,
+            "n": len(values),
+            "best": ranked[0],
+            "mean": values.mean(),
+            "sd": values.std(ddof=1) if len(values) > 1 else np.nan,
+            "median": np.median(values),
+            "iqr": q3 - q1,
+            "range": np.ptp(values),
+            "mean_regret": group["regret"].mean(),
+        }
         for k in ks:
             row[f"best{k}_mean"] = ranked[:k].mean() if k <= len(ranked) else np.nan
         rows.append(row)
@@ -80,15 +87,36 @@ def main_effects(frame: pd.DataFrame, params: Sequence[str]) -> tuple[pd.DataFra
             if distinct <= LEVELS_MAX:
                 means = group.groupby(param)["value"].agg(["mean", "count"]).reset_index()
                 for _, level in means.iterrows():
-                    levels.append({"condition": condition, "param": param, "level": level[param],
-                                   "mean": level["mean"], "n": int(level["count"])})  # fmt: skip
-                effects.append({"condition": condition, "param": param, "kind": "range of level means",
-                                "effect": means["mean"].max() - means["mean"].min(), "p_value": np.nan})  # fmt: skip
+                    levels.append(
+                        {
+                            "condition": condition,
+                            "param": param,
+                            "level": level[param],
+                            "mean": level["mean"],
+                            "n": int(level["count"]),
+                        }
+                    )
+                effects.append(
+                    {
+                        "condition": condition,
+                        "param": param,
+                        "kind": "range of level means",
+                        "effect": means["mean"].max() - means["mean"].min(),
+                        "p_value": np.nan,
+                    }
+                )
             else:
                 x = pd.to_numeric(column, errors="coerce")
                 rho, p = stats.spearmanr(x, group["value"])
-                effects.append({"condition": condition, "param": param, "kind": "Spearman rho",
-                                "effect": float(rho), "p_value": float(p)})  # fmt: skip
+                effects.append(
+                    {
+                        "condition": condition,
+                        "param": param,
+                        "kind": "Spearman rho",
+                        "effect": float(rho),
+                        "p_value": float(p),
+                    }
+                )
     return pd.DataFrame(effects), pd.DataFrame(levels)
 
 
@@ -101,7 +129,10 @@ def robustness_curve(frame: pd.DataFrame, points: int = 101) -> pd.DataFrame:
     for condition, group in frame.groupby("condition", sort=False):
         r = np.sort(group["regret"].to_numpy(float))
         fraction = np.searchsorted(r, deltas + 1e-12, side="right") / len(r)
-        rows += [{"condition": condition, "delta": d, "fraction": f} for d, f in zip(deltas, fraction, strict=True)]  # fmt: skip
+        rows += [
+            {"condition": condition, "delta": d, "fraction": f}
+            for d, f in zip(deltas, fraction, strict=True)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -127,17 +158,33 @@ def compare_sensitivity(
     ga, gb = frame[frame.condition == a], frame[frame.condition == b]
     rng = np.random.default_rng(seed)
     paired = (
-        ga["config"].is_unique and gb["config"].is_unique
-        and set(ga["config"]) == set(gb["config"]) and len(ga) >= 2
-    )  # fmt: skip
-    row: dict[str, object] = {"a": a, "b": b, "n_a": len(ga), "n_b": len(gb),
-                              "mean_regret_a": ga["regret"].mean(), "mean_regret_b": gb["regret"].mean(),
-                              "paired": paired}  # fmt: skip
+        ga["config"].is_unique
+        and gb["config"].is_unique
+        and set(ga["config"]) == set(gb["config"])
+        and len(ga) >= 2
+    )
+    row: dict[str, object] = {
+        "a": a,
+        "b": b,
+        "n_a": len(ga),
+        "n_b": len(gb),
+        "mean_regret_a": ga["regret"].mean(),
+        "mean_regret_b": gb["regret"].mean(),
+        "paired": paired,
+    }
     if len(ga) < 2 or len(gb) < 2:
-        return {**row, "delta_regret": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-                "test": "none (fewer than 2 trials)", "p_value": np.nan,
-                "delta_iqr": np.nan, "iqr_ci_low": np.nan, "iqr_ci_high": np.nan,
-                "spread_test_p": np.nan}  # fmt: skip
+        return {
+            **row,
+            "delta_regret": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "test": "none (fewer than 2 trials)",
+            "p_value": np.nan,
+            "delta_iqr": np.nan,
+            "iqr_ci_low": np.nan,
+            "iqr_ci_high": np.nan,
+            "spread_test_p": np.nan,
+        }
 
     def mean_regret(values: np.ndarray) -> np.ndarray:  # over the last axis
         best = values.max(axis=-1) if higher_is_better else values.min(axis=-1)
@@ -165,14 +212,16 @@ def compare_sensitivity(
     constant = np.ptp(va) == 0 and np.ptp(vb) == 0
     row.update(
         delta_regret=float(mean_regret(va) - mean_regret(vb)),
-        ci_low=float(np.quantile(boot, tail)), ci_high=float(np.quantile(boot, 1 - tail)),
-        test=test, p_value=p,
+        ci_low=float(np.quantile(boot, tail)),
+        ci_high=float(np.quantile(boot, 1 - tail)),
+        test=test,
+        p_value=p,
         delta_iqr=float(_iqr(va) - _iqr(vb)),
         iqr_ci_low=float(np.quantile(boot_iqr, tail)),
         iqr_ci_high=float(np.quantile(boot_iqr, 1 - tail)),
         # Brown-Forsythe: Levene's test around the median.
         spread_test_p=1.0 if constant else float(stats.levene(va, vb, center="median").pvalue),
-    )  # fmt: skip
+    )
     return row
 
 
@@ -194,9 +243,13 @@ def sensitivity(
     data = regrets(frame, higher_is_better=higher_is_better)
     conditions = list(dict.fromkeys(data["condition"]))
     ref = reference or ("scratch" if "scratch" in conditions else conditions[0])
-    rows = [compare_sensitivity(data, a=c, b=ref, higher_is_better=higher_is_better,
-                                confidence=confidence, seed=seed)
-            for c in conditions if c != ref]  # fmt: skip
+    rows = [
+        compare_sensitivity(
+            data, a=c, b=ref, higher_is_better=higher_is_better, confidence=confidence, seed=seed
+        )
+        for c in conditions
+        if c != ref
+    ]
     comparisons = pd.DataFrame(rows)
     if len(comparisons):
         p = comparisons["p_value"].to_numpy(float)
@@ -207,10 +260,15 @@ def sensitivity(
         comparisons["p_adjusted"] = adjusted
     effects, levels = main_effects(data, params)
     return Sensitivity(
-        summary=condition_summary(data, higher_is_better=higher_is_better), effects=effects, levels=levels,
-        comparisons=comparisons, robustness=robustness_curve(data), regrets=data,
-        params=list(params), higher_is_better=higher_is_better,
-    )  # fmt: skip
+        summary=condition_summary(data, higher_is_better=higher_is_better),
+        effects=effects,
+        levels=levels,
+        comparisons=comparisons,
+        robustness=robustness_curve(data),
+        regrets=data,
+        params=list(params),
+        higher_is_better=higher_is_better,
+    )
 
 
 def verdict(row: pd.Series | dict, alpha: float = 0.05) -> str:
@@ -224,11 +282,15 @@ def verdict(row: pd.Series | dict, alpha: float = 0.05) -> str:
     elif row["ci_low"] > 0 and p < alpha:
         word = "more sensitive"
     else:
-        return (f"{a} vs {b}: no clear difference in sensitivity (mean regret "
-                f"{row['mean_regret_a']:.4g} vs {row['mean_regret_b']:.4g}).")  # fmt: skip
-    return (f"{a} is {word} to its hyperparameters than {b}: mean regret "
-            f"{row['mean_regret_a']:.4g} vs {row['mean_regret_b']:.4g} "
-            f"(Δ {row['delta_regret']:+.4g}, CI [{row['ci_low']:+.4g}, {row['ci_high']:+.4g}], p={p:.3g}).")  # fmt: skip
+        return (
+            f"{a} vs {b}: no clear difference in sensitivity (mean regret "
+            f"{row['mean_regret_a']:.4g} vs {row['mean_regret_b']:.4g})."
+        )
+    return (
+        f"{a} is {word} to its hyperparameters than {b}: mean regret "
+        f"{row['mean_regret_a']:.4g} vs {row['mean_regret_b']:.4g} "
+        f"(Δ {row['delta_regret']:+.4g}, CI [{row['ci_low']:+.4g}, {row['ci_high']:+.4g}], p={p:.3g})."
+    )
 
 
 def _iqr(x: np.ndarray) -> np.ndarray:

@@ -129,8 +129,11 @@ class SequentialDesign:
 
     def describe(self) -> str:
         looks = self.looks
-        shown = (", ".join(map(str, looks)) if len(looks) <= 6
-                 else f"{looks[0]}, {looks[1]}, …, {looks[-1]}")  # fmt: skip
+        shown = (
+            ", ".join(map(str, looks))
+            if len(looks) <= 6
+            else f"{looks[0]}, {looks[1]}, …, {looks[-1]}"
+        )
         return (
             f"group-sequential, {self.spending.replace('_', '-')} spending, looks at {shown} seeds"
         )
@@ -272,8 +275,11 @@ def decision_probability(delta, sd, n, n_max: int, c_max: float, rope: float):  
         spread = sd * np.sqrt(np.maximum(n_max - n, 0.0)) / n_max  # sd of the final mean
         up = stats.norm.sf((rope + half - delta) / spread)
         down = stats.norm.cdf((-rope - half - delta) / spread)
-        inside = np.maximum(0.0, stats.norm.cdf((rope - half - delta) / spread)
-                            - stats.norm.cdf((-rope + half - delta) / spread))  # fmt: skip
+        inside = np.maximum(
+            0.0,
+            stats.norm.cdf((rope - half - delta) / spread)
+            - stats.norm.cdf((-rope + half - delta) / spread),
+        )
         p = np.minimum(1.0, up + down + inside)
     # No spread: the interval is the point Δ̂ at every look, so it decides now or never.
     point = np.asarray(interval_decision(delta, delta, rope)) != UNDECIDED

@@ -55,9 +55,13 @@ class Simulation:
 
 
 def differences(
-    rng: np.random.Generator, reps: int, deltas: np.ndarray, n: int, corr: float,
+    rng: np.random.Generator,
+    reps: int,
+    deltas: np.ndarray,
+    n: int,
+    corr: float,
     distribution: Distribution,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """(reps, m, n) paired differences with unit spread, means ``deltas``, and correlation
     ``corr`` between rows of one seed (accuracy and F1 of one model move together)."""
     m = len(deltas)
@@ -149,21 +153,39 @@ def operating_characteristics(
     rows, every look taken) and, for Δ = 0.5, 1, 2 sd on two correlated headline rows,
     power, mean seeds and the coverage of every row's interval at the stop."""
     table = []
-    no_futility = SequentialDesign(min=design.min, step=design.step, max=design.max,
-                                   spending=design.spending, futility=0.0)  # fmt: skip
-    for rule, label in (("sequential", "repeated CIs (seeds=auto)"),
-                        ("naive", "naive peeking: fixed-n intervals at every look"),
-                        ("fixed", f"fixed design, {design.max} seeds")):  # fmt: skip
-        aa = simulate(no_futility, [0.0] * rows, reps=reps, headline=range(rows), seed=seed,
-                      rule=rule)  # type: ignore[arg-type]  # fmt: skip
+    no_futility = SequentialDesign(
+        min=design.min, step=design.step, max=design.max, spending=design.spending, futility=0.0
+    )
+    for rule, label in (
+        ("sequential", "repeated CIs (seeds=auto)"),
+        ("naive", "naive peeking: fixed-n intervals at every look"),
+        ("fixed", f"fixed design, {design.max} seeds"),
+    ):
+        aa = simulate(
+            no_futility, [0.0] * rows, reps=reps, headline=range(rows), seed=seed, rule=rule
+        )  # type: ignore[arg-type]
         row: dict[str, object] = {"rule": label, "A/A FWER": aa.any_difference()}
         for distribution in ("skewed", "heavy"):
-            other = simulate(no_futility, [0.0] * rows, reps=reps, headline=range(rows),
-                             seed=seed + 1, rule=rule, distribution=distribution)  # type: ignore[arg-type]  # fmt: skip
+            other = simulate(
+                no_futility,
+                [0.0] * rows,
+                reps=reps,
+                headline=range(rows),
+                seed=seed + 1,
+                rule=rule,
+                distribution=distribution,
+            )  # type: ignore[arg-type]
             row[f"A/A FWER, {distribution}"] = other.any_difference()
         for delta in (0.5, 1.0, 2.0):
-            sim = simulate(design, [delta, delta] + [0.0] * (rows - 2), reps=reps,
-                           headline=(0, 1), corr=0.9, seed=seed + 2, rule=rule)  # type: ignore[arg-type]  # fmt: skip
+            sim = simulate(
+                design,
+                [delta, delta] + [0.0] * (rows - 2),
+                reps=reps,
+                headline=(0, 1),
+                corr=0.9,
+                seed=seed + 2,
+                rule=rule,
+            )  # type: ignore[arg-type]
             row[f"power Δ={delta:g}"] = sim.power(0)
             row[f"mean seeds Δ={delta:g}"] = float(sim.stop_n.mean())
             row[f"coverage Δ={delta:g}"] = sim.coverage()

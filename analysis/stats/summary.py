@@ -13,8 +13,7 @@ from scipy import stats
 BOOTSTRAP_MIN_N = 20
 CIMethod = Literal["auto", "t", "bootstrap"]
 
-SUMMARY_COLUMNS = ["n", "mean", "sd", "median", "iqm", "ci_low", "ci_high", "ci_method",
-                   "run_ids"]  # fmt: skip
+SUMMARY_COLUMNS = ["n", "mean", "sd", "median", "iqm", "ci_low", "ci_high", "ci_method", "run_ids"]
 
 
 def iqm(values: Sequence[float] | np.ndarray) -> float:
@@ -48,8 +47,10 @@ def mean_interval(
     if method == "t" or (method == "auto" and n < BOOTSTRAP_MIN_N):
         low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=stats.sem(x))
         return float(low), float(high), "t"
-    return (*bootstrap_interval(x, np.mean, confidence=confidence, n_resamples=n_resamples,
-                                seed=seed), "bootstrap")  # fmt: skip
+    return (
+        *bootstrap_interval(x, np.mean, confidence=confidence, n_resamples=n_resamples, seed=seed),
+        "bootstrap",
+    )
 
 
 def bootstrap_interval(
@@ -63,9 +64,15 @@ def bootstrap_interval(
     """BCa bootstrap CI of ``statistic(x)``, percentile when BCa is undefined."""
     for method in ("BCa", "percentile"):
         result = stats.bootstrap(
-            (x,), statistic, confidence_level=confidence, n_resamples=n_resamples,
-            method=method, rng=np.random.default_rng(seed), vectorized=True, axis=-1,
-        )  # fmt: skip
+            (x,),
+            statistic,
+            confidence_level=confidence,
+            n_resamples=n_resamples,
+            method=method,
+            rng=np.random.default_rng(seed),
+            vectorized=True,
+            axis=-1,
+        )
         low, high = result.confidence_interval
         if np.isfinite(low) and np.isfinite(high):
             return float(low), float(high)

@@ -16,8 +16,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-VARIANCE_COLUMNS = ["n", "delta", "se_seeds", "se_test_set", "se_total", "test_set_share",
-                    "resamples", "run_ids_a", "run_ids_b"]  # fmt: skip
+VARIANCE_COLUMNS = [
+    "n",
+    "delta",
+    "se_seeds",
+    "se_test_set",
+    "se_total",
+    "test_set_share",
+    "resamples",
+    "run_ids_a",
+    "run_ids_b",
+]
 
 
 def variance_components(
@@ -52,10 +61,18 @@ def variance_components(
         se_test = float(np.nanstd(replicates, ddof=1))
         se_seeds = float(r["se"])
         total = math.sqrt(se_seeds**2 + se_test**2)
-        rows.append({**{k: r[k] for k in by}, "n": r["n_pairs"] or min(r["n_a"], r["n_b"]),
-                     "delta": r["delta"], "se_seeds": se_seeds, "se_test_set": se_test,
-                     "se_total": total,
-                     "test_set_share": se_test**2 / total**2 if total > 0 else math.nan,
-                     "resamples": arms[0].shape[1], "run_ids_a": r["run_ids_a"],
-                     "run_ids_b": r["run_ids_b"]})  # fmt: skip
+        rows.append(
+            {
+                **{k: r[k] for k in by},
+                "n": r["n_pairs"] or min(r["n_a"], r["n_b"]),
+                "delta": r["delta"],
+                "se_seeds": se_seeds,
+                "se_test_set": se_test,
+                "se_total": total,
+                "test_set_share": se_test**2 / total**2 if total > 0 else math.nan,
+                "resamples": arms[0].shape[1],
+                "run_ids_a": r["run_ids_a"],
+                "run_ids_b": r["run_ids_b"],
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, *VARIANCE_COLUMNS])

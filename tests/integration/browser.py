@@ -35,10 +35,23 @@ def chromium() -> str:
 def tsp_ui(store: str, folder: Path, env: dict[str, str]) -> Iterator[str]:
     """`tsp ui` as a user starts it; yields the URL it printed; Ctrl-C (SIGINT) stops it."""
     port = free_port()
-    cmd = [str(Path(sys.executable).parent / "tsp"), "ui", "--backend-store-uri", store,
-           "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, cwd=folder, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    cmd = [
+        str(Path(sys.executable).parent / "tsp"),
+        "ui",
+        "--backend-store-uri",
+        store,
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # printed once the server answers
@@ -89,8 +102,10 @@ def check_experiment_page(
                 expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
             page.screenshot(path=str(screenshot.with_suffix(".runs.png")))
             for run_id, path in figures:
-                page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}",
-                          wait_until="load")  # fmt: skip
+                page.goto(
+                    f"{url}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}",
+                    wait_until="load",
+                )
                 image = page.get_by_role("img", name=path, exact=True)
                 expect(image).to_be_visible()
                 page.wait_for_function(

@@ -23,8 +23,19 @@ def mlflow_run(
     entry: str, params: dict[str, object], env: dict[str, str], timeout: int = 600
 ) -> subprocess.CompletedProcess[str]:
     """`mlflow run <repo> -e <entry> --env-manager local -P k=v ...`, as a user types it."""
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
-           "--experiment-name", "avdigits"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        entry,
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "avdigits",
+    ]
     for key, value in params.items():
         cmd += ["-P", f"{key}={value}"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -91,8 +102,12 @@ def check_pipeline_tree(
         assert client.get_run(run_id).data.params["optim.lr"]  # the resolved config as params
 
     fusion = [r for r in kids if r.data.tags[schema.STAGE] == "multimodal"]
-    by_condition = {c: sorted(int(r.data.tags[schema.SEED]) for r in fusion if r.data.tags[schema.CONDITION] == c)
-                    for c in ("scratch", "pretrained")}  # fmt: skip
+    by_condition = {
+        c: sorted(
+            int(r.data.tags[schema.SEED]) for r in fusion if r.data.tags[schema.CONDITION] == c
+        )
+        for c in ("scratch", "pretrained")
+    }
     assert by_condition == {"scratch": list(range(seeds)), "pretrained": list(range(seeds))}
     for run in fusion:
         tags = run.data.tags
@@ -129,9 +144,12 @@ def check_pipeline_tree(
     check_analysis_run(client, analysis, seeds=seeds, patterns=patterns, headline=headline)
 
 
-TASK_FIGURES = {"multiclass": schema.CONFUSION_FIGURE, "sentiment3": schema.CONFUSION_FIGURE,
-                "multilabel": schema.MULTILABEL_FIGURE,
-                "sentiment_regression": schema.REGRESSION_FIGURE}  # fmt: skip
+TASK_FIGURES = {
+    "multiclass": schema.CONFUSION_FIGURE,
+    "sentiment3": schema.CONFUSION_FIGURE,
+    "multilabel": schema.MULTILABEL_FIGURE,
+    "sentiment_regression": schema.REGRESSION_FIGURE,
+}
 
 
 def assert_png(client: MlflowClient, run_id: str, path: str) -> tuple[int, int]:
@@ -169,12 +187,21 @@ def check_analysis_run(
 ) -> None:
     """The analysis run's artifacts exist, and every number in its table traces to runs."""
     files = artifact_paths(client, analysis.info.run_id)
-    assert {schema.ANALYSIS_TABLE_ARTIFACT, schema.ANALYSIS_REPORT_ARTIFACT, schema.ANALYSIS_LATEX_ARTIFACT,
-            schema.ANALYSIS_META_ARTIFACT, schema.ANALYSIS_COMPARISON_CSV, schema.ANALYSIS_VALUES_CSV,
-            schema.ANALYSIS_FOREST_FIGURE, "analysis/figures/cost.png",
-            "analysis/tables/variance.csv", "analysis/tables/aggregate.csv"} <= files  # fmt: skip
-    variance = pd.read_csv(client.download_artifacts(analysis.info.run_id,
-                                                     "analysis/tables/variance.csv"))  # fmt: skip
+    assert {
+        schema.ANALYSIS_TABLE_ARTIFACT,
+        schema.ANALYSIS_REPORT_ARTIFACT,
+        schema.ANALYSIS_LATEX_ARTIFACT,
+        schema.ANALYSIS_META_ARTIFACT,
+        schema.ANALYSIS_COMPARISON_CSV,
+        schema.ANALYSIS_VALUES_CSV,
+        schema.ANALYSIS_FOREST_FIGURE,
+        "analysis/figures/cost.png",
+        "analysis/tables/variance.csv",
+        "analysis/tables/aggregate.csv",
+    } <= files
+    variance = pd.read_csv(
+        client.download_artifacts(analysis.info.run_id, "analysis/tables/variance.csv")
+    )
     assert len(variance) and (variance["se_test_set"] >= 0).all()  # every row: the test set's part
     png = Path(
         client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_FOREST_FIGURE)
@@ -187,14 +214,20 @@ def check_analysis_run(
     assert sorted(set(table["metric"])) == sorted(headline)
     for row in table.to_dict("records"):
         key = f"test/{row['pattern']}/{row['metric']}"
-        arms = [[client.get_run(r).data.metrics[key] for r in row[f"run_ids_{arm}"].split(";")]
-                for arm in ("a", "b")]  # fmt: skip
+        arms = [
+            [client.get_run(r).data.metrics[key] for r in row[f"run_ids_{arm}"].split(";")]
+            for arm in ("a", "b")
+        ]
         assert len(arms[0]) == len(arms[1]) == seeds
         assert row["delta"] == pytest.approx(sum(arms[0]) / seeds - sum(arms[1]) / seeds)
         assert analysis.data.metrics[f"delta/{key}"] == pytest.approx(row["delta"])
         assert analysis.data.metrics[f"n_pairs/{key}"] == seeds
-        assert row["verdict"] in ("pretrained better", "scratch better", "equivalent",
-                                  "inconclusive")  # fmt: skip
+        assert row["verdict"] in (
+            "pretrained better",
+            "scratch better",
+            "equivalent",
+            "inconclusive",
+        )
     report = Path(
         client.download_artifacts(analysis.info.run_id, schema.ANALYSIS_REPORT_ARTIFACT)
     ).read_text()

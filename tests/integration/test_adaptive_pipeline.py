@@ -18,8 +18,10 @@ from tsp_mlflow.tracking import schema
 pytestmark = pytest.mark.integration
 # Narrow, fast models; rope 0 and no futility: nothing can be decided early (equivalence
 # needs a ROPE), so the study takes every look of seeds.min=2 .. seeds.max=4.
-SMALL = ("debug=tiny representations=false model.encoders.audio.width=4 "
-         "model.encoders.image.width=4 trainer.batch_size=128")  # fmt: skip
+SMALL = (
+    "debug=tiny representations=false model.encoders.audio.width=4 "
+    "model.encoders.image.width=4 trainer.batch_size=128"
+)
 EVERY_LOOK = f"{SMALL} seeds.min=2 seeds.max=4 seeds.futility=0 analysis.rope=0"
 
 
@@ -42,8 +44,11 @@ def check_adaptive_tree(client: MlflowClient, parent: Run, looks: list[int]) -> 
     analyses = looks_of(client, parent.info.run_id)
     assert sorted(analyses) == list(range(1, len(looks) + 1))
     assert all(len(found) == 1 for found in analyses.values())  # no look analysed twice
-    cells = [r for r in children(client, parent.info.run_id)
-             if r.data.tags[schema.STAGE] == schema.STAGE_MULTIMODAL]  # fmt: skip
+    cells = [
+        r
+        for r in children(client, parent.info.run_id)
+        if r.data.tags[schema.STAGE] == schema.STAGE_MULTIMODAL
+    ]
     keys = sorted((r.data.tags[schema.CONDITION], int(r.data.tags[schema.SEED])) for r in cells)
     assert keys == sorted((c, s) for c in ("pretrained", "scratch") for s in range(looks[-1]))
     assert all(r.info.status == "FINISHED" for r in cells)
@@ -103,9 +108,16 @@ def test_a_grid_stops_each_stratum_on_its_own(
     """Two fusion strata; the futility rule (threshold 0.99: almost surely hopeless) stops
     both at the first look, each for its own reason, and the parent says how many."""
     client = MlflowClient(tracking_uri)
-    main(["pipeline", "--epochs", "1", "--overrides",
-          f"{SMALL} grid.fusions=[concat,sum] seeds.min=2 seeds.max=4 seeds.futility=0.99 "
-          "analysis.rope=0"])  # fmt: skip
+    main(
+        [
+            "pipeline",
+            "--epochs",
+            "1",
+            "--overrides",
+            f"{SMALL} grid.fusions=[concat,sum] seeds.min=2 seeds.max=4 seeds.futility=0.99 "
+            "analysis.rope=0",
+        ]
+    )
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     tags = client.get_run(parent.info.run_id).data.tags
     assert tags[schema.SEEDS_LOOKS] == "2" and tags[schema.SEEDS_USED] == "2"

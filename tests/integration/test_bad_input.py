@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from tests.integration.flow import mlflow_run, runs
 from tsp_mlflow.cli import main
+from tsp_mlflow.config import group_options
 from tsp_mlflow.models import SmallCNN
 from tsp_mlflow.models.serialization import encoder_spec, save_encoder
 from tsp_mlflow.tracking import schema
@@ -49,28 +50,81 @@ def encoder_run(tmp_path: Path, modality: str, *, weights_width: int = 16) -> st
 
 
 CASES = [
-    (["pretrain", "--dataset", "imagenet", "--modality", "audio"], "unknown dataset 'imagenet' (-P dataset); choose one of avdigits"),
-    (["pretrain", "--modality", "text"], "unknown modality 'text' for dataset 'avdigits'; choose one of audio, image"),
-    (["multimodal", "--fusion", "blend"], "unknown fusion 'blend' (-P fusion); choose one of attention, avg, concat, gated, max, sum"),
+    (
+        ["pretrain", "--dataset", "imagenet", "--modality", "audio"],
+        "unknown dataset 'imagenet' (-P dataset); choose one of avdigits",
+    ),
+    (
+        ["pretrain", "--modality", "text"],
+        "unknown modality 'text' for dataset 'avdigits'; choose one of audio, image",
+    ),
+    (
+        ["multimodal", "--fusion", "blend"],
+        f"unknown fusion 'blend' (-P fusion); choose one of {', '.join(group_options('model/fusion'))}",
+    ),
     (["multimodal", "--encoders", "audio:scratch"], "malformed encoders='audio:scratch'"),
-    (["multimodal", "--encoders", "audio=run:0123abcd"], "encoder run '0123abcd' (from 'run:0123abcd') does not exist"),
-    (["multimodal", "--encoders", "image=models:/nope-encoder@champion"], "registered model 'nope-encoder'"),
-    (["pretrain", "--modality", "audio", "--epochs", "0"], "epochs must be a positive integer, got 0"),
+    (
+        ["multimodal", "--encoders", "audio=run:0123abcd"],
+        "encoder run '0123abcd' (from 'run:0123abcd') does not exist",
+    ),
+    (
+        ["multimodal", "--encoders", "image=models:/nope-encoder@champion"],
+        "registered model 'nope-encoder'",
+    ),
+    (
+        ["pretrain", "--modality", "audio", "--epochs", "0"],
+        "epochs must be a positive integer, got 0",
+    ),
     (["multimodal", "--epochs", "-3"], "epochs must be a positive integer, got -3"),
     (["pipeline", "--epochs", "ten"], "epochs must be an integer, got 'ten'"),
     (["pipeline", "--seeds", "0"], "seeds must be a positive integer or auto, got '0'"),
     (["pipeline", "--overrides", "seed=3"], "the pipeline sets seed for each run itself"),
-    (["pretrain", "--modality", "audio", "--overrides", "task.monitor=mae"], "task.monitor='mae' is not a multiclass metric; choose one of accuracy"),
-    (["pipeline", "--dataset", "avmnist"], "missing value(s): data.root (the folder holding the dataset's files"),
-    (["pretrain", "--dataset", "avmnist", "--modality", "audio", "--overrides", "data.root=/no/such/dir"], "data.root='/no/such/dir' does not exist"),
-    (["multimodal", "--dataset", "mmimdb", "--overrides", "data.root=/tmp task=sentiment3"], "task 'sentiment3' reads sentiment targets but dataset 'mmimdb' provides multilabel targets"),
-    (["multimodal", "--dataset", "mosi_mmsa", "--overrides", "data.root=/tmp task=multilabel"], "needs data.num_classes, which this dataset does not define"),
-    (["pretrain", "--dataset", "mmimdb_raw", "--modality", "text", "--overrides",
-      "data.root=/tmp model/encoder@model.encoders.text=minilm model.encoders.text.checkpoint=bert-base-uncased"],
-     "model.encoders.text: checkpoint='bert-base-uncased' is not a local folder. tsp-mlflow runs offline and never downloads from the Hugging Face Hub"),
-    (["pretrain", "--modality", "audio", "--overrides", "runtime.device=gpu"], "runtime.device='gpu' is not a device"),
+    (
+        ["pretrain", "--modality", "audio", "--overrides", "task.monitor=mae"],
+        "task.monitor='mae' is not a multiclass metric; choose one of accuracy",
+    ),
+    (
+        ["pipeline", "--dataset", "avmnist"],
+        "missing value(s): data.root (the folder holding the dataset's files",
+    ),
+    (
+        [
+            "pretrain",
+            "--dataset",
+            "avmnist",
+            "--modality",
+            "audio",
+            "--overrides",
+            "data.root=/no/such/dir",
+        ],
+        "data.root='/no/such/dir' does not exist",
+    ),
+    (
+        ["multimodal", "--dataset", "mmimdb", "--overrides", "data.root=/tmp task=sentiment3"],
+        "task 'sentiment3' reads sentiment targets but dataset 'mmimdb' provides multilabel targets",
+    ),
+    (
+        ["multimodal", "--dataset", "mosi_mmsa", "--overrides", "data.root=/tmp task=multilabel"],
+        "needs data.num_classes, which this dataset does not define",
+    ),
+    (
+        [
+            "pretrain",
+            "--dataset",
+            "mmimdb_raw",
+            "--modality",
+            "text",
+            "--overrides",
+            "data.root=/tmp model/encoder@model.encoders.text=minilm model.encoders.text.checkpoint=bert-base-uncased",
+        ],
+        "model.encoders.text: checkpoint='bert-base-uncased' is not a local folder. tsp-mlflow runs offline and never downloads from the Hugging Face Hub",
+    ),
+    (
+        ["pretrain", "--modality", "audio", "--overrides", "runtime.device=gpu"],
+        "runtime.device='gpu' is not a device",
+    ),
     (["analyze", "--experiment", "nope"], "experiment='nope' not found"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a) for a, _ in CASES])
@@ -199,9 +253,11 @@ def test_secrets_in_pipeline_overrides_are_redacted(
 
 
 SECRET_OVERRIDES = {
-    "+tracking.api_token": "tok-s3cr3t-1", "+tracking.db_password": "pw-s3cr3t-2",
-    "+tracking.client_secret": "sec-s3cr3t-3", "+tracking.access_key": "key-s3cr3t-4",
-}  # fmt: skip
+    "+tracking.api_token": "tok-s3cr3t-1",
+    "+tracking.db_password": "pw-s3cr3t-2",
+    "+tracking.client_secret": "sec-s3cr3t-3",
+    "+tracking.access_key": "key-s3cr3t-4",
+}
 URI_PASSWORD = "uri-s3cr3t-5"
 
 
@@ -231,8 +287,20 @@ def test_a_malformed_data_file_fails_before_any_run_with_the_file_named(
 
     root = write_avmnist_npy(tmp_path / "avmnist")
     np.save(root / "audio" / "train_data.npy", np.zeros((40, 112, 100), np.uint8))
-    code, err = tsp(["pretrain", "--dataset", "avmnist", "--modality", "audio", "--epochs", "1",
-                     "--overrides", f"data.root={root}"], capsys)  # fmt: skip
+    code, err = tsp(
+        [
+            "pretrain",
+            "--dataset",
+            "avmnist",
+            "--modality",
+            "audio",
+            "--epochs",
+            "1",
+            "--overrides",
+            f"data.root={root}",
+        ],
+        capsys,
+    )
     assert code == 2
     assert "audio/train_data.npy with shape (N,112,112), found (40, 112, 100)" in err
     client = MlflowClient(tracking_uri)
@@ -247,10 +315,16 @@ def test_a_malformed_data_file_fails_before_any_run_with_the_file_named(
 
 def store_snapshot(client: MlflowClient) -> tuple[object, ...]:
     found = sorted(
-        (r.info.run_id, r.info.status, r.info.end_time, sorted(r.data.params.items()),
-         sorted(r.data.metrics.items()), sorted(r.data.tags.items()))
+        (
+            r.info.run_id,
+            r.info.status,
+            r.info.end_time,
+            sorted(r.data.params.items()),
+            sorted(r.data.metrics.items()),
+            sorted(r.data.tags.items()),
+        )
         for r in runs(client, "")
-    )  # fmt: skip
+    )
     versions = sorted(
         (v.name, v.version, v.run_id, v.source, v.status)
         for m in client.search_registered_models()
@@ -281,8 +355,10 @@ def mmimdb(tmp_path: Path, damage: str) -> Path:
 
     from tests.formats import write_mmimdb_hdf5
 
-    path = write_mmimdb_hdf5(tmp_path / "mmimdb" / "multimodal_imdb.hdf5",
-                             sizes=(10, 0, 4) if damage == "empty split" else (24, 8, 8))  # fmt: skip
+    path = write_mmimdb_hdf5(
+        tmp_path / "mmimdb" / "multimodal_imdb.hdf5",
+        sizes=(10, 0, 4) if damage == "empty split" else (24, 8, 8),
+    )
     if damage == "missing":
         path.unlink()
     elif damage == "truncated":
@@ -303,79 +379,195 @@ def mmimdb(tmp_path: Path, damage: str) -> Path:
 
 CATALOGUE = [
     # config: unknown keys (struct mode), wrong types, out-of-range values
-    ("unknown key", ["multimodal", "--overrides", "trainer.epoch=3"],
-     "unknown config key 'trainer.epoch' for multimodal; did you mean trainer.epochs?"),
-    ("unknown key, pipeline", ["pipeline", "--overrides", "optim.lrr=0.1"],
-     "unknown config key 'optim.lrr' for multimodal; did you mean optim.lr?"),
-    ("wrong type", ["multimodal", "--overrides", "trainer.batch_size=abc"],
-     "trainer.batch_size must be an integer in [1, 1048576], got 'abc'; e.g. trainer.batch_size=32"),
-    ("wrong type", ["pretrain", "--modality", "audio", "--overrides", "optim.lr=fast"],
-     "optim.lr must be a positive, finite number, got 'fast'; e.g. optim.lr=1e-3"),
-    ("wrong type", ["pipeline", "--seeds", "many"], "seeds must be a positive integer or auto, got 'many'"),
-    ("missing rate 1.2", ["multimodal", "--overrides", "missing.train=1.2"],
-     "missing.train: missing rates must lie in [0, 1), got {'audio': 1.2, 'image': 1.2}; e.g. missing.train=0.5"),
-    ("lr = 0", ["multimodal", "--overrides", "optim.lr=0"], "optim.lr must be a positive, finite number, got 0"),
-    ("lr = inf", ["multimodal", "--overrides", "optim.lr=inf"], "optim.lr must be a positive, finite number, got inf"),
-    ("lr = null", ["multimodal", "--overrides", "optim.lr=null"], "optim.lr must be a positive, finite number, got None"),
-    ("missing rate not a number", ["multimodal", "--overrides", "missing.val=abc"],
-     "missing.val: a missing rate must be a number in [0, 1), got 'abc'; e.g. missing.val=0.2"),
-    ("unknown key, no close one", ["multimodal", "--overrides", "optim.learning_rate=0.1"],
-     "unknown config key 'optim.learning_rate' for multimodal; optim has _partial_, _target_, lr, weight_decay"),
-    ("lr < 0", ["pretrain", "--modality", "image", "--overrides", "optim.lr=-0.001"],
-     "optim.lr must be a positive, finite number, got -0.001"),
-    ("encoder lr < 0", ["multimodal", "--overrides", "finetune.lr={image:-1}"],
-     "finetune.lr.image must be a positive number, got -1"),
-    ("seeds < 1", ["pipeline", "--seeds", "0"],
-     "seeds must be a positive integer or auto, got '0'; e.g. -P seeds=5 (a fixed design) or -P seeds=auto"),
+    (
+        "unknown key",
+        ["multimodal", "--overrides", "trainer.epoch=3"],
+        "unknown config key 'trainer.epoch' for multimodal; did you mean trainer.epochs?",
+    ),
+    (
+        "unknown key, pipeline",
+        ["pipeline", "--overrides", "optim.lrr=0.1"],
+        "unknown config key 'optim.lrr' for multimodal; did you mean optim.lr?",
+    ),
+    (
+        "wrong type",
+        ["multimodal", "--overrides", "trainer.batch_size=abc"],
+        "trainer.batch_size must be an integer in [1, 1048576], got 'abc'; e.g. trainer.batch_size=32",
+    ),
+    (
+        "wrong type",
+        ["pretrain", "--modality", "audio", "--overrides", "optim.lr=fast"],
+        "optim.lr must be a positive, finite number, got 'fast'; e.g. optim.lr=1e-3",
+    ),
+    (
+        "wrong type",
+        ["pipeline", "--seeds", "many"],
+        "seeds must be a positive integer or auto, got 'many'",
+    ),
+    (
+        "missing rate 1.2",
+        ["multimodal", "--overrides", "missing.train=1.2"],
+        "missing.train: missing rates must lie in [0, 1), got {'audio': 1.2, 'image': 1.2}; e.g. missing.train=0.5",
+    ),
+    (
+        "lr = 0",
+        ["multimodal", "--overrides", "optim.lr=0"],
+        "optim.lr must be a positive, finite number, got 0",
+    ),
+    (
+        "lr = inf",
+        ["multimodal", "--overrides", "optim.lr=inf"],
+        "optim.lr must be a positive, finite number, got inf",
+    ),
+    (
+        "lr = null",
+        ["multimodal", "--overrides", "optim.lr=null"],
+        "optim.lr must be a positive, finite number, got None",
+    ),
+    (
+        "missing rate not a number",
+        ["multimodal", "--overrides", "missing.val=abc"],
+        "missing.val: a missing rate must be a number in [0, 1), got 'abc'; e.g. missing.val=0.2",
+    ),
+    (
+        "unknown key, no close one",
+        ["multimodal", "--overrides", "optim.learning_rate=0.1"],
+        "unknown config key 'optim.learning_rate' for multimodal; optim has _partial_, _target_, lr, weight_decay",
+    ),
+    (
+        "lr < 0",
+        ["pretrain", "--modality", "image", "--overrides", "optim.lr=-0.001"],
+        "optim.lr must be a positive, finite number, got -0.001",
+    ),
+    (
+        "encoder lr < 0",
+        ["multimodal", "--overrides", "finetune.lr={image:-1}"],
+        "finetune.lr.image must be a positive number, got -1",
+    ),
+    (
+        "seeds < 1",
+        ["pipeline", "--seeds", "0"],
+        "seeds must be a positive integer or auto, got '0'; e.g. -P seeds=5 (a fixed design) or -P seeds=auto",
+    ),
     # adaptive seeds (seeds=auto, the pipeline's default)
-    ("seeds.min > seeds.max", ["pipeline", "--overrides", "seeds.min=8 seeds.max=5"],
-     "seeds.min=8 is above seeds.max=5; raise seeds.max or lower seeds.min"),
-    ("seeds.step = 0", ["pipeline", "--overrides", "seeds.step=0"],
-     "seeds.step=0 must be a positive number of seeds added per look; e.g. seeds.step=1"),
-    ("seeds.step < 0", ["pipeline", "--seeds", "auto", "--overrides", "seeds.step=-1"],
-     "seeds.step=-1 must be a positive number of seeds added per look"),
-    ("seeds=auto, no direction", ["pipeline", "--overrides", "analysis.metrics=[speed]"],
-     "seeds=auto needs metrics whose better direction is known; analysis.metrics ['speed'] are not multiclass metrics"),
-    ("seeds=auto, --skip-test", ["--skip-test", "pipeline"],
-     "seeds=auto decides from test metrics, which --skip-test does not compute; give a fixed -P seeds=N"),
-    ("seeds.spending", ["pipeline", "--overrides", "seeds.spending=magic"],
-     "seeds.spending='magic' is unknown; choose one of pocock, obrien_fleming, linear"),
-    ("scheduler", ["multimodal", "--overrides", "scheduler.factor=2"],
-     "scheduler: Factor should be < 1.0.; fix the values under scheduler.*"),
+    (
+        "seeds.min > seeds.max",
+        ["pipeline", "--overrides", "seeds.min=8 seeds.max=5"],
+        "seeds.min=8 is above seeds.max=5; raise seeds.max or lower seeds.min",
+    ),
+    (
+        "seeds.step = 0",
+        ["pipeline", "--overrides", "seeds.step=0"],
+        "seeds.step=0 must be a positive number of seeds added per look; e.g. seeds.step=1",
+    ),
+    (
+        "seeds.step < 0",
+        ["pipeline", "--seeds", "auto", "--overrides", "seeds.step=-1"],
+        "seeds.step=-1 must be a positive number of seeds added per look",
+    ),
+    (
+        "seeds=auto, no direction",
+        ["pipeline", "--overrides", "analysis.metrics=[speed]"],
+        "seeds=auto needs metrics whose better direction is known; analysis.metrics ['speed'] are not multiclass metrics",
+    ),
+    (
+        "seeds=auto, --skip-test",
+        ["--skip-test", "pipeline"],
+        "seeds=auto decides from test metrics, which --skip-test does not compute; give a fixed -P seeds=N",
+    ),
+    (
+        "seeds.spending",
+        ["pipeline", "--overrides", "seeds.spending=magic"],
+        "seeds.spending='magic' is unknown; choose one of pocock, obrien_fleming, linear",
+    ),
+    (
+        "scheduler",
+        ["multimodal", "--overrides", "scheduler.factor=2"],
+        "scheduler: Factor should be < 1.0.; fix the values under scheduler.*",
+    ),
     # related methods (docs/methods.md)
-    ("unknown gradient", ["multimodal", "--overrides", "gradient=pareto"],
-     "Could not find 'gradient/pareto'. Valid gradient choices: joint, mmpareto, uniform"),
-    ("mmpareto gamma", ["multimodal", "--overrides", "gradient=mmpareto gradient.gamma=-1"],
-     "gradient: gradient.gamma must be a positive number, got -1; fix the values under gradient.*"),
-    ("predictor size", ["multimodal", "--overrides", "imputation=predicted imputation.predictor.hidden=0"],
-     "imputation: hidden must be a positive integer, got 0; fix the values under imputation.*"),
-    ("contrastive, one modality", ["pretrain", "--objective", "contrastive", "--modality", "audio"],
-     "objective.modalities=['audio']: contrastive pretraining needs at least two of audio, image"),
-    ("unknown objective", ["pretrain", "--objective", "clip"],
-     "unknown objective 'clip' (-P objective); choose one of contrastive, supervised"),
-    ("supervised, no modality", ["pretrain"], "give the modality to pretrain, e.g. -P modality=audio"),
-    ("grid gradients", ["pipeline", "--overrides", "grid.gradients=[pareto]"],
-     "pipeline grid: grid.gradients=['pareto']: choose from joint, mmpareto, uniform"),
-    ("grid block key", ["pipeline", "--overrides", "grid=methods grid.blocks=[{fusion:[sum]}]"],
-     "grid.blocks: unknown key(s) ['fusion']; a block sets some of conditions, fusions"),
-    ("pipeline gradient", ["pipeline", "--overrides", "gradient=mmpareto"],
-     "the pipeline sets gradient per grid cell; use grid.fusions=[...], grid.missing=[...], grid.gradients=[...]"),
-    ("pipeline objective", ["pipeline", "--overrides", "objective=contrastive"],
-     "the pipeline picks each pretraining's objective itself; add contrastive to grid.conditions"),
-    ("objective keys without contrastive cells", ["pipeline", "--overrides", "objective.dim=32"],
-     "overrides ['objective.dim=32'] configure contrastive pretraining, which this grid does not run"),
-    ("sweep contrastive", ["sweep", "--overrides", "sweep.conditions=[contrastive]"],
-     "sweep.conditions: contrastive is not supported in sweeps"),
-    ("no contrastive encoders", ["multimodal", "--encoders", "contrastive"],
-     "registered model 'avdigits-audio-contrastive-encoder'"),
+    (
+        "unknown gradient",
+        ["multimodal", "--overrides", "gradient=pareto"],
+        "Could not find 'gradient/pareto'. Valid gradient choices: joint, mmpareto, uniform",
+    ),
+    (
+        "mmpareto gamma",
+        ["multimodal", "--overrides", "gradient=mmpareto gradient.gamma=-1"],
+        "gradient: gradient.gamma must be a positive number, got -1; fix the values under gradient.*",
+    ),
+    (
+        "predictor size",
+        ["multimodal", "--overrides", "imputation=predicted imputation.predictor.hidden=0"],
+        "imputation: hidden must be a positive integer, got 0; fix the values under imputation.*",
+    ),
+    (
+        "contrastive, one modality",
+        ["pretrain", "--objective", "contrastive", "--modality", "audio"],
+        "objective.modalities=['audio']: contrastive pretraining needs at least two of audio, image",
+    ),
+    (
+        "unknown objective",
+        ["pretrain", "--objective", "clip"],
+        "unknown objective 'clip' (-P objective); choose one of contrastive, supervised",
+    ),
+    (
+        "supervised, no modality",
+        ["pretrain"],
+        "give the modality to pretrain, e.g. -P modality=audio",
+    ),
+    (
+        "grid gradients",
+        ["pipeline", "--overrides", "grid.gradients=[pareto]"],
+        "pipeline grid: grid.gradients=['pareto']: choose from joint, mmpareto, uniform",
+    ),
+    (
+        "grid block key",
+        ["pipeline", "--overrides", "grid=methods grid.blocks=[{fusion:[sum]}]"],
+        "grid.blocks: unknown key(s) ['fusion']; a block sets some of conditions, fusions",
+    ),
+    (
+        "pipeline gradient",
+        ["pipeline", "--overrides", "gradient=mmpareto"],
+        "the pipeline sets gradient per grid cell; use grid.fusions=[...], grid.missing=[...], grid.gradients=[...]",
+    ),
+    (
+        "pipeline objective",
+        ["pipeline", "--overrides", "objective=contrastive"],
+        "the pipeline picks each pretraining's objective itself; add contrastive to grid.conditions",
+    ),
+    (
+        "objective keys without contrastive cells",
+        ["pipeline", "--overrides", "objective.dim=32"],
+        "overrides ['objective.dim=32'] configure contrastive pretraining, which this grid does not run",
+    ),
+    (
+        "sweep contrastive",
+        ["sweep", "--overrides", "sweep.conditions=[contrastive]"],
+        "sweep.conditions: contrastive is not supported in sweeps",
+    ),
+    (
+        "no contrastive encoders",
+        ["multimodal", "--encoders", "contrastive"],
+        "registered model 'avdigits-audio-contrastive-encoder'",
+    ),
     # encoder sources
-    ("no such run", ["multimodal", "--encoders", "audio=run:0123abcd"],
-     "encoder run '0123abcd' (from 'run:0123abcd') does not exist"),
-    ("misspelt model", ["multimodal", "--encoders", "audio=models:/avdigits-audio-encodr@champion"],
-     "registered model 'avdigits-audio-encodr'"),
-    ("missing alias", ["multimodal", "--encoders", "audio=models:/avdigits-audio-encoder@best"],
-     "'models:/avdigits-audio-encoder@best' does not exist: model 'avdigits-audio-encoder' has aliases ['champion']"),
-]  # fmt: skip
+    (
+        "no such run",
+        ["multimodal", "--encoders", "audio=run:0123abcd"],
+        "encoder run '0123abcd' (from 'run:0123abcd') does not exist",
+    ),
+    (
+        "misspelt model",
+        ["multimodal", "--encoders", "audio=models:/avdigits-audio-encodr@champion"],
+        "registered model 'avdigits-audio-encodr'",
+    ),
+    (
+        "missing alias",
+        ["multimodal", "--encoders", "audio=models:/avdigits-audio-encoder@best"],
+        "'models:/avdigits-audio-encoder@best' does not exist: model 'avdigits-audio-encoder' has aliases ['champion']",
+    ),
+]
 DAMAGE = ["missing", "truncated", "wrong shape", "labels out of range", "nan", "inf", "empty split"]
 DAMAGE_MESSAGES = {
     "missing": "expected multimodal_imdb.hdf5 (Arevalo's MM-IMDb release) under the data root",
@@ -415,8 +607,20 @@ def test_damaged_dataset_files_fail_before_any_run(
     root = mmimdb(tmp_path, damage)
     client = MlflowClient(tracking_uri)
     before = store_snapshot(client)
-    code, err = tsp(["pretrain", "--dataset", "mmimdb", "--modality", "text", "--epochs", "1",
-                     "--overrides", f"data.root={root}"], capsys)  # fmt: skip
+    code, err = tsp(
+        [
+            "pretrain",
+            "--dataset",
+            "mmimdb",
+            "--modality",
+            "text",
+            "--epochs",
+            "1",
+            "--overrides",
+            f"data.root={root}",
+        ],
+        capsys,
+    )
     assert code == 2 and DAMAGE_MESSAGES[damage] in err, err
     assert "multimodal_imdb.hdf5" in err  # the file is named
     assert store_snapshot(client) == before
@@ -470,8 +674,17 @@ def test_a_diverging_loss_fails_the_run_with_its_step_and_registers_nothing(
     client = MlflowClient(tracking_uri)
     versions = store_snapshot(client)[1]
     with pytest.raises(SystemExit) as exit_info:
-        main(["pretrain", "--modality", "image", "--epochs", "2",
-              "--overrides", "optim.lr=1e30 debug=tiny trainer.epochs=2"])  # fmt: skip
+        main(
+            [
+                "pretrain",
+                "--modality",
+                "image",
+                "--epochs",
+                "2",
+                "--overrides",
+                "optim.lr=1e30 debug=tiny trainer.epochs=2",
+            ]
+        )
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("tsp: error: the training loss is nan at epoch 1, step ")
@@ -496,13 +709,23 @@ def test_a_run_without_an_encoder_is_named_as_such(
 
 
 def test_scale_out_misuse_fails_before_anything_starts(
-    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tracking_uri: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """The driver mix-up, basic-auth without an admin password, and torchrun launching a
     command that runs in one process: one line each, before any server, database or run."""
-    code, err = tsp(["server", "--backend-store-uri", "postgresql://me@db.lab/mlflow",
-                     "--folder", str(tmp_path / "s")], capsys)  # fmt: skip
+    code, err = tsp(
+        [
+            "server",
+            "--backend-store-uri",
+            "postgresql://me@db.lab/mlflow",
+            "--folder",
+            str(tmp_path / "s"),
+        ],
+        capsys,
+    )
     assert (
         code == 2 and "postgresql://... means psycopg 3" in err and "postgresql+psycopg2://" in err
     )
@@ -515,7 +738,11 @@ def test_scale_out_misuse_fails_before_anything_starts(
     monkeypatch.setenv("RANK", "0")
     for command in ("pipeline", "sweep", "analyze"):
         code, err = tsp([command], capsys)
-        assert code == 2 and f"tsp {command} runs in one process; torchrun launches pretrain and multimodal" in err  # fmt: skip
+        assert (
+            code == 2
+            and f"tsp {command} runs in one process; torchrun launches pretrain and multimodal"
+            in err
+        )
     assert runs(MlflowClient(tracking_uri), "") == []
 
 
@@ -524,54 +751,147 @@ LONG = "d" * 5000
 # (case, environment, arguments, the one line's content). Each must be one line with the
 # fix, within seconds, leaving the store as it was.
 ENVIRONMENT_CATALOGUE = [
-    ("store under /proc", {"MLFLOW_TRACKING_URI": "sqlite:////proc/mlflow.db"}, ["pretrain", "--modality", "image"],
-     "MLFLOW_TRACKING_URI='sqlite:////proc/mlflow.db': cannot write there"),
-    ("store folder missing", {"MLFLOW_TRACKING_URI": "sqlite:////nonexistent-tsp/mlflow.db"}, ["pretrain", "--modality", "image"],
-     "folder /nonexistent-tsp does not exist; create it, or point MLFLOW_TRACKING_URI at a writable place"),
-    ("store is a folder", {"MLFLOW_TRACKING_URI": "sqlite:////tmp"}, ["pretrain", "--modality", "image"],
-     "MLFLOW_TRACKING_URI='sqlite:////tmp': /tmp is a folder, not a file"),
-    ("garbage URI scheme", {"MLFLOW_TRACKING_URI": "garbage://x/y"}, ["pretrain", "--modality", "image"],
-     "MLFLOW_TRACKING_URI='garbage://x/y': 'garbage' is not a tracking store MLflow knows"),
-    ("store path too long", {"MLFLOW_TRACKING_URI": f"sqlite:////tmp/{LONG}/m.db"}, ["pretrain", "--modality", "image"],
-     "the path is too long; point MLFLOW_TRACKING_URI at a writable place"),
-    ("TSP_DATA_DIR not UTF-8", {"TSP_DATA_DIR": "/tmp/tsp-\udcff\udcfe"}, ["pretrain", "--modality", "image"],
-     "is not valid UTF-8 (it is recorded in run tags and params); use a UTF-8 path"),
-    ("TSP_DATA_DIR is a file", {"TSP_DATA_DIR": "<file>"}, ["pretrain", "--modality", "image"],
-     "is a file, not a folder; point it at a folder"),
-    ("TSP_HEARTBEAT_S=abc", {"TSP_HEARTBEAT_S": "abc"}, ["pretrain", "--modality", "image"],
-     "TSP_HEARTBEAT_S='abc' must be a number of seconds in [1, 3600]"),
-    ("TSP_HEARTBEAT_S=0", {"TSP_HEARTBEAT_S": "0"}, ["pretrain", "--modality", "image"],
-     "TSP_HEARTBEAT_S='0' must be a number of seconds in [1, 3600]"),
-    ("very long cache_dir", {}, ["pretrain", "--modality", "image", "--overrides", f"data.dataset.cache_dir=/tmp/{LONG}"],
-     "cannot hold the built-in dataset (File name too long); set TSP_DATA_DIR"),
-    ("seed 2**70", {}, ["pretrain", "--modality", "image", "--seed", str(2**70)],
-     "Invalid value for '--seed': 1180591620717411303424 is not in the range 0<=x<=4294967295"),
-    ("seed override 2**70", {}, ["pretrain", "--modality", "image", "--overrides", f"seed={2**70}"],
-     "seed must be an integer in [0, 2^32), got 1180591620717411303424"),
-    ("override =3", {}, ["pretrain", "--modality", "image", "--overrides", "=3"],
-     "override '=3' is not key=value; write e.g. trainer.epochs=3"),
-    ("9,000-character experiment", {}, ["pretrain", "--modality", "image", "--overrides", f"tracking.experiment={'e' * 9000}"],
-     "experiment name of 9000 characters ('eeee"),
-    ("batch size 1e12", {}, ["pretrain", "--modality", "image", "--overrides", "trainer.batch_size=1e12"],
-     "trainer.batch_size must be an integer in [1, 1048576], got 1000000000000.0"),
-    ("resume, malformed id", {}, ["pretrain", "--modality", "image", "--resume", "not a run!"],
-     "resume='not a run!' is not an MLflow run id (32 hexadecimal characters)"),
-    ("stale-after nan", {}, ["runs", "reap", "--stale-after", "nan"],
-     "--stale-after must be a number of seconds >= 0, got nan"),
-    ("server without the postgres extra", {"<no psycopg2>": "1"}, ["server"],
-     "tsp server keeps its runs in PostgreSQL, whose driver psycopg2 is not installed: pip install -e '.[postgres]'"),
-    ("data.root is a file", {}, ["pretrain", "--dataset", "mmimdb", "--modality", "text", "--overrides", "data.root=<file>"],
-     "is not an HDF5 file, or a truncated one"),
-]  # fmt: skip
+    (
+        "store under /proc",
+        {"MLFLOW_TRACKING_URI": "sqlite:////proc/mlflow.db"},
+        ["pretrain", "--modality", "image"],
+        "MLFLOW_TRACKING_URI='sqlite:////proc/mlflow.db': cannot write there",
+    ),
+    (
+        "store folder missing",
+        {"MLFLOW_TRACKING_URI": "sqlite:////nonexistent-tsp/mlflow.db"},
+        ["pretrain", "--modality", "image"],
+        "folder /nonexistent-tsp does not exist; create it, or point MLFLOW_TRACKING_URI at a writable place",
+    ),
+    (
+        "store is a folder",
+        {"MLFLOW_TRACKING_URI": "sqlite:////tmp"},
+        ["pretrain", "--modality", "image"],
+        "MLFLOW_TRACKING_URI='sqlite:////tmp': /tmp is a folder, not a file",
+    ),
+    (
+        "garbage URI scheme",
+        {"MLFLOW_TRACKING_URI": "garbage://x/y"},
+        ["pretrain", "--modality", "image"],
+        "MLFLOW_TRACKING_URI='garbage://x/y': 'garbage' is not a tracking store MLflow knows",
+    ),
+    (
+        "store path too long",
+        {"MLFLOW_TRACKING_URI": f"sqlite:////tmp/{LONG}/m.db"},
+        ["pretrain", "--modality", "image"],
+        "the path is too long; point MLFLOW_TRACKING_URI at a writable place",
+    ),
+    (
+        "TSP_DATA_DIR not UTF-8",
+        {"TSP_DATA_DIR": "/tmp/tsp-\udcff\udcfe"},
+        ["pretrain", "--modality", "image"],
+        "is not valid UTF-8 (it is recorded in run tags and params); use a UTF-8 path",
+    ),
+    (
+        "TSP_DATA_DIR is a file",
+        {"TSP_DATA_DIR": "<file>"},
+        ["pretrain", "--modality", "image"],
+        "is a file, not a folder; point it at a folder",
+    ),
+    (
+        "TSP_HEARTBEAT_S=abc",
+        {"TSP_HEARTBEAT_S": "abc"},
+        ["pretrain", "--modality", "image"],
+        "TSP_HEARTBEAT_S='abc' must be a number of seconds in [1, 3600]",
+    ),
+    (
+        "TSP_HEARTBEAT_S=0",
+        {"TSP_HEARTBEAT_S": "0"},
+        ["pretrain", "--modality", "image"],
+        "TSP_HEARTBEAT_S='0' must be a number of seconds in [1, 3600]",
+    ),
+    (
+        "very long cache_dir",
+        {},
+        ["pretrain", "--modality", "image", "--overrides", f"data.dataset.cache_dir=/tmp/{LONG}"],
+        "cannot hold the built-in dataset (File name too long); set TSP_DATA_DIR",
+    ),
+    (
+        "seed 2**70",
+        {},
+        ["pretrain", "--modality", "image", "--seed", str(2**70)],
+        "Invalid value for '--seed': 1180591620717411303424 is not in the range 0<=x<=4294967295",
+    ),
+    (
+        "seed override 2**70",
+        {},
+        ["pretrain", "--modality", "image", "--overrides", f"seed={2**70}"],
+        "seed must be an integer in [0, 2^32), got 1180591620717411303424",
+    ),
+    (
+        "override =3",
+        {},
+        ["pretrain", "--modality", "image", "--overrides", "=3"],
+        "override '=3' is not key=value; write e.g. trainer.epochs=3",
+    ),
+    (
+        "9,000-character experiment",
+        {},
+        ["pretrain", "--modality", "image", "--overrides", f"tracking.experiment={'e' * 9000}"],
+        "experiment name of 9000 characters ('eeee",
+    ),
+    (
+        "batch size 1e12",
+        {},
+        ["pretrain", "--modality", "image", "--overrides", "trainer.batch_size=1e12"],
+        "trainer.batch_size must be an integer in [1, 1048576], got 1000000000000.0",
+    ),
+    (
+        "resume, malformed id",
+        {},
+        ["pretrain", "--modality", "image", "--resume", "not a run!"],
+        "resume='not a run!' is not an MLflow run id (32 hexadecimal characters)",
+    ),
+    (
+        "stale-after nan",
+        {},
+        ["runs", "reap", "--stale-after", "nan"],
+        "--stale-after must be a number of seconds >= 0, got nan",
+    ),
+    (
+        "server without the postgres extra",
+        {"<no psycopg2>": "1"},
+        ["server"],
+        "tsp server keeps its runs in PostgreSQL, whose driver psycopg2 is not installed: pip install -e '.[postgres]'",
+    ),
+    (
+        "data.root is a file",
+        {},
+        [
+            "pretrain",
+            "--dataset",
+            "mmimdb",
+            "--modality",
+            "text",
+            "--overrides",
+            "data.root=<file>",
+        ],
+        "is not an HDF5 file, or a truncated one",
+    ),
+]
 
 
-@pytest.mark.parametrize(("case", "env", "args", "message"), ENVIRONMENT_CATALOGUE,
-                         ids=[c[0] for c in ENVIRONMENT_CATALOGUE])  # fmt: skip
+@pytest.mark.parametrize(
+    ("case", "env", "args", "message"),
+    ENVIRONMENT_CATALOGUE,
+    ids=[c[0] for c in ENVIRONMENT_CATALOGUE],
+)
 def test_the_environment_and_store_catalogue(
-    case: str, env: dict[str, str], args: list[str], message: str, existing: str,
-    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    env: dict[str, str],
+    args: list[str],
+    message: str,
+    existing: str,
+    tracking_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     from tsp_mlflow.tracking import lab_server as serve
 
     a_file = tmp_path / "a-file"
@@ -579,8 +899,11 @@ def test_the_environment_and_store_catalogue(
     for key, value in env.items():
         if key == "<no psycopg2>":
             real = serve.importlib.util.find_spec
-            monkeypatch.setattr(serve.importlib.util, "find_spec",
-                                lambda name, real=real: None if name.startswith("psycopg") else real(name))  # fmt: skip
+            monkeypatch.setattr(
+                serve.importlib.util,
+                "find_spec",
+                lambda name, real=real: None if name.startswith("psycopg") else real(name),
+            )
         else:
             monkeypatch.setenv(key, value.replace("<file>", str(a_file)))
     args = [a.replace("<file>", str(a_file)) for a in args]

@@ -22,8 +22,14 @@ def test_quick_mode_prints_its_ratios_and_renders_its_section(name: str, tmp_pat
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     docs = (REPO / "docs" / "benchmarks.md").read_bytes()
-    out = subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick", "--out", str(tmp_path)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
 
     result = json.loads((tmp_path / f"{name}.json").read_text())

@@ -25,22 +25,22 @@ pytestmark = pytest.mark.integration
 # with --dry-run, which makes every check a run makes before it exists (config, data,
 # encoder sources, a resumed run's settings) and trains nothing.
 TRAIN_FOR_MINUTES = {
-    'tsp multimodal --encoders audio=scratch,image=pretrained --seed 3',
+    "tsp multimodal --encoders audio=scratch,image=pretrained --seed 3",
     'tsp multimodal --overrides "gradient=mmpareto"       # unimodal losses, MMPareto',
     'tsp multimodal --overrides "imputation=predicted missing.train=0.5"',
-    'tsp multimodal --encoders contrastive                # contrastive pretrained encoders',
-    'tsp pipeline                       # seeds=auto: adds seeds until the verdicts are decided',
-    'tsp pipeline --seeds 5             # a fixed design: 5 seeds per condition',
+    "tsp multimodal --encoders contrastive                # contrastive pretrained encoders",
+    "tsp pipeline                       # seeds=auto: adds seeds until the verdicts are decided",
+    "tsp pipeline --seeds 5             # a fixed design: 5 seeds per condition",
     'tsp pipeline --seeds 2 --epochs 1 --overrides "grid=fusions"      # 6 fusion methods',
     'tsp pipeline --overrides "grid=missing grid.conditions=[scratch,audio_scratch] analysis.a=audio_scratch"',
-    'tsp sweep --trials 20                                   # TPE + median pruning',
+    "tsp sweep --trials 20                                   # TPE + median pruning",
     'tsp sweep --trials 30 --overrides "sweep.conditions=[pretrained]"',
     "tsp sweep --overrides \"optim.lr='tag(log, interval(1e-5, 1e-1))' model/fusion=gated\"",
     'tsp sweep --overrides "sweep=sensitivity" --epochs 5    # lr x batch, scratch vs pretrained',
     'tsp sweep --overrides "sweep=pretrain modality=audio"   # tune one encoder\'s pretraining',
-    'TSP_SWEEP_STORAGE=postgresql+psycopg2://me@db/optuna tsp sweep --study big   # each worker',
+    "TSP_SWEEP_STORAGE=postgresql+psycopg2://me@db/optuna tsp sweep --study big   # each worker",
     "torchrun --nproc_per_node=2 -m tsp_mlflow multimodal --encoders pretrained",
-}  # fmt: skip
+}
 # Services run until Ctrl-C: here with --dry-run; `tsp ui` serves the browser test
 # (test_pipeline.py) and `tsp server` the server tests (test_server.py).
 SERVICES = ("tsp server", "tsp ui")
@@ -58,9 +58,13 @@ def execute(words: list[str], env: dict[str, str], cwd: Path) -> None:
     """One example, as typed: `tsp` in this process, torchrun as a process."""
     if words[0] == "torchrun":
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "torchrun"), *words[1:]], cwd=cwd,
-            env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            [str(Path(sys.executable).parent / "torchrun"), *words[1:]],
+            cwd=cwd,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Dry run:" in done.stdout
         return
@@ -76,9 +80,11 @@ def execute(words: list[str], env: dict[str, str], cwd: Path) -> None:
 
 
 def test_every_help_example_runs(
-    tracking_uri: str, tmp_path: Path, subprocess_env: dict[str, str],
+    tracking_uri: str,
+    tmp_path: Path,
+    subprocess_env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     examples = help_examples()
     assert {e.line for e in examples} >= TRAIN_FOR_MINUTES  # none of these went stale
     data = tmp_path / "datasets"
@@ -134,15 +140,23 @@ def test_every_help_example_runs(
     capsys.readouterr()
     main(["runs", "--stage", "multimodal", "--condition", "pretrained", "--status", "FINISHED"])
     table = capsys.readouterr().out
-    fused = [r for r in all_runs(client).values() if r.data.tags.get("tsp.condition") == "pretrained"
-             and r.data.tags["tsp.stage"] == "multimodal" and r.info.status == "FINISHED"]  # fmt: skip
+    fused = [
+        r
+        for r in all_runs(client).values()
+        if r.data.tags.get("tsp.condition") == "pretrained"
+        and r.data.tags["tsp.stage"] == "multimodal"
+        and r.info.status == "FINISHED"
+    ]
     assert fused and all(r.info.run_id in table for r in fused)
     assert "scratch," not in table and "pretrained, concat, seed 0" in table
     assert re.search(r"accuracy 0\.\d{3}", table)  # the full pattern's test headline
     main(["runs", "--parent-run", made["pipeline"], "--ids"])
     listed = capsys.readouterr().out.split()
-    kids = [r.info.run_id for r in all_runs(client).values()
-            if r.data.tags.get("mlflow.parentRunId") == made["pipeline"]]  # fmt: skip
+    kids = [
+        r.info.run_id
+        for r in all_runs(client).values()
+        if r.data.tags.get("mlflow.parentRunId") == made["pipeline"]
+    ]
     assert sorted(listed) == sorted(kids) and len(kids) >= 7
 
 
@@ -156,8 +170,13 @@ def test_a_shell_splits_every_example_as_the_test_does() -> None:
         line = example.line
         for key, value in env.items():
             line = line.replace(f"{key}={value}", "", 1)
-        said = subprocess.run(["bash", "-c", f"printf '%s\\0' {line}"],
-                              capture_output=True, text=True, timeout=30, env={})  # fmt: skip
+        said = subprocess.run(
+            ["bash", "-c", f"printf '%s\\0' {line}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={},
+        )
         assert said.returncode == 0 and said.stderr == "", (example.line, said.stderr)
         assert said.stdout.split("\0")[:-1] == words, example.line
 

@@ -17,8 +17,14 @@ TINY = "debug=tiny representations=false model.encoders.audio.width=4 model.enco
 
 
 def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tsp_mlflow", *args], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "tsp_mlflow", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 PIPELINE = ["pipeline", "--seeds", "1", "--epochs", "1", "--overrides", TINY]
@@ -34,8 +40,11 @@ def check_each_encoder_pretrained_once(client: MlflowClient, procs: list, outcom
         assert len(client.search_model_versions(f"name = 'avdigits-{m}-encoder'")) == 1
     pipelines = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     assert len(pipelines) == 3 and all(p.info.status == "FINISHED" for p in pipelines)
-    used = {(m, p.data.tags[schema.pipeline_pretrain_tag(m)]) for p in pipelines
-            for m in ("audio", "image")}  # fmt: skip
+    used = {
+        (m, p.data.tags[schema.pipeline_pretrain_tag(m)])
+        for p in pipelines
+        for m in ("audio", "image")
+    }
     assert used == {(r.data.tags[schema.MODALITY], r.info.run_id) for r in pretrain}
     assert sum(p.data.tags[schema.pipeline_reused_tag("audio")] == "true" for p in pipelines) == 2
 

@@ -47,10 +47,22 @@ def test_torchrun_pretrain_is_one_run_logged_once_by_rank_zero(
     subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path
 ) -> None:
     epochs = 2
-    done = launch([*TORCHRUN, "-m", "tsp_mlflow", "pretrain", "--modality", "audio",
-                   "--epochs", str(epochs), "--overrides",
-                   f"{NARROW} trainer.batch_size=64 trainer.checkpoint.min_interval_s=0"],
-                  subprocess_env, tmp_path)  # fmt: skip
+    done = launch(
+        [
+            *TORCHRUN,
+            "-m",
+            "tsp_mlflow",
+            "pretrain",
+            "--modality",
+            "audio",
+            "--epochs",
+            str(epochs),
+            "--overrides",
+            f"{NARROW} trainer.batch_size=64 trainer.checkpoint.min_interval_s=0",
+        ],
+        subprocess_env,
+        tmp_path,
+    )
     assert done.stdout.count("pretrain run ") == 1  # the closing line, from rank 0 only
 
     client = MlflowClient(tracking_uri)
@@ -104,9 +116,11 @@ def test_torchrun_multimodal_matches_the_single_process_run(
 
 
 def test_torchrun_resumes_a_single_process_run_from_its_checkpoint(
-    subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path,
+    subprocess_env: dict[str, str],
+    tracking_uri: str,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """The global batches do not depend on the process count, so a run interrupted in one
     process continues under torchrun: rank 0 claims it, every rank loads its checkpoint."""
     import os
@@ -122,8 +136,13 @@ def test_torchrun_resumes_a_single_process_run_from_its_checkpoint(
         if epoch == 1:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    args = ["multimodal", "--epochs", "3", "--overrides",
-            f"{NARROW} debug=tiny trainer.checkpoint.min_interval_s=0"]  # fmt: skip
+    args = [
+        "multimodal",
+        "--epochs",
+        "3",
+        "--overrides",
+        f"{NARROW} debug=tiny trainer.checkpoint.min_interval_s=0",
+    ]
     monkeypatch.setattr(EpochLogger, "log_epoch", interrupted)
     with pytest.raises(SystemExit):
         main(args)
@@ -132,8 +151,11 @@ def test_torchrun_resumes_a_single_process_run_from_its_checkpoint(
     (run,) = runs(client, "")
     assert run.info.status == "KILLED"
 
-    launch([*TORCHRUN, "-m", "tsp_mlflow", *args, "--resume", run.info.run_id],
-           subprocess_env, tmp_path)  # fmt: skip
+    launch(
+        [*TORCHRUN, "-m", "tsp_mlflow", *args, "--resume", run.info.run_id],
+        subprocess_env,
+        tmp_path,
+    )
     (done,) = runs(client, "")  # the same run, continued
     assert done.info.status == "FINISHED" and done.data.tags[schema.RESUMED] == "1"
     assert done.data.tags[schema.DISTRIBUTED_WORLD_SIZE] == "2"

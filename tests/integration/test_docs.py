@@ -61,8 +61,14 @@ def run_page(page: Path, folder: Path, env: dict[str, str]) -> subprocess.Comple
         MLFLOW_DISABLE_TELEMETRY="true",
         **env,
     )
-    done = subprocess.run(["bash", "-c", script(page)], cwd=folder, env=environment,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", script(page)],
+        cwd=folder,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, (
         f"{page.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     )

@@ -7,13 +7,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
 from tests.integration.flow import artifact_paths, children, runs
 from tsp_mlflow.cli import main
+from tsp_mlflow.config import config_dir
 from tsp_mlflow.tracking import schema
 
 pytestmark = pytest.mark.integration
-FUSIONS = ["attention", "avg", "concat", "gated", "max", "sum"]
+# The fusions of grid=fusions, read from its config: a new fusion method added there
+# widens this test without an edit here.
+FUSIONS = list(OmegaConf.load(config_dir() / "grid" / "fusions.yaml").fusions)
 
 
 # Narrow encoders: these tests are about the grid, not the encoders' size.
@@ -36,10 +40,12 @@ def test_six_fusion_methods_by_two_conditions_by_two_seeds(
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     kids = children(client, parent.info.run_id)
     stages = sorted(r.data.tags[schema.STAGE] for r in kids)
-    assert stages == ["analysis"] + ["multimodal"] * 24 + ["pretrain"] * 2
+    assert stages == ["analysis"] + ["multimodal"] * (len(FUSIONS) * 2 * 2) + ["pretrain"] * 2
     assert all(r.info.status == "FINISHED" for r in kids)
-    cells = {(r.data.tags[schema.FUSION], r.data.tags[schema.CONDITION], r.data.tags[schema.SEED])
-             for r in fusion_children(client, parent.info.run_id)}  # fmt: skip
+    cells = {
+        (r.data.tags[schema.FUSION], r.data.tags[schema.CONDITION], r.data.tags[schema.SEED])
+        for r in fusion_children(client, parent.info.run_id)
+    }
     assert cells == {(f, c, s) for f in FUSIONS for c in ("scratch", "pretrained") for s in "01"}
     encoders = {m: parent.data.tags[schema.pipeline_pretrain_tag(m)] for m in ("audio", "image")}
     for run in fusion_children(client, parent.info.run_id):
@@ -52,17 +58,24 @@ def test_six_fusion_methods_by_two_conditions_by_two_seeds(
         assert (
             0 <= metrics["probe/audio/accuracy"] <= 1 and 0 <= metrics["probe/image/accuracy"] <= 1
         )
-        assert {"representations/audio.npy", "representations/image.npy",
-                "representations/targets.npy"} <= artifact_paths(client, run.info.run_id)  # fmt: skip
+        assert {
+            "representations/audio.npy",
+            "representations/image.npy",
+            "representations/targets.npy",
+        } <= artifact_paths(client, run.info.run_id)
         assert ("params/fusion" in metrics) and (metrics["params/fusion"] == 0) == (
             run.data.tags[schema.FUSION] == "concat"
         )
 
     (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
     files = artifact_paths(client, analysis.info.run_id)
-    assert {"analysis/figures/cd_fusions.png", "analysis/tables/fusions_ranks.csv",
-            "analysis/tables/fusions_omnibus.csv", "analysis/figures/representations.png",
-            "analysis/tables/probes.csv"} <= files  # fmt: skip
+    assert {
+        "analysis/figures/cd_fusions.png",
+        "analysis/tables/fusions_ranks.csv",
+        "analysis/tables/fusions_omnibus.csv",
+        "analysis/figures/representations.png",
+        "analysis/tables/probes.csv",
+    } <= files
     ranks = pd.read_csv(
         client.download_artifacts(analysis.info.run_id, "analysis/tables/fusions_ranks.csv")
     )
@@ -83,8 +96,11 @@ def test_missing_rate_grid_with_one_modality_from_scratch(tracking_uri: str) -> 
     with pytest.raises(SystemExit):  # the default analysis needs a scratch arm: fail first
         pipeline("--overrides", "grid=missing grid.conditions=[audio_scratch,pretrained]")
     assert runs(MlflowClient(tracking_uri), "") == []
-    pipeline("--overrides", "grid=missing grid.conditions=[audio_scratch,pretrained] "
-             f"analysis.b=audio_scratch debug=tiny {NARROW}")  # fmt: skip
+    pipeline(
+        "--overrides",
+        "grid=missing grid.conditions=[audio_scratch,pretrained] "
+        f"analysis.b=audio_scratch debug=tiny {NARROW}",
+    )
     client = MlflowClient(tracking_uri)
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     cells = fusion_children(client, parent.info.run_id)
@@ -155,19 +171,40 @@ def test_the_same_grid_runs_through_hydra_multirun(
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "tsp_mlflow.multirun", "-m", "model/fusion=concat,gated",
-           "seed=0,1", "experiment=missing_20", "debug=tiny", "trainer.batch_size=512", *NARROW.split(),
-           f"hydra.sweep.dir={tmp_path / 'mr'}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tsp_mlflow.multirun",
+        "-m",
+        "model/fusion=concat,gated",
+        "seed=0,1",
+        "experiment=missing_20",
+        "debug=tiny",
+        "trainer.batch_size=512",
+        *NARROW.split(),
+        f"hydra.sweep.dir={tmp_path / 'mr'}",
+    ]
     done = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri)
     found = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
     assert all(r.info.status == "FINISHED" for r in found)
-    cells = {(r.data.tags[schema.FUSION], r.data.tags[schema.SEED], r.data.tags[schema.missing_tag("test")],
-              r.data.tags[schema.CONDITION]) for r in found}  # fmt: skip
+    cells = {
+        (
+            r.data.tags[schema.FUSION],
+            r.data.tags[schema.SEED],
+            r.data.tags[schema.missing_tag("test")],
+            r.data.tags[schema.CONDITION],
+        )
+        for r in found
+    }
     assert cells == {(f, s, "0.2", "scratch") for f in ("concat", "gated") for s in "01"}
-    assert all(r.data.params["model.fusion._target_"].endswith(
-        "GatedFusion" if r.data.tags[schema.FUSION] == "gated" else "ConcatFusion") for r in found)  # fmt: skip
+    assert all(
+        r.data.params["model.fusion._target_"].endswith(
+            "GatedFusion" if r.data.tags[schema.FUSION] == "gated" else "ConcatFusion"
+        )
+        for r in found
+    )
     # One parent per multirun, every job under it with its number and overrides.
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = '{schema.STAGE_MULTIRUN}'")
     assert parent.info.status == "FINISHED"
@@ -177,9 +214,20 @@ def test_the_same_grid_runs_through_hydra_multirun(
         assert (
             f"model/fusion={r.data.tags[schema.FUSION]}" in r.data.tags[schema.MULTIRUN_OVERRIDES]
         )
-    bad = subprocess.run([sys.executable, "-m", "tsp_mlflow.multirun", "-m", "encoders=run:nope",
-                          f"hydra.sweep.dir={tmp_path / 'bad'}"],
-                         env=subprocess_env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tsp_mlflow.multirun",
+            "-m",
+            "encoders=run:nope",
+            f"hydra.sweep.dir={tmp_path / 'bad'}",
+        ],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "tsp: error: " in bad.stderr
     # The failed job's multirun parent is not left RUNNING.
     (failed,) = runs(client, f"tags.`{schema.STAGE}` = 'multirun' and attributes.status = 'FAILED'")

@@ -23,8 +23,17 @@ NARROW = "model.encoders.audio.width=4 model.encoders.image.width=4"
 def test_methods_grid_tracks_every_method_and_the_analysis_compares_them(
     tracking_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    main(["pipeline", "--seeds", "2", "--epochs", "2", "--overrides",
-          f"grid=methods debug=tiny {NARROW}"])  # fmt: skip
+    main(
+        [
+            "pipeline",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--overrides",
+            f"grid=methods debug=tiny {NARROW}",
+        ]
+    )
     client = MlflowClient(tracking_uri)
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     kids = children(client, parent.info.run_id)
@@ -34,15 +43,24 @@ def test_methods_grid_tracks_every_method_and_the_analysis_compares_them(
 
     def cell(run) -> tuple[str, str, str, str, str]:  # noqa: ANN001
         t = run.data.tags
-        return (t[schema.CONDITION], t[schema.GRADIENT], t[schema.missing_tag("test")],
-                t[schema.IMPUTATION], t[schema.SEED])  # fmt: skip
+        return (
+            t[schema.CONDITION],
+            t[schema.GRADIENT],
+            t[schema.missing_tag("test")],
+            t[schema.IMPUTATION],
+            t[schema.SEED],
+        )
 
     expected = (
-        {(c, g, "0", "none", s) for c in ("scratch", "pretrained")
-         for g in ("joint", "uniform", "mmpareto") for s in "01"}
+        {
+            (c, g, "0", "none", s)
+            for c in ("scratch", "pretrained")
+            for g in ("joint", "uniform", "mmpareto")
+            for s in "01"
+        }
         | {("pretrained", "joint", "0.5", i, s) for i in ("none", "predicted") for s in "01"}
         | {("contrastive", "joint", "0", "none", s) for s in "01"}
-    )  # fmt: skip
+    )
     assert sorted(map(cell, fusion)) == sorted(expected)  # each cell exactly once
 
     # Pretraining: one supervised run per modality and one contrastive run for both.
@@ -105,9 +123,13 @@ def test_methods_grid_tracks_every_method_and_the_analysis_compares_them(
 
     (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
     files = artifact_paths(client, analysis.info.run_id)
-    assert {"analysis/tables/gradients_omnibus.csv", "analysis/tables/gradients_pairwise.csv",
-            "analysis/figures/cd_gradients.png", "analysis/tables/imputations.csv",
-            "analysis/tables/objectives.csv"} <= files  # fmt: skip
+    assert {
+        "analysis/tables/gradients_omnibus.csv",
+        "analysis/tables/gradients_pairwise.csv",
+        "analysis/figures/cd_gradients.png",
+        "analysis/tables/imputations.csv",
+        "analysis/tables/objectives.csv",
+    } <= files
     pairwise = pd.read_csv(
         client.download_artifacts(analysis.info.run_id, "analysis/tables/gradients_pairwise.csv")
     )
@@ -138,9 +160,11 @@ def test_methods_grid_tracks_every_method_and_the_analysis_compares_them(
     half = {r.info.run_id for r in fusion if r.data.tags[schema.missing_tag("test")] == "0.5"}
     assert not half & set(cost["run_id"]) and len(cost) == len(fusion) - len(half)
     report = Path(client.download_artifacts(analysis.info.run_id, "analysis/report.md")).read_text()
-    for title in ("## Gradient strategies: joint vs uniform vs MMPareto",
-                  "## Missing embeddings: predicted (VICReg) vs the fusion's rule (zero-fill)",
-                  "## Pretraining objective: contrastive vs supervised"):  # fmt: skip
+    for title in (
+        "## Gradient strategies: joint vs uniform vs MMPareto",
+        "## Missing embeddings: predicted (VICReg) vs the fusion's rule (zero-fill)",
+        "## Pretraining objective: contrastive vs supervised",
+    ):
         assert title in report
     out = capsys.readouterr().out
     assert "multimodal concat pretrained missing 0.5 predicted seed 1: run" in out

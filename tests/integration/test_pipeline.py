@@ -45,12 +45,17 @@ def check_epoch_lines(stdout: str, run_names: list[str], epochs: int) -> None:
 
 
 def test_pipeline_via_mlflow_run(
-    subprocess_env: dict[str, str], tracking_uri: str, capsys: pytest.CaptureFixture[str],
+    subprocess_env: dict[str, str],
+    tracking_uri: str,
+    capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     # Narrow encoders: this test is about the project run and its tree, not the encoders.
-    params = {"seeds": SEEDS, "epochs": EPOCHS,
-              "overrides": "debug=tiny model.encoders.audio.width=4 model.encoders.image.width=4"}  # fmt: skip
+    params = {
+        "seeds": SEEDS,
+        "epochs": EPOCHS,
+        "overrides": "debug=tiny model.encoders.audio.width=4 model.encoders.image.width=4",
+    }
     first = mlflow_run("pipeline", params, subprocess_env)
     assert first.returncode == 0, first.stderr[-4000:]
     assert "| pattern | metric | n | pretrained mean ± sd | scratch mean ± sd |" in first.stdout
@@ -68,12 +73,16 @@ def test_pipeline_via_mlflow_run(
     (analysis,) = [r for r in kids if r.data.tags[schema.STAGE] == "analysis"]
     with tsp_ui(tracking_uri, tmp_path, subprocess_env) as url:
         check_experiment_page(
-            url, parent.info.experiment_id, (parent.info.run_id, parent.info.run_name),
+            url,
+            parent.info.experiment_id,
+            (parent.info.run_id, parent.info.run_name),
             [r.info.run_name for r in kids],
-            [(parent.info.run_id, schema.HEADLINE_FIGURE),
-             (analysis.info.run_id, schema.ANALYSIS_FOREST_FIGURE)],
+            [
+                (parent.info.run_id, schema.HEADLINE_FIGURE),
+                (analysis.info.run_id, schema.ANALYSIS_FOREST_FIGURE),
+            ],
             screenshot=tmp_path / "ui",
-        )  # fmt: skip
+        )
 
     # The registry: champion resolves and loads as a trainable module, weights intact.
     for m, side in (("audio", 112), ("image", 28)):

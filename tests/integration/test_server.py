@@ -47,8 +47,11 @@ def test_pipeline_and_analyze_against_a_postgresql_tracking_server(
 ) -> None:
     server = served.url
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    params = {"seeds": 2, "epochs": 2,  # narrow encoders: the server is under test here
-              "overrides": "debug=tiny model.encoders.audio.width=4 model.encoders.image.width=4"}  # fmt: skip
+    params = {
+        "seeds": 2,
+        "epochs": 2,  # narrow encoders: the server is under test here
+        "overrides": "debug=tiny model.encoders.audio.width=4 model.encoders.image.width=4",
+    }
     first = mlflow_run("pipeline", params, env)
     assert first.returncode == 0, first.stderr[-4000:]
     assert f"Tracking server: {server}" in first.stdout
@@ -102,11 +105,23 @@ def test_pipeline_and_analyze_against_a_postgresql_tracking_server(
 
     # `tsp analyze` against the server: the first pipeline's runs, compared paired by seed.
     capsys.readouterr()
-    main(["analyze", "--experiment", "avdigits", "--parent-run", parent.info.run_id,
-          "--output", str(Path.cwd() / "analysis-out")])  # fmt: skip
+    main(
+        [
+            "analyze",
+            "--experiment",
+            "avdigits",
+            "--parent-run",
+            parent.info.run_id,
+            "--output",
+            str(Path.cwd() / "analysis-out"),
+        ]
+    )
     out = capsys.readouterr().out
     assert "| audio-image | accuracy | 2 |" in out
-    (analysis,) = [r for r in runs(client, f"tags.`{schema.STAGE}` = 'analysis'")
-                   if schema.PARENT_RUN_ID not in r.data.tags]  # the pipelines' own are nested  # fmt: skip
+    (analysis,) = [
+        r
+        for r in runs(client, f"tags.`{schema.STAGE}` = 'analysis'")
+        if schema.PARENT_RUN_ID not in r.data.tags
+    ]  # the pipelines' own are nested
     assert analysis.info.status == "FINISHED"
     assert analysis.data.params["analysis.parent_run"] == parent.info.run_id

@@ -31,9 +31,14 @@ from tsp_mlflow.tracking.loopback_server import free_port, loopback_server
 pytestmark = pytest.mark.integration
 
 EPOCHS = 3
-TRAIN = ["multimodal", "--epochs", str(EPOCHS), "--overrides",
-         "representations=false trainer.batch_size=64 model.encoders.audio.width=8 "
-         "model.encoders.image.width=8 trainer.checkpoint.min_interval_s=0"]  # fmt: skip
+TRAIN = [
+    "multimodal",
+    "--epochs",
+    str(EPOCHS),
+    "--overrides",
+    "representations=false trainer.batch_size=64 model.encoders.audio.width=8 "
+    "model.encoders.image.width=8 trainer.checkpoint.min_interval_s=0",
+]
 
 
 def client_env(url: str, **extra: str) -> dict[str, str]:
@@ -47,8 +52,13 @@ def client_env(url: str, **extra: str) -> dict[str, str]:
 
 def tsp_run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     # A hang in MLflow's default retries would take minutes: the timeout catches that.
-    return subprocess.run([sys.executable, "-m", "tsp_mlflow", *args], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tsp_mlflow", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_every_epoch_once(client: MlflowClient, run_id: str) -> None:
@@ -132,23 +142,32 @@ def test_an_authenticated_server_takes_runs_with_credentials_only(
     folder.chmod(0o711)  # under root PostgreSQL runs as `postgres`, who must reach it
     stack = contextlib.ExitStack()
     stack.callback(shutil.rmtree, folder, ignore_errors=True)
-    served = stack.enter_context(tracking_server(
-        folder, postgres_port=free_port(), port=free_port(), workers=2, auth=True))  # fmt: skip
+    served = stack.enter_context(
+        tracking_server(folder, postgres_port=free_port(), port=free_port(), workers=2, auth=True)
+    )
     with stack:
         url = served.url
         config = (folder / "basic_auth.ini").read_text()
         assert "mlflow_auth" in config and PASSWORD not in config
         assert (folder / "flask_secret_key").stat().st_mode & 0o077 == 0  # owner-only
-        args = ["pretrain", "--modality", "audio", "--epochs", "1", "--overrides",
-                "debug=tiny model.encoders.audio.width=4"]  # fmt: skip
+        args = [
+            "pretrain",
+            "--modality",
+            "audio",
+            "--epochs",
+            "1",
+            "--overrides",
+            "debug=tiny model.encoders.audio.width=4",
+        ]
         anonymous = tsp_run(args, client_env(url))
         assert anonymous.returncode == 2
         assert (
             "requires authentication (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
             "MLFLOW_TRACKING_PASSWORD" in anonymous.stderr.strip().splitlines()[-1]
         )
-        wrong = tsp_run(args, client_env(url, MLFLOW_TRACKING_USERNAME=ADMIN,
-                                         MLFLOW_TRACKING_PASSWORD="not-it"))  # fmt: skip
+        wrong = tsp_run(
+            args, client_env(url, MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD="not-it")
+        )
         assert wrong.returncode == 2
         assert (
             "rejected the credentials of user 'admin' (HTTP 401); check "
@@ -177,9 +196,18 @@ def test_an_authenticated_server_takes_runs_with_credentials_only(
             # Credentials in the URI itself: nothing printed shows them (MLflow's "View run
             # ... at http://admin:...@" line included), and a `pw` key is redacted.
             in_uri = url.replace("://", f"://{ADMIN}:{PASSWORD}@")
-            shown = tsp_run(["pretrain", "--modality", "audio", "--epochs", "1", "--overrides",
-                             "debug=tiny model.encoders.audio.width=4 +tracking.pw=hunter2-pw"],
-                            client_env(in_uri))  # fmt: skip
+            shown = tsp_run(
+                [
+                    "pretrain",
+                    "--modality",
+                    "audio",
+                    "--epochs",
+                    "1",
+                    "--overrides",
+                    "debug=tiny model.encoders.audio.width=4 +tracking.pw=hunter2-pw",
+                ],
+                client_env(in_uri),
+            )
             assert shown.returncode == 0, shown.stderr[-3000:]
             assert PASSWORD not in shown.stdout + shown.stderr
             latest = runs(client, "")[0]

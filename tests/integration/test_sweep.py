@@ -31,13 +31,19 @@ pytestmark = pytest.mark.integration
 NARROW = "model.encoders.audio.width=4 model.encoders.image.width=4"
 # Two epochs, so the median pruner has an epoch to stop a trial at; a learning rate of
 # 1e-5 learns nothing in two epochs, so such trials fall below the median and are pruned.
-PRUNING = ["--epochs", "2", "--overrides",
-           f"{NARROW} representations=false trainer.batch_size=64 sweep.pruner.n_startup_trials=2 "
-           "'optim.lr=choice(1e-5, 3e-3)' model.head.dropout=0.1 optim.weight_decay=1e-4"]  # fmt: skip
+PRUNING = [
+    "--epochs",
+    "2",
+    "--overrides",
+    f"{NARROW} representations=false trainer.batch_size=64 sweep.pruner.n_startup_trials=2 "
+    "'optim.lr=choice(1e-5, 3e-3)' model.head.dropout=0.1 optim.weight_decay=1e-4",
+]
 
 
 def sweep_parent(client: MlflowClient) -> object:
-    (parent,) = runs(client, f"tags.`{schema.STAGE}` = 'sweep' and tags.`{schema.SWEEP_ROLE}` = 'parent'")  # fmt: skip
+    (parent,) = runs(
+        client, f"tags.`{schema.STAGE}` = 'sweep' and tags.`{schema.SWEEP_ROLE}` = 'parent'"
+    )
     return parent
 
 
@@ -79,12 +85,17 @@ def test_a_sweep_with_pruning_is_one_parent_with_its_trials(
     assert "PRUNED" in states and "COMPLETE" in states
 
     complete = [r for r in trials if r.data.tags[schema.TRIAL_STATE] == "COMPLETE"]
-    best = max(complete, key=lambda r: (r.data.metrics[schema.BEST_VALUE], -int(r.data.tags[schema.TRIAL_NUMBER])))  # fmt: skip
+    best = max(
+        complete,
+        key=lambda r: (r.data.metrics[schema.BEST_VALUE], -int(r.data.tags[schema.TRIAL_NUMBER])),
+    )
     tags = parent.data.tags
     assert tags[schema.sweep_best_tag("scratch", "run_id")] == best.info.run_id
     for key, value in json.loads(best.data.tags[schema.TRIAL_PARAMS]).items():
         assert tags[schema.sweep_best_tag("scratch", key)] == str(value)
-    assert parent.data.metrics[schema.sweep_best_metric("scratch")] == pytest.approx(best.data.metrics[schema.BEST_VALUE])  # fmt: skip
+    assert parent.data.metrics[schema.sweep_best_metric("scratch")] == pytest.approx(
+        best.data.metrics[schema.BEST_VALUE]
+    )
     assert parent.data.params["sweep.params.optim.lr"] == "choice(1e-5, 3e-3)"
 
     files = artifact_paths(client, parent.info.run_id)
@@ -102,7 +113,9 @@ def test_a_sweep_with_pruning_is_one_parent_with_its_trials(
     # The same study name resumes the study under the same parent, up to the new total.
     main(["sweep", "--trials", "8", "--study", "t6", "--storage", storage, *PRUNING])
     assert sweep_parent(client).info.run_id == parent.info.run_id
-    assert sorted(int(r.data.tags[schema.TRIAL_NUMBER]) for r in trials_of(client, parent.info.run_id)) == list(range(8))  # fmt: skip
+    assert sorted(
+        int(r.data.tags[schema.TRIAL_NUMBER]) for r in trials_of(client, parent.info.run_id)
+    ) == list(range(8))
     assert len(optuna.load_study(study_name="t6/scratch", storage=storage).trials) == 8
     # Other settings under the same name are refused before any trial runs.
     with pytest.raises(SystemExit) as failed:
@@ -124,10 +137,31 @@ def test_two_workers_share_one_study_on_postgresql(
         url, storage = served.url, served.optuna_storage
         assert storage is not None and storage.startswith("postgresql+psycopg2://")
         env = {**subprocess_env, "MLFLOW_TRACKING_URI": url, "TSP_SWEEP_STORAGE": storage}
-        cmd = [sys.executable, "-m", "tsp_mlflow", "sweep", "--trials", "5", "--study", "shared",
-               "--epochs", "1", "--overrides", f"debug=tiny trainer.batch_size=256 sweep/pruner=none {NARROW}"]  # fmt: skip
-        workers = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True) for _ in range(2)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "tsp_mlflow",
+            "sweep",
+            "--trials",
+            "5",
+            "--study",
+            "shared",
+            "--epochs",
+            "1",
+            "--overrides",
+            f"debug=tiny trainer.batch_size=256 sweep/pruner=none {NARROW}",
+        ]
+        workers = [
+            subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(2)
+        ]
         outputs = [w.communicate(timeout=600)[0] for w in workers]
         assert [w.returncode for w in workers] == [0, 0], outputs
         client = MlflowClient(url)
@@ -158,10 +192,24 @@ def test_an_interrupted_worker_leaves_its_trial_failed_and_a_resume_redoes_it(
     import signal
     import time
 
-    args = ["sweep", "--trials", "1", "--study", "stop", "--epochs", "3", "--overrides",
-            f"representations=false trainer.batch_size=32 sweep/pruner=none {NARROW}"]  # fmt: skip
-    worker = subprocess.Popen([sys.executable, "-m", "tsp_mlflow", *args], env=subprocess_env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    args = [
+        "sweep",
+        "--trials",
+        "1",
+        "--study",
+        "stop",
+        "--epochs",
+        "3",
+        "--overrides",
+        f"representations=false trainer.batch_size=32 sweep/pruner=none {NARROW}",
+    ]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tsp_mlflow", *args],
+        env=subprocess_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     client = MlflowClient(tracking_uri)
     deadline = time.monotonic() + 300
     while not runs(
@@ -182,16 +230,24 @@ def test_an_interrupted_worker_leaves_its_trial_failed_and_a_resume_redoes_it(
     main(args)  # resume: the interrupted trial does not count, so one more trial runs
     parent = sweep_parent(client)
     assert parent.info.status == "FINISHED"
-    states = {int(r.data.tags[schema.TRIAL_NUMBER]): r.data.tags[schema.TRIAL_STATE]
-              for r in trials_of(client, parent.info.run_id)}  # fmt: skip
+    states = {
+        int(r.data.tags[schema.TRIAL_NUMBER]): r.data.tags[schema.TRIAL_STATE]
+        for r in trials_of(client, parent.info.run_id)
+    }
     assert states == {0: "FAIL", 1: "COMPLETE"}
 
 
 def test_sensitivity_sweep_compares_scratch_and_pretrained(
-    subprocess_env: dict[str, str], tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
-    params = {"trials": 4, "overrides": f"sweep=sensitivity debug=tiny {NARROW} "
-              "'optim.lr=choice(1e-3, 3e-3)' 'trainer.batch_size=choice(128, 256)'"}  # fmt: skip
+    subprocess_env: dict[str, str],
+    tracking_uri: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    params = {
+        "trials": 4,
+        "overrides": f"sweep=sensitivity debug=tiny {NARROW} "
+        "'optim.lr=choice(1e-3, 3e-3)' 'trainer.batch_size=choice(128, 256)'",
+    }
     done = mlflow_run("sweep", params, subprocess_env)  # the MLproject entry point
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri)
@@ -205,8 +261,11 @@ def test_sensitivity_sweep_compares_scratch_and_pretrained(
         worker.data.tags["mlflow.project.entryPoint"] == "sweep"
         and worker.info.status == "FINISHED"
     )
-    pretrain = {r.data.tags[schema.MODALITY]: r.info.run_id for r in kids
-                if r.data.tags[schema.STAGE] == schema.STAGE_PRETRAIN}  # fmt: skip
+    pretrain = {
+        r.data.tags[schema.MODALITY]: r.info.run_id
+        for r in kids
+        if r.data.tags[schema.STAGE] == schema.STAGE_PRETRAIN
+    }
     assert set(pretrain) == {"audio", "image"}
     trials = trials_of(client, parent.info.run_id)
     assert (
@@ -229,8 +288,11 @@ def test_sensitivity_sweep_compares_scratch_and_pretrained(
     assert configs["pretrained"] == configs["scratch"] and len(configs["scratch"]) == 4
     # Regrets recomputed from the trial runs themselves.
     for condition, group in values.groupby("condition"):
-        mine = {r.info.run_id: r.data.metrics[schema.BEST_VALUE] for r in trials
-                if r.data.tags[schema.CONDITION] == condition}  # fmt: skip
+        mine = {
+            r.info.run_id: r.data.metrics[schema.BEST_VALUE]
+            for r in trials
+            if r.data.tags[schema.CONDITION] == condition
+        }
         best = max(mine.values())
         for row in group.itertuples():
             assert row.regret == pytest.approx(best - mine[row.run_id])
@@ -249,8 +311,17 @@ def test_sensitivity_sweep_compares_scratch_and_pretrained(
     assert (tmp_path / "again" / "report.md").read_text() == report  # same inputs, same report
     assert "Hyperparameter sensitivity" in capsys.readouterr().out
     # On a test metric: the values are the trials' own test accuracies.
-    main(["sensitivity", parent.info.run_id, "--no-log", "--metric", "test/audio-image/accuracy",
-          "--output", str(tmp_path / "test")])  # fmt: skip
+    main(
+        [
+            "sensitivity",
+            parent.info.run_id,
+            "--no-log",
+            "--metric",
+            "test/audio-image/accuracy",
+            "--output",
+            str(tmp_path / "test"),
+        ]
+    )
     test_values = pd.read_csv(tmp_path / "test" / "values.csv").set_index("run_id")["value"]
     for run in trials:
         assert test_values[run.info.run_id] == run.data.metrics["test/audio-image/accuracy"]

@@ -97,11 +97,23 @@ def test_analysis_run_traces_every_number_to_run_ids(synthetic, tmp_path: Path) 
     meta = json.loads((tmp_path / "out/meta.json").read_text())
     assert meta["rng_seed"] == 0 and meta["versions"]["scipy"] and meta["pairing"] == "seed"
     artifacts = {f.path for f in client.list_artifacts(result.run_id, "analysis")}
-    assert {"analysis/report.md", "analysis/report.tex", "analysis/table.md", "analysis/meta.json",
-            "analysis/figures", "analysis/tables", "analysis/inputs"} <= artifacts  # fmt: skip
+    assert {
+        "analysis/report.md",
+        "analysis/report.tex",
+        "analysis/table.md",
+        "analysis/meta.json",
+        "analysis/figures",
+        "analysis/tables",
+        "analysis/inputs",
+    } <= artifacts
     figures = {Path(f.path).name for f in client.list_artifacts(result.run_id, "analysis/figures")}
-    assert figures == {"forest.png", "learning_curves.png", "time_to_threshold.png", "cost.png",
-                       "value_vs_compute.png"}  # fmt: skip
+    assert figures == {
+        "forest.png",
+        "learning_curves.png",
+        "time_to_threshold.png",
+        "cost.png",
+        "value_vs_compute.png",
+    }
     report = result.report
     assert "Kaplan–Meier" in report and "Break-even" in report and "Table 7.1 style" in report
     assert "\\begin{table}" in (tmp_path / "out/report.tex").read_text()
@@ -161,9 +173,18 @@ def test_every_table_traces_its_numbers_to_run_ids(synthetic, tmp_path: Path) ->
     _, _, ids = synthetic
     analyze(experiment="avdigits", settings=AnalysisSettings(rope=0.005), output_dir=tmp_path / "o")
     fusion = set(ids["scratch"] + ids["pretrained"])
-    for name in ("summary", "cost_summary", "break_even", "efficiency", "multimodal_summary",
-                 "survival_epochs", "survival_epochs_summary", "curve_bands", "aggregate",
-                 "comparison"):  # fmt: skip
+    for name in (
+        "summary",
+        "cost_summary",
+        "break_even",
+        "efficiency",
+        "multimodal_summary",
+        "survival_epochs",
+        "survival_epochs_summary",
+        "curve_bands",
+        "aggregate",
+        "comparison",
+    ):
         table = pd.read_csv(tmp_path / "o" / "tables" / f"{name}.csv")
         columns = [c for c in table.columns if c.startswith("run_ids")]
         assert columns, name

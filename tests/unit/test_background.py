@@ -90,9 +90,16 @@ def test_a_run_with_background_writes_logs_every_epoch_once(tracking_uri: str) -
     from tsp_mlflow.cli import main
     from tsp_mlflow.tracking import schema
 
-    main(["multimodal", "--epochs", "3", "--overrides",
-          "debug=tiny trainer.epochs=3 tracking.background_writes=true "
-          "model.encoders.audio.width=4 model.encoders.image.width=4"])  # fmt: skip
+    main(
+        [
+            "multimodal",
+            "--epochs",
+            "3",
+            "--overrides",
+            "debug=tiny trainer.epochs=3 tracking.background_writes=true "
+            "model.encoders.audio.width=4 model.encoders.image.width=4",
+        ]
+    )
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "FINISHED"
@@ -138,8 +145,14 @@ def test_epoch_metrics_are_queued_and_sent_whole_with_each_checkpoint(
         monkeypatch.setattr(epoch_log, "MAX_METRICS_PER_CALL", 7)
         calls: list[list[int]] = []
         send = logger.client.log_batch
-        monkeypatch.setattr(logger.client, "log_batch", lambda run, metrics, **kw: (
-            calls.append(sorted({m.step for m in metrics})), send(run, metrics=metrics, **kw)))  # fmt: skip
+        monkeypatch.setattr(
+            logger.client,
+            "log_batch",
+            lambda run, metrics, **kw: (
+                calls.append(sorted({m.step for m in metrics})),
+                send(run, metrics=metrics, **kw),
+            ),
+        )
         for epoch in (5, 6, 7, 8):
             logger.log_epoch(epoch, metrics, 1.0, send=False)
         logger.log_epoch(9, metrics, 1.0, send=True)

@@ -38,7 +38,7 @@ def test_ranks_split_exactly_the_single_process_batches(rows: int, size: int, wo
                 ),
                 Ranks(r, world),
             )
-        )  # fmt: skip
+        )
         for r in range(world)
     ]
     kept = [b for b in expected if len(b) >= world]  # a batch too short to split is dropped
@@ -55,8 +55,10 @@ def test_ranks_split_exactly_the_single_process_batches(rows: int, size: int, wo
 def test_shard_loaders_cover_val_in_order_and_keep_the_train_generator() -> None:
     data = TensorDataset(torch.arange(11))
     generator = torch.Generator().manual_seed(0)
-    loaders = {"train": DataLoader(data, batch_size=4, shuffle=True, generator=generator),
-               "val": DataLoader(data, batch_size=4)}  # fmt: skip
+    loaders = {
+        "train": DataLoader(data, batch_size=4, shuffle=True, generator=generator),
+        "val": DataLoader(data, batch_size=4),
+    }
     assert shard_loaders(loaders, Ranks()) is loaders  # one process: untouched
     views = [shard_loaders(loaders, Ranks(r, 3)) for r in range(3)]
     val = [int(x) for v in views for (batch,) in v["val"] for x in batch]
@@ -73,8 +75,10 @@ def test_a_rank_shard_of_a_split_with_missing_modalities_still_evaluates_observe
     complete = TensorDataset(torch.arange(4))
     complete.modalities = ["audio", "image"]  # type: ignore[attr-defined]
     data = WithMissingModalities(complete, torch.ones(4, 2, dtype=torch.bool))
-    loaders = {"train": DataLoader(data, batch_size=2, shuffle=True, generator=torch.Generator()),
-               "val": DataLoader(data, batch_size=2)}  # fmt: skip
+    loaders = {
+        "train": DataLoader(data, batch_size=2, shuffle=True, generator=torch.Generator()),
+        "val": DataLoader(data, batch_size=2),
+    }
     assert has_missing(loaders["val"])
     assert has_missing(shard_loaders(loaders, Ranks(1, 2))["val"])
 

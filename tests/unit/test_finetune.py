@@ -73,8 +73,11 @@ def test_per_modality_learning_rates_become_groups() -> None:
     assert not image & {id(p) for p in groups[0]["params"]}
     before = {k: p.clone() for k, p in net.named_parameters()}
     step(net, lr=0.0, lrs={"image": 0.1})  # only the image encoder has a rate
-    moved = {k.split(".")[1] for k, p in net.named_parameters()
-             if k.startswith("encoders.") and not torch.equal(before[k], p)}  # fmt: skip
+    moved = {
+        k.split(".")[1]
+        for k, p in net.named_parameters()
+        if k.startswith("encoders.") and not torch.equal(before[k], p)
+    }
     assert moved == {"image"}
 
 

@@ -28,7 +28,8 @@ def batch(seed: int = 0, rows: int = 16) -> tuple[dict[str, torch.Tensor], torch
 
 
 def test_every_fusion_method_of_the_thesis_is_an_option() -> None:
-    assert set(FUSIONS) == {"concat", "sum", "avg", "max", "gated", "attention"}
+    # A superset: a new method adds its class and its YAML, and nothing here.
+    assert {"concat", "sum", "avg", "max", "gated", "attention"} <= set(FUSIONS)
 
 
 @pytest.mark.parametrize("option", ORDER_FREE)

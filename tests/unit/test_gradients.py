@@ -51,10 +51,12 @@ def test_the_direction_never_opposes_either_objective_when_they_conflict(seed: i
     assert 0.001 <= direction.weight_multimodal <= 0.999
     # The integrated direction h = 2(α_mm g_mm + α_u g_u) over the encoder's whole flattened
     # gradient is the min-norm point of the two: it opposes neither objective.
-    h = torch.cat([
-        (2 * (direction.weight_multimodal * a + direction.weight_unimodal * b)).flatten()
-        for a, b in zip(g_mm, g_uni, strict=True)
-    ])  # fmt: skip
+    h = torch.cat(
+        [
+            (2 * (direction.weight_multimodal * a + direction.weight_unimodal * b)).flatten()
+            for a, b in zip(g_mm, g_uni, strict=True)
+        ]
+    )
     assert float(h @ flat_mm) >= -1e-6 and float(h @ flat_uni) >= -1e-6
     # Then the official rescaling, per tensor: γ·max(1, ‖s‖/‖h‖). (Per-tensor factors can
     # tilt the whole vector; with one tensor, as in the hand-worked case, it cannot.)
@@ -65,8 +67,10 @@ def test_the_direction_never_opposes_either_objective_when_they_conflict(seed: i
 
 
 def test_agreeing_gradients_get_equal_weights_and_gamma_times_their_sum() -> None:
-    g_mm, g_uni = [torch.tensor([1.0, 2.0]), torch.tensor([0.5])], [torch.tensor([2.0, 1.0]),
-                                                                    torch.tensor([0.1])]  # fmt: skip
+    g_mm, g_uni = (
+        [torch.tensor([1.0, 2.0]), torch.tensor([0.5])],
+        [torch.tensor([2.0, 1.0]), torch.tensor([0.1])],
+    )
     direction = mmpareto_direction(g_mm, g_uni, gamma=1.5)
     assert direction.cosine > 0
     assert (direction.weight_multimodal, direction.weight_unimodal) == (0.5, 0.5)
@@ -132,8 +136,11 @@ def test_mmpareto_replaces_encoder_gradients_and_heads_keep_the_uniform_sum() ->
         )
         expected = mmpareto_direction(
             [g_mm[n] for n in names],
-            [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, own_uni, strict=True)],
-        )  # fmt: skip
+            [
+                torch.zeros_like(params[n]) if g is None else g
+                for n, g in zip(names, own_uni, strict=True)
+            ],
+        )
         for n, want in zip(names, expected.grads, strict=True):
             assert torch.allclose(got[n], want, atol=1e-5), n
         assert stats[m]["cosine"] == pytest.approx(expected.cosine, abs=1e-5)
@@ -169,18 +176,30 @@ def test_fit_logs_mmpareto_statistics_and_unimodal_losses_per_epoch() -> None:
     model = make_model()
     gen = torch.Generator().manual_seed(0)
     rows = [
-        {"inputs": {"audio": torch.randn(1, 12, 12, generator=gen),
-                    "image": torch.randn(1, 12, 12, generator=gen)},
-         "present": torch.ones(2, dtype=torch.bool), "target": torch.tensor(i % 3)}
+        {
+            "inputs": {
+                "audio": torch.randn(1, 12, 12, generator=gen),
+                "image": torch.randn(1, 12, 12, generator=gen),
+            },
+            "present": torch.ones(2, dtype=torch.bool),
+            "target": torch.tensor(i % 3),
+        }
         for i in range(24)
-    ]  # fmt: skip
+    ]
     loader = DataLoader(rows, batch_size=8)
     result = fit(
-        model, loader, loader, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
-        scheduler=None, epochs=2, patterns=[("audio", "image"), ("audio",), ("image",)],
-        task=MulticlassTask(3), monitor_pattern="audio-image", device=torch.device("cpu"),
+        model,
+        loader,
+        loader,
+        optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+        scheduler=None,
+        epochs=2,
+        patterns=[("audio", "image"), ("audio",), ("image",)],
+        task=MulticlassTask(3),
+        monitor_pattern="audio-image",
+        device=torch.device("cpu"),
         gradient=MMPareto(),
-    )  # fmt: skip
+    )
     for epoch in result.history:
         assert {"loss_audio", "loss_image"} <= set(epoch["train"]["all"])
         for m in ("audio", "image"):

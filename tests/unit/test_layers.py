@@ -17,7 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Bottom to top. A module belongs to the first layer whose prefix names it or a package above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("tsp_mlflow.errors", "tsp_mlflow.version", "tsp_mlflow.config", "tsp_mlflow.run_flags")),
+    (
+        "base",
+        ("tsp_mlflow.errors", "tsp_mlflow.version", "tsp_mlflow.config", "tsp_mlflow.run_flags"),
+    ),
     ("tracking", ("tsp_mlflow.tracking",)),
     ("analysis", ("analysis",)),
     ("data", ("tsp_mlflow.data",)),

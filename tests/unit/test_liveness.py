@@ -39,8 +39,11 @@ def test_reap_marks_only_dead_runs_killed_at_their_last_heartbeat(tracking_uri: 
     }
     ids = {}
     for name, (record, beat) in records.items():
-        run = client.create_run(experiment, run_name=name,
-                                tags={schema.PROCESS: record, schema.HEARTBEAT: f"{beat:.0f}"})  # fmt: skip
+        run = client.create_run(
+            experiment,
+            run_name=name,
+            tags={schema.PROCESS: record, schema.HEARTBEAT: f"{beat:.0f}"},
+        )
         ids[name] = run.info.run_id
     foreign = client.create_run(experiment, run_name="another tool").info.run_id  # no record
 
@@ -50,8 +53,12 @@ def test_reap_marks_only_dead_runs_killed_at_their_last_heartbeat(tracking_uri: 
 
     reap([experiment], stale_after=300)
     status = {name: client.get_run(i).info.status for name, i in ids.items()}
-    assert status == {"alive here": "RUNNING", "dead here": "KILLED",
-                      "silent elsewhere": "KILLED", "beating elsewhere": "RUNNING"}  # fmt: skip
+    assert status == {
+        "alive here": "RUNNING",
+        "dead here": "KILLED",
+        "silent elsewhere": "KILLED",
+        "beating elsewhere": "RUNNING",
+    }
     assert client.get_run(foreign).info.status == "RUNNING"
     silent = client.get_run(ids["silent elsewhere"])
     assert silent.info.end_time == round(records["silent elsewhere"][1]) * 1000  # last beat

@@ -9,8 +9,14 @@ import pandas as pd
 from analysis.results import compare_axis
 from analysis.stats.many import ManyResult
 
-COMMON = {"alpha": 0.05, "confidence": 0.95, "correction": "holm", "rope": 0.01, "seed": 0,
-          "pair_on": "seed"}  # fmt: skip
+COMMON = {
+    "alpha": 0.05,
+    "confidence": 0.95,
+    "correction": "holm",
+    "rope": 0.01,
+    "seed": 0,
+    "pair_on": "seed",
+}
 
 
 def frame(rows: list[tuple[str, str, str, str, int, float]]) -> pd.DataFrame:
@@ -32,8 +38,9 @@ def test_only_groups_crossing_every_level_are_compared() -> None:
         for imputation in ("none", "predicted"):
             rows.append(("pretrained", "uniform", imputation, "0.5", seed, 0.3))
     values = frame(rows)
-    result = compare_axis(values, "gradient", ["mmpareto", "uniform"],
-                          ("condition", "missing", "imputation"), COMMON)  # fmt: skip
+    result = compare_axis(
+        values, "gradient", ["mmpareto", "uniform"], ("condition", "missing", "imputation"), COMMON
+    )
     assert isinstance(result, pd.DataFrame)
     # missing and imputation are constant where both gradients ran: not shown.
     assert "missing" not in result and "imputation" not in result
@@ -41,14 +48,23 @@ def test_only_groups_crossing_every_level_are_compared() -> None:
     assert (result["n_pairs"] == 4).all() and (result["delta"] > 0.03).all()
     assert (result[["a", "b"]].to_numpy() == ["mmpareto", "uniform"]).all()
 
-    kept = compare_axis(values, "imputation", ["predicted", "none"],
-                        ("condition", "missing", "gradient"), COMMON, keep=("missing",))  # fmt: skip
+    kept = compare_axis(
+        values,
+        "imputation",
+        ["predicted", "none"],
+        ("condition", "missing", "gradient"),
+        COMMON,
+        keep=("missing",),
+    )
     assert list(kept["missing"]) == ["0.5"] and kept["delta"].iloc[0] == 0.0
 
 
 def test_three_levels_get_the_friedman_family_and_no_crossing_gives_none() -> None:
-    rows = [("scratch", g, "none", "0", s, v + 0.01 * s)
-            for s in range(3) for g, v in (("joint", 0.4), ("uniform", 0.5), ("mmpareto", 0.6))]  # fmt: skip
+    rows = [
+        ("scratch", g, "none", "0", s, v + 0.01 * s)
+        for s in range(3)
+        for g, v in (("joint", 0.4), ("uniform", 0.5), ("mmpareto", 0.6))
+    ]
     values = frame(rows)
     result = compare_axis(
         values, "gradient", ["mmpareto", "uniform", "joint"], ("condition",), COMMON

@@ -52,8 +52,11 @@ def test_the_wrapper_only_changes_present() -> None:
             return 3
 
         def __getitem__(self, i: int) -> dict:
-            return {"inputs": {"a": torch.tensor(i), "b": torch.tensor(-i)},
-                    "present": torch.ones(2, dtype=torch.bool), "target": torch.tensor(i)}  # fmt: skip
+            return {
+                "inputs": {"a": torch.tensor(i), "b": torch.tensor(-i)},
+                "present": torch.ones(2, dtype=torch.bool),
+                "target": torch.tensor(i),
+            }
 
     mask = torch.tensor([[True, False], [False, True], [True, True]])
     ds = WithMissingModalities(Tiny(), mask)

@@ -77,7 +77,7 @@ def test_pattern_evaluation_by_masking_equals_dropping_the_modality() -> None:
                 "target": target[i],
             }
             for i in range(n)
-        ],  # fmt: skip
+        ],
         batch_size=4,
     )
     patterns = all_patterns(model.modalities)
@@ -109,18 +109,35 @@ def test_fit_learns_a_separable_task_and_keeps_the_best_state() -> None:
     model = LateFusionModel({"audio": encoder}, ConcatFusion({"audio": 4}), torch.nn.Linear(4, 2))
     seen: list[int] = []
     result = fit(
-        model, loader, DataLoader(rows, batch_size=64),
-        optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), scheduler=None, epochs=5,
-        patterns=[("audio",)], task=MulticlassTask(2), monitor_pattern="audio", device=torch.device("cpu"),
+        model,
+        loader,
+        DataLoader(rows, batch_size=64),
+        optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+        scheduler=None,
+        epochs=5,
+        patterns=[("audio",)],
+        task=MulticlassTask(2),
+        monitor_pattern="audio",
+        device=torch.device("cpu"),
         on_epoch_end=lambda epoch, metrics, seconds: seen.append(epoch),
-    )  # fmt: skip
+    )
     assert seen == [1, 2, 3, 4, 5]
     val_acc = [h["val"]["audio"]["accuracy"] for h in result.history]
     assert result.best_value == max(val_acc) > 0.8
     assert result.best_epoch == val_acc.index(max(val_acc)) + 1
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
-        fit(model, loader, loader, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
-            epochs=0, patterns=[("audio",)], task=MulticlassTask(2), monitor_pattern="audio", device=torch.device("cpu"))  # fmt: skip
+        fit(
+            model,
+            loader,
+            loader,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            scheduler=None,
+            epochs=0,
+            patterns=[("audio",)],
+            task=MulticlassTask(2),
+            monitor_pattern="audio",
+            device=torch.device("cpu"),
+        )
 
 
 def test_device_auto_resolves_and_bad_devices_fail_clearly() -> None:
@@ -139,12 +156,27 @@ def test_device_auto_resolves_and_bad_devices_fail_clearly() -> None:
 )
 def test_fit_and_evaluate_run_on_cuda() -> None:
     model = make_model()
-    rows = [{"inputs": {"audio": torch.rand(1, 16, 16), "image": torch.rand(1, 12, 12)},
-             "present": torch.ones(2, dtype=torch.bool), "target": torch.tensor(i % 5)} for i in range(16)]  # fmt: skip
+    rows = [
+        {
+            "inputs": {"audio": torch.rand(1, 16, 16), "image": torch.rand(1, 12, 12)},
+            "present": torch.ones(2, dtype=torch.bool),
+            "target": torch.tensor(i % 5),
+        }
+        for i in range(16)
+    ]
     loader = DataLoader(rows, batch_size=8, pin_memory=True)
-    result = fit(model, loader, loader, optimizer=torch.optim.Adam(model.parameters()), scheduler=None,
-                 epochs=1, patterns=all_patterns(model.modalities), task=MulticlassTask(10), monitor_pattern="audio-image",
-                 device=resolve_device("auto"))  # fmt: skip
+    result = fit(
+        model,
+        loader,
+        loader,
+        optimizer=torch.optim.Adam(model.parameters()),
+        scheduler=None,
+        epochs=1,
+        patterns=all_patterns(model.modalities),
+        task=MulticlassTask(10),
+        monitor_pattern="audio-image",
+        device=resolve_device("auto"),
+    )
     assert next(iter(result.best_state.values())).is_cuda
 
 
@@ -162,13 +194,27 @@ def test_fit_minimises_lower_is_better_monitors_and_skips_nan_epochs() -> None:
                 out["mae"] = next(self.values)
             return out
 
-    rows = [{"inputs": {"audio": torch.randn(1, 4, 4)}, "present": torch.ones(1, dtype=torch.bool),
-             "target": torch.tensor(0.5)} for _ in range(12)]  # fmt: skip
-    model = LateFusionModel({"audio": SmallCNN(out_dim=4, width=4)}, ConcatFusion({"audio": 4}),
-                            torch.nn.Linear(4, 1))  # fmt: skip
+    rows = [
+        {
+            "inputs": {"audio": torch.randn(1, 4, 4)},
+            "present": torch.ones(1, dtype=torch.bool),
+            "target": torch.tensor(0.5),
+        }
+        for _ in range(12)
+    ]
+    model = LateFusionModel(
+        {"audio": SmallCNN(out_dim=4, width=4)}, ConcatFusion({"audio": 4}), torch.nn.Linear(4, 1)
+    )
     result = fit(
-        model, DataLoader(rows, batch_size=4), DataLoader(rows[:8], batch_size=8),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.01), scheduler=None, epochs=4,
-        patterns=[("audio",)], task=Scripted(), monitor_pattern="audio", device=torch.device("cpu"),
-    )  # fmt: skip
+        model,
+        DataLoader(rows, batch_size=4),
+        DataLoader(rows[:8], batch_size=8),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        scheduler=None,
+        epochs=4,
+        patterns=[("audio",)],
+        task=Scripted(),
+        monitor_pattern="audio",
+        device=torch.device("cpu"),
+    )
     assert (result.best_epoch, result.best_value) == (3, 0.4)

@@ -38,11 +38,24 @@ def test_secret_looking_keys_are_redacted_everywhere() -> None:
 
 
 def test_only_whole_secret_segments_are_redacted() -> None:
-    flat = flatten({"max_tokens": 1, "tokenizer": 2, "bypass_cache": 3, "passes": 4, "api_token": 5,
-                    "db": {"password": 6}, "aws_secret_access_key": 7, "private_key": 8})  # fmt: skip
+    flat = flatten(
+        {
+            "max_tokens": 1,
+            "tokenizer": 2,
+            "bypass_cache": 3,
+            "passes": 4,
+            "api_token": 5,
+            "db": {"password": 6},
+            "aws_secret_access_key": 7,
+            "private_key": 8,
+        }
+    )
     assert [k for k, v in flat.items() if v == REDACTED] == [
-        "api_token", "db.password", "aws_secret_access_key", "private_key",
-    ]  # fmt: skip
+        "api_token",
+        "db.password",
+        "aws_secret_access_key",
+        "private_key",
+    ]
 
 
 def test_uris_and_overrides_lose_their_secrets() -> None:
@@ -52,8 +65,10 @@ def test_uris_and_overrides_lose_their_secrets() -> None:
     )
     assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert redact_overrides(["+tracking.api_token=abc", "optim.lr=1e-3", "debug=tiny"]) == [
-        "+tracking.api_token=***", "optim.lr=1e-3", "debug=tiny",
-    ]  # fmt: skip
+        "+tracking.api_token=***",
+        "optim.lr=1e-3",
+        "debug=tiny",
+    ]
 
 
 def test_source_digest_changes_with_any_code_or_config_file(tmp_path: Path) -> None:
@@ -73,10 +88,18 @@ def test_source_digest_changes_with_any_code_or_config_file(tmp_path: Path) -> N
 
 
 def test_config_hash_tracks_semantics_only() -> None:
-    base = {"optim": {"lr": 0.1}, "tracking": {"experiment": "a"}, "runtime": {"device": "cpu"},
-            "data": {"dataset": {"cache_dir": "/x", "seed": 0}}}  # fmt: skip
-    moved = {**base, "tracking": {"experiment": "b"}, "runtime": {"device": "cuda"},
-             "data": {"dataset": {"cache_dir": "/y", "seed": 0}}}  # fmt: skip
+    base = {
+        "optim": {"lr": 0.1},
+        "tracking": {"experiment": "a"},
+        "runtime": {"device": "cpu"},
+        "data": {"dataset": {"cache_dir": "/x", "seed": 0}},
+    }
+    moved = {
+        **base,
+        "tracking": {"experiment": "b"},
+        "runtime": {"device": "cuda"},
+        "data": {"dataset": {"cache_dir": "/y", "seed": 0}},
+    }
     assert config_hash(base) == config_hash(moved)
     assert config_hash(base) != config_hash({**base, "optim": {"lr": 0.2}})
     assert config_hash(base) != config_hash(

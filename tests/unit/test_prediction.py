@@ -243,28 +243,47 @@ def test_predicted_embeddings_train_with_any_fusion_and_bitfit_encoders(fusion_n
     torch.manual_seed(0)
     encoders = {"audio": SmallCNN(out_dim=6, width=4), "image": SmallCNN(out_dim=5, width=4)}
     dims = {m: e.out_dim for m, e in encoders.items()}
-    fusion = {"gated": lambda: GatedFusion(dims, dim=8), "avg": lambda: AvgFusion(dims, dim=8),
-              "concat": lambda: ConcatFusion(dims)}[fusion_name]()  # fmt: skip
-    model = LateFusionModel(encoders, fusion, torch.nn.Linear(fusion.out_dim, 3),
-                            predictor=EmbeddingPredictor(dims, hidden=16))  # fmt: skip
+    fusion = {
+        "gated": lambda: GatedFusion(dims, dim=8),
+        "avg": lambda: AvgFusion(dims, dim=8),
+        "concat": lambda: ConcatFusion(dims),
+    }[fusion_name]()
+    model = LateFusionModel(
+        encoders,
+        fusion,
+        torch.nn.Linear(fusion.out_dim, 3),
+        predictor=EmbeddingPredictor(dims, hidden=16),
+    )
     apply_modes(model, {"audio": "bitfit", "image": "bitfit"})
     weights = {n: p.detach().clone() for n, p in model.encoders.named_parameters()}
     predictor = {n: p.detach().clone() for n, p in model.predictor.named_parameters()}
     gen = torch.Generator().manual_seed(0)
     present = [[True, True], [True, False], [False, True]]
     rows = [
-        {"inputs": {"audio": torch.randn(1, 12, 12, generator=gen),
-                    "image": torch.randn(1, 12, 12, generator=gen)},
-         "present": torch.tensor(present[i % 3]), "target": torch.tensor(i % 3)}
+        {
+            "inputs": {
+                "audio": torch.randn(1, 12, 12, generator=gen),
+                "image": torch.randn(1, 12, 12, generator=gen),
+            },
+            "present": torch.tensor(present[i % 3]),
+            "target": torch.tensor(i % 3),
+        }
         for i in range(36)
-    ]  # fmt: skip
+    ]
     loader = DataLoader(rows, batch_size=12)
     trainable = [p for p in model.parameters() if p.requires_grad]
     result = fit(
-        model, loader, loader, optimizer=torch.optim.Adam(trainable, lr=1e-2), scheduler=None,
-        epochs=2, patterns=[("audio", "image"), ("audio",), ("image",)], task=MulticlassTask(3),
-        monitor_pattern="audio-image", device=torch.device("cpu"),
-    )  # fmt: skip
+        model,
+        loader,
+        loader,
+        optimizer=torch.optim.Adam(trainable, lr=1e-2),
+        scheduler=None,
+        epochs=2,
+        patterns=[("audio", "image"), ("audio",), ("image",)],
+        task=MulticlassTask(3),
+        monitor_pattern="audio-image",
+        device=torch.device("cpu"),
+    )
     assert all(math.isfinite(h["train"]["all"]["predictor_vicreg"]) for h in result.history)
     for name, before in weights.items():  # BitFit: only biases moved
         moved = not torch.equal(before, dict(model.encoders.named_parameters())[name])

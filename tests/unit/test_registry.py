@@ -17,9 +17,12 @@ def register(value: float, monitor: str = MONITOR) -> str:
     with mlflow.start_run() as run:
         mlflow.log_text("x", "encoder/encoder.json")
     version = register_encoder(
-        name=NAME, artifact_uri=f"{run.info.artifact_uri}/encoder", run_id=run.info.run_id,
-        monitor=monitor, value=value,
-    )  # fmt: skip
+        name=NAME,
+        artifact_uri=f"{run.info.artifact_uri}/encoder",
+        run_id=run.info.run_id,
+        monitor=monitor,
+        value=value,
+    )
     return str(version.version)
 
 

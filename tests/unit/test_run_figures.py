@@ -14,28 +14,49 @@ from tsp_mlflow.training.run_figures import log_run_figures, multilabel
 from tsp_mlflow.training.tasks import MulticlassTask, MultilabelTask, SentimentRegressionTask
 
 HISTORY = [
-    {"train": {"all": {"loss": 2.0 - e / 10}},
-     "val": {p: {"loss": 2.1 - e / 10, "accuracy": 0.3 + e / 10, "f1_micro": 0.2 + e / 10,
-                 "mae": 1.0 - e / 10} for p in ("a-b", "a", "b")}}
+    {
+        "train": {"all": {"loss": 2.0 - e / 10}},
+        "val": {
+            p: {
+                "loss": 2.1 - e / 10,
+                "accuracy": 0.3 + e / 10,
+                "f1_micro": 0.2 + e / 10,
+                "mae": 1.0 - e / 10,
+            }
+            for p in ("a-b", "a", "b")
+        },
+    }
     for e in range(3)
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
     ("task", "outputs", "figure"),
     [
-        (MulticlassTask(num_classes=4), (torch.randn(30, 4), torch.arange(30) % 4),
-         schema.CONFUSION_FIGURE),
-        (MultilabelTask(num_labels=5), (torch.randn(30, 5), (torch.rand(30, 5) < 0.3).float()),
-         schema.MULTILABEL_FIGURE),
-        (SentimentRegressionTask(), (torch.randn(30, 1), torch.randn(30)), schema.REGRESSION_FIGURE),
+        (
+            MulticlassTask(num_classes=4),
+            (torch.randn(30, 4), torch.arange(30) % 4),
+            schema.CONFUSION_FIGURE,
+        ),
+        (
+            MultilabelTask(num_labels=5),
+            (torch.randn(30, 5), (torch.rand(30, 5) < 0.3).float()),
+            schema.MULTILABEL_FIGURE,
+        ),
+        (
+            SentimentRegressionTask(),
+            (torch.randn(30, 1), torch.randn(30)),
+            schema.REGRESSION_FIGURE,
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_task_logs_its_three_figures_as_pngs(
     tracking_uri: str, task: object, outputs: tuple, figure: str
 ) -> None:
-    test = {p: {m: 0.5 for m in ("accuracy", "f1_micro", "f1_macro", "mae", "acc2_non0")}
-            for p in ("a-b", "a", "b")}  # fmt: skip
+    test = {
+        p: {m: 0.5 for m in ("accuracy", "f1_micro", "f1_macro", "mae", "acc2_non0")}
+        for p in ("a-b", "a", "b")
+    }
     before = plt.get_fignums()
     with mlflow.start_run() as run:
         paths = log_run_figures(HISTORY, test, outputs, task, "a-b", best_epoch=2)

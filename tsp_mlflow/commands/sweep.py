@@ -21,11 +21,19 @@ from tsp_mlflow.tracking.session import where_to_look
 @click.command()
 @run_flags(*ON_TRAINING_RUNS)
 @click.option("--dataset", default="avdigits", show_default=True)
-@click.option("--trials", default="", help="trials per condition over all workers; empty: sweep.n_trials")  # fmt: skip
-@click.option("--study", default="", help="the study's name; the same name joins or resumes it "
-              "(empty: <dataset>-<sweep option>)")  # fmt: skip
-@click.option("--storage", default="",
-              help="Optuna RDB URL the workers share (empty: $TSP_SWEEP_STORAGE, else optuna.db beside mlflow.db)")  # fmt: skip
+@click.option(
+    "--trials", default="", help="trials per condition over all workers; empty: sweep.n_trials"
+)
+@click.option(
+    "--study",
+    default="",
+    help="the study's name; the same name joins or resumes it (empty: <dataset>-<sweep option>)",
+)
+@click.option(
+    "--storage",
+    default="",
+    help="Optuna RDB URL the workers share (empty: $TSP_SWEEP_STORAGE, else optuna.db beside mlflow.db)",
+)
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--overrides", default="", help=OVERRIDES_HELP + "; sweep syntax adds a dimension")
 def sweep(dataset: str, trials: str, study: str, storage: str, epochs: str, overrides: str) -> None:
@@ -49,9 +57,13 @@ def sweep(dataset: str, trials: str, study: str, storage: str, epochs: str, over
     given = flags("sweep", supported=ON_TRAINING_RUNS)
     uri = start()  # pretrained conditions resolve encoder runs against the tracking store
     recipe = SweepRecipe(
-        dataset, optional_int("epochs", epochs), [*given.overrides(), *split_overrides(overrides)],
-        n_trials=optional_int("trials", trials), study=study or None, storage=storage or None,
-    )  # fmt: skip
+        dataset,
+        optional_int("epochs", epochs),
+        [*given.overrides(), *split_overrides(overrides)],
+        n_trials=optional_int("trials", trials),
+        study=study or None,
+        storage=storage or None,
+    )
     if given.dry_run:
         from tsp_mlflow.recipes.plan import plan_sweep
 
@@ -76,18 +88,36 @@ def sweep(dataset: str, trials: str, study: str, storage: str, epochs: str, over
 @click.command("sensitivity")
 @run_flags("dry_run")
 @click.argument("sweep_run")
-@click.option("--metric", default="", help="a metric of the trial runs; empty: best/value (the objective)")  # fmt: skip
-@click.option("--reference", default="", help="the condition others are compared with (empty: scratch)")  # fmt: skip
+@click.option(
+    "--metric", default="", help="a metric of the trial runs; empty: best/value (the objective)"
+)
+@click.option(
+    "--reference", default="", help="the condition others are compared with (empty: scratch)"
+)
 @click.option("--confidence", type=float, default=0.95, show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
-              help="RNG seed for bootstraps")  # fmt: skip
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="also write the report, values and figures into this folder")  # fmt: skip
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="RNG seed for bootstraps",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="also write the report, values and figures into this folder",
+)
 @click.option("--no-log", is_flag=True, help="print only; log nothing to the sweep run")
 def sensitivity_command(
-    sweep_run: str, metric: str, reference: str, confidence: float, seed: int,
-    output: Path | None, no_log: bool,
-) -> None:  # fmt: skip
+    sweep_run: str,
+    metric: str,
+    reference: str,
+    confidence: float,
+    seed: int,
+    output: Path | None,
+    no_log: bool,
+) -> None:
     """How sensitive is each condition to its hyperparameters? From a sweep's trials.
 
     \b
@@ -106,8 +136,9 @@ def sensitivity_command(
 
     no_log = flags("sensitivity", supported=("dry_run",)).dry_run or no_log
     uri = start()
-    settings = dict(metric=metric or None, reference=reference or None, confidence=confidence,
-                    seed=seed)  # fmt: skip
+    settings = dict(
+        metric=metric or None, reference=reference or None, confidence=confidence, seed=seed
+    )
     if no_log or not os.environ.get("MLFLOW_RUN_ID"):
         report = sensitivity_report(sweep_run, **settings, folder=output, log=not no_log)
     else:  # under `mlflow run`: its run holds the report, nested under the sweep

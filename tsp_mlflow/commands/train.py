@@ -28,11 +28,18 @@ from tsp_mlflow.tracking.session import where_to_look
 @click.command()
 @run_flags()
 @click.option("--dataset", default="avdigits", show_default=True)
-@click.option("--modality", default="",
-              help="supervised: the modality whose encoder to pretrain; contrastive: the "
-                   "modalities, comma-separated (empty or 'all': every one)")  # fmt: skip
-@click.option("--objective", default="supervised", show_default=True,
-              help="supervised (the modality's own labels) | contrastive (paired, label-free)")  # fmt: skip
+@click.option(
+    "--modality",
+    default="",
+    help="supervised: the modality whose encoder to pretrain; contrastive: the "
+    "modalities, comma-separated (empty or 'all': every one)",
+)
+@click.option(
+    "--objective",
+    default="supervised",
+    show_default=True,
+    help="supervised (the modality's own labels) | contrastive (paired, label-free)",
+)
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
@@ -90,8 +97,10 @@ def pretrain(
     if not is_main_process():
         return
     if cfg.trainer.skip_train:
-        click.echo(f"pretrain run {run_id} finished (--skip-train: evaluated untrained; "
-                   "nothing registered)")  # fmt: skip
+        click.echo(
+            f"pretrain run {run_id} finished (--skip-train: evaluated untrained; "
+            "nothing registered)"
+        )
         return
     if isinstance(recipe, ContrastivePretrainRecipe):
         summaries = [
@@ -107,8 +116,12 @@ def pretrain(
 @click.command()
 @run_flags()
 @click.option("--dataset", default="avdigits", show_default=True)
-@click.option("--encoders", default="scratch", show_default=True,
-              help="scratch | pretrained | contrastive | <modality>=<scratch|pretrained|URI>,...")  # fmt: skip
+@click.option(
+    "--encoders",
+    default="scratch",
+    show_default=True,
+    help="scratch | pretrained | contrastive | <modality>=<scratch|pretrained|URI>,...",
+)
 @click.option("--fusion", default="concat", show_default=True)
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
@@ -143,8 +156,12 @@ def multimodal(
     if resume:  # the exact encoder runs it used, wherever `pretrained` points now
         encoders = encoders_of_run(resume, given=encoders) or encoders
     given = flags("multimodal")
-    params = (f"model/fusion={fusion}", f"encoders={quote(encoders)}", f"seed={seed}",
-              *given.overrides())  # fmt: skip
+    params = (
+        f"model/fusion={fusion}",
+        f"encoders={quote(encoders)}",
+        f"seed={seed}",
+        *given.overrides(),
+    )
     stage = stage_overrides(dataset, epochs, overrides, *params)
     cfg, choices = compose_config("multimodal", stage)
     recipe = MultimodalRecipe(cfg, fusion_name=choices["model/fusion"])
@@ -161,9 +178,11 @@ def multimodal(
 @run_flags(*ON_TRAINING_RUNS)
 @click.option("--dataset", default="avdigits", show_default=True)
 @click.option(
-    "--seeds", default="auto", show_default=True,
+    "--seeds",
+    default="auto",
+    show_default=True,
     help="fusion runs per condition: N (fixed), or auto (adaptive: add seeds until decided)",
-)  # fmt: skip
+)
 @click.option("--epochs", default="", help=EPOCHS_HELP)
 @click.option("--overrides", default="", help=OVERRIDES_HELP)
 @click.option(
@@ -194,14 +213,19 @@ def pipeline(dataset: str, seeds: str, epochs: str, overrides: str, resume: str)
     switches = [*given.overrides(), *(["analysis.split=val"] if given.skip_test else [])]
     uri = start()
     recipe = PipelineRecipe(
-        dataset, seeds, optional_int("epochs", epochs), [*switches, *split_overrides(overrides)],
+        dataset,
+        seeds,
+        optional_int("epochs", epochs),
+        [*switches, *split_overrides(overrides)],
         resume=resume,
-    )  # fmt: skip
+    )
     if given.dry_run:
         from tsp_mlflow.recipes.plan import plan_pipeline
 
-        click.echo(plan_pipeline(recipe) + (f"\n  resumes      run {resume} (its finished "
-                                            "runs are kept)" if resume else ""))  # fmt: skip
+        click.echo(
+            plan_pipeline(recipe)
+            + (f"\n  resumes      run {resume} (its finished runs are kept)" if resume else "")
+        )
         return
     if resume:  # the run's experiment is fixed already
         mark_project_run_as_resuming(resume)
@@ -220,8 +244,10 @@ def pipeline(dataset: str, seeds: str, epochs: str, overrides: str, resume: str)
     for line in left_out_lines(result.analysis.results):
         click.echo(line)
     if result.looks:
-        click.echo(f"Adaptive seeds: looks at {', '.join(map(str, result.looks))} seeds; "
-                   f"stopped: {result.stop_reason}")  # fmt: skip
+        click.echo(
+            f"Adaptive seeds: looks at {', '.join(map(str, result.looks))} seeds; "
+            f"stopped: {result.stop_reason}"
+        )
     click.echo(
         f"\nFull report: artifact {ANALYSIS_REPORT_ARTIFACT} of the analysis run {result.analysis.run_id}"
     )

@@ -39,16 +39,41 @@ from tsp_mlflow.errors import DataFormatError
 MMIMDB_MODALITIES = ("text", "image")
 # Arevalo's 23 genres, most frequent first (the order of the hdf5's genre columns).
 MMIMDB_GENRES = (
-    "Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror",
-    "Documentary", "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History",
-    "Music", "Animation", "Musical", "Western", "Sport", "Short", "Film-Noir",
-)  # fmt: skip
+    "Drama",
+    "Comedy",
+    "Romance",
+    "Thriller",
+    "Crime",
+    "Action",
+    "Adventure",
+    "Horror",
+    "Documentary",
+    "Mystery",
+    "Sci-Fi",
+    "Fantasy",
+    "Family",
+    "Biography",
+    "War",
+    "History",
+    "Music",
+    "Animation",
+    "Musical",
+    "Western",
+    "Sport",
+    "Short",
+    "Film-Noir",
+)
 HDF5_FILE = "multimodal_imdb.hdf5"
 HDF5_KEYS = "features, vgg_features, images, genres"
 # The published row boundaries: train [0, 15552), dev [15552, 18160), test [18160, N).
 DEFAULT_BOUNDARIES = (15552, 18160)
-SPLIT_NAMES: dict[str, Split] = {"train": "train", "dev": "val", "valid": "val", "val": "val",
-                                 "test": "test"}  # fmt: skip
+SPLIT_NAMES: dict[str, Split] = {
+    "train": "train",
+    "dev": "val",
+    "valid": "val",
+    "val": "val",
+    "test": "test",
+}
 TEXT_SOURCES = {"features": 300}
 IMAGE_SOURCES = {"vgg_features": 4096, "images": None}
 
@@ -173,8 +198,9 @@ def _boundaries(handle: Any, n: int, split: Split, path: Path) -> tuple[int, int
                 f"({train_end}, {dev_end}) need more than {dev_end} rows. Add a Fuel 'split' "
                 "attribute with train/dev/test row ranges"
             )
-        start, stop = {"train": (0, train_end), "val": (train_end, dev_end),
-                       "test": (dev_end, n)}[split]  # fmt: skip
+        start, stop = {"train": (0, train_end), "val": (train_end, dev_end), "test": (dev_end, n)}[
+            split
+        ]
         origin = f"the published boundaries {train_end}/{dev_end}"
     if not 0 <= start <= stop <= n:
         raise DataFormatError(f"{path}: {split} rows [{start}, {stop}) fall outside the {n} rows")

@@ -44,15 +44,21 @@ from tsp_mlflow.errors import DataFormatError
 
 MOSI_MODALITIES = ("text", "audio", "vision")
 Layout = Literal["multibench", "mult", "mmsa"]
-LAYOUT_FILES: dict[str, str] = {"multibench": "mosi_raw.pkl", "mult": "mosi_data.pkl",
-                                "mmsa": "aligned_50.pkl"}  # fmt: skip
+LAYOUT_FILES: dict[str, str] = {
+    "multibench": "mosi_raw.pkl",
+    "mult": "mosi_data.pkl",
+    "mmsa": "aligned_50.pkl",
+}
 LAYOUT_DIMS: dict[str, dict[str, int]] = {
     "multibench": {"text": 300, "audio": 74, "vision": 35},
     "mult": {"text": 300, "audio": 5, "vision": 20},
     "mmsa": {"text": 768, "audio": 5, "vision": 20},
 }
-LAYOUT_NAMES = {"multibench": "MultiBench mosi_raw.pkl", "mult": "MulT mosi_data.pkl",
-                "mmsa": "MMSA aligned_50/unaligned_50.pkl"}  # fmt: skip
+LAYOUT_NAMES = {
+    "multibench": "MultiBench mosi_raw.pkl",
+    "mult": "MulT mosi_data.pkl",
+    "mmsa": "MMSA aligned_50/unaligned_50.pkl",
+}
 FILE_SPLITS: dict[Split, str] = {"train": "train", "val": "valid", "test": "test"}
 SENTIMENT_RANGE = 3.0
 
@@ -148,11 +154,16 @@ def load_pickle(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
 
 # Everything a pickle of NumPy arrays, strings and dicts needs, and nothing that runs code.
 SAFE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
-}  # fmt: skip
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+}
 
 
 class UnsafePickle(pickle.UnpicklingError):

@@ -201,8 +201,9 @@ class GatedFusion(_Projected):
     def forward(self, feats: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         stacked, real, mask = self.projected(feats, present)  # (B, M, dim)
         candidates = torch.tanh(stacked)
-        ctx, _ = _stack({m: self.context[m](x) for m, x in feats.items()}, present,
-                        self.modalities, self.dim)  # fmt: skip
+        ctx, _ = _stack(
+            {m: self.context[m](x) for m, x in feats.items()}, present, self.modalities, self.dim
+        )
         context = (ctx * real.unsqueeze(-1).to(ctx.dtype)).sum(dim=1)  # (B, dim), present only
         logits = torch.stack([self.gate[m](context) for m in self.modalities], dim=1)  # (B, M, dim)
         weights = _masked_softmax(logits, mask)  # (B, M, dim), sums to 1 over present

@@ -80,12 +80,30 @@ def read_encoder_spec(folder: str | os.PathLike[str]) -> dict[str, Any]:
 # from a tracking server is untrusted: `width=10**6` would try to allocate terabytes,
 # and a `package:` checkpoint would import whatever module it names.
 _INT_BOUNDS: dict[str, tuple[int, int]] = {
-    **dict.fromkeys(("out_dim", "width", "channels", "hidden", "hidden_size", "in_features",
-                     "intermediate_size", "d_model", "dim_feedforward"), (1, 16_384)),
-    "in_channels": (1, 64), "layers": (0, 48), "num_layers": (0, 48), "nhead": (1, 64),
-    "num_heads": (1, 64), "max_len": (1, 65_536), "max_length": (1, 65_536),
-    "vocab_size": (2, 1_000_000), "depth": (18, 34),
-}  # fmt: skip
+    **dict.fromkeys(
+        (
+            "out_dim",
+            "width",
+            "channels",
+            "hidden",
+            "hidden_size",
+            "in_features",
+            "intermediate_size",
+            "d_model",
+            "dim_feedforward",
+        ),
+        (1, 16_384),
+    ),
+    "in_channels": (1, 64),
+    "layers": (0, 48),
+    "num_layers": (0, 48),
+    "nhead": (1, 64),
+    "num_heads": (1, 64),
+    "max_len": (1, 65_536),
+    "max_length": (1, 65_536),
+    "vocab_size": (2, 1_000_000),
+    "depth": (18, 34),
+}
 _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {"dropout": (0.0, 1.0)}
 _BOOLS = ("bidirectional", "lowercase")
 # Installed packages a stored `package:` checkpoint may point into (the [text] extra).
@@ -194,8 +212,11 @@ def fit_problems(
     stored ones, each named."""
     missing = sorted(set(model) - set(weights))
     unexpected = sorted(set(weights) - set(model))
-    shapes = sorted(f"{k} (weights {weights[k]} vs model {model[k]})"
-                    for k in set(weights) & set(model) if weights[k] != model[k])  # fmt: skip
+    shapes = sorted(
+        f"{k} (weights {weights[k]} vs model {model[k]})"
+        for k in set(weights) & set(model)
+        if weights[k] != model[k]
+    )
     problems = []
     if missing:
         problems.append(f"missing keys: {', '.join(missing)}")

@@ -124,12 +124,30 @@ class ContrastivePretrainRecipe:
         if resume:
             self.check_resume(resume)
         tags = {} if resume else self.tags()
-        with training_run(cfg, self.config, datasets, run_name="pretrain-contrastive",
-                          tags=tags, nested=nested, run_id=run_id, parent_run_id=parent_run_id,
-                          resume=resume, generator=generator, device=device) as (run_id, loaders):  # fmt: skip
-            result = train_and_test(cfg, model, loaders, objective, device, started=started,
-                                    on_epoch_end=on_epoch_end, resume_run_id=resume,
-                                    patterns=[self.modalities])  # fmt: skip
+        with training_run(
+            cfg,
+            self.config,
+            datasets,
+            run_name="pretrain-contrastive",
+            tags=tags,
+            nested=nested,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            resume=resume,
+            generator=generator,
+            device=device,
+        ) as (run_id, loaders):
+            result = train_and_test(
+                cfg,
+                model,
+                loaders,
+                objective,
+                device,
+                started=started,
+                on_epoch_end=on_epoch_end,
+                resume_run_id=resume,
+                patterns=[self.modalities],
+            )
             if cfg.trainer.skip_train:  # untrained encoders: nothing to keep or register
                 return run_id
             uris = {
@@ -137,7 +155,7 @@ class ContrastivePretrainRecipe:
                     encoders[m],
                     self.config["model"]["encoders"][m],
                     schema.encoder_artifact_path(m),
-                )  # fmt: skip
+                )
                 for m in self.modalities
             }
             if not register:

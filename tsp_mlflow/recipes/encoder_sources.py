@@ -62,8 +62,10 @@ def condition_name(sources: dict[str, str], contrastive: Sequence[str] = ()) -> 
     if set(contrastive) == set(sources):
         return schema.CONDITION_CONTRASTIVE
     if contrastive:  # a mix with contrastive encoders: name every modality's source
-        kinds = {m: "scratch" if m in scratch else "contrastive" if m in contrastive
-                 else "pretrained" for m in sources}  # fmt: skip
+        kinds = {
+            m: "scratch" if m in scratch else "contrastive" if m in contrastive else "pretrained"
+            for m in sources
+        }
         return "_".join(f"{m}_{kind}" for m, kind in kinds.items())
     if not scratch:
         return schema.CONDITION_PRETRAINED

@@ -28,8 +28,14 @@ class Cell:
     @property
     def key(self) -> tuple[str, str, str, int, str, str]:
         """What identifies a finished cell among a pipeline's children (via their tags)."""
-        return (self.fusion, self.condition, f"{self.missing:g}", self.seed, self.gradient,
-                self.imputation)  # fmt: skip
+        return (
+            self.fusion,
+            self.condition,
+            f"{self.missing:g}",
+            self.seed,
+            self.gradient,
+            self.imputation,
+        )
 
     @property
     def label(self) -> str:
@@ -38,7 +44,7 @@ class Cell:
             for value, default in (
                 (self.gradient, schema.GRADIENT_JOINT),
                 (self.imputation, schema.IMPUTATION_NONE),
-            )  # fmt: skip
+            )
             if value != default
         )
         return f"{self.fusion} {self.condition} missing {self.missing:g}{extra} seed {self.seed}"
@@ -68,8 +74,11 @@ class Grid:
     blocks: Sequence[Mapping[str, Any]] = ()
 
     def __post_init__(self) -> None:
-        for name, group in (("fusions", "model/fusion"), ("gradients", "gradient"),
-                            ("imputations", "imputation")):  # fmt: skip
+        for name, group in (
+            ("fusions", "model/fusion"),
+            ("gradients", "gradient"),
+            ("imputations", "imputation"),
+        ):
             options = group_options(group)
             values = list(getattr(self, name))
             if not values or any(v not in options for v in values):
@@ -89,8 +98,10 @@ class Grid:
 
     def products(self) -> list[Grid]:
         """This grid's own product, then one per block (fields inherited from this one)."""
-        return [replace(self, blocks=()),
-                *(replace(self, blocks=(), **dict(block)) for block in self.blocks)]  # fmt: skip
+        return [
+            replace(self, blocks=()),
+            *(replace(self, blocks=(), **dict(block)) for block in self.blocks),
+        ]
 
     def cells(self, modalities: Sequence[str], seeds: int) -> Iterator[Cell]:
         """Every cell once, block by block; within one, missing rate outermost and seed

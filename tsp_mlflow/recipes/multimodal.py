@@ -231,11 +231,15 @@ class MultimodalRecipe:
         )
         in_dims = {m: e.out_dim for m, e in encoders.items()}
         unimodal_heads = (
-            {m: instantiate(cfg.model.unimodal_head)(in_features=d,
-                                                     out_features=self.task.num_outputs)
-             for m, d in in_dims.items()}
-            if self.gradient.unimodal else None
-        )  # fmt: skip
+            {
+                m: instantiate(cfg.model.unimodal_head)(
+                    in_features=d, out_features=self.task.num_outputs
+                )
+                for m, d in in_dims.items()
+            }
+            if self.gradient.unimodal
+            else None
+        )
         predictor = (
             instantiate(cfg.imputation.predictor)(in_dims=in_dims)
             if cfg.imputation.predictor is not None
@@ -257,12 +261,30 @@ class MultimodalRecipe:
         tags = {**self.tags(), **provenance_tags(config), **(tags or {})}
         if resume:  # keep the run's own tags (its encoder sources as first given)
             tags = {}
-        with training_run(cfg, config, datasets, run_name=name, tags=tags, nested=nested,
-                          run_id=run_id, parent_run_id=parent_run_id, resume=resume,
-                          generator=generator, device=device) as (run_id, loaders):  # fmt: skip
-            train_and_test(cfg, model, loaders, self.task, device, started=started,
-                           on_epoch_end=on_epoch_end, resume_run_id=resume,
-                           gradient=self.gradient)  # fmt: skip
+        with training_run(
+            cfg,
+            config,
+            datasets,
+            run_name=name,
+            tags=tags,
+            nested=nested,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            resume=resume,
+            generator=generator,
+            device=device,
+        ) as (run_id, loaders):
+            train_and_test(
+                cfg,
+                model,
+                loaders,
+                self.task,
+                device,
+                started=started,
+                on_epoch_end=on_epoch_end,
+                resume_run_id=resume,
+                gradient=self.gradient,
+            )
             if not current().is_main:  # under torchrun rank 0 alone logs
                 return run_id
             logged = set(mlflow.get_run(run_id).data.metrics) if resume else set()

@@ -91,13 +91,22 @@ def training_run(
         return
     sent = False
     try:
-        with tracked_run(run_name=run_name, tags=tags, nested=nested, run_id=run_id or resume,
-                         parent_run_id=parent_run_id) as run:  # fmt: skip
+        with tracked_run(
+            run_name=run_name,
+            tags=tags,
+            nested=nested,
+            run_id=run_id or resume,
+            parent_run_id=parent_run_id,
+        ) as run:
             if resume:
                 claim(resume)
             if ranks.enabled:  # tags, not params: a resume may use another process count
-                mlflow.set_tags({schema.DISTRIBUTED_WORLD_SIZE: str(ranks.world_size),
-                                 schema.DISTRIBUTED_BACKEND: backend(device)})  # fmt: skip
+                mlflow.set_tags(
+                    {
+                        schema.DISTRIBUTED_WORLD_SIZE: str(ranks.world_size),
+                        schema.DISTRIBUTED_BACKEND: backend(device),
+                    }
+                )
             log_config(config, resumed=bool(resume))
             if not (resume and run.inputs.dataset_inputs):  # a resumed run may have them
                 log_dataset_inputs(datasets, cfg.data.name)
@@ -155,18 +164,34 @@ def train_and_test(
     if saved is not None:
         state = restore(saved, model, optimizer, scheduler, generator, device)
     train = functools.partial(
-        fit, model, loaders["train"], loaders["val"], optimizer=optimizer, scheduler=scheduler,
-        epochs=epochs, patterns=patterns, task=task, device=device, resume_from=state,
-        monitor_pattern=full, gradient=gradient,
-    )  # fmt: skip
+        fit,
+        model,
+        loaders["train"],
+        loaders["val"],
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=epochs,
+        patterns=patterns,
+        task=task,
+        device=device,
+        resume_from=state,
+        monitor_pattern=full,
+        gradient=gradient,
+    )
     if skip_train:  # evaluated as built: no step, no checkpoint, nothing to resume
         train = functools.partial(_untrained, model)
     if not ranks.is_main:  # the other ranks train alongside rank 0 and log nothing
         result = train()
         model.load_state_dict(result.best_state)
         if not skip_test:
-            evaluate(model, loaders["test"], patterns, device, task,
-                     observed=has_missing(loaders["test"]))  # fmt: skip
+            evaluate(
+                model,
+                loaders["test"],
+                patterns,
+                device,
+                task,
+                observed=has_missing(loaders["test"]),
+            )
         return result
     run = mlflow.active_run()
     assert run is not None
@@ -202,8 +227,12 @@ def train_and_test(
         return taken
 
     background = writes_in_background(cfg.tracking.background_writes, device.type)
-    progress = EpochProgress(run.info.run_name or run_id, epochs, f"val/{full}/{task.monitor}",
-                             first_epoch=state.epochs_run + 1)  # fmt: skip
+    progress = EpochProgress(
+        run.info.run_name or run_id,
+        epochs,
+        f"val/{full}/{task.monitor}",
+        first_epoch=state.epochs_run + 1,
+    )
     with (
         system_metrics(run_id, settings),
         BackgroundWriter(enabled=background) as writer,
@@ -232,9 +261,16 @@ def train_and_test(
     test: dict[str, dict[str, float]] | None = None
     outputs: dict[str, torch.Tensor] = {}
     if not skip_test:
-        test = evaluate(model, loaders["test"], patterns, device, task,
-                        observed=has_missing(loaders["test"]), latency=latency,
-                        outputs=outputs)  # fmt: skip
+        test = evaluate(
+            model,
+            loaders["test"],
+            patterns,
+            device,
+            task,
+            observed=has_missing(loaders["test"]),
+            latency=latency,
+            outputs=outputs,
+        )
     # A run resumed after these were logged (killed while closing) logs none of them twice.
     done = set(mlflow.get_run(resume_run_id).data.metrics) if resume_run_id else set()
     if test is not None:
@@ -244,10 +280,13 @@ def train_and_test(
     if test is not None and resamples > 0 and outputs:
         logged = {f.path for f in MlflowClient().list_artifacts(run_id)} if resume_run_id else set()
         if schema.TEST_BOOTSTRAP_ARTIFACT not in logged:
-            patterns = {k: v for k, v in outputs["patterns"].items()
-                        if k != schema.OBSERVED_PATTERN}  # fmt: skip
-            mlflow.log_dict(bootstrap_test_metrics(task, patterns, outputs["target"], resamples),
-                            schema.TEST_BOOTSTRAP_ARTIFACT)  # fmt: skip
+            patterns = {
+                k: v for k, v in outputs["patterns"].items() if k != schema.OBSERVED_PATTERN
+            }
+            mlflow.log_dict(
+                bootstrap_test_metrics(task, patterns, outputs["target"], resamples),
+                schema.TEST_BOOTSTRAP_ARTIFACT,
+            )
     summary = {
         schema.BEST_EPOCH: result.best_epoch,
         schema.BEST_VALUE: result.best_value,
@@ -263,11 +302,15 @@ def train_and_test(
     try:  # a figure that cannot be drawn must not fail a run that trained and tested
         test_data = loaders["test"].dataset
         log_run_figures(
-            result.history, test, (outputs["logits"], outputs["target"]) if outputs else None,
-            task, full, result.best_epoch,
+            result.history,
+            test,
+            (outputs["logits"], outputs["target"]) if outputs else None,
+            task,
+            full,
+            result.best_epoch,
             # MM-IMDb's genres by name; a missing-modality wrapper holds the dataset inside
             label_names=getattr(getattr(test_data, "dataset", test_data), "target_names", ()),
-        )  # fmt: skip
+        )
     except Exception as err:
         print(f"warning: run figures not logged: {type(err).__name__}: {err}", file=sys.stderr)
     return result

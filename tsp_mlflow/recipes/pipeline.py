@@ -132,10 +132,17 @@ class PipelineRecipe:
                 [dict(b) for b in self.grid.blocks], sort_keys=True
             )
         if self.design is not None:  # the design is part of what a resume must match
-            self.params |= {f"pipeline.seeds.{k}": str(v) for k, v in
-                            (("min", self.design.min), ("step", self.design.step),
-                             ("max", self.design.max), ("spending", self.design.spending),
-                             ("futility", self.design.futility), ("stop", self.design.stop))}  # fmt: skip
+            self.params |= {
+                f"pipeline.seeds.{k}": str(v)
+                for k, v in (
+                    ("min", self.design.min),
+                    ("step", self.design.step),
+                    ("max", self.design.max),
+                    ("spending", self.design.spending),
+                    ("futility", self.design.futility),
+                    ("stop", self.design.stop),
+                )
+            }
         if self.resume:
             check_resumable(
                 self.resume, stage=schema.STAGE_PIPELINE, params=self.params, allow_finished=True
@@ -161,10 +168,14 @@ class PipelineRecipe:
             self.contrastive = ContrastivePretrainRecipe(
                 compose_config(
                     "pretrain",
-                    [*routed["pretrain"], "objective=contrastive", *objective,
-                     f"seed={self.cfg.pretrain_seed}"],
+                    [
+                        *routed["pretrain"],
+                        "objective=contrastive",
+                        *objective,
+                        f"seed={self.cfg.pretrain_seed}",
+                    ],
                 )[0]
-            )  # fmt: skip
+            )
         elif objective:
             raise UserInputError(
                 f"overrides {objective} configure contrastive pretraining, which this grid "
@@ -180,8 +191,10 @@ class PipelineRecipe:
                     f"not run (grid.conditions: {', '.join(sorted(conditions))}); add it to "
                     f"grid.conditions or set analysis.{arm} to one of them"
                 )
-        for cell in {replace(c, condition="scratch", scratch=tuple(self.modalities), seed=0)
-                     for c in self.cells}:  # fmt: skip
+        for cell in {
+            replace(c, condition="scratch", scratch=tuple(self.modalities), seed=0)
+            for c in self.cells
+        }:
             probe = self._fusion_recipe(cell, {})
         if self.design is not None:
             check_auto_seeds(probe, self.analysis)
@@ -190,21 +203,35 @@ class PipelineRecipe:
         self, cell: Cell, pretrain_runs: dict[str, str], contrastive_run: str | None = None
     ) -> MultimodalRecipe:
         from_contrastive = cell.condition == schema.CONDITION_CONTRASTIVE
-        encoders = encoders_for(cell.scratch, self.modalities, pretrain_runs,
-                                contrastive_run if from_contrastive else None)  # fmt: skip
+        encoders = encoders_for(
+            cell.scratch,
+            self.modalities,
+            pretrain_runs,
+            contrastive_run if from_contrastive else None,
+        )
         rate = f"{cell.missing:g}"
         cfg, choices = compose_config(
             "multimodal",
-            [*self._multimodal_overrides, f"model/fusion={cell.fusion}", f"seed={cell.seed}",
-             f"encoders={quote(encoders)}", f"missing.train={rate}", f"missing.val={rate}",
-             f"missing.test={rate}", f"gradient={cell.gradient}",
-             f"imputation={cell.imputation}"],
-        )  # fmt: skip
+            [
+                *self._multimodal_overrides,
+                f"model/fusion={cell.fusion}",
+                f"seed={cell.seed}",
+                f"encoders={quote(encoders)}",
+                f"missing.train={rate}",
+                f"missing.val={rate}",
+                f"missing.test={rate}",
+                f"gradient={cell.gradient}",
+                f"imputation={cell.imputation}",
+            ],
+        )
         return MultimodalRecipe(cfg, fusion_name=choices["model/fusion"], condition=cell.condition)
 
     def run(self) -> PipelineResult:
-        tags = {schema.STAGE: schema.STAGE_PIPELINE, schema.DATASET: self.dataset,
-                schema.MODALITIES: ",".join(self.modalities)}  # fmt: skip
+        tags = {
+            schema.STAGE: schema.STAGE_PIPELINE,
+            schema.DATASET: self.dataset,
+            schema.MODALITIES: ",".join(self.modalities),
+        }
         with tracked_run(
             run_name=f"pipeline-{self.dataset}", tags=tags, run_id=self.resume
         ) as parent:
@@ -234,15 +261,18 @@ class PipelineRecipe:
             fusion_runs: list[str] = []
             looks: tuple[int, ...] = ()
             stop = ""
-            with CellProgress(f"pipeline {self.dataset}: fusion runs",
-                              len(self._cells_until(self.design.min if self.design else 0))) as bar:  # fmt: skip
+            with CellProgress(
+                f"pipeline {self.dataset}: fusion runs",
+                len(self._cells_until(self.design.min if self.design else 0)),
+            ) as bar:
 
                 def train(cells: list[Cell]) -> None:
                     for cell in cells:
                         if cell.key in done:
                             fusion_runs.append(done[cell.key])
-                            bar.cell_done(f"multimodal {cell.label}: finished earlier, run "
-                                          f"{done[cell.key]}")  # fmt: skip
+                            bar.cell_done(
+                                f"multimodal {cell.label}: finished earlier, run {done[cell.key]}"
+                            )
                             continue
                         recipe = self._fusion_recipe(cell, pretrain_runs, contrastive_run)
                         run_id = recipe.run(nested=True, resume=cut_short.get(cell.key))
@@ -251,16 +281,25 @@ class PipelineRecipe:
 
                 if self.design is None:
                     train(self.cells)
-                    result = analyze(parent_run=parent.info.run_id, settings=self.analysis,
-                                     nested=True)  # fmt: skip
+                    result = analyze(
+                        parent_run=parent.info.run_id, settings=self.analysis, nested=True
+                    )
                 else:
                     result, looks, stop = self._adaptive(parent.info.run_id, train, bar)
             mlflow.log_text(result.markdown, schema.ANALYSIS_TABLE_ARTIFACT)
             figure = forest_figure(result.results)  # the headline, on the parent itself
             mlflow.log_figure(figure, schema.HEADLINE_FIGURE)
             plt.close(figure)
-        return PipelineResult(parent.info.run_id, pretrain_runs, reused, fusion_runs, result,
-                              contrastive_run, looks, stop)  # fmt: skip
+        return PipelineResult(
+            parent.info.run_id,
+            pretrain_runs,
+            reused,
+            fusion_runs,
+            result,
+            contrastive_run,
+            looks,
+            stop,
+        )
 
     def _cells_until(self, seeds: int, stopped: Sequence[Stratum] = ()) -> list[Cell]:
         """The cells a look at ``seeds`` seeds needs (all of them for a fixed design)."""
@@ -293,11 +332,19 @@ class PipelineRecipe:
             if number in earlier:
                 comparison, full = earlier[number]
                 result = None  # recomputed below if this look turns out to be the last
-                print(f"look {number} ({seeds} seeds): analysed earlier, run "
-                      f"{comparison.attrs['run_id']}", flush=True)  # fmt: skip
+                print(
+                    f"look {number} ({seeds} seeds): analysed earlier, run "
+                    f"{comparison.attrs['run_id']}",
+                    flush=True,
+                )
             else:
-                result = analyze(parent_run=parent_id, settings=self.analysis, nested=True,
-                                 design=design, look=number)  # fmt: skip
+                result = analyze(
+                    parent_run=parent_id,
+                    settings=self.analysis,
+                    nested=True,
+                    design=design,
+                    look=number,
+                )
                 comparison, full = result.results.comparison, result.results.full_pattern
             open_strata = [k for k in strata if k not in stopped]
             decision = decide_strata(comparison, full, open_strata, design, last_look=last)
@@ -306,18 +353,29 @@ class PipelineRecipe:
                     stopped[stratum] = why
                     reasons[stratum] = decision.reasons[stratum]
             decided = sum(1 for k in open_strata if decision.stops[k] not in (None, NOT_COMPARED))
-            print(f"look {number} ({seeds} seeds): {decided} of {len(open_strata)} open strata "
-                  "stop" + (f" ({'; '.join(sorted(set(decision.reasons.values())))})"
-                            if decision.reasons else ""), flush=True)  # fmt: skip
+            print(
+                f"look {number} ({seeds} seeds): {decided} of {len(open_strata)} open strata "
+                "stop"
+                + (
+                    f" ({'; '.join(sorted(set(decision.reasons.values())))})"
+                    if decision.reasons
+                    else ""
+                ),
+                flush=True,
+            )
             if all(k in stopped for k in strata):
                 break
         if result is None:  # the last look was analysed before a resume: its numbers again
-            result = analyze(parent_run=parent_id, settings=self.analysis, log=False,
-                             design=design)  # fmt: skip
+            result = analyze(parent_run=parent_id, settings=self.analysis, log=False, design=design)
         stop = stop_summary(reasons, stopped)
         used = max((c.seed + 1 for c in self.cells if c.key in trained), default=0)
-        mlflow.set_tags({schema.SEEDS_LOOKS: ",".join(map(str, taken)),
-                         schema.SEEDS_USED: str(used), schema.SEEDS_STOP: stop})  # fmt: skip
+        mlflow.set_tags(
+            {
+                schema.SEEDS_LOOKS: ",".join(map(str, taken)),
+                schema.SEEDS_USED: str(used),
+                schema.SEEDS_STOP: stop,
+            }
+        )
         return result, tuple(taken), stop
 
     def _contrastive_run(self, parent_id: str, experiment_id: str) -> str | None:
@@ -355,23 +413,34 @@ def pretrain_or_reuse(
         tags = recipe.tags()
         key = (schema.STAGE_PRETRAIN, tags[schema.CONFIG_HASH], tags[schema.CODE_VERSION])
         while True:  # reuse a finished run, wait for one in progress, or claim and train
-            existing = find_identical_run(experiment_ids=[experiment_id], stage=key[0],
-                                          config_hash=key[1], code_version=key[2],
-                                          params=flatten(recipe.config))  # fmt: skip
+            existing = find_identical_run(
+                experiment_ids=[experiment_id],
+                stage=key[0],
+                config_hash=key[1],
+                code_version=key[2],
+                params=flatten(recipe.config),
+            )
             if existing is not None:
                 runs[m], reused[m] = existing.info.run_id, True
                 break
             busy = live_claim(experiment_id, *key)
             if busy is not None:
-                print(f"pretrain {m}: waiting for identical run {busy.info.run_id} (another "
-                      "process is training it)", flush=True)  # fmt: skip
+                print(
+                    f"pretrain {m}: waiting for identical run {busy.info.run_id} (another "
+                    "process is training it)",
+                    flush=True,
+                )
                 wait_for(busy.info.run_id)
                 continue
             resume = (interrupted or {}).get(tags[schema.CONFIG_HASH])
             try:
                 claim = {"claim": True} if isinstance(recipe, PretrainRecipe) else {}
-                runs[m] = recipe.run(nested=parent_run_id is None, parent_run_id=parent_run_id,
-                                     resume=resume, **claim)  # fmt: skip
+                runs[m] = recipe.run(
+                    nested=parent_run_id is None,
+                    parent_run_id=parent_run_id,
+                    resume=resume,
+                    **claim,
+                )
             except Superseded as lost:
                 print(f"pretrain {m}: run {lost.winner} started first; waiting for it", flush=True)
                 wait_for(lost.winner)
@@ -393,10 +462,14 @@ def cell_runs(parent_id: str) -> tuple[dict[CellKey, str], dict[CellKey, str]]:
     interrupted: dict[CellKey, str] = {}
     for run in children(parent_id, schema.STAGE_MULTIMODAL):
         tags = run.data.tags
-        key = (tags.get(schema.FUSION, ""), tags.get(schema.CONDITION, ""),
-               tags.get(schema.missing_tag("train"), "0"), int(tags.get(schema.SEED, -1)),
-               tags.get(schema.GRADIENT, schema.GRADIENT_JOINT),
-               tags.get(schema.IMPUTATION, schema.IMPUTATION_NONE))  # fmt: skip
+        key = (
+            tags.get(schema.FUSION, ""),
+            tags.get(schema.CONDITION, ""),
+            tags.get(schema.missing_tag("train"), "0"),
+            int(tags.get(schema.SEED, -1)),
+            tags.get(schema.GRADIENT, schema.GRADIENT_JOINT),
+            tags.get(schema.IMPUTATION, schema.IMPUTATION_NONE),
+        )
         if run.info.status == "FINISHED":
             finished[key] = run.info.run_id
         elif run.info.status == "KILLED":
@@ -452,8 +525,9 @@ def sequential_design(node: DictConfig) -> SequentialDesign:
         return instantiate(node, _convert_="all")
     except InstantiationException as err:
         cause = err.__cause__
-        raise UserInputError(str(cause) if isinstance(cause, UserInputError) else
-                             f"pipeline seeds settings: {err}") from None  # fmt: skip
+        raise UserInputError(
+            str(cause) if isinstance(cause, UserInputError) else f"pipeline seeds settings: {err}"
+        ) from None
 
 
 def check_auto_seeds(recipe: MultimodalRecipe, settings: AnalysisSettings) -> None:

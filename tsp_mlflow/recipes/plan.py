@@ -56,12 +56,15 @@ def training_lines(cfg: DictConfig) -> list[tuple[str, str]]:
     if cfg.trainer.get("skip_test"):
         steps.append("skip test")
     return [
-        ("training", f"{cfg.trainer.epochs} epoch{'' if cfg.trainer.epochs == 1 else 's'}, "
-                     f"batch {cfg.trainer.batch_size}, "
-                     f"seed {cfg.seed}, device {resolve_device(cfg.runtime.device)}"),
+        (
+            "training",
+            f"{cfg.trainer.epochs} epoch{'' if cfg.trainer.epochs == 1 else 's'}, "
+            f"batch {cfg.trainer.batch_size}, "
+            f"seed {cfg.seed}, device {resolve_device(cfg.runtime.device)}",
+        ),
         *([("switches", "; ".join(steps))] if steps else []),
         ("monitoring", watched),
-    ]  # fmt: skip
+    ]
 
 
 def patterns_line(modalities: Sequence[str]) -> str:
@@ -96,23 +99,30 @@ def plan_pretrain(recipe: object) -> str:
     if isinstance(recipe, ContrastivePretrainRecipe):
         modalities = list(recipe.modalities)
         title = f"tsp pretrain: {', '.join(modalities)} encoders, contrastive, on {cfg.data.name}"
-        names = [schema.registered_encoder_name(cfg.data.name, m, schema.OBJECTIVE_CONTRASTIVE)
-                 for m in modalities]  # fmt: skip
+        names = [
+            schema.registered_encoder_name(cfg.data.name, m, schema.OBJECTIVE_CONTRASTIVE)
+            for m in modalities
+        ]
         run_name = "pretrain-contrastive"
     else:
         modalities = [recipe.modality]  # type: ignore[attr-defined]
-        title = (f"tsp pretrain: the {modalities[0]} encoder on {cfg.data.name}'s "
-                 f"{recipe.task.name} task")  # type: ignore[attr-defined]  # fmt: skip
+        title = (
+            f"tsp pretrain: the {modalities[0]} encoder on {cfg.data.name}'s "
+            f"{recipe.task.name} task"
+        )  # type: ignore[attr-defined]
         names = [schema.registered_encoder_name(cfg.data.name, modalities[0])]
         run_name = f"pretrain-{modalities[0]}"
-    return describe(title, [
-        ("experiment", experiment_line(cfg.tracking.experiment)),
-        ("run", run_name),
-        ("data", data_line(cfg, modalities)),
-        ("encoders", "; ".join(f"{m}: {cfg.model.encoders[m]._target_}" for m in modalities)),
-        *training_lines(cfg),
-        ("registers", _registers(cfg, names)),
-    ])  # fmt: skip
+    return describe(
+        title,
+        [
+            ("experiment", experiment_line(cfg.tracking.experiment)),
+            ("run", run_name),
+            ("data", data_line(cfg, modalities)),
+            ("encoders", "; ".join(f"{m}: {cfg.model.encoders[m]._target_}" for m in modalities)),
+            *training_lines(cfg),
+            ("registers", _registers(cfg, names)),
+        ],
+    )
 
 
 def plan_multimodal(recipe: object) -> str:
@@ -121,16 +131,19 @@ def plan_multimodal(recipe: object) -> str:
     assert isinstance(recipe, MultimodalRecipe)
     cfg = recipe.cfg
     resolved = {m: loc.run_id for m, loc in recipe.locations.items()}
-    return describe(f"tsp multimodal: {recipe.fusion_name} fusion on {cfg.data.name}", [
-        ("experiment", experiment_line(cfg.tracking.experiment)),
-        ("run", f"{recipe.condition}-seed{cfg.seed} (condition {recipe.condition})"),
-        ("data", data_line(cfg, recipe.modalities)),
-        ("encoders", sources_line(recipe.sources, resolved)),
-        ("modes", ", ".join(f"{m} {mode}" for m, mode in recipe.modes.items())),
-        ("method", f"gradient {recipe.gradient.name}, imputation {recipe.imputation}"),
-        *training_lines(cfg),
-        ("patterns", patterns_line(recipe.modalities)),
-    ])  # fmt: skip
+    return describe(
+        f"tsp multimodal: {recipe.fusion_name} fusion on {cfg.data.name}",
+        [
+            ("experiment", experiment_line(cfg.tracking.experiment)),
+            ("run", f"{recipe.condition}-seed{cfg.seed} (condition {recipe.condition})"),
+            ("data", data_line(cfg, recipe.modalities)),
+            ("encoders", sources_line(recipe.sources, resolved)),
+            ("modes", ", ".join(f"{m} {mode}" for m, mode in recipe.modes.items())),
+            ("method", f"gradient {recipe.gradient.name}, imputation {recipe.imputation}"),
+            *training_lines(cfg),
+            ("patterns", patterns_line(recipe.modalities)),
+        ],
+    )
 
 
 def plan_pipeline(recipe: object) -> str:
@@ -151,10 +164,12 @@ def plan_pipeline(recipe: object) -> str:
     for m, stage in recipe.pretrain.items():
         tags = stage.tags()
         found = experiment and find_identical_run(
-            experiment_ids=[experiment.experiment_id], stage=schema.STAGE_PRETRAIN,
-            config_hash=tags[schema.CONFIG_HASH], code_version=tags[schema.CODE_VERSION],
+            experiment_ids=[experiment.experiment_id],
+            stage=schema.STAGE_PRETRAIN,
+            config_hash=tags[schema.CONFIG_HASH],
+            code_version=tags[schema.CODE_VERSION],
             params=flatten(stage.config),
-        )  # fmt: skip
+        )
         pretrain.append(f"{m}: " + (f"reuse run {found.info.run_id}" if found else "train"))
     if recipe.contrastive is not None:
         pretrain.append("contrastive: train or reuse one run for the contrastive cells")
@@ -165,20 +180,37 @@ def plan_pipeline(recipe: object) -> str:
     if design is None:
         runs = f"{len(labels)} (grid x {recipe.seeds} seeds): {shown}"
     else:
-        runs = (f"{len(labels)} to the first look (grid x {design.min} seeds), up to "
-                f"{len(recipe.cells)} (grid x {design.max} seeds): {shown}")  # fmt: skip
+        runs = (
+            f"{len(labels)} to the first look (grid x {design.min} seeds), up to "
+            f"{len(recipe.cells)} (grid x {design.max} seeds): {shown}"
+        )
     first = next(iter(recipe.pretrain.values()))
-    return describe(f"tsp pipeline on {recipe.dataset}", [
-        ("experiment", experiment_line(cfg.tracking.experiment)),
-        ("data", data_line(first.cfg, recipe.modalities)),
-        ("pretrain", "; ".join(pretrain)),
-        ("fusion runs", runs),
-        *([("seeds", f"auto: {design.describe()}; stop when every full-pattern row is "
-                     f"decided, or for futility below {design.futility:g}")] if design else []),
-        *training_lines(first.cfg),
-        ("analysis", f"{recipe.analysis.a} vs {recipe.analysis.b} on {recipe.analysis.split}, "
-                     f"{recipe.analysis.correction} correction"),
-    ])  # fmt: skip
+    return describe(
+        f"tsp pipeline on {recipe.dataset}",
+        [
+            ("experiment", experiment_line(cfg.tracking.experiment)),
+            ("data", data_line(first.cfg, recipe.modalities)),
+            ("pretrain", "; ".join(pretrain)),
+            ("fusion runs", runs),
+            *(
+                [
+                    (
+                        "seeds",
+                        f"auto: {design.describe()}; stop when every full-pattern row is "
+                        f"decided, or for futility below {design.futility:g}",
+                    )
+                ]
+                if design
+                else []
+            ),
+            *training_lines(first.cfg),
+            (
+                "analysis",
+                f"{recipe.analysis.a} vs {recipe.analysis.b} on {recipe.analysis.split}, "
+                f"{recipe.analysis.correction} correction",
+            ),
+        ],
+    )
 
 
 def plan_sweep(recipe: object) -> str:
@@ -186,11 +218,14 @@ def plan_sweep(recipe: object) -> str:
 
     assert isinstance(recipe, SweepRecipe)
     dims = "; ".join(f"{key} = {text}" for key, text in recipe.space.expressions)
-    return describe(f"tsp sweep: study {recipe.name} on {recipe.dataset}", [
-        ("experiment", experiment_line(recipe.cfg.tracking.experiment)),
-        ("storage", redact_uri(recipe.storage_url)),
-        ("trials", f"{recipe.n_trials} per condition, each a {recipe.stage} run"),
-        ("conditions", ", ".join(a.name for a in recipe.arms)),
-        ("space", dims or "none"),
-        ("objective", f"{recipe.direction} {recipe.task.monitor} on val"),
-    ])  # fmt: skip
+    return describe(
+        f"tsp sweep: study {recipe.name} on {recipe.dataset}",
+        [
+            ("experiment", experiment_line(recipe.cfg.tracking.experiment)),
+            ("storage", redact_uri(recipe.storage_url)),
+            ("trials", f"{recipe.n_trials} per condition, each a {recipe.stage} run"),
+            ("conditions", ", ".join(a.name for a in recipe.arms)),
+            ("space", dims or "none"),
+            ("objective", f"{recipe.direction} {recipe.task.monitor} on val"),
+        ],
+    )

@@ -116,13 +116,31 @@ class PretrainRecipe:
         if resume and current().is_main:
             self.check_resume(resume)
         tags = {} if resume else self.tags()  # a resumed run keeps its own
-        with training_run(cfg, self.config, datasets, run_name=f"pretrain-{m}", tags=tags,
-                          nested=nested, run_id=run_id, parent_run_id=parent_run_id,
-                          resume=resume, generator=generator, device=device) as (run_id, loaders):  # fmt: skip
+        with training_run(
+            cfg,
+            self.config,
+            datasets,
+            run_name=f"pretrain-{m}",
+            tags=tags,
+            nested=nested,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            resume=resume,
+            generator=generator,
+            device=device,
+        ) as (run_id, loaders):
             if claim and not resume:
                 check_claim(run_id, flatten(self.config))
-            result = train_and_test(cfg, model, loaders, self.task, device, started=started,
-                                    on_epoch_end=on_epoch_end, resume_run_id=resume)  # fmt: skip
+            result = train_and_test(
+                cfg,
+                model,
+                loaders,
+                self.task,
+                device,
+                started=started,
+                on_epoch_end=on_epoch_end,
+                resume_run_id=resume,
+            )
             if not current().is_main:  # under torchrun rank 0 alone logs and registers
                 return run_id
             if cfg.trainer.skip_train:  # an untrained encoder: nothing to keep or register

@@ -41,8 +41,11 @@ def live_claim(
         f"and tags.`{schema.CODE_VERSION}` = '{code_version}' and attributes.status = 'RUNNING'"
     )
     client = MlflowClient()
-    found = [r for r in client.search_runs([experiment_id], query, max_results=100)
-             if r.info.run_id != mine and why_dead(r) is None]  # fmt: skip
+    found = [
+        r
+        for r in client.search_runs([experiment_id], query, max_results=100)
+        if r.info.run_id != mine and why_dead(r) is None
+    ]
     if mine is not None:
         me = (client.get_run(mine).info.start_time, mine)
         found = [r for r in found if (r.info.start_time, r.info.run_id) < me]
@@ -57,8 +60,13 @@ def check_claim(run_id: str, params: dict[str, str]) -> None:
     key = (tags[schema.STAGE], tags[schema.CONFIG_HASH], tags[schema.CODE_VERSION])
     winner = live_claim(run.info.experiment_id, *key, mine=run_id)
     if winner is None:
-        winner = find_identical_run(experiment_ids=[run.info.experiment_id], stage=key[0],
-                                    config_hash=key[1], code_version=key[2], params=params)  # fmt: skip
+        winner = find_identical_run(
+            experiment_ids=[run.info.experiment_id],
+            stage=key[0],
+            config_hash=key[1],
+            code_version=key[2],
+            params=params,
+        )
     if winner is not None:
         raise Superseded(winner.info.run_id)
 

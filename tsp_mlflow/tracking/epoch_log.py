@@ -182,8 +182,11 @@ class UnsentSamples:
     def serialized(self) -> list[list[Any]]:
         """[key, value, timestamp, step] rows, JSON-able for a checkpoint's state.json."""
         with self._lock:
-            return [[m.key, m.value, m.timestamp, m.step]
-                    for _, samples in self._by_epoch for m in samples]  # fmt: skip
+            return [
+                [m.key, m.value, m.timestamp, m.step]
+                for _, samples in self._by_epoch
+                for m in samples
+            ]
 
 
 def samples_of(extra: dict[str, Any]) -> list[Metric]:

@@ -48,8 +48,11 @@ def list_runs(
         clauses.append(filter_string.strip())
     query = " and ".join(clauses)
     try:
-        return list(client.search_runs(ids, query, max_results=max_results,
-                                       order_by=["attributes.start_time DESC"]))  # fmt: skip
+        return list(
+            client.search_runs(
+                ids, query, max_results=max_results, order_by=["attributes.start_time DESC"]
+            )
+        )
     except MlflowException as err:
         if err.error_code == "INVALID_PARAMETER_VALUE":
             raise UserInputError(
@@ -67,8 +70,11 @@ def what(run: Run) -> str:
         held = tags.get(schema.MODALITY) or tags.get(schema.MODALITIES, "")
         return f"{held} encoder" + (" (contrastive)" if objective != "supervised" else "")
     if stage == schema.STAGE_MULTIMODAL:
-        parts = [tags.get(schema.CONDITION, "?"), tags.get(schema.FUSION, "?"),
-                 f"seed {tags.get(schema.SEED, '?')}"]  # fmt: skip
+        parts = [
+            tags.get(schema.CONDITION, "?"),
+            tags.get(schema.FUSION, "?"),
+            f"seed {tags.get(schema.SEED, '?')}",
+        ]
         if tags.get(schema.missing_tag("train"), "0") not in ("0", "0.0", ""):
             parts.append(f"missing {tags[schema.missing_tag('train')]}")
         if tags.get(schema.SKIP_TRAIN):
@@ -98,8 +104,11 @@ def _duration(run: Run) -> str:
         return ""
     end = run.info.end_time or int(dt.datetime.now().timestamp() * 1000)
     seconds = max(0, (end - run.info.start_time) // 1000)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else (
-        f"{seconds // 60}m{seconds % 60:02d}s")  # fmt: skip
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else (f"{seconds // 60}m{seconds % 60:02d}s")
+    )
 
 
 def runs_table(runs: Sequence[Run], uri: str, console: Console | None = None) -> None:
@@ -110,10 +119,23 @@ def runs_table(runs: Sequence[Run], uri: str, console: Console | None = None) ->
     if not runs:
         console.print(f"no runs match in {redact_uri(uri)}")
         return
-    table = Table(title=f"{len(runs)} run(s) in {redact_uri(uri)}, newest first",
-                  title_justify="left", box=None, pad_edge=False)  # fmt: skip
-    for column in ("run id", "name", "stage", "status", "what", "test", "started", "took",
-                   "parent"):  # fmt: skip
+    table = Table(
+        title=f"{len(runs)} run(s) in {redact_uri(uri)}, newest first",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+    )
+    for column in (
+        "run id",
+        "name",
+        "stage",
+        "status",
+        "what",
+        "test",
+        "started",
+        "took",
+        "parent",
+    ):
         table.add_column(column, no_wrap=column in ("run id", "parent"))
     for run in runs:
         started = (
@@ -122,8 +144,14 @@ def runs_table(runs: Sequence[Run], uri: str, console: Console | None = None) ->
             else ""
         )
         table.add_row(
-            run.info.run_id, run.info.run_name or "", run.data.tags.get(schema.STAGE, ""),
-            run.info.status, what(run), headline(run), started, _duration(run),
+            run.info.run_id,
+            run.info.run_name or "",
+            run.data.tags.get(schema.STAGE, ""),
+            run.info.status,
+            what(run),
+            headline(run),
+            started,
+            _duration(run),
             run.data.tags.get(schema.PARENT_RUN_ID, ""),
-        )  # fmt: skip
+        )
     console.print(table)

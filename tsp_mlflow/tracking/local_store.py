@@ -25,8 +25,10 @@ from tsp_mlflow.errors import UserInputError
 # What MLflow can track into (its tracking and registry stores both). `file:` and bare
 # paths are MLflow's file store, which raises unless MLFLOW_ALLOW_FILE_STORE is set.
 SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file", "")
-FIX = ("point MLFLOW_TRACKING_URI at a writable place, e.g. sqlite:///$PWD/mlflow.db, or a "
-       "server: http://host:5000")  # fmt: skip
+FIX = (
+    "point MLFLOW_TRACKING_URI at a writable place, e.g. sqlite:///$PWD/mlflow.db, or a "
+    "server: http://host:5000"
+)
 
 
 class TrackingStoreError(UserInputError):

@@ -59,11 +59,30 @@ def loopback_server(
     store = backend_store_uri or f"sqlite:///{folder / 'server.db'}"
     with log_path.open("a") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", command, "--host", host, "--port", str(port),
-             "--workers", str(workers), "--backend-store-uri", store,
-             "--artifacts-destination", str(folder / "server-artifacts"), *app, *(extra_args or [])],  # fmt: skip
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                command,
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--backend-store-uri",
+                store,
+                "--artifacts-destination",
+                str(folder / "server-artifacts"),
+                *app,
+                *(extra_args or []),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=folder,
+        )
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         try:
             deadline = time.monotonic() + timeout_s

@@ -21,8 +21,23 @@ REDACTED = "***"
 # Whole words of a key only (split at `.`, `_`, `-` and camelCase): `api_token`,
 # `db.password`, `tracking.pw`, `auth`, `access_key`, `clientSecret` and `secrets` are
 # secrets; `max_tokens`, `tokenizer`, `keys`, `author` and `bypass_cache` are not.
-SECRET_WORDS = ("pass", "passwd", "password", "passphrase", "pw", "pwd", "secret", "secrets",
-                "token", "key", "apikey", "credential", "credentials", "auth", "cookie")  # fmt: skip
+SECRET_WORDS = (
+    "pass",
+    "passwd",
+    "password",
+    "passphrase",
+    "pw",
+    "pwd",
+    "secret",
+    "secrets",
+    "token",
+    "key",
+    "apikey",
+    "credential",
+    "credentials",
+    "auth",
+    "cookie",
+)
 _SECRET_WORDS = re.compile(rf"(^|[._-])({'|'.join(SECRET_WORDS)})($|[._-])", re.I)
 # Userinfo runs to the last `@` before the host: `me:p@ss@db` hides all of `me:p@ss`.
 _URI_USERINFO = re.compile(r"(?<=://)[^/\s]+@")

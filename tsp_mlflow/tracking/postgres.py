@@ -73,19 +73,45 @@ class PostgresCluster:
         if _as_root():
             _hand_over(self.folder)
         if not (self.data / "PG_VERSION").exists():
-            self._run([str(bindir / "initdb"), "-D", str(self.data), "-U", USER, "-A", "trust",
-                       "-E", "UTF8", "--no-instructions"])  # fmt: skip
+            self._run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    USER,
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ]
+            )
         # No TCP at all, and a socket only its owner may open: the superuser trusts local
         # connections, so no other user of the machine may make one.
-        options = (f"-p {self.port} -k {self.sockets} -c listen_addresses='' "
-                   f"-c unix_socket_permissions=0700 -c max_connections={MAX_CONNECTIONS}")  # fmt: skip
-        self._run([str(bindir / "pg_ctl"), "-D", str(self.data), "-o", options,
-                   "-l", str(self.folder / "postgres.log"), "-w", "start"])  # fmt: skip
+        options = (
+            f"-p {self.port} -k {self.sockets} -c listen_addresses='' "
+            f"-c unix_socket_permissions=0700 -c max_connections={MAX_CONNECTIONS}"
+        )
+        self._run(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.folder / "postgres.log"),
+                "-w",
+                "start",
+            ]
+        )
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):  # not running: nothing to do
-            self._run([str(server_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast",
-                       "-w", "stop"])  # fmt: skip
+            self._run(
+                [str(server_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+            )
 
     def create_database(self, name: str) -> None:
         """Create ``name`` unless it exists."""
@@ -94,8 +120,9 @@ class PostgresCluster:
         deadline = time.monotonic() + 30
         while True:
             try:
-                connection = psycopg2.connect(host=str(self.sockets), port=self.port, user=USER,
-                                              dbname="postgres")  # fmt: skip
+                connection = psycopg2.connect(
+                    host=str(self.sockets), port=self.port, user=USER, dbname="postgres"
+                )
                 break
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:

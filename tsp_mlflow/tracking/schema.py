@@ -1,6 +1,6 @@
 """The tracking schema: every tag, metric, artifact and model name tsp-mlflow writes.
 
-This module is a public API (documented in the README) and imports nothing heavy, so
+This module is a public API (documented in docs/tracking-schema.md) and imports nothing heavy, so
 ``analysis/`` can parse runs back without torch.
 """
 
@@ -51,8 +51,14 @@ STAGE_PIPELINE = "pipeline"
 STAGE_ANALYSIS = "analysis"
 STAGE_SWEEP = "sweep"  # an Optuna sweep's parent (its trials keep their training stage)
 STAGE_MULTIRUN = "multirun"  # a Hydra multirun's parent
-STAGES = (STAGE_PRETRAIN, STAGE_MULTIMODAL, STAGE_PIPELINE, STAGE_ANALYSIS, STAGE_SWEEP,
-          STAGE_MULTIRUN)  # fmt: skip
+STAGES = (
+    STAGE_PRETRAIN,
+    STAGE_MULTIMODAL,
+    STAGE_PIPELINE,
+    STAGE_ANALYSIS,
+    STAGE_SWEEP,
+    STAGE_MULTIRUN,
+)
 
 CONDITION_SCRATCH = "scratch"
 CONDITION_PRETRAINED = "pretrained"

@@ -52,8 +52,10 @@ def check_tracking_server(uri: str) -> None:
             fix = "it accepts connections but does not answer: is it overloaded or hung?"
         else:
             port = urlparse(uri).port or (443 if uri.startswith("https") else 80)
-            fix = (f"start it (e.g. `mlflow server --port {port}`) or point "
-                   "MLFLOW_TRACKING_URI at a running one")  # fmt: skip
+            fix = (
+                f"start it (e.g. `mlflow server --port {port}`) or point "
+                "MLFLOW_TRACKING_URI at a running one"
+            )
         raise TrackingServerError(
             f"cannot reach the tracking server at {shown} ({reason}); {fix}"
         ) from None
@@ -95,8 +97,13 @@ def is_unreachable(err: BaseException) -> bool:
 
 def _short(err: BaseException) -> str:
     text = redact_uri(str(err))
-    for marker in ("Connection refused", "Name or service not known", "timed out",
-                   "No route to host", "Temporary failure in name resolution"):  # fmt: skip
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "timed out",
+        "No route to host",
+        "Temporary failure in name resolution",
+    ):
         if marker in text:
             return marker.lower()
     return text.splitlines()[0][:200] if text else type(err).__name__

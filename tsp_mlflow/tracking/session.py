@@ -180,8 +180,13 @@ def tracked_run(
         _select_experiment_of(run_id)
         run = mlflow.start_run(run_id=run_id, nested=nested, tags=tags)
     else:
-        run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags,
-                               experiment_id=experiment_id, parent_run_id=parent_run_id)  # fmt: skip
+        run = mlflow.start_run(
+            run_name=run_name,
+            nested=nested,
+            tags=tags,
+            experiment_id=experiment_id,
+            parent_run_id=parent_run_id,
+        )
     HEARTBEAT.add(run.info.run_id)
     if not nested and not parent_run_id:
         mark_training_experiment(run.info.experiment_id)
@@ -197,9 +202,12 @@ def tracked_run(
     except KeyboardInterrupt:
         _end(run.info.run_id, RunStatus.KILLED, "interrupted (SIGINT/SIGTERM/SIGHUP)")
         if not nested:
-            print(f"run {run.info.run_id} stopped (KILLED) after saving a checkpoint; continue it "
-                  f"by rerunning the same command with --resume {run.info.run_id}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"run {run.info.run_id} stopped (KILLED) after saving a checkpoint; continue it "
+                f"by rerunning the same command with --resume {run.info.run_id}",
+                file=sys.stderr,
+                flush=True,
+            )
         raise
     except ResumeTaken:  # another process holds the run now: leave it alone
         _forget_active_runs()
@@ -332,5 +340,7 @@ def where_to_look(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"Tracking server: {uri} (open it in a browser)"
     here = uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}"  # tsp ui's own default
-    return (f"Tracking store: {uri}\nBrowse the runs:  tsp ui"
-            f"{'' if here else f' --backend-store-uri {uri}'}   (it prints the URL to open)")  # fmt: skip
+    return (
+        f"Tracking store: {uri}\nBrowse the runs:  tsp ui"
+        f"{'' if here else f' --backend-store-uri {uri}'}   (it prints the URL to open)"
+    )

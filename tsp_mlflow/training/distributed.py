@@ -229,8 +229,12 @@ def shard_loaders(loaders: dict[str, DataLoader], ranks: Ranks) -> dict[str, Dat
                 batch_size=int(loader.batch_size or 1),
                 drop_last=False,
             )
-            out[split] = DataLoader(dataset, batch_sampler=RankBatches(batches, ranks),
-                                    generator=loader.generator, **common)  # fmt: skip
+            out[split] = DataLoader(
+                dataset,
+                batch_sampler=RankBatches(batches, ranks),
+                generator=loader.generator,
+                **common,
+            )
         else:
             start, stop = (
                 n * ranks.rank // ranks.world_size,

@@ -75,8 +75,7 @@ class EpochWriter:
         """Checkpoint, then metrics (on the writer thread: while the next epoch trains)."""
         saved = self.checkpointer.offer(done.snapshot) if done.snapshot is not None else False
         sent = saved or not self.checkpointer.enabled
-        self.logger.log_epoch(done.epoch, done.metrics, done.seconds, send=sent,
-                              extra=done.sampled)  # fmt: skip
+        self.logger.log_epoch(done.epoch, done.metrics, done.seconds, send=sent, extra=done.sampled)
         if sent:  # the flush sent every queued sample, this epoch's and earlier ones
             self.unsent.confirm_through(done.epoch)
 
@@ -101,5 +100,4 @@ class EpochWriter:
         if done.snapshot is not None:
             self.checkpointer.offer(done.snapshot)
             self.checkpointer.flush()
-        self.logger.log_epoch(done.epoch, done.metrics, done.seconds, send=True,
-                              extra=done.sampled)  # fmt: skip
+        self.logger.log_epoch(done.epoch, done.metrics, done.seconds, send=True, extra=done.sampled)

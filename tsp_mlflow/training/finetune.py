@@ -92,8 +92,12 @@ def parameter_counts(model: LateFusionModel) -> dict[str, float]:
             sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
         )
 
-    counts = {"params/total": count(model), "params/trainable": count(model, True),
-              "params/fusion": count(model.fusion), "params/head": count(model.head)}  # fmt: skip
+    counts = {
+        "params/total": count(model),
+        "params/trainable": count(model, True),
+        "params/fusion": count(model.fusion),
+        "params/head": count(model.head),
+    }
     if model.unimodal_heads is not None:
         counts["params/unimodal_heads"] = count(model.unimodal_heads)
     if model.predictor is not None:

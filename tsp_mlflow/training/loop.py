@@ -259,8 +259,9 @@ def fit(
             best.best_epoch, best.best_value = epoch, value
             best.best_state = copy.deepcopy(model.state_dict())
         if progress is not None:
-            progress.end_epoch(epoch, train.get("loss", math.nan), value, best.best_value,
-                               best.best_epoch, seconds)  # fmt: skip
+            progress.end_epoch(
+                epoch, train.get("loss", math.nan), value, best.best_value, best.best_epoch, seconds
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, seconds)
     return best

@@ -124,12 +124,14 @@ class TrainingMonitor:
                 activations["fusion"] = self._fused
             for name, x in activations.items():
                 x = x.detach().float()
-                values.update({
-                    f"{PREFIX}/activation/{name}/mean": float(x.mean()),
-                    f"{PREFIX}/activation/{name}/std": float(x.std()) if x.numel() > 1 else 0.0,
-                    f"{PREFIX}/activation/{name}/abs_max": float(x.abs().max()),
-                    f"{PREFIX}/activation/{name}/zero_fraction": float((x == 0).float().mean()),
-                })  # fmt: skip
+                values.update(
+                    {
+                        f"{PREFIX}/activation/{name}/mean": float(x.mean()),
+                        f"{PREFIX}/activation/{name}/std": float(x.std()) if x.numel() > 1 else 0.0,
+                        f"{PREFIX}/activation/{name}/abs_max": float(x.abs().max()),
+                        f"{PREFIX}/activation/{name}/zero_fraction": float((x == 0).float().mean()),
+                    }
+                )
         self._fused = None
         now = get_current_time_millis()
         self._pending.extend(Metric(k, v, now, global_step) for k, v in values.items())

@@ -175,8 +175,15 @@ class EpochProgress:
 class CellProgress:
     """A pipeline's (or a sweep's) outer bar: one step per grid cell, or a line per cell."""
 
-    def __init__(self, label: str, total: int, *, mode: str | None = None,
-                 console: Console | None = None, stream: TextIO | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        *,
+        mode: str | None = None,
+        console: Console | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
         self.label, self.total = label, total
         self.mode = mode or progress_mode(stream)
         self.stream, self.console = stream, console
@@ -212,5 +219,6 @@ class CellProgress:
             self._progress.update(self._task, completed=self.done, status=message)
             self._progress.console.print(f"[{self.done}/{self.total}] {message}")
         elif self.mode == "lines":
-            print(f"[{self.done}/{self.total}] {message}", file=self.stream or sys.stdout,
-                  flush=True)  # fmt: skip
+            print(
+                f"[{self.done}/{self.total}] {message}", file=self.stream or sys.stdout, flush=True
+            )

@@ -43,8 +43,9 @@ def embed(
     return {m: np.concatenate(c) for m, c in chunks.items()}, np.concatenate(targets)
 
 
-def probe(task: Task, train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
-          y_test: np.ndarray) -> dict[str, float]:  # fmt: skip
+def probe(
+    task: Task, train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: np.ndarray
+) -> dict[str, float]:
     """A linear probe on frozen embeddings, scored with the task's main metric."""
     if task.target_kind == "multilabel":
         keep = y_train.std(axis=0) > 0  # a label never (or always) seen cannot be probed

@@ -30,10 +30,12 @@ def bootstrap_test_metrics(
     weights = np.zeros((resamples, n))
     np.add.at(weights, (np.arange(resamples)[:, None], draws), 1.0)  # (B, N) multiplicities
     values = {
-        pattern: {m: [float(v) for v in column]
-                  for m, column in task.resampled(out, target, weights).items()}
+        pattern: {
+            m: [float(v) for v in column]
+            for m, column in task.resampled(out, target, weights).items()
+        }
         for pattern, out in logits.items()
-    }  # fmt: skip
+    }
     return {"n": n, "resamples": resamples, "seed": BOOTSTRAP_SEED, "values": values}
 
 

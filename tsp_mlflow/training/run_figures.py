@@ -34,8 +34,14 @@ def learning_curves_figure(
     A dotted line marks the best epoch (the weights the run kept)."""
     epochs = np.arange(1, len(history) + 1)
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    loss_ax.plot(epochs, [h["train"]["all"].get("loss", np.nan) for h in history],
-                 color="black", marker="o", markersize=3, label="train")  # fmt: skip
+    loss_ax.plot(
+        epochs,
+        [h["train"]["all"].get("loss", np.nan) for h in history],
+        color="black",
+        marker="o",
+        markersize=3,
+        label="train",
+    )
     patterns = list(history[0].get("val", {})) if history else []
     for pattern in patterns:
         for ax, metric in ((loss_ax, "loss"), (metric_ax, monitor)):
@@ -77,8 +83,15 @@ def confusion(logits: torch.Tensor, target: torch.Tensor, pattern: str) -> plt.F
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(classes):
         for j in range(classes):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(classes))
     ax.set_yticks(range(classes))
     ax.set_xlabel("predicted class")
@@ -89,9 +102,13 @@ def confusion(logits: torch.Tensor, target: torch.Tensor, pattern: str) -> plt.F
 
 
 def multilabel(
-    logits: torch.Tensor, target: torch.Tensor, threshold: float, pattern: str,
-    bins: int = 10, label_names: Sequence[str] = (),
-) -> plt.Figure:  # fmt: skip
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float,
+    pattern: str,
+    bins: int = 10,
+    label_names: Sequence[str] = (),
+) -> plt.Figure:
     """Left: reliability (mean predicted probability vs observed frequency per bin, over
     every label). Right: F1 per label (genre), with its number of positive test rows."""
     prob = torch.sigmoid(logits.float()).numpy().ravel()
@@ -101,8 +118,12 @@ def multilabel(
     filled = [b for b in range(bins) if (which == b).any()]
     fig, (rel_ax, f1_ax) = plt.subplots(1, 2, figsize=(12, 4.6))
     rel_ax.plot([0, 1], [0, 1], linestyle="--", color="0.5", label="calibrated")
-    rel_ax.plot([prob[which == b].mean() for b in filled],
-                [truth[which == b].mean() for b in filled], marker="o", label="model")  # fmt: skip
+    rel_ax.plot(
+        [prob[which == b].mean() for b in filled],
+        [truth[which == b].mean() for b in filled],
+        marker="o",
+        label="model",
+    )
     rel_ax.set_xlabel("mean predicted probability")
     rel_ax.set_ylabel("observed frequency")
     rel_ax.set_title(f"Reliability, test, {pattern}")
@@ -114,8 +135,9 @@ def multilabel(
     f1_ax.bar_label(bars, labels=[str(n) for n in positives], fontsize=7, padding=1)
     named = len(label_names) == len(per_label)
     if named:
-        f1_ax.set_xticks(range(len(per_label)), labels=label_names, rotation=60, ha="right",
-                         fontsize=8)  # fmt: skip
+        f1_ax.set_xticks(
+            range(len(per_label)), labels=label_names, rotation=60, ha="right", fontsize=8
+        )
     else:
         f1_ax.set_xticks(range(len(per_label)))
     f1_ax.set_xlabel(f"{'genre' if named else 'label'} (bar label: positive test rows)")
@@ -176,15 +198,25 @@ def _draw(
 ) -> None:
     metric = (getattr(task, "headline_metrics", None) or (task.monitor,))[0]
     if history:
-        logged.append((learning_curves_figure(history, task.monitor, best_epoch),
-                       schema.LEARNING_CURVES_FIGURE))  # fmt: skip
+        logged.append(
+            (
+                learning_curves_figure(history, task.monitor, best_epoch),
+                schema.LEARNING_CURVES_FIGURE,
+            )
+        )
     if test:
         logged.append((pattern_bars(test, metric), schema.PATTERNS_FIGURE))
     if outputs is not None and len(outputs[1]):
         logits, target = outputs
         if isinstance(task, MultilabelTask):
-            logged.append((multilabel(logits, target, task.threshold, full_pattern,
-                                      label_names=label_names), schema.MULTILABEL_FIGURE))  # fmt: skip
+            logged.append(
+                (
+                    multilabel(
+                        logits, target, task.threshold, full_pattern, label_names=label_names
+                    ),
+                    schema.MULTILABEL_FIGURE,
+                )
+            )
         elif isinstance(task, SentimentRegressionTask):
             logged.append((regression(logits, target, full_pattern), schema.REGRESSION_FIGURE))
         elif isinstance(task, MulticlassTask):

@@ -125,8 +125,10 @@ class MulticlassTask(Task):
         seen = weights @ truth + weights @ guess  # 2tp + fp + fn, per class
         with np.errstate(divide="ignore", invalid="ignore"):
             f1 = np.where(seen > 0, 2 * tp / seen, np.nan)  # sklearn's labels: those seen
-        return {"accuracy": tp.sum(axis=1) / weights.sum(axis=1),
-                "f1_macro": np.nanmean(f1, axis=1)}  # fmt: skip
+        return {
+            "accuracy": tp.sum(axis=1) / weights.sum(axis=1),
+            "f1_macro": np.nanmean(f1, axis=1),
+        }
 
 
 def _nan_average(values: np.ndarray, weights: np.ndarray | None = None) -> float:

@@ -116,7 +116,9 @@ class SweepRecipe:
             or isinstance(self.n_trials, bool)
             or self.n_trials < 1
         ):
-            raise UserInputError(f"trials must be a positive integer, got {self.n_trials!r}; e.g. --trials 20")  # fmt: skip
+            raise UserInputError(
+                f"trials must be a positive integer, got {self.n_trials!r}; e.g. --trials 20"
+            )
         self.name = study or self.cfg.study or f"{dataset}-{choices['sweep']}"
         if "/" in self.name or not self.name.strip():
             raise UserInputError(f"study={self.name!r}: use a name without '/'")
@@ -151,18 +153,24 @@ class SweepRecipe:
             self.arms = [Arm(name, scratch) for name, scratch in conditions.items()]
         self.metric = str(node.metric) if node.metric else None
         self.pretrain = {
-            m: PretrainRecipe(compose_config("pretrain", [*routed["pretrain"], f"modality={m}",
-                                                          f"seed={self.cfg.pretrain_seed}"])[0])
+            m: PretrainRecipe(
+                compose_config(
+                    "pretrain",
+                    [*routed["pretrain"], f"modality={m}", f"seed={self.cfg.pretrain_seed}"],
+                )[0]
+            )
             for m in self.modalities
             if self.stage == "multimodal" and any(m not in a.scratch for a in self.arms)
-        }  # fmt: skip
+        }
         # Every choice and every bound of the space must give a valid trial config; the
         # recipes validate the rest (task, encoder arguments, data root) before any run.
         for values in self.space.corners():
             recipe = self.trial_recipe(self.arms[0], values, pretrain_runs=None)
         self.task = recipe.task
         self.direction = "maximize" if self.task.higher_is_better(self.task.monitor) else "minimize"
-        self.monitor_pattern = "-".join(self.modalities) if self.stage == "multimodal" else self.arms[0].name  # fmt: skip
+        self.monitor_pattern = (
+            "-".join(self.modalities) if self.stage == "multimodal" else self.arms[0].name
+        )
         self._check_optuna_targets(node)
 
     # --- configuration --------------------------------------------------------------
@@ -187,13 +195,17 @@ class SweepRecipe:
             raise UserInputError(f"sweep trial with {shown}: {err}") from None
 
     def _check_optuna_targets(self, node: DictConfig) -> None:
-        for key, base in (("sampler", optuna.samplers.BaseSampler),
-                          ("pruner", optuna.pruners.BasePruner),
-                          ("importance", optuna.importance.BaseImportanceEvaluator)):  # fmt: skip
+        for key, base in (
+            ("sampler", optuna.samplers.BaseSampler),
+            ("pruner", optuna.pruners.BasePruner),
+            ("importance", optuna.importance.BaseImportanceEvaluator),
+        ):
             try:
                 cls = get_class(node[key]._target_)
             except Exception:
-                raise UserInputError(f"sweep.{key}._target_={node[key]._target_!r} cannot be imported") from None  # fmt: skip
+                raise UserInputError(
+                    f"sweep.{key}._target_={node[key]._target_!r} cannot be imported"
+                ) from None
             if not issubclass(cls, base):
                 raise UserInputError(f"sweep.{key}._target_ must name an Optuna {base.__name__}")
         self.sampler()  # e.g. a grid sampler over an interval fails here
@@ -208,7 +220,10 @@ class SweepRecipe:
         """
         node = self.cfg.sweep.sampler
         kwargs: dict[str, Any] = {}
-        if issubclass(get_class(node._target_), optuna.samplers.GridSampler) and "search_space" not in node:  # fmt: skip
+        if (
+            issubclass(get_class(node._target_), optuna.samplers.GridSampler)
+            and "search_space" not in node
+        ):
             kwargs["search_space"] = self.space.grid()
         if joining and node.get("seed") is not None:
             digest = hashlib.sha256(f"{node.seed}:{WORKER}".encode()).digest()
@@ -223,8 +238,11 @@ class SweepRecipe:
     def settings(self) -> dict[str, str]:
         """What a study was started with: a worker must match it to join (n_trials aside)."""
         node = self.cfg.sweep
-        overrides = [o for o in redact_overrides(self.overrides)
-                     if not o.lstrip("+~").startswith(("sweep.n_trials=", "storage="))]  # fmt: skip
+        overrides = [
+            o
+            for o in redact_overrides(self.overrides)
+            if not o.lstrip("+~").startswith(("sweep.n_trials=", "storage="))
+        ]
         return {
             "sweep.study": self.name,
             "sweep.dataset": self.dataset,
@@ -262,7 +280,10 @@ class SweepRecipe:
         project_run = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s own run
         parent = attach_parent_run(self, client, studies, created, project_run)
         experiment_id = client.get_run(parent).info.experiment_id
-        print(f"sweep {self.name}: parent run {parent}; storage {redact_uri(self.storage_url)}", flush=True)  # fmt: skip
+        print(
+            f"sweep {self.name}: parent run {parent}; storage {redact_uri(self.storage_url)}",
+            flush=True,
+        )
         try:
             pretrain_runs = self._pretrained_encoders(studies, created, parent, experiment_id)
             for arm in self.arms:
@@ -270,7 +291,9 @@ class SweepRecipe:
                 runner.optimize(studies[arm.name])
         except BaseException as err:
             status = RunStatus.KILLED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED
-            self._leave(client, studies, parent, project_run, status, f"{type(err).__name__}: {err}")  # fmt: skip
+            self._leave(
+                client, studies, parent, project_run, status, f"{type(err).__name__}: {err}"
+            )
             raise
         best = {a.name: best_trial(studies[a.name]) for a in self.arms}
         finished = self._leave(client, studies, parent, project_run, RunStatus.FINISHED, None)
@@ -312,11 +335,16 @@ class SweepRecipe:
             for study in studies.values():
                 optuna.storages.fail_stale_trials(study)
         close_lost_trials(client, studies)
-        running = any(s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                      for s in studies.values())  # fmt: skip
+        running = any(
+            s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            for s in studies.values()
+        )
         if running:
-            print(f"sweep {self.name}: other workers are still running trials; the last one "
-                  "closes the parent run", flush=True)  # fmt: skip
+            print(
+                f"sweep {self.name}: other workers are still running trials; the last one "
+                "closes the parent run",
+                flush=True,
+            )
             return False
         try:
             if status == RunStatus.FINISHED:
@@ -331,10 +359,8 @@ class SweepRecipe:
         return True
 
 
-
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
 
 
 def split_sweep_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -357,5 +383,3 @@ def split_sweep_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], lis
 def _target_line(node: DictConfig) -> str:
     args = ", ".join(f"{k}={v}" for k, v in node.items() if k != "_target_")
     return f"{node._target_.rsplit('.', 1)[-1]}({args})"
-
-

@@ -47,7 +47,7 @@ def log_best(
             mlflow.entities.Metric(
                 schema.sweep_best_metric(arm), float(best.value), int(time.time() * 1000), finished
             )
-        ],  # fmt: skip
+        ],
         tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()],
     )
 
@@ -59,19 +59,34 @@ def summarize(
     ``best.json`` with the overrides that reproduce it), the trials table, the
     param-importance table and figure, the optimisation history; the sensitivity report
     when the sweep compares conditions; and a description shown in the MLflow UI."""
-    lines = [f"**Optuna sweep `{recipe.name}`** on {recipe.dataset}: {recipe.direction} "
-             f"{recipe.objective_key}.", ""]  # fmt: skip
+    lines = [
+        f"**Optuna sweep `{recipe.name}`** on {recipe.dataset}: {recipe.direction} "
+        f"{recipe.objective_key}.",
+        "",
+    ]
     with tempfile.TemporaryDirectory(prefix="tsp-sweep-") as tmp:
         for arm, study in studies.items():
             folder = Path(tmp) / arm
             folder.mkdir()
-            trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)]  # fmt: skip
-            states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}  # fmt: skip
-            client.log_batch(parent, metrics=[
-                mlflow.entities.Metric(f"sweep/{arm}/trials_{s.lower()}", n, int(time.time() * 1000), len(trials))
-                for s, n in states.items()])  # fmt: skip
+            trials = [
+                t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)
+            ]
+            states = {
+                s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")
+            }
+            client.log_batch(
+                parent,
+                metrics=[
+                    mlflow.entities.Metric(
+                        f"sweep/{arm}/trials_{s.lower()}", n, int(time.time() * 1000), len(trials)
+                    )
+                    for s, n in states.items()
+                ],
+            )
             frame = study.trials_dataframe()
-            frame[frame["number"].isin([t.number for t in trials])].to_csv(folder / "trials.csv", index=False)  # fmt: skip
+            frame[frame["number"].isin([t.number for t in trials])].to_csv(
+                folder / "trials.csv", index=False
+            )
             best = best_trial(study, trials)
             counted = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
             if best is None:
@@ -79,15 +94,19 @@ def summarize(
                 continue
             log_best(client, parent, arm, best, finished_count([t for t in trials if counts(t)]))
             document = {
-                "trial": best.number, "value": best.value, "params": best.params,
+                "trial": best.number,
+                "value": best.value,
+                "params": best.params,
                 "run_id": best.user_attrs.get(RUN_ATTR),
                 "overrides": best.user_attrs.get(OVERRIDES_ATTR, []),
-            }  # fmt: skip
+            }
             (folder / "best.json").write_text(json.dumps(document, indent=2, default=str))
             importance = write_importance(study, recipe, folder)
             shown = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
-            lines.append(f"- **{arm}**: best {best.value:.4g} (trial {best.number}: {shown}); "
-                         f"{counted}. {importance}")  # fmt: skip
+            lines.append(
+                f"- **{arm}**: best {best.value:.4g} (trial {best.number}: {shown}); "
+                f"{counted}. {importance}"
+            )
         if recipe.stage == "multimodal" and len(studies) >= 2:
             from analysis.errors import AnalysisInputError
             from analysis.sensitivity import sensitivity_report
@@ -106,8 +125,9 @@ def write_importance(study: optuna.Study, recipe: SweepRecipe, folder: Path) -> 
     from optuna.visualization import matplotlib as optuna_plots
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    varied = [k for k in recipe.space.distributions
-              if len({repr(t.params.get(k)) for t in complete}) > 1]  # fmt: skip
+    varied = [
+        k for k in recipe.space.distributions if len({repr(t.params.get(k)) for t in complete}) > 1
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         target = recipe.objective_key
@@ -115,14 +135,18 @@ def write_importance(study: optuna.Study, recipe: SweepRecipe, folder: Path) -> 
         figure.savefig(folder / "history.png", dpi=120, bbox_inches="tight")
         values = {t.value for t in complete}
         if len(complete) < 2 or not varied or len(values) < 2:
-            note = (f"No param importance: it needs complete trials that differ in both their "
-                    f"parameters and their value ({len(complete)} complete, {len(values)} distinct "
-                    "values).")  # fmt: skip
+            note = (
+                f"No param importance: it needs complete trials that differ in both their "
+                f"parameters and their value ({len(complete)} complete, {len(values)} distinct "
+                "values)."
+            )
             (folder / "importance.md").write_text(note + "\n")
             return note
         evaluator = instantiate(recipe.cfg.sweep.importance)
         try:
-            scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varied)  # fmt: skip
+            scores = optuna.importance.get_param_importances(
+                study, evaluator=evaluator, params=varied
+            )
         except (RuntimeError, ValueError) as err:  # an evaluator that cannot fit these trials
             note = f"No param importance: {type(evaluator).__name__} failed ({err})."
             (folder / "importance.md").write_text(note + "\n")
@@ -134,8 +158,9 @@ def write_importance(study: optuna.Study, recipe: SweepRecipe, folder: Path) -> 
         )
         (folder / "importance.md").write_text(
             f"Param importance ({type(evaluator).__name__}, {len(complete)} complete trials)\n\n"
-            + "\n".join(lines) + "\n"
-        )  # fmt: skip
+            + "\n".join(lines)
+            + "\n"
+        )
         axes = optuna_plots.plot_param_importances(
             study, evaluator=evaluator, params=varied, target_name=target
         )
@@ -145,7 +170,6 @@ def write_importance(study: optuna.Study, recipe: SweepRecipe, folder: Path) -> 
     plt.close("all")
     top = next(iter(scores))
     return f"Most important: {top} ({scores[top]:.2f})."
-
 
 
 def _short(value: Any) -> str:

@@ -59,9 +59,11 @@ def make_storage(url: str, heartbeat_s: int | None) -> optuna.storages.RDBStorag
             with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=beat,
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=beat,
                     grace_period=2 * beat if beat else None,
-                )  # fmt: skip
+                )
         except Exception as err:  # a bad URL, an unreachable server, a missing driver
             error = err
             time.sleep(0.5 * (attempt + 1))
@@ -121,16 +123,20 @@ def open_studies(
         name = f"{recipe.name}/{arm.name}"
         try:
             study = optuna.create_study(
-                study_name=name, storage=storage, direction=recipe.direction,
+                study_name=name,
+                storage=storage,
+                direction=recipe.direction,
                 sampler=recipe.sampler(joining=i > 0 and not created),
                 pruner=instantiate(recipe.cfg.sweep.pruner),
-            )  # fmt: skip
+            )
             created = created or i == 0
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(
-                study_name=name, storage=storage, sampler=recipe.sampler(joining=not created),
+                study_name=name,
+                storage=storage,
+                sampler=recipe.sampler(joining=not created),
                 pruner=instantiate(recipe.cfg.sweep.pruner),
-            )  # fmt: skip
+            )
             if study.direction.name.lower() != recipe.direction:
                 raise UserInputError(
                     f"study {name!r} in {redact_uri(recipe.storage_url)} was started to "
@@ -155,9 +161,14 @@ def attach_parent_run(
     first = studies[recipe.arms[0].name]
     settings = recipe.settings()
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    tags = {schema.STAGE: schema.STAGE_SWEEP, schema.DATASET: recipe.dataset,
-            schema.MODALITIES: ",".join(recipe.modalities), schema.SWEEP_STUDY: recipe.name,
-            schema.SWEEP_N_TRIALS: str(recipe.n_trials), schema.TASK: recipe.task.name}  # fmt: skip
+    tags = {
+        schema.STAGE: schema.STAGE_SWEEP,
+        schema.DATASET: recipe.dataset,
+        schema.MODALITIES: ",".join(recipe.modalities),
+        schema.SWEEP_STUDY: recipe.name,
+        schema.SWEEP_N_TRIALS: str(recipe.n_trials),
+        schema.TASK: recipe.task.name,
+    }
     if created:
         # use_experiment() (the CLI) exported the experiment's id, as `mlflow run` does.
         experiment_id = (
@@ -165,9 +176,11 @@ def attach_parent_run(
             or mlflow.set_experiment(recipe.cfg.tracking.experiment).experiment_id
         )
         parent = client.create_run(
-            experiment_id, run_name=f"sweep-{recipe.name}", tags={**tags, schema.SWEEP_ROLE: "parent"}
-        ).info.run_id  # fmt: skip
-        client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in settings.items()])  # fmt: skip
+            experiment_id,
+            run_name=f"sweep-{recipe.name}",
+            tags={**tags, schema.SWEEP_ROLE: "parent"},
+        ).info.run_id
+        client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in settings.items()])
         for study in studies.values():
             study.set_user_attr(SETTINGS_ATTR, settings)
             study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
@@ -176,8 +189,11 @@ def attach_parent_run(
         parent = str(wait_for_attr(first, PARENT_ATTR, recipe.name, timeout_s=JOIN_TIMEOUT_S))
         if first.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
             theirs = first.user_attrs.get(SETTINGS_ATTR, {})
-            differ = "; ".join(f"{k}: study has {theirs.get(k)!r}, now {v!r}"
-                               for k, v in settings.items() if theirs.get(k) != v)  # fmt: skip
+            differ = "; ".join(
+                f"{k}: study has {theirs.get(k)!r}, now {v!r}"
+                for k, v in settings.items()
+                if theirs.get(k) != v
+            )
             raise UserInputError(
                 f"study {recipe.name!r} was started with other settings ({differ or 'arms'}); "
                 "join or resume it with the same dataset, epochs and overrides, or start a "
@@ -200,8 +216,11 @@ def attach_parent_run(
         client.set_tag(parent, schema.SWEEP_N_TRIALS, str(recipe.n_trials))
     if project_run:
         client.update_run(project_run, name=f"worker-{WORKER}")
-        for key, value in {**tags, schema.SWEEP_ROLE: "worker",
-                           schema.PARENT_RUN_ID: parent}.items():  # fmt: skip
+        for key, value in {
+            **tags,
+            schema.SWEEP_ROLE: "worker",
+            schema.PARENT_RUN_ID: parent,
+        }.items():
             client.set_tag(project_run, key, value)
     return parent
 
@@ -217,8 +236,12 @@ def close_lost_trials(client: MlflowClient, studies: dict[str, optuna.Study]) ->
             run = client.get_run(run_id)
             if run.info.status == "RUNNING":
                 client.set_tag(run_id, schema.TRIAL_STATE, "FAIL")
-                client.set_tag(run_id, schema.ERROR, "the worker running this trial stopped "
-                               "(no heartbeat); a resumed sweep runs the trial again")  # fmt: skip
+                client.set_tag(
+                    run_id,
+                    schema.ERROR,
+                    "the worker running this trial stopped "
+                    "(no heartbeat); a resumed sweep runs the trial again",
+                )
                 client.set_terminated(run_id, "FAILED")
 
 
@@ -252,8 +275,13 @@ def best_trial(
 ) -> optuna.trial.FrozenTrial | None:
     """The best COMPLETE trial (ties: the earliest) among ``trials`` (default: all)."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
-                and t.value is not None and math.isfinite(t.value)]  # fmt: skip
+    complete = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and t.value is not None
+        and math.isfinite(t.value)
+    ]
     if not complete:
         return None
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
