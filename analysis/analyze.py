@@ -22,9 +22,7 @@ from mlflow.entities import Run
 
 from analysis import figures
 from analysis.data import (
-    MAX_WORKERS,
     Selection,
-    fetch_histories,
     lineage_frame,
     parent_experiment,
     pattern_values,
@@ -34,6 +32,7 @@ from analysis.data import (
     test_bootstraps,
 )
 from analysis.errors import AnalysisInputError
+from analysis.histories import MAX_WORKERS, fetch_histories
 from analysis.report import render
 from analysis.results import AnalysisInputs, AnalysisSettings, Results, compute_results
 from analysis.stats import full_pattern

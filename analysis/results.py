@@ -9,21 +9,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
+from analysis.convergence_inputs import (
+    auto_threshold,
+    break_even_table,
+    first_epoch_frame,
+    validation_curves,
+)
 from analysis.errors import AnalysisInputError
+from analysis.method_axes import (
+    GRADIENT_ORDER,
+    IMPUTATION_ORDER,
+    METHOD_AXES,
+    OBJECTIVE_ORDER,
+    AxisResult,
+    compare_axis,
+    complete_groups,
+)
 from analysis.stats import (
     area_under_curve,
-    break_even,
-    compare_many,
     compare_time_to_threshold,
     compare_two,
     cost_summary,
     cost_table,
     curve_bands,
     efficiency,
-    first_epoch,
     full_pattern,
     fusion_gain,
     higher_is_better,
@@ -186,7 +197,7 @@ def compute_results(
     # stratum per level of every factor that varies there.
     all_values = values  # every cell, for the per-factor comparisons below
     arms = values[values["condition"].isin([s.a, s.b])]
-    crossed = _complete_groups(arms, "condition", [s.a, s.b], tuple(varying))
+    crossed = complete_groups(arms, "condition", [s.a, s.b], tuple(varying))
     if crossed.empty:
         notes.append(
             f"no grid cell runs both {s.a} and {s.b} with the same settings; they are "
@@ -222,7 +233,7 @@ def compute_results(
 
     full = full_pattern(list(values["pattern"].unique()))
     curve_key = schema.metric_key("val", full, s.history_metric)
-    curves = _curves(inputs, curve_key)
+    curves = validation_curves(inputs, curve_key)
     better = higher_is_better(s.history_metric)
     empty = pd.DataFrame()
     # Seconds need `time/epoch_s` for every epoch; runs logged without it get epochs only.
@@ -232,7 +243,7 @@ def compute_results(
         threshold = float("nan")
         ttt, survival, bands, first, aulc = empty, {}, None, empty, empty
     else:
-        threshold = s.threshold if s.threshold is not None else _auto_threshold(curves, better)
+        threshold = s.threshold if s.threshold is not None else auto_threshold(curves, better)
         ttt = time_to_threshold(curves, threshold, higher_better=better)
         if not timed:
             notes.append(f"some runs lack {schema.TIME_EPOCH}: time-based results use epochs only")
@@ -252,7 +263,7 @@ def compute_results(
             rope=s.rope,
             seed=s.seed,
         )
-        first = _first_epoch_frame(inputs, curves)
+        first = first_epoch_frame(inputs, curves)
         aulc = area_under_curve(curves).assign(quantity=f"AULC val {s.history_metric}")
     first_cmp = (
         compare_two(first, a=s.a, b=s.b, by=("quantity",), **common) if len(first) else empty
@@ -261,7 +272,7 @@ def compute_results(
 
     cost = cost_table(inputs.runs, inputs.lineage)
     costs = cost_summary(cost, a=s.a, b=s.b)
-    even = _break_even(cost, survival, s)
+    even = break_even_table(cost, survival, s)
     eq_values = value_at_equal_compute(curves, cost, a=s.a, b=s.b) if timed else empty
     eq_cmp = (
         compare_two(eq_values, a=s.a, b=s.b, by=("basis",), **common)
@@ -392,47 +403,6 @@ def left_out_table(not_finished: pd.DataFrame, comparison: pd.DataFrame) -> pd.D
     return pd.DataFrame(rows, columns=["run_id", "reason", "rows"])
 
 
-AxisResult = ManyResult | pd.DataFrame | None
-# Strata of the main comparison, and the factors compared level against level.
-METHOD_AXES = ("dataset", "fusion", "missing", "gradient", "imputation")
-# Level order: Δ = a − b is "the method minus its baseline".
-GRADIENT_ORDER = ("mmpareto", "uniform", schema.GRADIENT_JOINT)
-IMPUTATION_ORDER = ("predicted", schema.IMPUTATION_NONE)
-OBJECTIVE_ORDER = (schema.CONDITION_CONTRASTIVE, schema.CONDITION_PRETRAINED)
-
-
-def compare_axis(
-    values: pd.DataFrame,
-    axis: str,
-    levels: list[str],
-    others: tuple[str, ...],
-    common: dict[str, object],
-    keep: tuple[str, ...] = (),
-) -> AxisResult:
-    """The levels of ``axis`` compared within every group of ``others`` × pattern × metric
-    that has all of them (paired by seed); ``others`` constant there are left out of the
-    table unless in ``keep``. Two levels with :func:`compare_two`
-    (Δ = levels[0] − levels[1]), three or more with :func:`compare_many`. None when no
-    group crosses every level."""
-    if len(levels) < 2:
-        return None
-    data = _complete_groups(values[values[axis].isin(levels)], axis, levels, others)
-    if data.empty:
-        return None
-    shown = (o for o in others if o in keep or data[o].nunique(dropna=False) > 1)
-    by = (*shown, "pattern", "metric")
-    if len(levels) == 2:
-        return compare_two(data, a=levels[0], b=levels[1], arm=axis, by=by, **common)
-    return compare_many(
-        data,
-        arm=axis,
-        block=str(common["pair_on"]),
-        by=by,
-        alpha=float(common["alpha"]),
-        correction=common["correction"],
-    )  # type: ignore[arg-type]
-
-
 def _without_runs(inputs: AnalysisInputs, run_ids: set[str]) -> AnalysisInputs:
     def keep(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[~frame["run_id"].isin(run_ids)] if "run_id" in frame else frame
@@ -443,16 +413,6 @@ def _without_runs(inputs: AnalysisInputs, run_ids: set[str]) -> AnalysisInputs:
         histories=keep(inputs.histories),
         lineage=keep(inputs.lineage),
     )
-
-
-def _complete_groups(
-    values: pd.DataFrame, axis: str, levels: list[str], others: tuple[str, ...]
-) -> pd.DataFrame:
-    """The rows of ``values`` whose group of ``others`` holds every level of ``axis``."""
-    if not others or values.empty:
-        return values if set(levels) <= set(values[axis]) else values.iloc[0:0]
-    count = values.groupby(list(others), dropna=False)[axis].transform("nunique")
-    return values[count == len(levels)]
 
 
 def _probe_values(runs: pd.DataFrame, strata: tuple[str, ...]) -> pd.DataFrame:
@@ -473,72 +433,3 @@ def _rate(text: str) -> float:
         return float(text)
     except ValueError:
         return max(float(part.partition("=")[2]) for part in text.split(","))
-
-
-def _curves(inputs: AnalysisInputs, key: str) -> pd.DataFrame:
-    from analysis.data import learning_curve_table
-
-    if inputs.histories.empty:
-        return pd.DataFrame(
-            columns=["run_id", "condition", "seed", "fusion", "epoch", "value", "seconds"]
-        )
-    return learning_curve_table(inputs.histories, inputs.runs, key)
-
-
-def _auto_threshold(curves: pd.DataFrame, higher_better: bool) -> float:
-    """95% of the median best validation value over runs (or 105% for lower-is-better):
-    a level most runs reach, so the comparison is about speed, not about reaching it."""
-    best = curves.groupby("run_id")["value"].agg("max" if higher_better else "min")
-    return float(best.median() * (0.95 if higher_better else 1.05))
-
-
-def _first_epoch_frame(inputs: AnalysisInputs, curves: pd.DataFrame) -> pd.DataFrame:
-    """First-epoch validation value (full pattern) and training loss per run."""
-    first = first_epoch(curves).assign(quantity="first-epoch validation")
-    loss = inputs.histories[inputs.histories["key"] == schema.TRAIN_LOSS]
-    if loss.empty:
-        return first
-    loss = loss.sort_values("step").groupby("run_id").head(1)
-    loss = loss.merge(inputs.runs[["run_id", "condition", "seed"]], on="run_id")
-    loss = loss.assign(quantity="first-epoch train loss")[
-        ["run_id", "condition", "seed", "quantity", "value"]
-    ]
-    return pd.concat(
-        [first[["run_id", "condition", "seed", "quantity", "value"]], loss], ignore_index=True
-    )
-
-
-def _break_even(
-    cost: pd.DataFrame, survival: dict[str, SurvivalComparison], s: AnalysisSettings
-) -> pd.DataFrame:
-    """Fusion runs needed before A's pretraining pays for itself, on two bases: own
-    training time per run, and (median) seconds to the validation threshold."""
-    if not ({s.a, s.b} <= set(cost["condition"])):
-        return pd.DataFrame()
-    mean = cost.groupby("condition")[["own_s", "pretrain_s"]].mean()
-    pretrain = float(mean.at[s.a, "pretrain_s"])
-    ids = ";".join(map(str, cost.loc[cost["condition"].isin([s.a, s.b]), "run_id"]))
-    rows = [
-        {
-            "basis": "own training time",
-            "pretrain_s": pretrain,
-            "saving_per_run_s": float(mean.at[s.b, "own_s"] - mean.at[s.a, "own_s"]),
-            "run_ids": ids,
-        }
-    ]
-    if "seconds" in survival:
-        medians = survival["seconds"].summary.set_index("condition")["median"]
-        rows.append(
-            {
-                "basis": "time to threshold (KM median)",
-                "pretrain_s": pretrain,
-                "saving_per_run_s": float(medians[s.b] - medians[s.a]),
-                "run_ids": ids,
-            }
-        )
-    frame = pd.DataFrame(rows)
-    frame["break_even_k"] = [
-        break_even(p, sv) if np.isfinite(sv) else np.inf
-        for p, sv in zip(frame["pretrain_s"], frame["saving_per_run_s"], strict=True)
-    ]
-    return frame

@@ -22,12 +22,12 @@ from mlflow import MlflowClient
 
 from analysis.data import (
     Selection,
-    fetch_histories,
     lineage_frame,
     pattern_values,
     runs_frame,
     select_runs,
 )
+from analysis.histories import fetch_histories
 from analysis.results import AnalysisInputs, AnalysisSettings, compute_results
 from analysis.synthetic import log_synthetic_pipeline
 from bench.harness import Result, Table, arguments, interleave, quiet_mlflow, ratio, save

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-import analysis.data as data
+import analysis.histories as histories
 import tsp_mlflow
 from tests.integration.flow import check_pipeline_tree, mlflow_run, runs
 from tsp_mlflow.cli import main
@@ -88,7 +88,7 @@ def test_pipeline_and_analyze_against_a_postgresql_tracking_server(
     # without that endpoint (404) falls back to them.
     fusion = [r.info.run_id for r in runs(client, f"tags.`{schema.STAGE}` = 'multimodal'")]
     keys = ["val/audio-image/accuracy", schema.TIME_EPOCH]
-    bulk = data.fetch_histories(client, fusion, keys)
+    bulk = histories.fetch_histories(client, fusion, keys)
     per_run = [
         (r, k, m.step, m.value)
         for r in fusion
@@ -98,10 +98,12 @@ def test_pipeline_and_analyze_against_a_postgresql_tracking_server(
     assert sorted(
         bulk[["run_id", "key", "step", "value"]].itertuples(index=False, name=None)
     ) == sorted(per_run)
-    endpoint = data.BULK_HISTORY_ENDPOINT
-    monkeypatch.setattr(data, "BULK_HISTORY_ENDPOINT", "/ajax-api/2.0/mlflow/metrics/no-such-route")
-    pd.testing.assert_frame_equal(data.fetch_histories(client, fusion, keys), bulk)
-    monkeypatch.setattr(data, "BULK_HISTORY_ENDPOINT", endpoint)
+    endpoint = histories.BULK_HISTORY_ENDPOINT
+    monkeypatch.setattr(
+        histories, "BULK_HISTORY_ENDPOINT", "/ajax-api/2.0/mlflow/metrics/no-such-route"
+    )
+    pd.testing.assert_frame_equal(histories.fetch_histories(client, fusion, keys), bulk)
+    monkeypatch.setattr(histories, "BULK_HISTORY_ENDPOINT", endpoint)
 
     # `tsp analyze` against the server: the first pipeline's runs, compared paired by seed.
     capsys.readouterr()

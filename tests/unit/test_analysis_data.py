@@ -10,6 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 import analysis.data as data
+import analysis.histories as histories
 from analysis.analyze import analyze
 from analysis.errors import AnalysisInputError
 from analysis.results import AnalysisSettings
@@ -49,14 +50,19 @@ def test_bulk_histories_equal_per_run_histories(synthetic, monkeypatch: pytest.M
     client, _, ids = synthetic
     run_ids = ids["scratch"] + ids["pretrained"]
     keys = ["val/audio-image/accuracy", schema.TIME_EPOCH]
-    bulk = data.fetch_histories(client, run_ids, keys, max_workers=4)
+    bulk = histories.fetch_histories(client, run_ids, keys, max_workers=4)
     per_run = pd.DataFrame(
-        [data._point(r, m) for r in run_ids for k in keys for m in client.get_metric_history(r, k)]
+        [
+            histories._point(r, m)
+            for r in run_ids
+            for k in keys
+            for m in client.get_metric_history(r, k)
+        ]
     ).sort_values(["run_id", "key", "step", "timestamp"], ignore_index=True)
-    pd.testing.assert_frame_equal(bulk, per_run[data.HISTORY_COLUMNS])
+    pd.testing.assert_frame_equal(bulk, per_run[histories.HISTORY_COLUMNS])
     assert len(bulk) == len(run_ids) * len(keys) * 4
-    monkeypatch.setattr(data, "BULK_MAX_RESULTS", 7)  # every bulk answer is "truncated": split
-    pd.testing.assert_frame_equal(data.fetch_histories(client, run_ids, keys), bulk)
+    monkeypatch.setattr(histories, "BULK_MAX_RESULTS", 7)  # every bulk answer is "truncated": split
+    pd.testing.assert_frame_equal(histories.fetch_histories(client, run_ids, keys), bulk)
 
 
 def test_lineage_names_the_pretrain_runs_and_their_cost(synthetic) -> None:

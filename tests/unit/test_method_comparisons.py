@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.results import compare_axis
+from analysis.method_axes import compare_axis
 from analysis.stats.many import ManyResult
 
 COMMON = {

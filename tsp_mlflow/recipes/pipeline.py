@@ -4,11 +4,10 @@ models over several seeds, then analyse, all as children of one parent run."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import mlflow
-import pandas as pd
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from mlflow import MlflowClient
@@ -17,7 +16,6 @@ from omegaconf import DictConfig
 from analysis.analyze import Analysis, analyze
 from analysis.figures import forest_figure, plt
 from analysis.results import AnalysisSettings
-from analysis.stats import full_pattern
 from analysis.stats.sequential import SequentialDesign
 from tsp_mlflow.config import compose_config, quote
 from tsp_mlflow.errors import UserInputError
@@ -33,12 +31,17 @@ from tsp_mlflow.recipes.looks import (
 )
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
 from tsp_mlflow.recipes.overrides import PIPELINE_RUN_KEYS, override_key, route_overrides
+from tsp_mlflow.recipes.pipeline_resume import (
+    cell_runs,
+    interrupted_pretrain_runs,
+    logged_looks,
+    recorded_pretrain_runs,
+)
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
+from tsp_mlflow.recipes.shared_pretraining import pretrain_or_reuse
 from tsp_mlflow.tracking import schema
-from tsp_mlflow.tracking.claims import Superseded, live_claim, wait_for
-from tsp_mlflow.tracking.params import flatten, redact_overrides
-from tsp_mlflow.tracking.resume import check_resumable, children, clear_stop_reason
-from tsp_mlflow.tracking.reuse import find_identical_run
+from tsp_mlflow.tracking.params import redact_overrides
+from tsp_mlflow.tracking.resume import check_resumable, clear_stop_reason
 from tsp_mlflow.tracking.session import tracked_run
 from tsp_mlflow.training.progress import CellProgress
 
@@ -395,128 +398,6 @@ class PipelineRecipe:
         )
         mlflow.set_tag(tag, runs[schema.OBJECTIVE_CONTRASTIVE])
         return runs[schema.OBJECTIVE_CONTRASTIVE]
-
-
-def pretrain_or_reuse(
-    recipes: Mapping[str, PretrainRecipe | ContrastivePretrainRecipe],
-    experiment_id: str,
-    *,
-    parent_run_id: str | None = None,
-    interrupted: dict[str, str] | None = None,
-) -> tuple[dict[str, str], dict[str, bool]]:
-    """Each modality's pretrain run: an identical FINISHED one if it exists, else trained
-    now as a child of the active run (or of ``parent_run_id``), continuing an
-    ``interrupted`` run of the same config hash in place. Returns run ids and whether
-    each was reused."""
-    runs, reused = {}, {}
-    for m, recipe in recipes.items():
-        tags = recipe.tags()
-        key = (schema.STAGE_PRETRAIN, tags[schema.CONFIG_HASH], tags[schema.CODE_VERSION])
-        while True:  # reuse a finished run, wait for one in progress, or claim and train
-            existing = find_identical_run(
-                experiment_ids=[experiment_id],
-                stage=key[0],
-                config_hash=key[1],
-                code_version=key[2],
-                params=flatten(recipe.config),
-            )
-            if existing is not None:
-                runs[m], reused[m] = existing.info.run_id, True
-                break
-            busy = live_claim(experiment_id, *key)
-            if busy is not None:
-                print(
-                    f"pretrain {m}: waiting for identical run {busy.info.run_id} (another "
-                    "process is training it)",
-                    flush=True,
-                )
-                wait_for(busy.info.run_id)
-                continue
-            resume = (interrupted or {}).get(tags[schema.CONFIG_HASH])
-            try:
-                claim = {"claim": True} if isinstance(recipe, PretrainRecipe) else {}
-                runs[m] = recipe.run(
-                    nested=parent_run_id is None,
-                    parent_run_id=parent_run_id,
-                    resume=resume,
-                    **claim,
-                )
-            except Superseded as lost:
-                print(f"pretrain {m}: run {lost.winner} started first; waiting for it", flush=True)
-                wait_for(lost.winner)
-                continue
-            reused[m] = False
-            break
-        print(f"pretrain {m}: {'reused' if reused[m] else 'trained'} run {runs[m]}", flush=True)
-    return runs, reused
-
-
-CellKey = tuple[str, str, str, int, str, str]
-
-
-def cell_runs(parent_id: str) -> tuple[dict[CellKey, str], dict[CellKey, str]]:
-    """A pipeline's fusion children by cell key (fusion, condition, missing, seed, gradient,
-    imputation): the FINISHED ones, and the interrupted (KILLED) ones a resume continues in
-    place. A FAILED cell is neither: it failed for a reason, so it runs again as a new run."""
-    finished: dict[CellKey, str] = {}
-    interrupted: dict[CellKey, str] = {}
-    for run in children(parent_id, schema.STAGE_MULTIMODAL):
-        tags = run.data.tags
-        key = (
-            tags.get(schema.FUSION, ""),
-            tags.get(schema.CONDITION, ""),
-            tags.get(schema.missing_tag("train"), "0"),
-            int(tags.get(schema.SEED, -1)),
-            tags.get(schema.GRADIENT, schema.GRADIENT_JOINT),
-            tags.get(schema.IMPUTATION, schema.IMPUTATION_NONE),
-        )
-        if run.info.status == "FINISHED":
-            finished[key] = run.info.run_id
-        elif run.info.status == "KILLED":
-            interrupted[key] = run.info.run_id  # oldest first: the newest wins
-    return finished, {k: r for k, r in interrupted.items() if k not in finished}
-
-
-def recorded_pretrain_runs(parent_id: str) -> tuple[dict[str, str], dict[str, bool]]:
-    """The FINISHED pretrain runs a pipeline recorded before it stopped, and whether each
-    was reused: a resume keeps them, even if an identical run has appeared since."""
-    client = MlflowClient()
-    tags = client.get_run(parent_id).data.tags
-    runs, reused = {}, {}
-    for m in tags.get(schema.MODALITIES, "").split(","):
-        run_id = tags.get(schema.pipeline_pretrain_tag(m))
-        if run_id and client.get_run(run_id).info.status == "FINISHED":
-            runs[m] = run_id
-            reused[m] = tags.get(schema.pipeline_reused_tag(m)) == "true"
-            print(f"pretrain {m}: recorded by this pipeline, run {run_id}", flush=True)
-    return runs, reused
-
-
-def interrupted_pretrain_runs(parent_id: str) -> dict[str, str]:
-    """A pipeline's KILLED pretrain children by config hash: resumed, not trained anew."""
-    return {
-        run.data.tags.get(schema.CONFIG_HASH, ""): run.info.run_id
-        for run in children(parent_id, schema.STAGE_PRETRAIN)
-        if run.info.status == "KILLED"
-    }
-
-
-def logged_looks(parent_id: str) -> dict[int, tuple[pd.DataFrame, str]]:
-    """The looks a pipeline has analysed already (FINISHED analysis children with a
-    ``tsp.analysis.look`` tag): look -> (its comparison table, its full pattern), read
-    from the CSV it logged, so a resume decides exactly as that look did."""
-    found: dict[int, tuple[pd.DataFrame, str]] = {}
-    client = MlflowClient()
-    for run in children(parent_id, schema.STAGE_ANALYSIS):
-        look = run.data.tags.get(schema.ANALYSIS_LOOK)
-        if run.info.status != "FINISHED" or not (look or "").isdigit():
-            continue
-        path = client.download_artifacts(run.info.run_id, schema.ANALYSIS_COMPARISON_CSV)
-        comparison = pd.read_csv(path, keep_default_na=True, dtype={"missing": str})
-        comparison.attrs["run_id"] = run.info.run_id
-        patterns = [str(p) for p in comparison["pattern"].unique()]
-        found[int(look)] = (comparison, full_pattern(patterns))
-    return found
 
 
 def sequential_design(node: DictConfig) -> SequentialDesign:

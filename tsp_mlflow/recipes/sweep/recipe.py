@@ -23,9 +23,9 @@ from tsp_mlflow.errors import UserInputError
 from tsp_mlflow.recipes.grid import encoders_for, expand_conditions
 from tsp_mlflow.recipes.multimodal import MultimodalRecipe
 from tsp_mlflow.recipes.overrides import SWEEP_RUN_KEYS, override_key, route_overrides
-from tsp_mlflow.recipes.pipeline import pretrain_or_reuse
 from tsp_mlflow.recipes.pretrain import PretrainRecipe
 from tsp_mlflow.recipes.search_space import SearchSpace, parse_search_space
+from tsp_mlflow.recipes.shared_pretraining import pretrain_or_reuse
 from tsp_mlflow.recipes.sweep.report import summarize
 from tsp_mlflow.recipes.sweep.study import (
     PRETRAIN_ATTR,
