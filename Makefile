@@ -9,6 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
+TESTS ?= tests
 
 # Nothing here may phone home: this tool runs offline.
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -36,9 +37,11 @@ chromium:
 pipeline: $(STAMP)
 	PATH="$(BIN):$$PATH" mlflow run . -e pipeline --env-manager local --experiment-name avdigits $(ARGS)
 
-# One pytest worker per core (pytest-xdist); tests/conftest.py splits the cores' threads.
+# Every tier (-m "" lifts the quick tier's `not slow`), one pytest worker per core
+# (pytest-xdist); tests/conftest.py splits the cores' threads. A plain `pytest` is the
+# quick tier.
 test: setup
-	PATH="$(BIN):$$PATH" python -m pytest -n auto --dist worksteal $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" python -m pytest -n auto --dist worksteal -m "" $(PYTEST_ARGS) $(TESTS)
 
 # Every benchmark, side by side (~15 min); rewrites bench/results and docs/benchmarks.md.
 bench: $(STAMP)

@@ -29,6 +29,7 @@ def scores(rng: np.random.Generator, shift: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_iqm_and_probability_of_improvement_follow_rliable() -> None:
     data = scores(np.random.default_rng(0), 0.03)
     row = aggregate_across_tasks(data, a="pretrained", b="scratch").iloc[0]

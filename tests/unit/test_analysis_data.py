@@ -17,6 +17,8 @@ from analysis.results import AnalysisSettings
 from analysis.synthetic import log_synthetic_pipeline
 from tsp_mlflow.tracking import schema
 
+pytestmark = pytest.mark.slow  # a real MLflow store / fresh interpreters: the full tier
+
 
 @pytest.fixture
 def synthetic(tracking_uri: str) -> tuple[MlflowClient, str, dict[str, list[str]]]:

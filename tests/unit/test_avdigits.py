@@ -26,6 +26,7 @@ def arrays() -> dict[str, np.ndarray]:
     return generate_avdigits(AVDigitsSpec(seed=0))
 
 
+@pytest.mark.slow
 def test_generation_is_deterministic_per_seed(arrays: dict[str, np.ndarray]) -> None:
     again = generate_avdigits(AVDigitsSpec(seed=0))
     assert all(np.array_equal(arrays[k], again[k]) for k in arrays)
@@ -81,6 +82,7 @@ def test_dtmf_spectrogram_peaks_at_the_digits_tones() -> None:
         assert spectrum[low_band].max() > 3 * np.median(spectrum)
 
 
+@pytest.mark.slow
 def test_cache_is_written_once_and_read_by_the_avmnist_loader(tmp_path: Path) -> None:
     root = ensure_avdigits(tmp_path)
     stamp = (root / "audio" / "train_data.npy").stat().st_mtime_ns

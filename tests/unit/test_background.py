@@ -84,6 +84,7 @@ def test_auto_writes_in_the_background_on_accelerators_only() -> None:
         writes_in_background("sometimes", "cpu")
 
 
+@pytest.mark.slow
 def test_a_run_with_background_writes_logs_every_epoch_once(tracking_uri: str) -> None:
     from mlflow import MlflowClient
 

@@ -6,6 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each test starts a fresh interpreter: the full tier
+
 
 def run_python(code: str) -> str:
     out = subprocess.run(

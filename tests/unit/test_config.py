@@ -108,6 +108,7 @@ OPTIONS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_option_composes_builds_and_steps(group: str, option: str) -> None:
     overrides = option_overrides(group, option)

@@ -115,6 +115,7 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path, monkeypatch: pytest.M
     assert any("torch-free but imports torch" in v for v in found)
 
 
+@pytest.mark.slow
 def test_the_torch_free_layers_import_without_torch() -> None:
     # What the graph promises, checked in a fresh interpreter: every module of the
     # torch-free layers (the CLI's analysis and tracking side) imports without torch.

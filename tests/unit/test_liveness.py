@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 
+import pytest
 from mlflow import MlflowClient
 
 from tsp_mlflow.tracking import schema
@@ -27,6 +28,7 @@ def test_process_records_tell_live_from_dead() -> None:
     assert process_alive("another-host:1:1") is None  # not ours to judge by pid
 
 
+@pytest.mark.slow
 def test_reap_marks_only_dead_runs_killed_at_their_last_heartbeat(tracking_uri: str) -> None:
     client = MlflowClient(tracking_uri)
     experiment = client.create_experiment("reap")

@@ -95,6 +95,7 @@ def test_no_monitoring_section_means_monitoring_off() -> None:
     assert MonitoringSettings.from_config(None).enabled is False
 
 
+@pytest.mark.slow
 def test_system_metrics_are_sampled_into_the_run_while_switched_on(tracking_uri: str) -> None:
     settings = MonitoringSettings(system_metrics=True, system_metrics_interval_s=0.2)
     with mlflow.start_run() as run:

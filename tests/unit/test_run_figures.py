@@ -30,6 +30,7 @@ HISTORY = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("task", "outputs", "figure"),
     [

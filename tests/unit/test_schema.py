@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tsp_mlflow.tracking import schema
 
 
@@ -22,6 +24,7 @@ def test_tag_names_are_namespaced() -> None:
     assert schema.registered_encoder_name("avdigits", "audio") == "avdigits-audio-encoder"
 
 
+@pytest.mark.slow
 def test_analysis_and_schema_import_without_torch() -> None:
     # Every module of analysis/ (the stats and the report included) and the CLI it shares.
     code = (

@@ -60,6 +60,7 @@ def test_corners_touch_every_bound_and_every_choice() -> None:
     assert {c["model.head.width"] for c in corners} == {8, 32}
 
 
+@pytest.mark.slow
 def test_every_corner_of_the_default_spaces_composes() -> None:
     """The shipped spaces name keys and options that exist."""
     for option in ("default", "sensitivity", "pretrain"):
@@ -115,6 +116,7 @@ def test_bool_choices_new_keys_and_huge_int_ranges() -> None:
     assert dims == {"+model.extra": "choice(1, 2)"}  # the + survives: a key to add
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -45,6 +45,7 @@ def test_a_a_family_wise_error_stays_at_alpha_across_looks_and_rows() -> None:
     assert naive.any_difference() > 3 * ALPHA
 
 
+@pytest.mark.slow
 def test_heavy_tails_keep_the_error_and_skew_is_flagged_where_it_breaks_it() -> None:
     """The t-test and the sign-flip test assume symmetric differences. Heavy symmetric
     tails (t with 3 df) keep the error rate; skew does not (docs/statistics.md), so rows
@@ -123,6 +124,7 @@ def test_intervals_cover_the_truth_at_the_stopping_time(delta: float) -> None:
     assert sim.covered.all(axis=1).mean() >= 1 - ALPHA - 0.01  # the family at once
 
 
+@pytest.mark.slow
 def test_the_simulator_and_compare_two_reach_the_same_verdicts() -> None:
     """The fast simulator is the production rule: same looks, same intervals, same calls."""
     rng = np.random.default_rng(6)

@@ -99,6 +99,7 @@ def test_welch_is_the_primary_test_when_seeds_do_not_match() -> None:
     assert row["exact_test"] == "studentized permutation"
 
 
+@pytest.mark.slow
 def test_unequal_variances_keep_the_unpaired_error_rate() -> None:
     """Defect: a permutation test of the mean difference, 4 runs at sd 0.04 against 8 at
     sd 0.01, rejected 13.8% of A/A comparisons. Welch's t, now the primary test, keeps α
@@ -162,6 +163,7 @@ def test_the_exact_floor_counts_only_nonzero_differences() -> None:
     assert zero["p_exact"] == 1.0 and zero["p_floor"] == 1.0 and zero["verdict"] == "equivalent"
 
 
+@pytest.mark.slow
 def test_null_calibration_of_the_primary_and_exact_p_values() -> None:
     """A/A: uniform p-values (KS) and a false-positive rate ≤ α + 0.02."""
     rng = np.random.default_rng(4)
@@ -213,6 +215,7 @@ def test_verdicts_read_the_adjusted_interval_against_the_rope() -> None:
     assert tiny["verdict"] == "equivalent" and -0.01 < tiny["ci_low"] < tiny["ci_high"] < 0.01
 
 
+@pytest.mark.slow
 def test_inconclusive_rows_say_how_many_seeds_with_an_honest_interval() -> None:
     """Defect: "need ≈N seeds" from the observed d_z alone ranged 8–64 for a true d = 1
     at n = 5. It now carries an 80% interval, which covers the true requirement."""
@@ -312,6 +315,7 @@ def test_the_bayesian_view_matches_the_student_t_posterior() -> None:
     assert loss["prob_b_better"] == pytest.approx(post.sf(0.01))
 
 
+@pytest.mark.slow
 def test_paired_ci_covers_the_true_effect_at_the_nominal_rate() -> None:
     rng = np.random.default_rng(12)
     covered = 0
@@ -322,6 +326,7 @@ def test_paired_ci_covers_the_true_effect_at_the_nominal_rate() -> None:
     assert 0.92 <= covered / 400 <= 0.98
 
 
+@pytest.mark.slow
 def test_corrections_match_statsmodels_and_keep_nan() -> None:
     p = np.array([0.01, 0.04, np.nan, 0.03, 0.2])
     finite = p[~np.isnan(p)]

@@ -54,6 +54,7 @@ def test_sequence_encoders_name_the_wrong_input_kind() -> None:
         GRUEncoder(in_features=4)(torch.randn(2, 4))
 
 
+@pytest.mark.slow
 def test_bert_from_scratch_learns_its_vocabulary_from_the_given_texts_only() -> None:
     encoder = BertTextEncoder(**SMALL_BERT)
     with pytest.raises(RuntimeError, match="call fit_tokenizer"):
