@@ -65,8 +65,13 @@ def tsp_ui(store: str, folder: Path, env: dict[str, str]) -> Iterator[str]:
         try:
             out, _ = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
+            # Say why it did not stop: its signal dispositions, and the server's last lines.
+            status = Path(f"/proc/{proc.pid}/status")
+            masks = [ln for ln in status.read_text().splitlines() if ln.startswith("Sig")]
+            log = folder / ".tsp-ui" / "server.log"
+            tail = log.read_text()[-1500:] if log.exists() else "(no server log)"
             os.killpg(proc.pid, signal.SIGKILL)
-            raise
+            raise AssertionError(f"tsp ui ignored Ctrl-C for 30 s; {masks}\n{tail}") from None
     assert proc.returncode == 0 and "stopping" in out, out
 
 

@@ -46,3 +46,36 @@ def test_console_script_and_module_expose_the_same_commands() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert all(c in out.stdout for c in ("pretrain", "multimodal", "pipeline", "analyze"))
+
+
+def test_a_server_command_stops_on_ctrl_c_even_if_it_inherited_sigint_ignored_and_blocked() -> None:
+    # A parent's ignored SIGINT survives exec, and so does its signal mask: either would
+    # make Ctrl-C a no-op for `tsp ui` / `tsp server`, leaving the server running.
+    import signal
+    import subprocess
+    import sys
+
+    def inherit_a_deaf_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    code = (
+        "import os, signal\n"
+        "from tsp_mlflow.commands.running import stop_on_signals\n"
+        "deaf = signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+        "stop_on_signals(signal.SIGTERM)\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    import time; time.sleep(5)\n"
+        "    print('still running')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped', deaf)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        preexec_fn=inherit_a_deaf_sigint,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "stopped True", done.stderr[-2000:]

@@ -100,6 +100,11 @@ def stop_on_signals(*signums: int) -> None:
 
     for signum in signums:
         signal.signal(signum, stop)
+    # Ctrl-C must stop a server command whatever it inherited: a parent's ignored SIGINT
+    # (kept across exec) or a blocked one (the signal mask is inherited too) would leave
+    # Ctrl-C a no-op, and the server running.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, *signums})
 
 
 def wait_until_interrupted() -> None:
